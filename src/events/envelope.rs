@@ -1,0 +1,189 @@
+//! Reading request bodies: an EventBridge envelope or a bare detail object.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// Longest envelope id we keep as the event id.
+const MAX_ID_LEN: usize = 256;
+
+/// Why a body was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    #[error("request body is not valid UTF-8")]
+    NotUtf8,
+    #[error("request body must be a JSON object")]
+    NotAnObject,
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The parts of a body the ingestion path needs; the rest stays as received.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    /// The body as received, validated as UTF-8 JSON.
+    pub text: &'a str,
+    /// Envelope `id`, used as the event id (and deduplication key).
+    pub id: Option<&'a str>,
+    /// Envelope `detail-type`.
+    pub detail_type: Option<&'a str>,
+    /// Envelope `source`.
+    pub source: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Shape<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "detail-type")]
+    detail_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    source: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    detail: Option<&'a RawValue>,
+}
+
+fn plain_string<'a>(
+    raw: Option<&'a RawValue>,
+    field: &str,
+) -> Result<Option<&'a str>, EnvelopeError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = raw.get();
+    if text == "null" {
+        return Ok(None);
+    }
+    // Borrow only strings without escapes; anything else is refused (ids and types never need escapes).
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Ok(Some(inner)),
+        _ => Err(EnvelopeError::Invalid(format!(
+            "envelope field '{field}' must be a plain string"
+        ))),
+    }
+}
+
+/// Validates `body` and extracts the envelope fields without building a full JSON tree.
+pub fn read(body: &[u8]) -> Result<Incoming<'_>, EnvelopeError> {
+    let text = std::str::from_utf8(body).map_err(|_| EnvelopeError::NotUtf8)?;
+    if !text.trim_start().starts_with('{') {
+        // Also rejects the empty body and literal `null`.
+        if text.trim().is_empty() {
+            return Err(EnvelopeError::NotAnObject);
+        }
+        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Err(EnvelopeError::NotAnObject),
+            Err(e) => Err(EnvelopeError::Malformed(e.to_string())),
+        };
+    }
+    let shape: Shape<'_> =
+        serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    let detail_type = plain_string(shape.detail_type, "detail-type")?;
+    let envelope = detail_type.is_some() && shape.detail.is_some();
+    if envelope {
+        let detail = shape.detail.map(RawValue::get).unwrap_or("null");
+        if !detail.starts_with('{') {
+            return Err(EnvelopeError::Invalid(
+                "envelope field 'detail' must be a JSON object".into(),
+            ));
+        }
+    }
+    let id = if envelope {
+        plain_string(shape.id, "id")?
+    } else {
+        None
+    };
+    if let Some(id) = id {
+        if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(|c| c.is_control() || c == '/')
+        {
+            return Err(EnvelopeError::Invalid(format!(
+                "envelope 'id' must be 1 to {MAX_ID_LEN} characters without '/' or control characters"
+            )));
+        }
+    }
+    let source = if envelope {
+        plain_string(shape.source, "source")?
+    } else {
+        None
+    };
+    Ok(Incoming {
+        text,
+        id,
+        detail_type,
+        source,
+    })
+}
+
+/// The detail of a stored payload: `detail` of an envelope, or the whole bare object.
+pub fn detail_of(payload: &str) -> Result<Map<String, Value>, serde_json::Error> {
+    let mut body: Map<String, Value> = serde_json::from_str(payload)?;
+    let envelope =
+        body.contains_key("detail-type") && matches!(body.get("detail"), Some(Value::Object(_)));
+    if envelope {
+        if let Some(Value::Object(detail)) = body.remove("detail") {
+            return Ok(detail);
+        }
+    }
+    Ok(body)
+}
+
+/// Builds the envelope the service stores for events it raises itself.
+pub fn internal_envelope(id: &str, detail_type: &str, detail: Value) -> String {
+    serde_json::json!({
+        "version": "0",
+        "id": id,
+        "detail-type": detail_type,
+        "source": "orchestrator",
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "resources": [],
+        "detail": detail,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_envelope_fields() {
+        let body = br#"{"version":"0","id":"abc-1","detail-type":"TENANT_PROVISIONING","source":"tms","detail":{"tenantId":"t1"}}"#;
+        let inc = read(body).unwrap();
+        assert_eq!(inc.id, Some("abc-1"));
+        assert_eq!(inc.detail_type, Some("TENANT_PROVISIONING"));
+        assert_eq!(inc.source, Some("tms"));
+        assert_eq!(detail_of(inc.text).unwrap()["tenantId"], "t1");
+    }
+
+    #[test]
+    fn bare_detail_is_the_detail() {
+        let inc = read(br#" {"tenantId":"t1","id":"x"}"#).unwrap();
+        assert_eq!(inc.id, None, "a bare detail's id is not an envelope id");
+        assert_eq!(detail_of(inc.text).unwrap()["id"], "x");
+    }
+
+    #[test]
+    fn refuses_non_objects_and_bad_json() {
+        assert_eq!(read(b"[1,2]").unwrap_err(), EnvelopeError::NotAnObject);
+        assert_eq!(read(b"\"s\"").unwrap_err(), EnvelopeError::NotAnObject);
+        assert_eq!(read(b"null").unwrap_err(), EnvelopeError::NotAnObject);
+        assert_eq!(read(b"").unwrap_err(), EnvelopeError::NotAnObject);
+        assert_eq!(read(b"\xff\xfe").unwrap_err(), EnvelopeError::NotUtf8);
+        assert!(matches!(
+            read(b"{\"a\":").unwrap_err(),
+            EnvelopeError::Malformed(_)
+        ));
+        assert!(matches!(
+            read(b"[1,").unwrap_err(),
+            EnvelopeError::Malformed(_)
+        ));
+        assert!(matches!(
+            read(br#"{"detail-type":"X","detail":[1]}"#).unwrap_err(),
+            EnvelopeError::Invalid(_)
+        ));
+        assert!(matches!(
+            read(br#"{"detail-type":"X","detail":{},"id":5}"#).unwrap_err(),
+            EnvelopeError::Invalid(_)
+        ));
+    }
+}

@@ -1,0 +1,107 @@
+//! `CodeBuild Build State Change`: finishes the matching job exactly once and
+//! raises its `*_SUCCESS` / `*_FAILURE` event. Local jobs report the same way.
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use super::common::result_event;
+use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
+use crate::store::{Commit, JobFinish, JobStatus};
+
+/// Completes build jobs.
+pub struct BuildStateHandler;
+
+fn exported_variables(detail: &Map<String, Value>) -> Map<String, Value> {
+    let Some(Value::Array(items)) = detail.get("exported-environment-variables") else {
+        return Map::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let name = item.get("name")?.as_str()?;
+            let value = item
+                .get("value")
+                .map(super::common::env_value)
+                .unwrap_or_default();
+            Some((name.to_owned(), Value::String(value)))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl EventHandler for BuildStateHandler {
+    async fn handle(
+        &self,
+        event: &InboxEvent,
+        services: &Services,
+    ) -> Result<Handled, HandlerError> {
+        let detail = &event.detail;
+        let build_id = detail
+            .get("build-id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| HandlerError::Permanent("missing detail.build-id".into()))?;
+        let status = detail
+            .get("build-status")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !matches!(
+            status,
+            "SUCCEEDED" | "FAILED" | "FAULT" | "TIMED_OUT" | "STOPPED"
+        ) {
+            return Ok(Handled::note(format!(
+                "ignored: build status '{status}' is not final"
+            )));
+        }
+        let Some(job) = services.store.find_job_by_external_id(build_id).await? else {
+            return Err(HandlerError::Permanent(format!(
+                "no job is waiting for build '{build_id}'"
+            )));
+        };
+        if job.status.is_terminal() {
+            return Ok(Handled::note(format!(
+                "ignored: job {} already {}",
+                job.id, job.status
+            )));
+        }
+        let success = status == "SUCCEEDED";
+        let info = detail.get("additional-information");
+        let field = |key: &str| info.and_then(|i| i.get(key));
+        let error = (!success).then(|| {
+            field("error")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("build {status}"))
+        });
+        let output = exported_variables(detail);
+        let finish = JobFinish {
+            id: job.id.clone(),
+            status: if success {
+                JobStatus::Succeeded
+            } else {
+                JobStatus::Failed
+            },
+            exit_code: field("exit-code").and_then(Value::as_i64),
+            output: Some(Value::Object(output.clone()).to_string()),
+            log_tail: field("log-tail").and_then(Value::as_str).map(str::to_owned),
+            error: error.clone(),
+        };
+        let events = vec![result_event(&job, success, &output, error.as_deref())];
+        services
+            .store
+            .commit(
+                Commit {
+                    finished_jobs: vec![finish],
+                    events,
+                    ..Commit::default()
+                },
+                crate::now_ms(),
+            )
+            .await?;
+        services.inbox.wake();
+        Ok(Handled::note(format!(
+            "job {} {}",
+            job.id,
+            if success { "succeeded" } else { "failed" }
+        )))
+    }
+}

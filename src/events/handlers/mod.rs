@@ -1,0 +1,164 @@
+//! Event handlers: one trait object per event type, replaceable by embedding
+//! programs. The defaults implement the tenant lifecycle on top of the
+//! [`Services`] they are given.
+
+mod build_state;
+mod callback;
+mod common;
+mod deployment;
+mod provisioning;
+mod results;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+pub use build_state::BuildStateHandler;
+pub use callback::CallbackHandler;
+pub use deployment::DeploymentHandler;
+pub use provisioning::{DeprovisioningHandler, ProvisioningHandler};
+pub use results::ResultHandler;
+
+use super::{EventType, Inbox};
+use crate::builder::BuilderService;
+use crate::store::{JobKind, Store, StoreError};
+use crate::tenants::webhook::WebhookClient;
+use crate::tiers::{TierError, TierSource};
+
+/// An event taken from the inbox for processing.
+#[derive(Debug, Clone)]
+pub struct InboxEvent {
+    pub id: String,
+    pub event_type: EventType,
+    pub source: Option<String>,
+    /// The envelope's `detail`, or the bare body.
+    pub detail: Map<String, Value>,
+    /// 1 on the first attempt.
+    pub attempt: i64,
+}
+
+/// What a handler did, when it did not fail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Handled {
+    /// Shown on the event, e.g. why it changed nothing.
+    pub note: Option<String>,
+}
+
+impl Handled {
+    pub fn done() -> Self {
+        Self::default()
+    }
+
+    pub fn note(note: impl Into<String>) -> Self {
+        Self {
+            note: Some(note.into()),
+        }
+    }
+}
+
+/// Why a handler failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HandlerError {
+    /// Retrying cannot help (unknown tier, missing tenant id): the event fails at once.
+    #[error("{0}")]
+    Permanent(String),
+    /// Retrying may help (store or backend unavailable): retried with backoff.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => {
+                HandlerError::Permanent("a record the event refers to does not exist".into())
+            }
+            other => HandlerError::Transient(format!("{other}: {}", crate::error_chain(&other))),
+        }
+    }
+}
+
+impl From<TierError> for HandlerError {
+    fn from(err: TierError) -> Self {
+        match err {
+            TierError::NotFound(msg) => HandlerError::Permanent(msg),
+            TierError::Unavailable(msg) => HandlerError::Transient(msg),
+        }
+    }
+}
+
+/// Handles one event type.
+#[async_trait]
+pub trait EventHandler: Send + Sync {
+    async fn handle(
+        &self,
+        event: &InboxEvent,
+        services: &Services,
+    ) -> Result<Handled, HandlerError>;
+}
+
+/// What handlers work with.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub tiers: Arc<dyn TierSource>,
+    pub builder: Arc<dyn BuilderService>,
+    pub inbox: Inbox,
+    /// Set when `callbacks.webhook_url` is configured.
+    pub webhook: Option<WebhookClient>,
+}
+
+/// The handler for each event type.
+#[derive(Clone)]
+pub struct HandlerSet {
+    handlers: HashMap<EventType, Arc<dyn EventHandler>>,
+}
+
+impl Default for HandlerSet {
+    /// The built-in tenant lifecycle.
+    fn default() -> Self {
+        use EventType as E;
+        let mut set = Self {
+            handlers: HashMap::new(),
+        };
+        set.set(E::TenantProvisioning, Arc::new(ProvisioningHandler));
+        set.set(E::TenantDeprovisioning, Arc::new(DeprovisioningHandler));
+        set.set(E::TenantDeployment, Arc::new(DeploymentHandler));
+        for (event, kind, success) in [
+            (E::TenantProvisioningSuccess, JobKind::Provisioning, true),
+            (E::TenantProvisioningFailure, JobKind::Provisioning, false),
+            (E::TenantDeploymentSuccess, JobKind::Deployment, true),
+            (E::TenantDeploymentFailure, JobKind::Deployment, false),
+            (
+                E::TenantDeprovisioningSuccess,
+                JobKind::Deprovisioning,
+                true,
+            ),
+            (
+                E::TenantDeprovisioningFailure,
+                JobKind::Deprovisioning,
+                false,
+            ),
+        ] {
+            set.set(event, Arc::new(ResultHandler { kind, success }));
+        }
+        set.set(E::BuildStateChange, Arc::new(BuildStateHandler));
+        set.set(E::TenantCallback, Arc::new(CallbackHandler));
+        set
+    }
+}
+
+impl HandlerSet {
+    /// Replaces the handler of `event_type`.
+    pub fn set(&mut self, event_type: EventType, handler: Arc<dyn EventHandler>) -> &mut Self {
+        self.handlers.insert(event_type, handler);
+        self
+    }
+
+    /// The handler of `event_type`.
+    pub fn get(&self, event_type: EventType) -> Option<&Arc<dyn EventHandler>> {
+        self.handlers.get(&event_type)
+    }
+}

@@ -1,0 +1,107 @@
+//! `*_SUCCESS` / `*_FAILURE`: a job's result moves its tenant.
+
+use async_trait::async_trait;
+use serde_json::{json, Map, Value};
+
+use super::common::{callback_event, follow_up, object, tenant_id, transition, write};
+use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
+use crate::events::EventType;
+use crate::store::{Commit, JobKind};
+use crate::tenants::Lifecycle;
+
+/// Applies the result of a provisioning, deployment or deprovisioning job.
+pub struct ResultHandler {
+    pub kind: JobKind,
+    pub success: bool,
+}
+
+impl ResultHandler {
+    fn lifecycle(&self) -> Lifecycle {
+        match (self.kind, self.success) {
+            (JobKind::Provisioning, true) => Lifecycle::ProvisionSucceeded,
+            (JobKind::Provisioning, false) => Lifecycle::ProvisionFailed,
+            (JobKind::Deployment, true) => Lifecycle::DeploySucceeded,
+            (JobKind::Deployment, false) => Lifecycle::DeployFailed,
+            (JobKind::Deprovisioning, true) => Lifecycle::DeprovisionSucceeded,
+            (JobKind::Deprovisioning, false) => Lifecycle::DeprovisionFailed,
+        }
+    }
+}
+
+/// `detail.jobOutput` as string values.
+fn job_output(detail: &Map<String, Value>) -> Map<String, Value> {
+    match detail.get("jobOutput") {
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(super::common::env_value(v))))
+            .collect(),
+        _ => Map::new(),
+    }
+}
+
+#[async_trait]
+impl EventHandler for ResultHandler {
+    async fn handle(
+        &self,
+        event: &InboxEvent,
+        services: &Services,
+    ) -> Result<Handled, HandlerError> {
+        let id = tenant_id(&event.detail)?;
+        let current = services.store.get_tenant(&id).await?;
+        if let (Some(job), Some(tenant)) = (
+            event.detail.get("jobId").and_then(Value::as_str),
+            current.as_ref(),
+        ) {
+            if tenant.current_job_id.as_deref() != Some(job) {
+                return Ok(Handled::note(format!(
+                    "ignored: job {job} is not the tenant's current job"
+                )));
+            }
+        }
+        let state = match transition(current.as_ref(), self.lifecycle()) {
+            Ok(state) => state,
+            Err(answer) => return answer,
+        };
+        let Some(mut record) = current.clone() else {
+            return Err(HandlerError::Permanent(format!("unknown tenant '{id}'")));
+        };
+        let mut outputs = object(&record.job_output);
+        outputs.extend(job_output(&event.detail));
+        record.job_output = Value::Object(outputs.clone()).to_string();
+        record.state = state;
+        record.last_error = if self.success {
+            None
+        } else {
+            let error = event
+                .detail
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("job failed");
+            Some(format!("{} failed: {error}", self.kind))
+        };
+        let mut events = Vec::new();
+        match self.lifecycle() {
+            Lifecycle::ProvisionSucceeded => events.push(follow_up(
+                &format!("{}:deployment", event.id),
+                EventType::TenantDeployment,
+                json!({"tenantId": id, "tier": record.tier, "jobOutput": outputs}),
+            )),
+            Lifecycle::ProvisionFailed | Lifecycle::DeployFailed => {
+                events.extend(callback_event(services, event, &mut record, false));
+            }
+            Lifecycle::DeploySucceeded => {
+                events.extend(callback_event(services, event, &mut record, true))
+            }
+            _ => {}
+        }
+        let new_state = record.state;
+        let commit = Commit {
+            tenant: Some(write(record, current.as_ref())),
+            events,
+            ..Commit::default()
+        };
+        services.store.commit(commit, crate::now_ms()).await?;
+        services.inbox.wake();
+        Ok(Handled::note(format!("tenant {id} is now {new_state}")))
+    }
+}

@@ -1,0 +1,88 @@
+//! The event types the service knows.
+
+use std::fmt;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Every event type, public or internal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[allow(clippy::enum_variant_names)]
+pub enum EventType {
+    #[serde(rename = "TENANT_PROVISIONING")]
+    TenantProvisioning,
+    #[serde(rename = "TENANT_DEPROVISIONING")]
+    TenantDeprovisioning,
+    #[serde(rename = "TENANT_PROVISIONING_SUCCESS")]
+    TenantProvisioningSuccess,
+    #[serde(rename = "TENANT_PROVISIONING_FAILURE")]
+    TenantProvisioningFailure,
+    #[serde(rename = "TENANT_DEPLOYMENT")]
+    TenantDeployment,
+    #[serde(rename = "TENANT_DEPLOYMENT_SUCCESS")]
+    TenantDeploymentSuccess,
+    #[serde(rename = "TENANT_DEPLOYMENT_FAILURE")]
+    TenantDeploymentFailure,
+    /// Extension: how deprovisioning jobs report back.
+    #[serde(rename = "TENANT_DEPROVISIONING_SUCCESS")]
+    TenantDeprovisioningSuccess,
+    /// Extension: how deprovisioning jobs report back.
+    #[serde(rename = "TENANT_DEPROVISIONING_FAILURE")]
+    TenantDeprovisioningFailure,
+    /// A job finished: CodeBuild's state-change event, which the local runner imitates.
+    #[serde(rename = "CodeBuild Build State Change")]
+    BuildStateChange,
+    /// Internal: deliver the signed provisioning webhook to ARC SaaS tenant management.
+    #[serde(rename = "TENANT_CALLBACK")]
+    TenantCallback,
+}
+
+impl EventType {
+    /// All types, in a stable order.
+    pub const ALL: [EventType; 11] = [
+        EventType::TenantProvisioning,
+        EventType::TenantDeprovisioning,
+        EventType::TenantProvisioningSuccess,
+        EventType::TenantProvisioningFailure,
+        EventType::TenantDeployment,
+        EventType::TenantDeploymentSuccess,
+        EventType::TenantDeploymentFailure,
+        EventType::TenantDeprovisioningSuccess,
+        EventType::TenantDeprovisioningFailure,
+        EventType::BuildStateChange,
+        EventType::TenantCallback,
+    ];
+
+    /// The wire name (EventBridge `detail-type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::TenantProvisioning => "TENANT_PROVISIONING",
+            EventType::TenantDeprovisioning => "TENANT_DEPROVISIONING",
+            EventType::TenantProvisioningSuccess => "TENANT_PROVISIONING_SUCCESS",
+            EventType::TenantProvisioningFailure => "TENANT_PROVISIONING_FAILURE",
+            EventType::TenantDeployment => "TENANT_DEPLOYMENT",
+            EventType::TenantDeploymentSuccess => "TENANT_DEPLOYMENT_SUCCESS",
+            EventType::TenantDeploymentFailure => "TENANT_DEPLOYMENT_FAILURE",
+            EventType::TenantDeprovisioningSuccess => "TENANT_DEPROVISIONING_SUCCESS",
+            EventType::TenantDeprovisioningFailure => "TENANT_DEPROVISIONING_FAILURE",
+            EventType::BuildStateChange => "CodeBuild Build State Change",
+            EventType::TenantCallback => "TENANT_CALLBACK",
+        }
+    }
+
+    /// Any known type, including internal ones (for rows read back from the inbox).
+    pub fn from_name(name: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// Types a client may POST. Matching is exact and case-sensitive, as in ARC SaaS.
+    pub fn accepted_from_clients(name: &str) -> Option<EventType> {
+        EventType::from_name(name).filter(|t| *t != EventType::TenantCallback)
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

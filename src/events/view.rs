@@ -1,0 +1,46 @@
+//! What the API shows of inbox events.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::store::{EventRecord, EventStatus};
+use crate::timestamp;
+
+/// An event in the inbox.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub id: String,
+    #[serde(rename = "type")]
+    #[schema(example = "TENANT_PROVISIONING")]
+    pub event_type: String,
+    pub source: Option<String>,
+    pub status: EventStatus,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    /// What the handler did, e.g. why the event changed nothing.
+    pub note: Option<String>,
+    pub received_at: String,
+    pub updated_at: String,
+    /// When a waiting retry is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+}
+
+impl From<EventRecord> for EventView {
+    fn from(e: EventRecord) -> Self {
+        let waiting = e.status == EventStatus::Received && e.attempts > 0;
+        Self {
+            next_attempt_at: waiting.then(|| timestamp(e.next_attempt_at_ms)),
+            id: e.id,
+            event_type: e.event_type,
+            source: e.source,
+            status: e.status,
+            attempts: e.attempts,
+            last_error: e.last_error,
+            note: e.note,
+            received_at: timestamp(e.received_at_ms),
+            updated_at: timestamp(e.updated_at_ms),
+        }
+    }
+}

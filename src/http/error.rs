@@ -1,0 +1,179 @@
+//! The one error type of the HTTP layer and its JSON envelope:
+//! `{"error": {"statusCode", "name", "code", "message"}}`.
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::events::InboxError;
+use crate::store::StoreError;
+
+/// The error envelope (ARC SaaS clients read `error.statusCode` and `error.message`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    #[schema(example = 400)]
+    pub status_code: u16,
+    /// LoopBack-style error name, e.g. `BadRequestError`.
+    #[schema(example = "BadRequestError")]
+    pub name: &'static str,
+    /// Stable snake_case code.
+    #[schema(example = "unsupported_event_type")]
+    pub code: &'static str,
+    /// A sentence for humans.
+    #[schema(example = "Unsupported event type: FOO")]
+    pub message: String,
+}
+
+/// An error answered to a client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds, for 503s.
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
+    }
+
+    fn from_store(err: &StoreError) -> Self {
+        match err {
+            StoreError::NotFound => Self::not_found("not found"),
+            StoreError::Conflict(message) => {
+                Self::new(StatusCode::CONFLICT, "conflict", message.clone())
+            }
+            StoreError::Unavailable(_) => {
+                Self::unavailable("the store is unavailable; retry later")
+            }
+            StoreError::Other(_) => {
+                tracing::error!(error = %err, cause = %crate::error_chain(err), "store error");
+                Self::internal()
+            }
+        }
+    }
+}
+
+fn name_of(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "BadRequestError",
+        401 => "UnauthorizedError",
+        404 => "NotFoundError",
+        405 => "MethodNotAllowedError",
+        409 => "ConflictError",
+        413 => "PayloadTooLargeError",
+        415 => "UnsupportedMediaTypeError",
+        503 => "ServiceUnavailableError",
+        _ => "InternalServerError",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                status_code: self.status.as_u16(),
+                name: name_of(self.status),
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        Self::from_store(&err)
+    }
+}
+
+impl From<InboxError> for ApiError {
+    fn from(err: InboxError) -> Self {
+        match err {
+            InboxError::Store(err) => Self::from_store(&err),
+            InboxError::Closed => Self::unavailable("the service is shutting down; retry later"),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is larger than 1 MiB",
+            )
+        } else {
+            Self::bad_request("invalid_body", rejection.body_text())
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request("invalid_query", rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::bad_request("invalid_path", rejection.body_text())
+    }
+}

@@ -1,0 +1,147 @@
+//! The HTTP API: routers and handlers only. Handlers call the store and the
+//! inbox; domain errors become HTTP in [`error`].
+
+pub mod auth;
+pub mod error;
+mod events;
+mod extract;
+mod ops;
+mod tenants;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use self::auth::AuthPolicy;
+use self::error::ApiError;
+use crate::events::Inbox;
+use crate::store::Store;
+
+/// Largest accepted request body (EventBridge sends at most 256 KB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub inbox: Inbox,
+    /// Where local job logs live.
+    pub jobs_work_dir: PathBuf,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "orchestrator",
+        description = "Tenant lifecycle orchestration (ARC SaaS compatible) and a mini-app platform on Lambda.",
+        license(name = "MIT")
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "events", description = "Tenant events and the durable inbox"),
+        (name = "tenants", description = "Tenant state and build jobs"),
+        (name = "operations", description = "Health, readiness, this document"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+        );
+    }
+}
+
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(events::post_envelope, events::list_events))
+        .routes(routes!(events::post_event, events::get_event))
+        .routes(routes!(events::retry_event))
+        .routes(routes!(tenants::list_tenants))
+        .routes(routes!(tenants::get_tenant))
+        .routes(routes!(tenants::get_job))
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::ready))
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api().split_for_parts();
+    doc.paths.paths.insert(
+        "/openapi.json".into(),
+        utoipa::openapi::path::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .tag("operations")
+                .summary(Some("This OpenAPI document"))
+                .response(
+                    "200",
+                    utoipa::openapi::ResponseBuilder::new().description("OpenAPI 3.1 document"),
+                ),
+        ),
+    );
+    doc
+}
+
+/// Bounds a `limit` query parameter.
+fn limit(requested: Option<i64>) -> Result<i64, ApiError> {
+    match requested {
+        None => Ok(100),
+        Some(n) if (1..=1000).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be between 1 and 1000, not {n}"),
+        )),
+    }
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found(format!("Endpoint \"{method} {}\" not found.", uri.path()))
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// The API router with its state, auth and limits applied, ready to serve or
+/// to mount in another axum application.
+pub fn router(state: AppState, policy: AuthPolicy) -> Router {
+    let (routes, _) = api().split_for_parts();
+    let doc = Arc::new(openapi());
+    routes
+        .route(
+            "/openapi.json",
+            get(move || std::future::ready(Json(doc.as_ref().clone()))),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(policy),
+            auth::require_access,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

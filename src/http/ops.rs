@@ -1,0 +1,36 @@
+//! Liveness and readiness.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// 200 while the process runs.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// 200 when the store answers, else 503.
+#[utoipa::path(
+    get, path = "/ready", tag = "operations",
+    responses((status = 200, body = Health), (status = 503, description = "Store unavailable", body = ErrorBody))
+)]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    match state.store.ping().await {
+        Ok(()) => Ok(Json(Health { status: "ready" })),
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness check failed");
+            Err(ApiError::unavailable("the store is not answering"))
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! `/tenants` and `/jobs`: what the orchestrator knows of each tenant.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiPath, ApiQuery};
+use super::AppState;
+use crate::builder::local::{read_tail, LocalJobs, LOG_TAIL_BYTES};
+use crate::store::{JobRecord, JobStatus, StoreError, TenantRecord};
+use crate::tenants::view::{JobView, TenantView};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListTenants {
+    /// At most this many (default 100, at most 1000), most recently updated first.
+    pub limit: Option<i64>,
+}
+
+/// A running local job's live log tail; otherwise the stored one.
+async fn job_view(state: &AppState, job: JobRecord) -> JobView {
+    let live = if job.status == JobStatus::Running && job.backend == "local" {
+        read_tail(
+            &LocalJobs::log_path(&state.jobs_work_dir, &job.id),
+            LOG_TAIL_BYTES,
+        )
+        .await
+    } else {
+        None
+    };
+    JobView::new(job, live)
+}
+
+async fn tenant_view(state: &AppState, tenant: TenantRecord) -> Result<TenantView, ApiError> {
+    let mut jobs = Vec::new();
+    for job in state.store.jobs_for_tenant(&tenant.id).await? {
+        jobs.push(job_view(state, job).await);
+    }
+    let callback = match &tenant.callback_event_id {
+        Some(id) => match state.store.get_event(id).await {
+            Ok(event) => Some(event),
+            Err(StoreError::NotFound) => None,
+            Err(err) => return Err(err.into()),
+        },
+        None => None,
+    };
+    Ok(TenantView::new(tenant, jobs, callback))
+}
+
+/// List tenants, most recently updated first.
+#[utoipa::path(
+    get, path = "/tenants", tag = "tenants", params(ListTenants),
+    responses((status = 200, body = Vec<TenantView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security((), ("bearer" = []))
+)]
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListTenants>,
+) -> Result<Json<Vec<TenantView>>, ApiError> {
+    let mut views = Vec::new();
+    for tenant in state.store.list_tenants(super::limit(query.limit)?).await? {
+        views.push(tenant_view(&state, tenant).await?);
+    }
+    Ok(Json(views))
+}
+
+/// One tenant: status, tier, jobs, job output and webhook delivery.
+#[utoipa::path(
+    get, path = "/tenants/{id}", tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id")),
+    responses((status = 200, body = TenantView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security((), ("bearer" = []))
+)]
+pub async fn get_tenant(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<TenantView>, ApiError> {
+    let tenant = state
+        .store
+        .get_tenant(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no tenant '{id}'")))?;
+    Ok(Json(tenant_view(&state, tenant).await?))
+}
+
+/// One build job: status, exit code, output and log tail.
+#[utoipa::path(
+    get, path = "/jobs/{id}", tag = "tenants",
+    params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security((), ("bearer" = []))
+)]
+pub async fn get_job(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobView>, ApiError> {
+    match state.store.get_job(&id).await {
+        Ok(job) => Ok(Json(job_view(&state, job).await)),
+        Err(StoreError::NotFound) => Err(ApiError::not_found(format!("no job '{id}'"))),
+        Err(err) => Err(err.into()),
+    }
+}

@@ -1,0 +1,323 @@
+//! orchestrator: a control plane for SaaS teams on AWS.
+//!
+//! Tenant lifecycle events (ARC SaaS compatible) are recorded durably in an
+//! inbox and driven to completion by replaceable handlers, build jobs
+//! ([`builder::BuilderService`]) and tier details ([`tiers::TierSource`]).
+//!
+//! Embedding: build an [`Orchestrator`] with [`OrchestratorBuilder`], replace
+//! whatever you need, mount [`Orchestrator::router`] in your axum app and run
+//! [`Orchestrator::start`] for the background work (see `examples/`).
+
+pub mod builder;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod store;
+pub mod telemetry;
+pub mod tenants;
+pub mod tiers;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::builder::local::LocalJobs;
+use crate::builder::{BuilderService, JobReporter, JobRequest};
+use crate::config::Config;
+use crate::events::{
+    Dispatcher, EventHandler, EventType, HandlerSet, Inbox, RetryPolicy, Services,
+};
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+use crate::tenants::webhook::WebhookClient;
+use crate::tiers::config::ConfigTiers;
+use crate::tiers::TierSource;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn timestamp(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// An error's sources, joined, for logs.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.join(": ")
+}
+
+/// Which parts of the service a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Role {
+    /// HTTP API and background workers.
+    #[default]
+    All,
+    /// HTTP API only: events are recorded, not processed (another process runs the workers).
+    Api,
+    /// Background workers only, plus `/health` and `/ready`.
+    Worker,
+}
+
+/// Assembles an [`Orchestrator`], letting the embedding program replace parts.
+pub struct OrchestratorBuilder {
+    config: Config,
+    handlers: HandlerSet,
+    builder: Option<Arc<dyn BuilderService>>,
+    tiers: Option<Arc<dyn TierSource>>,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl OrchestratorBuilder {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            handlers: HandlerSet::default(),
+            builder: None,
+            tiers: None,
+            store: None,
+        }
+    }
+
+    /// Replaces the handler of one event type.
+    pub fn handler(mut self, event_type: EventType, handler: Arc<dyn EventHandler>) -> Self {
+        self.handlers.set(event_type, handler);
+        self
+    }
+
+    /// Replaces the build job backend.
+    pub fn builder_service(mut self, builder: Arc<dyn BuilderService>) -> Self {
+        self.builder = Some(builder);
+        self
+    }
+
+    /// Replaces the tier details source.
+    pub fn tier_source(mut self, tiers: Arc<dyn TierSource>) -> Self {
+        self.tiers = Some(tiers);
+        self
+    }
+
+    /// Uses this store instead of opening `database_url`.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Validates the configuration, opens the store (applying migrations) and
+    /// wires the backends. Must run inside a Tokio runtime.
+    pub async fn build(self) -> anyhow::Result<Orchestrator> {
+        let config = self.config;
+        config.validate()?;
+        let store: Arc<dyn Store> = match self.store {
+            Some(store) => store,
+            None => Arc::new(
+                SqliteStore::connect(&config.database_url())
+                    .await
+                    .with_context(|| format!("opening the store at {}", config.database_url()))?,
+            ),
+        };
+        let jobs_work_dir = config.data_dir.join("jobs");
+        let builder: Arc<dyn BuilderService> = match self.builder {
+            Some(builder) => builder,
+            None => Arc::new(LocalJobs::new(
+                config.builder.jobs_dir.clone(),
+                jobs_work_dir.clone(),
+                config.job_timeout(),
+            )),
+        };
+        let tiers: Arc<dyn TierSource> = match self.tiers {
+            Some(tiers) => tiers,
+            None => Arc::new(ConfigTiers::new(config.tiers.clone())),
+        };
+        let webhook = match &config.callbacks.webhook_url {
+            Some(url) => Some(WebhookClient::new(
+                url.clone(),
+                Duration::from_secs(config.callbacks.timeout_secs),
+            )?),
+            None => None,
+        };
+        tracing::info!(
+            store = %redact_url(&config.database_url()),
+            builder = builder.name(),
+            tiers = tiers.name(),
+            webhook = webhook.as_ref().map(WebhookClient::url).unwrap_or("none"),
+            "backends chosen"
+        );
+        let inbox = Inbox::start(store.clone());
+        let services = Services {
+            store,
+            tiers,
+            builder,
+            inbox,
+            webhook,
+        };
+        Ok(Orchestrator {
+            config,
+            services,
+            handlers: Arc::new(self.handlers),
+            jobs_work_dir,
+        })
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A wired service: its router and its background work.
+pub struct Orchestrator {
+    config: Config,
+    services: Services,
+    handlers: Arc<HandlerSet>,
+    jobs_work_dir: PathBuf,
+}
+
+impl Orchestrator {
+    /// The services handlers run with (store, tiers, builder, inbox).
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// The HTTP API, to serve or to mount in another axum app.
+    pub fn router(&self) -> axum::Router {
+        let state = http::AppState {
+            store: self.services.store.clone(),
+            inbox: self.services.inbox.clone(),
+            jobs_work_dir: self.jobs_work_dir.clone(),
+        };
+        http::router(state, http::auth::AuthPolicy::new(&self.config.auth))
+    }
+
+    /// Recovers work a previous run left behind, then runs the dispatcher until `shutdown`.
+    pub async fn start(&self, shutdown: CancellationToken) -> anyhow::Result<JoinHandle<()>> {
+        let store = &self.services.store;
+        let requeued = store
+            .requeue_abandoned(now_ms())
+            .await
+            .context("requeueing events left in progress")?;
+        let rerun = self.rerun_interrupted_jobs().await?;
+        if requeued > 0 || rerun > 0 {
+            tracing::info!(requeued, rerun, "recovered work from the previous run");
+        }
+        let inbox = &self.config.inbox;
+        let dispatcher = Dispatcher {
+            services: self.services.clone(),
+            handlers: self.handlers.clone(),
+            retry: RetryPolicy {
+                max_attempts: inbox.max_attempts,
+                base_delay: Duration::from_millis(inbox.backoff_base_ms),
+                max_delay: Duration::from_millis(inbox.backoff_max_ms),
+            },
+            concurrency: inbox.concurrency,
+            lease: Duration::from_secs(inbox.lease_secs),
+            poll: Duration::from_millis(inbox.poll_ms),
+        };
+        Ok(tokio::spawn(dispatcher.run(shutdown)))
+    }
+
+    /// Local jobs that were running when the process died are re-run from the start.
+    async fn rerun_interrupted_jobs(&self) -> anyhow::Result<usize> {
+        let Services {
+            store,
+            builder,
+            inbox,
+            ..
+        } = &self.services;
+        let jobs = store
+            .running_jobs(builder.name())
+            .await
+            .context("listing interrupted jobs")?;
+        for job in &jobs {
+            let request = JobRequest {
+                job_id: job.id.clone(),
+                job_identifier: job.job_identifier.clone(),
+                params: serde_json::from_str(&job.params).unwrap_or_default(),
+                attempt: job.attempt + 1,
+                reporter: JobReporter::new(inbox.clone()),
+            };
+            match builder.start_job(request).await {
+                Ok(handle) => {
+                    store
+                        .mark_job_running(&job.id, &handle.external_id, job.attempt + 1, now_ms())
+                        .await?;
+                    tracing::info!(job = %job.id, attempt = job.attempt + 1, "re-running a job interrupted by the last stop");
+                }
+                Err(err) => {
+                    // Report it as a failed run so the tenant does not wait forever.
+                    tracing::warn!(job = %job.id, error = %err, "could not re-run an interrupted job");
+                    JobReporter::new(inbox.clone())
+                        .report(builder::JobCompletion {
+                            external_id: job.external_id.clone().unwrap_or_else(|| job.id.clone()),
+                            job_identifier: job.job_identifier.clone(),
+                            attempt: job.attempt + 1,
+                            status: builder::BuildStatus::Failed,
+                            exit_code: None,
+                            output: Default::default(),
+                            log_tail: None,
+                            error: Some(format!("could not re-run after a restart: {err}")),
+                        })
+                        .await;
+                }
+            }
+        }
+        Ok(jobs.len())
+    }
+}
+
+/// Serves `config` on `listener` until `shutdown` resolves: the testable entry point.
+pub async fn run(
+    config: Config,
+    role: Role,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("reading the listen address")?;
+    if !addr.ip().is_loopback() && config.is_anonymous() && !config.auth.allow_anonymous {
+        anyhow::bail!(
+            "refusing to listen on {addr} without access tokens: set auth.api_tokens (ORCHESTRATOR_API_TOKENS) or auth.allow_anonymous = true"
+        );
+    }
+    let orchestrator = OrchestratorBuilder::new(config).build().await?;
+    let token = CancellationToken::new();
+    let workers = match role {
+        Role::All | Role::Worker => Some(orchestrator.start(token.clone()).await?),
+        Role::Api => None,
+    };
+    let router = orchestrator.router();
+    tracing::info!(role = ?role, "listening on http://{addr}");
+    let cancel = token.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            cancel.cancel();
+        })
+        .await
+        .context("serving HTTP")?;
+    token.cancel();
+    if let Some(workers) = workers {
+        let _ = workers.await;
+    }
+    Ok(())
+}

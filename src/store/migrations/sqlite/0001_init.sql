@@ -1,0 +1,56 @@
+-- The event inbox: every accepted event, before it is acknowledged.
+CREATE TABLE events (
+    id              TEXT PRIMARY KEY,
+    event_type      TEXT NOT NULL,
+    source          TEXT,
+    payload         TEXT NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'received',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    note            TEXT,
+    received_at     INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until     INTEGER
+);
+CREATE INDEX events_due ON events (status, next_attempt_at);
+CREATE INDEX events_received ON events (received_at);
+
+CREATE TABLE tenants (
+    id                TEXT PRIMARY KEY,
+    state             TEXT NOT NULL,
+    tier              TEXT,
+    current_job_id    TEXT,
+    last_error        TEXT,
+    job_output        TEXT NOT NULL DEFAULT '{}',
+    params            TEXT NOT NULL DEFAULT '{}',
+    callback_secret   TEXT,
+    callback_context  TEXT,
+    callback_event_id TEXT,
+    version           INTEGER NOT NULL DEFAULT 0,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+);
+
+CREATE TABLE jobs (
+    id             TEXT PRIMARY KEY,
+    tenant_id      TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    job_identifier TEXT NOT NULL,
+    backend        TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    event_id       TEXT NOT NULL,
+    params         TEXT NOT NULL,
+    external_id    TEXT,
+    attempt        INTEGER NOT NULL DEFAULT 0,
+    exit_code      INTEGER,
+    output         TEXT,
+    log_tail       TEXT,
+    error          TEXT,
+    created_at     INTEGER NOT NULL,
+    started_at     INTEGER,
+    finished_at    INTEGER
+);
+CREATE INDEX jobs_tenant ON jobs (tenant_id, created_at);
+CREATE INDEX jobs_external ON jobs (external_id);
+CREATE INDEX jobs_status ON jobs (status, backend);

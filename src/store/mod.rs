@@ -1,0 +1,157 @@
+//! Durable state behind one narrow trait: the event inbox, tenants and jobs.
+//!
+//! The SQLite implementation lives in [`sqlite`]; the trait is written so a
+//! PostgreSQL implementation can sit beside it (leases, conditional updates and
+//! multi-row inserts only, no dialect-specific behaviour leaks out).
+
+mod records;
+pub mod sqlite;
+
+use async_trait::async_trait;
+pub use records::{
+    EventRecord, EventStatus, JobFinish, JobKind, JobRecord, JobStatus, NewEvent, TenantRecord,
+    TenantState,
+};
+
+/// Errors a store reports; mapped to HTTP in `http::error` only.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row asked for does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A concurrent writer changed the row first (optimistic concurrency).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached or is overloaded: retrying later helps.
+    #[error("store unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else (corrupt row, migration failure...).
+    #[error("store error")]
+    Other(#[source] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(err)
+            }
+            sqlx::Error::Database(ref db) if is_busy(db.code().as_deref()) => {
+                StoreError::Unavailable(err)
+            }
+            other => StoreError::Other(other.into()),
+        }
+    }
+}
+
+/// SQLITE_BUSY / SQLITE_LOCKED and their extended codes.
+fn is_busy(code: Option<&str>) -> bool {
+    matches!(code, Some(c) if c == "5" || c == "6" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6))
+}
+
+/// One atomic unit of work produced by an event handler: the tenant's new
+/// state, jobs created or finished, and follow-up events, all or nothing.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// New tenant row; `expected_version` guards against lost updates
+    /// (`None` means the tenant must not exist yet).
+    pub tenant: Option<TenantWrite>,
+    /// Jobs to insert (status `pending`).
+    pub new_jobs: Vec<JobRecord>,
+    /// Jobs to finish; each must still be `pending` or `running`.
+    pub finished_jobs: Vec<JobFinish>,
+    /// Follow-up events, inserted unless an event with the same id exists.
+    pub events: Vec<NewEvent>,
+}
+
+/// A tenant row to write, with the version it was read at.
+#[derive(Debug)]
+pub struct TenantWrite {
+    pub record: TenantRecord,
+    pub expected_version: Option<i64>,
+}
+
+/// Result of one attempt to claim due events.
+pub type Claimed = Vec<EventRecord>;
+
+/// The store seam. Every method is a short transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks the database answers (for `/ready`).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts events in one transaction; returns, per input, whether it was
+    /// new (`true`) or a duplicate of an existing id (`false`).
+    async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<bool>, StoreError>;
+    /// Leases up to `limit` due events (received and due, or processing with an
+    /// expired lease), marks them processing and counts the attempt.
+    async fn claim_events(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Claimed, StoreError>;
+    /// Records the outcome of a processing attempt.
+    async fn finish_event(
+        &self,
+        id: &str,
+        outcome: EventOutcome,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Puts every event left `processing` by a previous run of this process back in the queue.
+    async fn requeue_abandoned(&self, now_ms: i64) -> Result<u64, StoreError>;
+    async fn get_event(&self, id: &str) -> Result<EventRecord, StoreError>;
+    async fn list_events(
+        &self,
+        status: Option<EventStatus>,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+    /// Re-queues a terminal event (`failed`, `dead`, `succeeded`) with fresh attempts.
+    async fn retry_event(&self, id: &str, now_ms: i64) -> Result<EventRecord, StoreError>;
+
+    async fn get_tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError>;
+    async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError>;
+    async fn get_job(&self, id: &str) -> Result<JobRecord, StoreError>;
+    /// Finds a job by the backend's own id (CodeBuild build ARN, local job id).
+    async fn find_job_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<JobRecord>, StoreError>;
+    async fn jobs_for_tenant(&self, tenant_id: &str) -> Result<Vec<JobRecord>, StoreError>;
+    /// Jobs a backend was running when the process stopped.
+    async fn running_jobs(&self, backend: &str) -> Result<Vec<JobRecord>, StoreError>;
+    /// Marks a job started by its backend (pending → running, or a new attempt).
+    async fn mark_job_running(
+        &self,
+        id: &str,
+        external_id: &str,
+        attempt: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Applies a [`Commit`] atomically. Fails with `Conflict` when the tenant
+    /// changed since it was read or a job to finish is already finished.
+    async fn commit(&self, commit: Commit, now_ms: i64) -> Result<(), StoreError>;
+}
+
+/// What became of one processing attempt.
+#[derive(Debug, Clone)]
+pub enum EventOutcome {
+    Succeeded {
+        note: Option<String>,
+    },
+    /// Permanent failure: no retry.
+    Failed {
+        error: String,
+    },
+    /// Transient failure: retry at `retry_at_ms`.
+    Retry {
+        error: String,
+        retry_at_ms: i64,
+    },
+    /// Transient failure and attempts exhausted.
+    Dead {
+        error: String,
+    },
+}

@@ -1,0 +1,172 @@
+//! Plain rows as the store reads and writes them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            /// The wire and database spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        concat!("unknown ", stringify!($name), " '{}' (expected one of: ", $($text, " ",)+ ")"),
+                        other
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Where an inbox event is in its life.
+    EventStatus {
+        Received => "received",
+        Processing => "processing",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Dead => "dead",
+    }
+);
+
+string_enum!(
+    /// The tenant's internal state. `Deploying` is reported as ARC SaaS's
+    /// `PROVISIONING` with `stage: "deploying"`.
+    TenantState {
+        Provisioning => "PROVISIONING",
+        Deploying => "DEPLOYING",
+        Active => "ACTIVE",
+        ProvisionFailed => "PROVISIONFAILED",
+        Deprovisioning => "DEPROVISIONING",
+        Inactive => "INACTIVE",
+    }
+);
+
+string_enum!(
+    /// What a job does for its tenant.
+    JobKind {
+        Provisioning => "provisioning",
+        Deprovisioning => "deprovisioning",
+        Deployment => "deployment",
+    }
+);
+
+string_enum!(
+    /// A job's progress. `pending` is recorded before the backend is asked to start it.
+    JobStatus {
+        Pending => "pending",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+    }
+);
+
+impl JobStatus {
+    /// Succeeded or failed: nothing will change it any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed)
+    }
+}
+
+/// An event to record in the inbox.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: String,
+    pub event_type: String,
+    pub source: Option<String>,
+    /// The body as received (an envelope or a bare detail), JSON text.
+    pub payload: String,
+    pub received_at_ms: i64,
+}
+
+/// An inbox row.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub id: String,
+    pub event_type: String,
+    pub source: Option<String>,
+    pub payload: String,
+    pub status: EventStatus,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub note: Option<String>,
+    pub received_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub next_attempt_at_ms: i64,
+}
+
+/// A tenant row.
+#[derive(Debug, Clone)]
+pub struct TenantRecord {
+    pub id: String,
+    pub state: TenantState,
+    pub tier: Option<String>,
+    pub current_job_id: Option<String>,
+    pub last_error: Option<String>,
+    /// JSON object: outputs of the tenant's jobs, merged.
+    pub job_output: String,
+    /// JSON object: environment overrides given at provisioning, reused by later jobs.
+    pub params: String,
+    pub callback_secret: Option<String>,
+    pub callback_context: Option<String>,
+    pub callback_event_id: Option<String>,
+    pub version: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A job row.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub id: String,
+    pub tenant_id: String,
+    pub kind: JobKind,
+    pub job_identifier: String,
+    pub backend: String,
+    pub status: JobStatus,
+    /// The event that asked for this job.
+    pub event_id: String,
+    /// JSON object of string parameters (the job's environment).
+    pub params: String,
+    pub external_id: Option<String>,
+    pub attempt: i64,
+    pub exit_code: Option<i64>,
+    /// JSON object of the job's `KEY=VALUE` outputs.
+    pub output: Option<String>,
+    pub log_tail: Option<String>,
+    pub error: Option<String>,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct JobFinish {
+    pub id: String,
+    pub status: JobStatus,
+    pub exit_code: Option<i64>,
+    pub output: Option<String>,
+    pub log_tail: Option<String>,
+    pub error: Option<String>,
+}

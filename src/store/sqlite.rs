@@ -1,0 +1,469 @@
+//! The embedded default store: one SQLite file in WAL mode, `synchronous = FULL`
+//! so an acknowledged event survives a crash or power loss.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use super::{
+    Claimed, Commit, EventOutcome, EventRecord, EventStatus, JobRecord, NewEvent, Store,
+    StoreError, TenantRecord,
+};
+
+const EVENT_COLUMNS: &str = "id, event_type, source, payload, status, attempts, last_error, note, \
+                             received_at, updated_at, next_attempt_at";
+const TENANT_COLUMNS: &str = "id, state, tier, current_job_id, last_error, job_output, params, \
+                              callback_secret, callback_context, callback_event_id, version, created_at, updated_at";
+const JOB_COLUMNS: &str = "id, tenant_id, kind, job_identifier, backend, status, event_id, params, external_id, \
+                           attempt, exit_code, output, log_tail, error, created_at, started_at, finished_at";
+
+/// SQLite implementation of [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path`) and applies migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        if let Some(parent) = Path::new(options.get_filename()).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Other(e.into()))?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("src/store/migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Other(e.into()))?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool: every later call fails as `Unavailable` (used by fault tests).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn parse<T: FromStr<Err = String>>(text: &str) -> Result<T, StoreError> {
+    T::from_str(text).map_err(|e| StoreError::Other(anyhow!(e)))
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<EventRecord, StoreError> {
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        event_type: row.try_get("event_type")?,
+        source: row.try_get("source")?,
+        payload: row.try_get("payload")?,
+        status: parse(row.try_get::<&str, _>("status")?)?,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+        note: row.try_get("note")?,
+        received_at_ms: row.try_get("received_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+        next_attempt_at_ms: row.try_get("next_attempt_at")?,
+    })
+}
+
+fn tenant_from_row(row: &SqliteRow) -> Result<TenantRecord, StoreError> {
+    Ok(TenantRecord {
+        id: row.try_get("id")?,
+        state: parse(row.try_get::<&str, _>("state")?)?,
+        tier: row.try_get("tier")?,
+        current_job_id: row.try_get("current_job_id")?,
+        last_error: row.try_get("last_error")?,
+        job_output: row.try_get("job_output")?,
+        params: row.try_get("params")?,
+        callback_secret: row.try_get("callback_secret")?,
+        callback_context: row.try_get("callback_context")?,
+        callback_event_id: row.try_get("callback_event_id")?,
+        version: row.try_get("version")?,
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+    })
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<JobRecord, StoreError> {
+    Ok(JobRecord {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        kind: parse(row.try_get::<&str, _>("kind")?)?,
+        job_identifier: row.try_get("job_identifier")?,
+        backend: row.try_get("backend")?,
+        status: parse(row.try_get::<&str, _>("status")?)?,
+        event_id: row.try_get("event_id")?,
+        params: row.try_get("params")?,
+        external_id: row.try_get("external_id")?,
+        attempt: row.try_get("attempt")?,
+        exit_code: row.try_get("exit_code")?,
+        output: row.try_get("output")?,
+        log_tail: row.try_get("log_tail")?,
+        error: row.try_get("error")?,
+        created_at_ms: row.try_get("created_at")?,
+        started_at_ms: row.try_get("started_at")?,
+        finished_at_ms: row.try_get("finished_at")?,
+    })
+}
+
+fn push_event_values(builder: &mut QueryBuilder<'_, Sqlite>, events: &[NewEvent]) {
+    builder.push("INSERT INTO events (id, event_type, source, payload, status, received_at, updated_at, next_attempt_at) ");
+    builder.push_values(events, |mut row, e| {
+        row.push_bind(e.id.clone())
+            .push_bind(e.event_type.clone())
+            .push_bind(e.source.clone())
+            .push_bind(e.payload.clone())
+            .push_bind(EventStatus::Received.as_str())
+            .push_bind(e.received_at_ms)
+            .push_bind(e.received_at_ms)
+            .push_bind(e.received_at_ms);
+    });
+    builder.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+}
+
+/// Marks, per input, whether its id came back from `RETURNING` (first occurrence only).
+fn inserted_flags(
+    events: &[NewEvent],
+    mut inserted: std::collections::HashSet<String>,
+) -> Vec<bool> {
+    events.iter().map(|e| inserted.remove(&e.id)).collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<bool>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut builder = QueryBuilder::new("");
+        push_event_values(&mut builder, events);
+        let rows = builder.build().fetch_all(&self.pool).await?;
+        let ids = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?;
+        Ok(inserted_flags(events, ids))
+    }
+
+    async fn claim_events(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Claimed, StoreError> {
+        let sql = format!(
+            "UPDATE events SET status = 'processing', attempts = attempts + 1, lease_until = ?1 + ?2, updated_at = ?1 \
+             WHERE id IN (SELECT id FROM events \
+                          WHERE (status = 'received' AND next_attempt_at <= ?1) \
+                             OR (status = 'processing' AND lease_until < ?1) \
+                          ORDER BY next_attempt_at LIMIT ?3) \
+             RETURNING {EVENT_COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now_ms)
+            .bind(lease_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        events.sort_by_key(|e| e.next_attempt_at_ms);
+        Ok(events)
+    }
+
+    async fn finish_event(
+        &self,
+        id: &str,
+        outcome: EventOutcome,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (status, error, note, next) = match outcome {
+            EventOutcome::Succeeded { note } => (EventStatus::Succeeded, None, note, now_ms),
+            EventOutcome::Failed { error } => (EventStatus::Failed, Some(error), None, now_ms),
+            EventOutcome::Retry { error, retry_at_ms } => {
+                (EventStatus::Received, Some(error), None, retry_at_ms)
+            }
+            EventOutcome::Dead { error } => (EventStatus::Dead, Some(error), None, now_ms),
+        };
+        sqlx::query(
+            "UPDATE events SET status = ?2, last_error = COALESCE(?3, last_error), note = ?4, \
+             next_attempt_at = ?5, lease_until = NULL, updated_at = ?6 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .bind(error)
+        .bind(note)
+        .bind(next)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn requeue_abandoned(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE events SET status = 'received', lease_until = NULL, next_attempt_at = ?1, updated_at = ?1 \
+             WHERE status = 'processing'",
+        )
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn get_event(&self, id: &str) -> Result<EventRecord, StoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
+        event_from_row(&sqlx::query(&sql).bind(id).fetch_one(&self.pool).await?)
+    }
+
+    async fn list_events(
+        &self,
+        status: Option<EventStatus>,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE (?1 IS NULL OR status = ?1) \
+             ORDER BY received_at DESC, id LIMIT ?2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(status.map(EventStatus::as_str))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn retry_event(&self, id: &str, now_ms: i64) -> Result<EventRecord, StoreError> {
+        let sql = format!(
+            "UPDATE events SET status = 'received', attempts = 0, next_attempt_at = ?2, lease_until = NULL, \
+             updated_at = ?2 WHERE id = ?1 AND status IN ('failed', 'dead', 'succeeded') RETURNING {EVENT_COLUMNS}"
+        );
+        match sqlx::query(&sql)
+            .bind(id)
+            .bind(now_ms)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            Some(row) => event_from_row(&row),
+            None => {
+                let current = self.get_event(id).await?;
+                Err(StoreError::Conflict(format!(
+                    "event {id} is {} and cannot be retried now",
+                    current.status
+                )))
+            }
+        }
+    }
+
+    async fn get_tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1");
+        sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(tenant_from_row)
+            .transpose()
+    }
+
+    async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError> {
+        let sql =
+            format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY updated_at DESC, id LIMIT ?1");
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn get_job(&self, id: &str) -> Result<JobRecord, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+        job_from_row(&sqlx::query(&sql).bind(id).fetch_one(&self.pool).await?)
+    }
+
+    async fn find_job_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE external_id = ?1 LIMIT 1");
+        sqlx::query(&sql)
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
+    }
+
+    async fn jobs_for_tenant(&self, tenant_id: &str) -> Result<Vec<JobRecord>, StoreError> {
+        let sql =
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = ?1 ORDER BY created_at, id");
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn running_jobs(&self, backend: &str) -> Result<Vec<JobRecord>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'running' AND backend = ?1 ORDER BY created_at");
+        let rows = sqlx::query(&sql)
+            .bind(backend)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn mark_job_running(
+        &self,
+        id: &str,
+        external_id: &str,
+        attempt: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'running', external_id = ?2, attempt = ?3, started_at = ?4 \
+             WHERE id = ?1 AND status IN ('pending', 'running')",
+        )
+        .bind(id)
+        .bind(external_id)
+        .bind(attempt)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!(
+                "job {id} is already finished"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, commit: Commit, now_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(write) = &commit.tenant {
+            let t = &write.record;
+            let changed = match write.expected_version {
+                Some(version) => sqlx::query(
+                    "UPDATE tenants SET state = ?2, tier = ?3, current_job_id = ?4, last_error = ?5, job_output = ?6, \
+                     params = ?7, callback_secret = ?8, callback_context = ?9, callback_event_id = ?10, \
+                     version = version + 1, updated_at = ?11 WHERE id = ?1 AND version = ?12",
+                )
+                .bind(&t.id)
+                .bind(t.state.as_str())
+                .bind(&t.tier)
+                .bind(&t.current_job_id)
+                .bind(&t.last_error)
+                .bind(&t.job_output)
+                .bind(&t.params)
+                .bind(&t.callback_secret)
+                .bind(&t.callback_context)
+                .bind(&t.callback_event_id)
+                .bind(now_ms)
+                .bind(version)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+                None => sqlx::query(
+                    "INSERT INTO tenants (id, state, tier, current_job_id, last_error, job_output, params, \
+                     callback_secret, callback_context, callback_event_id, version, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?11) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&t.id)
+                .bind(t.state.as_str())
+                .bind(&t.tier)
+                .bind(&t.current_job_id)
+                .bind(&t.last_error)
+                .bind(&t.job_output)
+                .bind(&t.params)
+                .bind(&t.callback_secret)
+                .bind(&t.callback_context)
+                .bind(&t.callback_event_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
+            };
+            if changed == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "tenant {} changed concurrently",
+                    t.id
+                )));
+            }
+        }
+        for job in &commit.new_jobs {
+            let sql = format!(
+                "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+            );
+            sqlx::query(&sql)
+                .bind(&job.id)
+                .bind(&job.tenant_id)
+                .bind(job.kind.as_str())
+                .bind(&job.job_identifier)
+                .bind(&job.backend)
+                .bind(job.status.as_str())
+                .bind(&job.event_id)
+                .bind(&job.params)
+                .bind(&job.external_id)
+                .bind(job.attempt)
+                .bind(job.exit_code)
+                .bind(&job.output)
+                .bind(&job.log_tail)
+                .bind(&job.error)
+                .bind(job.created_at_ms)
+                .bind(job.started_at_ms)
+                .bind(job.finished_at_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for finish in &commit.finished_jobs {
+            let changed = sqlx::query(
+                "UPDATE jobs SET status = ?2, exit_code = ?3, output = ?4, log_tail = ?5, error = ?6, finished_at = ?7 \
+                 WHERE id = ?1 AND status IN ('pending', 'running')",
+            )
+            .bind(&finish.id)
+            .bind(finish.status.as_str())
+            .bind(finish.exit_code)
+            .bind(&finish.output)
+            .bind(&finish.log_tail)
+            .bind(&finish.error)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "job {} is already finished",
+                    finish.id
+                )));
+            }
+        }
+        if !commit.events.is_empty() {
+            let mut builder = QueryBuilder::new("");
+            push_event_values(&mut builder, &commit.events);
+            builder.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

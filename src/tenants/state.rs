@@ -1,0 +1,265 @@
+//! The tenant state machine, in one place: which event moves which state where.
+//!
+//! `None` is a tenant the service has never seen. `Ignore` means the event is
+//! stale or repeated and changes nothing (the event still succeeds, with a
+//! note); `Reject` is a permanent error.
+
+use crate::store::TenantState;
+
+/// Something that happens to a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Provision,
+    ProvisionSucceeded,
+    ProvisionFailed,
+    Deploy,
+    DeploySucceeded,
+    DeployFailed,
+    Deprovision,
+    DeprovisionSucceeded,
+    DeprovisionFailed,
+}
+
+/// What an event does to a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// Move to (or stay in, doing the event's work) this state.
+    To(TenantState),
+    /// Repeated or out of order: change nothing.
+    Ignore(String),
+    /// Cannot apply: a permanent error.
+    Reject(String),
+}
+
+/// The transition `event` causes from `current`.
+pub fn next(current: Option<TenantState>, event: Lifecycle) -> Transition {
+    use Lifecycle as L;
+    use TenantState as S;
+    let Some(state) = current else {
+        return match event {
+            L::Provision => Transition::To(S::Provisioning),
+            _ => Transition::Reject("unknown tenant: it was never provisioned here".into()),
+        };
+    };
+    let ignore = |why: &str| Transition::Ignore(format!("{why} (tenant is {state})"));
+    match (event, state) {
+        (L::Provision, S::ProvisionFailed | S::Inactive) => Transition::To(S::Provisioning),
+        (L::Provision, S::Provisioning | S::Deploying) => {
+            ignore("provisioning already in progress")
+        }
+        (L::Provision, S::Active) => ignore("already provisioned"),
+        (L::Provision, S::Deprovisioning) => Transition::Reject(
+            "tenant is being deprovisioned; provision it again once it is INACTIVE".into(),
+        ),
+
+        (L::ProvisionSucceeded, S::Provisioning) => Transition::To(S::Deploying),
+        (L::ProvisionFailed, S::Provisioning) => Transition::To(S::ProvisionFailed),
+        (L::ProvisionSucceeded | L::ProvisionFailed, _) => ignore("stale provisioning result"),
+
+        (L::Deploy, S::Deploying | S::Active) => Transition::To(state),
+        (L::Deploy, _) => ignore("nothing to deploy"),
+        (L::DeploySucceeded, S::Deploying) => Transition::To(S::Active),
+        (L::DeployFailed, S::Deploying) => Transition::To(S::ProvisionFailed),
+        (L::DeploySucceeded | L::DeployFailed, _) => ignore("stale deployment result"),
+
+        (L::Deprovision, S::Provisioning | S::Deploying | S::Active | S::ProvisionFailed) => {
+            Transition::To(S::Deprovisioning)
+        }
+        (L::Deprovision, S::Deprovisioning) => ignore("deprovisioning already in progress"),
+        (L::Deprovision, S::Inactive) => ignore("already deprovisioned"),
+        (L::DeprovisionSucceeded, S::Deprovisioning) => Transition::To(S::Inactive),
+        // The tenant stays DEPROVISIONING with the error recorded; a new
+        // TENANT_DEPROVISIONING retries.
+        (L::DeprovisionFailed, S::Deprovisioning) => Transition::To(S::Deprovisioning),
+        (L::DeprovisionSucceeded | L::DeprovisionFailed, _) => {
+            ignore("stale deprovisioning result")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Lifecycle as L;
+    use TenantState as S;
+
+    const STATES: [S; 6] = [
+        S::Provisioning,
+        S::Deploying,
+        S::Active,
+        S::ProvisionFailed,
+        S::Deprovisioning,
+        S::Inactive,
+    ];
+    const EVENTS: [L; 9] = [
+        L::Provision,
+        L::ProvisionSucceeded,
+        L::ProvisionFailed,
+        L::Deploy,
+        L::DeploySucceeded,
+        L::DeployFailed,
+        L::Deprovision,
+        L::DeprovisionSucceeded,
+        L::DeprovisionFailed,
+    ];
+
+    fn to(from: Option<S>, event: L) -> Option<S> {
+        match next(from, event) {
+            Transition::To(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn happy_path_provision_deploy_deprovision() {
+        let mut s = to(None, L::Provision);
+        assert_eq!(s, Some(S::Provisioning));
+        s = to(s, L::ProvisionSucceeded);
+        assert_eq!(s, Some(S::Deploying));
+        s = to(s, L::Deploy);
+        assert_eq!(s, Some(S::Deploying));
+        s = to(s, L::DeploySucceeded);
+        assert_eq!(s, Some(S::Active));
+        s = to(s, L::Deprovision);
+        assert_eq!(s, Some(S::Deprovisioning));
+        s = to(s, L::DeprovisionSucceeded);
+        assert_eq!(s, Some(S::Inactive));
+        assert_eq!(
+            to(s, L::Provision),
+            Some(S::Provisioning),
+            "an INACTIVE tenant can come back"
+        );
+    }
+
+    #[test]
+    fn failures() {
+        assert_eq!(
+            to(Some(S::Provisioning), L::ProvisionFailed),
+            Some(S::ProvisionFailed)
+        );
+        assert_eq!(
+            to(Some(S::Deploying), L::DeployFailed),
+            Some(S::ProvisionFailed)
+        );
+        assert_eq!(
+            to(Some(S::ProvisionFailed), L::Provision),
+            Some(S::Provisioning),
+            "retry after failure"
+        );
+        assert_eq!(
+            to(Some(S::Deprovisioning), L::DeprovisionFailed),
+            Some(S::Deprovisioning)
+        );
+        assert_eq!(
+            to(Some(S::ProvisionFailed), L::Deprovision),
+            Some(S::Deprovisioning)
+        );
+    }
+
+    #[test]
+    fn repeated_events_change_nothing() {
+        assert!(matches!(
+            next(Some(S::Provisioning), L::Provision),
+            Transition::Ignore(_)
+        ));
+        assert!(matches!(
+            next(Some(S::Deploying), L::Provision),
+            Transition::Ignore(_)
+        ));
+        assert!(matches!(
+            next(Some(S::Active), L::Provision),
+            Transition::Ignore(_)
+        ));
+        assert!(matches!(
+            next(Some(S::Deploying), L::ProvisionSucceeded),
+            Transition::Ignore(_)
+        ));
+        assert!(matches!(
+            next(Some(S::Active), L::DeploySucceeded),
+            Transition::Ignore(_)
+        ));
+        assert!(matches!(
+            next(Some(S::Deprovisioning), L::Deprovision),
+            Transition::Ignore(_)
+        ));
+        assert!(matches!(
+            next(Some(S::Inactive), L::Deprovision),
+            Transition::Ignore(_)
+        ));
+        assert!(matches!(
+            next(Some(S::Inactive), L::DeprovisionSucceeded),
+            Transition::Ignore(_)
+        ));
+    }
+
+    #[test]
+    fn out_of_order_results_are_ignored() {
+        // A provisioning result arriving after deprovisioning began.
+        assert!(matches!(
+            next(Some(S::Deprovisioning), L::ProvisionSucceeded),
+            Transition::Ignore(_)
+        ));
+        assert!(matches!(
+            next(Some(S::Inactive), L::ProvisionFailed),
+            Transition::Ignore(_)
+        ));
+        // A deployment result before provisioning finished.
+        assert!(matches!(
+            next(Some(S::Provisioning), L::DeploySucceeded),
+            Transition::Ignore(_)
+        ));
+        assert!(matches!(
+            next(Some(S::Provisioning), L::Deploy),
+            Transition::Ignore(_)
+        ));
+        // A deprovisioning result for a tenant provisioned again since.
+        assert!(matches!(
+            next(Some(S::Provisioning), L::DeprovisionSucceeded),
+            Transition::Ignore(_)
+        ));
+        // A redeploy of an active tenant keeps it ACTIVE; its failure does not demote it.
+        assert_eq!(to(Some(S::Active), L::Deploy), Some(S::Active));
+        assert!(matches!(
+            next(Some(S::Active), L::DeployFailed),
+            Transition::Ignore(_)
+        ));
+    }
+
+    #[test]
+    fn unknown_tenants_can_only_be_provisioned() {
+        for event in EVENTS {
+            let t = next(None, event);
+            if event == L::Provision {
+                assert_eq!(t, Transition::To(S::Provisioning));
+            } else {
+                assert!(
+                    matches!(t, Transition::Reject(_)),
+                    "{event:?} on an unknown tenant: {t:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn provisioning_while_deprovisioning_is_rejected() {
+        assert!(matches!(
+            next(Some(S::Deprovisioning), L::Provision),
+            Transition::Reject(_)
+        ));
+    }
+
+    #[test]
+    fn every_pair_is_decided() {
+        // Exhaustive: the table answers for every (state, event), and only the
+        // listed pairs move the tenant.
+        let mut moves = 0;
+        for state in STATES {
+            for event in EVENTS {
+                if matches!(next(Some(state), event), Transition::To(_)) {
+                    moves += 1;
+                }
+            }
+        }
+        assert_eq!(moves, 14);
+    }
+}

@@ -1,0 +1,137 @@
+//! What the API shows of tenants and jobs.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::store::{EventRecord, JobKind, JobRecord, JobStatus, TenantRecord, TenantState};
+use crate::timestamp;
+
+/// A tenant as ARC SaaS sees it, plus what the orchestrator knows.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantView {
+    pub id: String,
+    /// `PROVISIONING`, `ACTIVE`, `PROVISIONFAILED`, `DEPROVISIONING` or `INACTIVE`.
+    #[schema(example = "ACTIVE")]
+    pub status: String,
+    /// Finer step while `PROVISIONING`: `provisioning` or `deploying`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    pub tier: Option<String>,
+    pub last_error: Option<String>,
+    /// `KEY=VALUE` outputs of the tenant's jobs, merged.
+    #[schema(value_type = Object)]
+    pub job_output: Map<String, Value>,
+    /// The tenant's jobs, oldest first.
+    pub jobs: Vec<JobView>,
+    /// The webhook to ARC SaaS tenant management, when one was sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackView>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// Delivery of the provisioning outcome webhook.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackView {
+    /// The inbox event delivering it.
+    pub event_id: String,
+    /// `received` (waiting or retrying), `processing`, `succeeded` (delivered), `failed` (refused) or `dead`.
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// A build job.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub id: String,
+    pub tenant_id: String,
+    pub kind: JobKind,
+    pub job_identifier: String,
+    /// `local` or `codebuild`.
+    pub backend: String,
+    pub status: JobStatus,
+    /// Runs so far (re-runs after a restart count up).
+    pub attempt: i64,
+    /// The backend's id for the job (CodeBuild build ARN, local job id).
+    pub external_id: Option<String>,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    #[schema(value_type = Object)]
+    pub output: Map<String, Value>,
+    /// The names of the environment variables the job received (values are not shown).
+    pub params: Vec<String>,
+    /// The last 4 KiB of the job's log.
+    pub log_tail: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+fn object(text: Option<&str>) -> Map<String, Value> {
+    text.and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
+}
+
+impl JobView {
+    /// `log_tail` overrides the stored tail (a running job's live log).
+    pub fn new(job: JobRecord, log_tail: Option<String>) -> Self {
+        Self {
+            params: object(Some(&job.params))
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect(),
+            output: object(job.output.as_deref()),
+            log_tail: log_tail.or(job.log_tail),
+            id: job.id,
+            tenant_id: job.tenant_id,
+            kind: job.kind,
+            job_identifier: job.job_identifier,
+            backend: job.backend,
+            status: job.status,
+            attempt: job.attempt,
+            external_id: job.external_id,
+            exit_code: job.exit_code,
+            error: job.error,
+            created_at: timestamp(job.created_at_ms),
+            started_at: job.started_at_ms.map(timestamp),
+            finished_at: job.finished_at_ms.map(timestamp),
+        }
+    }
+}
+
+/// The ARC SaaS status of a state, and the stage when it is a step of provisioning.
+pub fn status_of(state: TenantState) -> (&'static str, Option<&'static str>) {
+    match state {
+        TenantState::Provisioning => ("PROVISIONING", Some("provisioning")),
+        TenantState::Deploying => ("PROVISIONING", Some("deploying")),
+        other => (other.as_str(), None),
+    }
+}
+
+impl TenantView {
+    pub fn new(tenant: TenantRecord, jobs: Vec<JobView>, callback: Option<EventRecord>) -> Self {
+        let (status, stage) = status_of(tenant.state);
+        Self {
+            id: tenant.id,
+            status: status.to_owned(),
+            stage: stage.map(str::to_owned),
+            tier: tenant.tier,
+            last_error: tenant.last_error,
+            job_output: object(Some(&tenant.job_output)),
+            jobs,
+            callback: callback.map(|e| CallbackView {
+                event_id: e.id,
+                status: e.status.to_string(),
+                attempts: e.attempts,
+                last_error: e.last_error,
+            }),
+            created_at: timestamp(tenant.created_at_ms),
+            updated_at: timestamp(tenant.updated_at_ms),
+        }
+    }
+}
