@@ -70,8 +70,6 @@ pub enum Role {
     All,
     /// HTTP API only: events are recorded, not processed (another process runs the workers).
     Api,
-    /// Background workers only, plus `/health` and `/ready`.
-    Worker,
 }
 
 /// Assembles an [`Orchestrator`], letting the embedding program replace parts.
@@ -291,33 +289,51 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let addr = listener
-        .local_addr()
-        .context("reading the listen address")?;
-    if !addr.ip().is_loopback() && config.is_anonymous() && !config.auth.allow_anonymous {
-        anyhow::bail!(
-            "refusing to listen on {addr} without access tokens: set auth.api_tokens (ORCHESTRATOR_API_TOKENS) or auth.allow_anonymous = true"
-        );
-    }
-    let orchestrator = OrchestratorBuilder::new(config).build().await?;
-    let token = CancellationToken::new();
-    let workers = match role {
-        Role::All | Role::Worker => Some(orchestrator.start(token.clone()).await?),
-        Role::Api => None,
-    };
-    let router = orchestrator.router();
-    tracing::info!(role = ?role, "listening on http://{addr}");
-    let cancel = token.clone();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            cancel.cancel();
-        })
+    OrchestratorBuilder::new(config)
+        .build()
+        .await?
+        .serve(role, listener, shutdown)
         .await
-        .context("serving HTTP")?;
-    token.cancel();
-    if let Some(workers) = workers {
-        let _ = workers.await;
+}
+
+impl Orchestrator {
+    /// Runs the background work (per `role`) and serves the API on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        role: Role,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = listener
+            .local_addr()
+            .context("reading the listen address")?;
+        if !addr.ip().is_loopback()
+            && self.config.is_anonymous()
+            && !self.config.auth.allow_anonymous
+        {
+            anyhow::bail!(
+                "refusing to listen on {addr} without access tokens: set auth.api_tokens (ORCHESTRATOR_API_TOKENS) or auth.allow_anonymous = true"
+            );
+        }
+        let token = CancellationToken::new();
+        let workers = match role {
+            Role::All => Some(self.start(token.clone()).await?),
+            Role::Api => None,
+        };
+        let router = self.router();
+        tracing::info!(role = ?role, "listening on http://{addr}");
+        let cancel = token.clone();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                cancel.cancel();
+            })
+            .await
+            .context("serving HTTP")?;
+        token.cancel();
+        if let Some(workers) = workers {
+            let _ = workers.await;
+        }
+        Ok(())
     }
-    Ok(())
 }

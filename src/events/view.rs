@@ -25,6 +25,21 @@ pub struct EventView {
     /// When a waiting retry is due.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<String>,
+    /// The event's detail (shown for a single event, not in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl EventView {
+    /// The view with the event's detail included.
+    pub fn with_detail(record: EventRecord) -> Self {
+        let detail = crate::events::envelope::detail_of(&record.payload).ok();
+        Self {
+            detail,
+            ..Self::from(record)
+        }
+    }
 }
 
 impl From<EventRecord> for EventView {
@@ -41,6 +56,7 @@ impl From<EventRecord> for EventView {
             note: e.note,
             received_at: timestamp(e.received_at_ms),
             updated_at: timestamp(e.updated_at_ms),
+            detail: None,
         }
     }
 }

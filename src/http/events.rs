@@ -204,7 +204,7 @@ pub async fn get_event(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EventView>, ApiError> {
     match state.store.get_event(&id).await {
-        Ok(event) => Ok(Json(event.into())),
+        Ok(event) => Ok(Json(EventView::with_detail(event))),
         Err(crate::store::StoreError::NotFound) => {
             Err(ApiError::not_found(format!("no event '{id}'")))
         }

@@ -1,0 +1,66 @@
+//! The OpenAPI document: served, checked in, and complete.
+
+use serde_json::Value;
+
+use crate::common::{binary, TestApp};
+
+fn checked_in() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
+    serde_json::from_str(
+        &std::fs::read_to_string(path).expect("openapi/openapi.json is checked in"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn checked_in_spec_equals_the_openapi_command() {
+    let output = std::process::Command::new(binary())
+        .arg("openapi")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        printed,
+        checked_in(),
+        "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json`"
+    );
+}
+
+#[tokio::test]
+async fn served_spec_documents_every_route_with_errors() {
+    let app = TestApp::start(|_, _| {}).await;
+    let (status, spec) = app.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(spec, checked_in());
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
+    let routes = [
+        ("/events/{event}", "post"),
+        ("/events/{event}", "get"),
+        ("/events", "post"),
+        ("/events", "get"),
+        ("/events/{event}/retry", "post"),
+        ("/tenants", "get"),
+        ("/tenants/{id}", "get"),
+        ("/jobs/{id}", "get"),
+        ("/health", "get"),
+        ("/ready", "get"),
+        ("/openapi.json", "get"),
+    ];
+    for (path, method) in routes {
+        let op = &spec["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is documented");
+        assert!(
+            op["responses"]["200"].is_object(),
+            "{method} {path} has a 200"
+        );
+    }
+    let post = &spec["paths"]["/events/{event}"]["post"]["responses"];
+    for code in ["400", "401", "413", "415", "503"] {
+        assert_eq!(
+            post[code]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody",
+            "{code}"
+        );
+    }
+}
