@@ -83,7 +83,8 @@ async fn write_batches(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.drain(..).unzip();
-        match store.insert_events(&events).await {
+        let count = events.len();
+        match store.insert_events(events).await {
             Ok(flags) => {
                 if flags.iter().any(|new| *new) {
                     wake.notify_one();
@@ -93,7 +94,7 @@ async fn write_batches(
                 }
             }
             Err(err) => {
-                tracing::warn!(error = %err, batch = events.len(), "inbox write failed");
+                tracing::warn!(error = %err, batch = count, "inbox write failed");
                 let err = Arc::new(err);
                 for reply in replies {
                     let _ = reply.send(Err(err.clone()));

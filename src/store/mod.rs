@@ -24,7 +24,7 @@ pub enum StoreError {
     Conflict(String),
     /// The database cannot be reached or is overloaded: retrying later helps.
     #[error("store unavailable")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] anyhow::Error),
     /// Anything else (corrupt row, migration failure...).
     #[error("store error")]
     Other(#[source] anyhow::Error),
@@ -35,10 +35,10 @@ impl From<sqlx::Error> for StoreError {
         match err {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                StoreError::Unavailable(err)
+                StoreError::Unavailable(err.into())
             }
             sqlx::Error::Database(ref db) if is_busy(db.code().as_deref()) => {
-                StoreError::Unavailable(err)
+                StoreError::Unavailable(err.into())
             }
             other => StoreError::Other(other.into()),
         }
@@ -83,7 +83,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts events in one transaction; returns, per input, whether it was
     /// new (`true`) or a duplicate of an existing id (`false`).
-    async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<bool>, StoreError>;
+    async fn insert_events(&self, events: Vec<NewEvent>) -> Result<Vec<bool>, StoreError>;
     /// Leases up to `limit` due events (received and due, or processing with an
     /// expired lease), marks them processing and counts the attempt.
     async fn claim_events(

