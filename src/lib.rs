@@ -156,7 +156,7 @@ impl OrchestratorBuilder {
             webhook = webhook.as_ref().map(WebhookClient::url).unwrap_or("none"),
             "backends chosen"
         );
-        let inbox = Inbox::start(store.clone());
+        let inbox = Inbox::new(store.clone());
         let services = Services {
             store,
             tiers,

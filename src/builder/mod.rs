@@ -151,10 +151,6 @@ impl JobReporter {
         loop {
             match self.inbox.submit(event.clone()).await {
                 Ok(_) => return,
-                Err(crate::events::InboxError::Closed) => {
-                    tracing::warn!(job = %completion.external_id, "inbox closed before the job's end was recorded; it will re-run on restart");
-                    return;
-                }
                 Err(err) => {
                     tracing::warn!(job = %completion.external_id, error = %err, "recording job completion failed; retrying");
                     tokio::time::sleep(delay).await;

@@ -145,14 +145,7 @@ impl From<StoreError> for ApiError {
 
 impl From<InboxError> for ApiError {
     fn from(err: InboxError) -> Self {
-        match err {
-            // A write race on an event id resolves itself on redelivery.
-            InboxError::Store(err) if matches!(*err, StoreError::Conflict(_)) => {
-                Self::unavailable("the event could not be recorded this time; retry")
-            }
-            InboxError::Store(err) => Self::from_store(&err),
-            InboxError::Closed => Self::unavailable("the service is shutting down; retry later"),
-        }
+        Self::from_store(&err.0)
     }
 }
 

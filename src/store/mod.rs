@@ -81,9 +81,10 @@ pub trait Store: Send + Sync + 'static {
     /// Checks the database answers (for `/ready`).
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Inserts events in one transaction; returns, per input, whether it was
-    /// new (`true`) or a duplicate of an existing id (`false`).
-    async fn insert_events(&self, events: Vec<NewEvent>) -> Result<Vec<bool>, StoreError>;
+    /// Records one event durably before returning: `true` if it is new,
+    /// `false` if an event with its id was already recorded. Implementations
+    /// group concurrent calls into shared commits.
+    async fn insert_event(&self, event: NewEvent) -> Result<bool, StoreError>;
     /// Leases up to `limit` due events (received and due, or processing with an
     /// expired lease), marks them processing and counts the attempt.
     async fn claim_events(

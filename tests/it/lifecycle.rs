@@ -238,7 +238,12 @@ async fn success_dispatches_deployment_which_runs_the_deployment_job() {
     );
     // The tenant is ACTIVE as the last handler commits; its event is marked a moment later.
     app.wait_for("/events?status=succeeded", |events| {
-        let types: Vec<&str> = events.as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
+        let types: Vec<&str> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["type"].as_str())
+            .collect();
         types.contains(&"TENANT_DEPLOYMENT") && types.contains(&"TENANT_DEPLOYMENT_SUCCESS")
     })
     .await;

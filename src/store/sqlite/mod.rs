@@ -157,11 +157,8 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn insert_events(&self, events: Vec<NewEvent>) -> Result<Vec<bool>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.writer.insert(events).await
+    async fn insert_event(&self, event: NewEvent) -> Result<bool, StoreError> {
+        self.writer.insert(event).await
     }
 
     async fn claim_events(

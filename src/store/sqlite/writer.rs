@@ -1,9 +1,11 @@
 //! The ingestion writer: one thread, one connection, group commits.
 //!
-//! Each batch the inbox hands over is inserted with a cached prepared
-//! statement inside one `BEGIN IMMEDIATE` transaction and committed with a
-//! single fsync. `ON CONFLICT DO NOTHING` plus the row count tells new events
-//! from redeliveries exactly.
+//! Requests queue on a channel; the thread takes everything waiting (up to
+//! [`MAX_BATCH`]), inserts it with a cached prepared statement inside one
+//! `BEGIN IMMEDIATE` transaction, commits with a single fsync and answers each
+//! caller. While it commits, the next batch gathers, so batches grow with the
+//! load and latency stays at about two commits. `ON CONFLICT DO NOTHING` plus
+//! the row count tells new events from redeliveries exactly.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,24 +18,30 @@ use tokio::sync::oneshot;
 
 use crate::store::{EventStatus, NewEvent, StoreError};
 
-type Reply = oneshot::Sender<Result<Vec<bool>, StoreError>>;
+/// Most events in one commit.
+const MAX_BATCH: usize = 512;
+
+type Reply = oneshot::Sender<Result<bool, StoreError>>;
 
 /// Handle to the writer thread; the thread ends when the last handle is dropped.
 #[derive(Clone)]
 pub struct EventWriter {
-    tx: mpsc::Sender<(Vec<NewEvent>, Reply)>,
+    tx: mpsc::Sender<(NewEvent, Reply)>,
     closed: Arc<AtomicBool>,
 }
 
-fn store_error(err: rusqlite::Error) -> StoreError {
+/// One failed commit answers many callers, so the error is taken by reference
+/// and each caller gets its own value.
+fn store_error(err: &rusqlite::Error) -> StoreError {
+    let cause = anyhow!("{err}");
     match err.sqlite_error_code() {
         Some(
             ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseLocked
             | ErrorCode::DiskFull
             | ErrorCode::CannotOpen,
-        ) => StoreError::Unavailable(err.into()),
-        _ => StoreError::Other(err.into()),
+        ) => StoreError::Unavailable(cause),
+        _ => StoreError::Other(cause),
     }
 }
 
@@ -64,38 +72,60 @@ fn insert(conn: &mut Connection, events: &[NewEvent]) -> Result<Vec<bool>, rusql
 impl EventWriter {
     /// Opens a connection to the (already migrated) database and starts the thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(store_error)?;
+        let conn = Connection::open(path).map_err(|e| store_error(&e))?;
         conn.busy_timeout(Duration::from_secs(5))
-            .map_err(store_error)?;
+            .map_err(|e| store_error(&e))?;
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(store_error)?;
+            .map_err(|e| store_error(&e))?;
         conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(store_error)?;
-        let (tx, rx) = mpsc::channel::<(Vec<NewEvent>, Reply)>();
+            .map_err(|e| store_error(&e))?;
+        let (tx, rx) = mpsc::channel::<(NewEvent, Reply)>();
         let closed = Arc::new(AtomicBool::new(false));
         let stop = closed.clone();
         std::thread::Builder::new()
             .name("sqlite-ingest".into())
             .spawn(move || {
                 let mut conn = conn;
-                while let Ok((events, reply)) = rx.recv() {
-                    let result = if stop.load(Ordering::Acquire) {
-                        Err(StoreError::Unavailable(anyhow!("the store is closed")))
+                let mut events = Vec::with_capacity(MAX_BATCH);
+                let mut replies = Vec::with_capacity(MAX_BATCH);
+                while let Ok(first) = rx.recv() {
+                    let mut next = Some(first);
+                    while let Some((event, reply)) = next {
+                        events.push(event);
+                        replies.push(reply);
+                        next = if events.len() < MAX_BATCH { rx.try_recv().ok() } else { None };
+                    }
+                    if stop.load(Ordering::Acquire) {
+                        for reply in replies.drain(..) {
+                            let _ = reply.send(Err(StoreError::Unavailable(anyhow!("the store is closed"))));
+                        }
                     } else {
-                        insert(&mut conn, &events).map_err(store_error)
-                    };
-                    let _ = reply.send(result);
+                        match insert(&mut conn, &events) {
+                            Ok(flags) => {
+                                for (reply, new) in replies.drain(..).zip(flags) {
+                                    let _ = reply.send(Ok(new));
+                                }
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = %err, batch = events.len(), "recording events failed");
+                                for reply in replies.drain(..) {
+                                    let _ = reply.send(Err(store_error(&err)));
+                                }
+                            }
+                        }
+                    }
+                    events.clear();
                 }
             })
             .map_err(|e| StoreError::Other(e.into()))?;
         Ok(Self { tx, closed })
     }
 
-    /// Inserts `events` in one transaction; per event, whether it was new.
-    pub async fn insert(&self, events: Vec<NewEvent>) -> Result<Vec<bool>, StoreError> {
+    /// Records `event` in the next group commit; whether it was new.
+    pub async fn insert(&self, event: NewEvent) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((events, reply))
+            .send((event, reply))
             .map_err(|_| StoreError::Unavailable(anyhow!("the ingestion writer stopped")))?;
         answer
             .await
