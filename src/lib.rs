@@ -68,7 +68,7 @@ pub enum Role {
     /// HTTP API and background workers.
     #[default]
     All,
-    /// HTTP API only: events are recorded, not processed (another process runs the workers).
+    /// HTTP API only: events are recorded, not processed (used to measure ingestion).
     Api,
 }
 

@@ -33,9 +33,11 @@ pub struct LocalJobs {
 impl LocalJobs {
     /// `jobs_dir` holds the executables; `work_dir` receives logs and outputs.
     pub fn new(jobs_dir: PathBuf, work_dir: PathBuf, timeout: Duration) -> Self {
+        // Jobs run in their own directory, so relative paths must be resolved now.
+        let absolute = |dir: PathBuf| std::path::absolute(&dir).unwrap_or(dir);
         Self {
-            jobs_dir,
-            work_dir,
+            jobs_dir: absolute(jobs_dir),
+            work_dir: absolute(work_dir),
             timeout,
         }
     }

@@ -376,3 +376,33 @@ async fn a_codebuild_state_change_for_no_known_build_fails_clearly() {
         "{event:#}"
     );
 }
+
+#[tokio::test]
+async fn a_relative_jobs_dir_is_resolved_against_the_working_directory() {
+    // Jobs run in their own directory; `./jobs` must still mean the service's `./jobs`.
+    let app = TestApp::start(|config, dir| {
+        standard(config, dir);
+        let cwd = std::env::current_dir().unwrap();
+        config.builder.jobs_dir = pathdiff(&dir.join("jobs"), &cwd);
+    })
+    .await;
+    app.post(
+        "/events/TENANT_PROVISIONING",
+        &json!({"tenantId": "rel", "tier": "basic"}),
+    )
+    .await;
+    app.wait_tenant("rel", "ACTIVE").await;
+}
+
+/// `path` relative to `base` (both absolute), with `..` steps.
+fn pathdiff(path: &Path, base: &Path) -> std::path::PathBuf {
+    let common = path
+        .components()
+        .zip(base.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let ups = base.components().count() - common;
+    let mut out: std::path::PathBuf = std::iter::repeat_n("..", ups).collect();
+    out.extend(path.components().skip(common));
+    out
+}
