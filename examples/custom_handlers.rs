@@ -51,6 +51,7 @@ impl BuilderService for InstantBuilder {
     async fn start_job(&self, request: JobRequest) -> Result<JobHandle, BuilderError> {
         let external_id = format!("instant-{}", request.job_id);
         let completion = JobCompletion {
+            job_id: request.job_id.clone(),
             external_id: external_id.clone(),
             job_identifier: request.job_identifier.clone(),
             attempt: request.attempt,

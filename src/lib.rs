@@ -265,6 +265,7 @@ impl Orchestrator {
                     tracing::warn!(job = %job.id, error = %err, "could not re-run an interrupted job");
                     JobReporter::new(inbox.clone())
                         .report(builder::JobCompletion {
+                            job_id: job.id.clone(),
                             external_id: job.external_id.clone().unwrap_or_else(|| job.id.clone()),
                             job_identifier: job.job_identifier.clone(),
                             attempt: job.attempt + 1,

@@ -171,6 +171,7 @@ impl BuilderService for LocalJobs {
                 }
             };
             let completion = JobCompletion {
+                job_id: request.job_id.clone(),
                 external_id: request.job_id.clone(),
                 job_identifier: request.job_identifier.clone(),
                 attempt: request.attempt,

@@ -84,6 +84,9 @@ impl BuildStatus {
 /// A finished job, as a backend reports it.
 #[derive(Debug, Clone)]
 pub struct JobCompletion {
+    /// Our job id (from [`JobRequest::job_id`]): lets the completion find its
+    /// job even before the backend's id was recorded.
+    pub job_id: String,
     pub external_id: String,
     pub job_identifier: String,
     pub attempt: i64,
@@ -108,6 +111,7 @@ impl JobCompletion {
             "project-name": self.job_identifier,
             "build-status": self.status.as_str(),
             "current-phase": "COMPLETED",
+            "orchestrator-job-id": self.job_id,
             "exported-environment-variables": exported,
             "additional-information": {
                 "build-complete": true,

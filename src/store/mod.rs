@@ -122,7 +122,8 @@ pub trait Store: Send + Sync + 'static {
     async fn jobs_for_tenant(&self, tenant_id: &str) -> Result<Vec<JobRecord>, StoreError>;
     /// Jobs a backend was running when the process stopped.
     async fn running_jobs(&self, backend: &str) -> Result<Vec<JobRecord>, StoreError>;
-    /// Marks a job started by its backend (pending → running, or a new attempt).
+    /// Marks a job started by its backend (pending → running, or a new attempt);
+    /// on a job that already finished, only records `external_id`.
     async fn mark_job_running(
         &self,
         id: &str,

@@ -56,6 +56,10 @@ impl TestApp {
         configure: impl FnOnce(&mut Config, &Path),
         customize: impl FnOnce(OrchestratorBuilder) -> OrchestratorBuilder,
     ) -> TestApp {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
         configure(&mut config, dir.path());

@@ -47,6 +47,7 @@ impl BuilderService for RecordingBuilder {
     async fn start_job(&self, request: JobRequest) -> Result<JobHandle, BuilderError> {
         let external_id = format!("rec-{}", request.job_id);
         let completion = JobCompletion {
+            job_id: request.job_id.clone(),
             external_id: external_id.clone(),
             job_identifier: request.job_identifier.clone(),
             attempt: request.attempt,
@@ -129,13 +130,18 @@ async fn an_embedding_app_replaces_parts_and_mounts_the_router() {
         deployment.seen.lock().unwrap()[0]["jobOutput"]["ENDPOINT"],
         "https://x"
     );
-    let (_, tenant) = status_json(
-        client
+    // The build id is recorded right after the backend answers.
+    let tenant = eventually(|| async {
+        let response = client
             .get(format!("{base}/orchestrator/tenants/lib-1"))
             .send()
             .await
-            .unwrap(),
-    )
+            .unwrap();
+        let (_, tenant) = status_json(response).await;
+        tenant["jobs"][0]["externalId"]
+            .is_string()
+            .then_some(tenant)
+    })
     .await;
     assert_eq!(
         tenant["status"], "PROVISIONING",

@@ -52,7 +52,17 @@ impl EventHandler for BuildStateHandler {
                 "ignored: build status '{status}' is not final"
             )));
         }
-        let Some(job) = services.store.find_job_by_external_id(build_id).await? else {
+        // Our own id when the backend reported it (it may finish before its
+        // build id is recorded); else CodeBuild's build id.
+        let job = match detail.get("orchestrator-job-id").and_then(Value::as_str) {
+            Some(id) => match services.store.get_job(id).await {
+                Ok(job) => Some(job),
+                Err(crate::store::StoreError::NotFound) => None,
+                Err(err) => return Err(err.into()),
+            },
+            None => services.store.find_job_by_external_id(build_id).await?,
+        };
+        let Some(job) = job else {
             return Err(HandlerError::Permanent(format!(
                 "no job is waiting for build '{build_id}'"
             )));

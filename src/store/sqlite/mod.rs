@@ -346,9 +346,15 @@ impl Store for SqliteStore {
         attempt: i64,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        // A job may already have finished (a fast job reports before this
+        // runs): then only its backend id is recorded.
         let done = sqlx::query(
-            "UPDATE jobs SET status = 'running', external_id = ?2, attempt = ?3, started_at = ?4 \
-             WHERE id = ?1 AND status IN ('pending', 'running')",
+            "UPDATE jobs SET external_id = ?2, \
+                 status = CASE WHEN status IN ('pending', 'running') THEN 'running' ELSE status END, \
+                 attempt = MAX(attempt, ?3), \
+                 started_at = CASE WHEN status IN ('pending', 'running') OR started_at IS NULL \
+                                   THEN ?4 ELSE started_at END \
+             WHERE id = ?1",
         )
         .bind(id)
         .bind(external_id)
@@ -357,9 +363,7 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!(
-                "job {id} is already finished"
-            )));
+            return Err(StoreError::NotFound);
         }
         Ok(())
     }
