@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use super::common::result_event;
+use super::jobs::result_event;
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::store::{Commit, JobFinish, JobStatus};
 

@@ -3,9 +3,8 @@
 
 use async_trait::async_trait;
 
-use super::common::{
-    callback_event, job_params, launch, object, resume, tenant_id, tier_details, transition, write,
-};
+use super::common::{job_params, object, tenant_id, tier_details, transition, write};
+use super::jobs::{callback_event, launch, resume};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::store::{Commit, JobKind, TenantState};
 use crate::tenants::Lifecycle;

@@ -6,6 +6,7 @@ mod build_state;
 mod callback;
 mod common;
 mod deployment;
+mod jobs;
 mod provisioning;
 mod results;
 

@@ -4,9 +4,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::common::{
-    callback_credentials, environment_override, job_params, launch, new_tenant, resume, tenant_id,
-    tier_details, transition, write,
+    callback_credentials, environment_override, job_params, new_tenant, tenant_id, tier_details,
+    transition, write,
 };
+use super::jobs::{launch, resume};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::store::{Commit, JobKind, TenantState};
 use crate::tenants::Lifecycle;

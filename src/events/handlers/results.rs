@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::common::{callback_event, follow_up, object, tenant_id, transition, write};
+use super::common::{object, tenant_id, transition, write};
+use super::jobs::{callback_event, follow_up};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::events::EventType;
 use crate::store::{Commit, JobKind};

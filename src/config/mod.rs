@@ -5,10 +5,16 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+mod sections;
+pub use sections::{
+    AuthConfig, BuilderConfig, CallbacksConfig, FunctionsConfig, InboxConfig, TierDetailsConfig,
+};
 
 /// A value that must never be printed.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -30,6 +36,18 @@ pub enum LogFormat {
     Json,
 }
 
+impl FromStr for LogFormat {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        match text {
+            "pretty" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(()),
+        }
+    }
+}
+
 /// Everything the service can be told.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -49,68 +67,6 @@ pub struct Config {
     pub inbox: InboxConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FunctionsConfig {
-    pub backend: String,
-    pub role_arn: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BuilderConfig {
-    /// `local` (processes) or `codebuild`.
-    pub backend: String,
-    /// Local job `X` runs `<jobs_dir>/X`.
-    pub jobs_dir: PathBuf,
-    /// A local job running longer is killed and fails.
-    pub job_timeout_secs: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TierDetailsConfig {
-    /// `config` (the `[tiers.*]` tables) or `dynamodb`.
-    pub source: String,
-    pub table: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CallbacksConfig {
-    /// ARC SaaS tenant-management `POST /webhook` URL.
-    pub webhook_url: Option<String>,
-    pub timeout_secs: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Bearer tokens for the management routes (and accepted for events).
-    pub api_tokens: Vec<Secret>,
-    /// Keys accepted for `POST /events…`.
-    pub event_api_keys: Vec<Secret>,
-    /// Header carrying an event API key.
-    pub event_api_key_header: String,
-    /// Allow listening beyond loopback without tokens.
-    pub allow_anonymous: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct InboxConfig {
-    /// Attempts before a transiently failing event is `dead`.
-    pub max_attempts: i64,
-    pub backoff_base_ms: u64,
-    pub backoff_max_ms: u64,
-    /// Events handled at once.
-    pub concurrency: usize,
-    /// How long a claimed event is leased before another worker may take it.
-    pub lease_secs: u64,
-    /// How often due retries are looked for.
-    pub poll_ms: u64,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -126,67 +82,6 @@ impl Default for Config {
             callbacks: CallbacksConfig::default(),
             auth: AuthConfig::default(),
             inbox: InboxConfig::default(),
-        }
-    }
-}
-
-impl Default for FunctionsConfig {
-    fn default() -> Self {
-        Self {
-            backend: "local".into(),
-            role_arn: None,
-        }
-    }
-}
-
-impl Default for BuilderConfig {
-    fn default() -> Self {
-        Self {
-            backend: "local".into(),
-            jobs_dir: PathBuf::from("./jobs"),
-            job_timeout_secs: 3600,
-        }
-    }
-}
-
-impl Default for TierDetailsConfig {
-    fn default() -> Self {
-        Self {
-            source: "config".into(),
-            table: None,
-        }
-    }
-}
-
-impl Default for CallbacksConfig {
-    fn default() -> Self {
-        Self {
-            webhook_url: None,
-            timeout_secs: 10,
-        }
-    }
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            api_tokens: Vec::new(),
-            event_api_keys: Vec::new(),
-            event_api_key_header: "x-api-key".into(),
-            allow_anonymous: false,
-        }
-    }
-}
-
-impl Default for InboxConfig {
-    fn default() -> Self {
-        Self {
-            max_attempts: 8,
-            backoff_base_ms: 1000,
-            backoff_max_ms: 300_000,
-            concurrency: 16,
-            lease_secs: 120,
-            poll_ms: 500,
         }
     }
 }
@@ -210,6 +105,28 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
         key,
         message: message.into(),
     }
+}
+
+/// Sets `target` when the variable is present.
+fn assign<T: From<String>>(value: Option<String>, target: &mut T) {
+    if let Some(value) = value {
+        *target = value.into();
+    }
+}
+
+/// Parses and sets `target` when the variable is present.
+fn parse_into<T: FromStr>(
+    key: &'static str,
+    value: Option<String>,
+    target: &mut T,
+) -> Result<(), ConfigError> {
+    if let Some(text) = value {
+        *target = text
+            .trim()
+            .parse()
+            .map_err(|_| invalid(key, format!("cannot use '{text}'")))?;
+    }
+    Ok(())
 }
 
 fn list(text: &str) -> Vec<Secret> {
@@ -240,67 +157,50 @@ impl Config {
 
     /// Applies environment variables (`get` looks one up, so tests need not touch the process environment).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let number = |key: &'static str, text: String| {
-            text.parse::<u64>()
-                .map_err(|_| invalid(key, format!("'{text}' is not a number")))
-        };
-        if let Some(v) = get("ORCHESTRATOR_LISTEN") {
-            self.listen = v;
-        }
-        if let Some(v) = get("ORCHESTRATOR_DATA_DIR") {
-            self.data_dir = v.into();
-        }
-        if let Some(v) = get("DATABASE_URL") {
-            self.database_url = Some(v);
-        }
-        if let Some(v) = get("ORCHESTRATOR_BASE_DOMAIN") {
-            self.base_domain = v;
-        }
-        if let Some(v) = get("ORCHESTRATOR_LOG_FORMAT") {
-            self.log_format = match v.as_str() {
-                "json" => LogFormat::Json,
-                "pretty" => LogFormat::Pretty,
-                other => {
-                    return Err(invalid(
-                        "ORCHESTRATOR_LOG_FORMAT",
-                        format!("'{other}' (expected pretty or json)"),
-                    ))
-                }
-            };
-        }
-        if let Some(v) = get("ORCHESTRATOR_FUNCTIONS_BACKEND") {
-            self.functions.backend = v;
-        }
-        if let Some(v) = get("AWS_LAMBDA_ROLE_ARN") {
-            self.functions.role_arn = Some(v);
-        }
-        if let Some(v) = get("ORCHESTRATOR_BUILDER_BACKEND") {
-            self.builder.backend = v;
-        }
-        if let Some(v) = get("ORCHESTRATOR_JOBS_DIR") {
-            self.builder.jobs_dir = v.into();
-        }
-        if let Some(v) = get("ORCHESTRATOR_JOB_TIMEOUT_SECS") {
-            self.builder.job_timeout_secs = number("ORCHESTRATOR_JOB_TIMEOUT_SECS", v)?;
-        }
-        if let Some(v) = get("ORCHESTRATOR_TIER_SOURCE") {
-            self.tier_details.source = v;
-        }
-        if let Some(v) = get("TIER_DETAILS_TABLE") {
-            self.tier_details.table = Some(v);
-        }
-        if let Some(v) = get("ORCHESTRATOR_WEBHOOK_URL") {
-            self.callbacks.webhook_url = Some(v);
-        }
+        assign(get("ORCHESTRATOR_LISTEN"), &mut self.listen);
+        assign(get("ORCHESTRATOR_DATA_DIR"), &mut self.data_dir);
+        assign(get("DATABASE_URL"), &mut self.database_url);
+        assign(get("ORCHESTRATOR_BASE_DOMAIN"), &mut self.base_domain);
+        assign(
+            get("ORCHESTRATOR_FUNCTIONS_BACKEND"),
+            &mut self.functions.backend,
+        );
+        assign(get("AWS_LAMBDA_ROLE_ARN"), &mut self.functions.role_arn);
+        assign(
+            get("ORCHESTRATOR_BUILDER_BACKEND"),
+            &mut self.builder.backend,
+        );
+        assign(get("ORCHESTRATOR_JOBS_DIR"), &mut self.builder.jobs_dir);
+        assign(
+            get("ORCHESTRATOR_TIER_SOURCE"),
+            &mut self.tier_details.source,
+        );
+        assign(get("TIER_DETAILS_TABLE"), &mut self.tier_details.table);
+        assign(
+            get("ORCHESTRATOR_WEBHOOK_URL"),
+            &mut self.callbacks.webhook_url,
+        );
         if let Some(v) = get("ORCHESTRATOR_API_TOKENS") {
             self.auth.api_tokens = list(&v);
         }
         if let Some(v) = get("ORCHESTRATOR_EVENT_API_KEYS") {
             self.auth.event_api_keys = list(&v);
         }
-        if let Some(v) = get("ORCHESTRATOR_ALLOW_ANONYMOUS") {
-            self.auth.allow_anonymous = matches!(v.as_str(), "1" | "true" | "yes");
-        }
+        parse_into(
+            "ORCHESTRATOR_LOG_FORMAT",
+            get("ORCHESTRATOR_LOG_FORMAT"),
+            &mut self.log_format,
+        )?;
+        parse_into(
+            "ORCHESTRATOR_JOB_TIMEOUT_SECS",
+            get("ORCHESTRATOR_JOB_TIMEOUT_SECS"),
+            &mut self.builder.job_timeout_secs,
+        )?;
+        parse_into(
+            "ORCHESTRATOR_ALLOW_ANONYMOUS",
+            get("ORCHESTRATOR_ALLOW_ANONYMOUS"),
+            &mut self.auth.allow_anonymous,
+        )?;
         Ok(())
     }
 
@@ -460,6 +360,25 @@ mod tests {
             !format!("{config:?}").contains("t1"),
             "tokens must not appear in Debug output"
         );
+    }
+
+    #[test]
+    fn rejects_unparseable_environment_values() {
+        for (key, value) in [
+            ("ORCHESTRATOR_ALLOW_ANONYMOUS", "maybe"),
+            ("ORCHESTRATOR_JOB_TIMEOUT_SECS", "soon"),
+            ("ORCHESTRATOR_LOG_FORMAT", "xml"),
+        ] {
+            let err = Config::default()
+                .apply_env(|k| (k == key).then(|| value.to_owned()))
+                .unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let mut config = Config::default();
+        config
+            .apply_env(|k| (k == "ORCHESTRATOR_ALLOW_ANONYMOUS").then(|| "true".to_owned()))
+            .unwrap();
+        assert!(config.auth.allow_anonymous);
     }
 
     #[test]

@@ -1,0 +1,130 @@
+//! The configuration's sections (`[functions]`, `[builder]`, …) and their defaults.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::Secret;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FunctionsConfig {
+    pub backend: String,
+    pub role_arn: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuilderConfig {
+    /// `local` (processes) or `codebuild`.
+    pub backend: String,
+    /// Local job `X` runs `<jobs_dir>/X`.
+    pub jobs_dir: PathBuf,
+    /// A local job running longer is killed and fails.
+    pub job_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TierDetailsConfig {
+    /// `config` (the `[tiers.*]` tables) or `dynamodb`.
+    pub source: String,
+    pub table: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallbacksConfig {
+    /// ARC SaaS tenant-management `POST /webhook` URL.
+    pub webhook_url: Option<String>,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Bearer tokens for the management routes (and accepted for events).
+    pub api_tokens: Vec<Secret>,
+    /// Keys accepted for `POST /events…`.
+    pub event_api_keys: Vec<Secret>,
+    /// Header carrying an event API key.
+    pub event_api_key_header: String,
+    /// Allow listening beyond loopback without tokens.
+    pub allow_anonymous: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboxConfig {
+    /// Attempts before a transiently failing event is `dead`.
+    pub max_attempts: i64,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Events handled at once.
+    pub concurrency: usize,
+    /// How long a claimed event is leased before another worker may take it.
+    pub lease_secs: u64,
+    /// How often due retries are looked for.
+    pub poll_ms: u64,
+}
+
+impl Default for FunctionsConfig {
+    fn default() -> Self {
+        Self {
+            backend: "local".into(),
+            role_arn: None,
+        }
+    }
+}
+
+impl Default for BuilderConfig {
+    fn default() -> Self {
+        Self {
+            backend: "local".into(),
+            jobs_dir: PathBuf::from("./jobs"),
+            job_timeout_secs: 3600,
+        }
+    }
+}
+
+impl Default for TierDetailsConfig {
+    fn default() -> Self {
+        Self {
+            source: "config".into(),
+            table: None,
+        }
+    }
+}
+
+impl Default for CallbacksConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            api_tokens: Vec::new(),
+            event_api_keys: Vec::new(),
+            event_api_key_header: "x-api-key".into(),
+            allow_anonymous: false,
+        }
+    }
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            backoff_base_ms: 1000,
+            backoff_max_ms: 300_000,
+            concurrency: 16,
+            lease_secs: 120,
+            poll_ms: 500,
+        }
+    }
+}

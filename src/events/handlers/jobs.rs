@@ -1,0 +1,186 @@
+//! Starting jobs for tenants and the events that follow them.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use super::{Handled, HandlerError, InboxEvent, Services};
+use crate::builder::{BuilderError, JobReporter, JobRequest};
+use crate::events::envelope::internal_envelope;
+use crate::events::EventType;
+use crate::store::{
+    Commit, JobFinish, JobKind, JobRecord, JobStatus, NewEvent, TenantRecord, TenantWrite,
+};
+
+/// When a crash interrupted this very event after its job was recorded, the
+/// job to start now (still `pending`), or a note that it already started.
+pub async fn resume(
+    services: &Services,
+    event: &InboxEvent,
+    tenant: Option<&TenantRecord>,
+) -> Result<Option<Handled>, HandlerError> {
+    let Some(job_id) = tenant.and_then(|t| t.current_job_id.as_deref()) else {
+        return Ok(None);
+    };
+    let job = services.store.get_job(job_id).await?;
+    if job.event_id != event.id {
+        return Ok(None);
+    }
+    if job.status == JobStatus::Pending {
+        return start(services, &job).await.map(Some);
+    }
+    Ok(Some(Handled::note(format!(
+        "job {} already {}",
+        job.id, job.status
+    ))))
+}
+
+/// Records a pending job with the tenant's new state, then starts it.
+pub async fn launch(
+    services: &Services,
+    event: &InboxEvent,
+    mut tenant: TenantWrite,
+    kind: JobKind,
+    job_identifier: &str,
+    params: BTreeMap<String, String>,
+) -> Result<Handled, HandlerError> {
+    let job = JobRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: tenant.record.id.clone(),
+        kind,
+        job_identifier: job_identifier.to_owned(),
+        backend: services.builder.name().to_owned(),
+        status: JobStatus::Pending,
+        event_id: event.id.clone(),
+        params: serde_json::to_string(&params).unwrap_or_else(|_| "{}".into()),
+        external_id: None,
+        attempt: 0,
+        exit_code: None,
+        output: None,
+        log_tail: None,
+        error: None,
+        created_at_ms: crate::now_ms(),
+        started_at_ms: None,
+        finished_at_ms: None,
+    };
+    tenant.record.current_job_id = Some(job.id.clone());
+    let commit = Commit {
+        tenant: Some(tenant),
+        new_jobs: vec![job.clone()],
+        ..Commit::default()
+    };
+    services.store.commit(commit, crate::now_ms()).await?;
+    start(services, &job).await
+}
+
+/// Asks the builder to start a recorded job and marks it running. A job the
+/// builder cannot run at all is finished as failed, which reports the failure.
+pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, HandlerError> {
+    let params: BTreeMap<String, String> = serde_json::from_str(&job.params).unwrap_or_default();
+    let attempt = job.attempt + 1;
+    let request = JobRequest {
+        job_id: job.id.clone(),
+        job_identifier: job.job_identifier.clone(),
+        params,
+        attempt,
+        reporter: JobReporter::new(services.inbox.clone()),
+    };
+    match services.builder.start_job(request).await {
+        Ok(handle) => {
+            services
+                .store
+                .mark_job_running(&job.id, &handle.external_id, attempt, crate::now_ms())
+                .await?;
+            Ok(Handled::note(format!(
+                "started {} job {} ({})",
+                job.kind, job.id, job.job_identifier
+            )))
+        }
+        Err(BuilderError::Unavailable(msg)) => Err(HandlerError::Transient(msg)),
+        Err(BuilderError::NotFound(msg) | BuilderError::Invalid(msg)) => {
+            let finish = JobFinish {
+                id: job.id.clone(),
+                status: JobStatus::Failed,
+                exit_code: None,
+                output: None,
+                log_tail: None,
+                error: Some(msg.clone()),
+            };
+            let events = vec![result_event(job, false, &Map::new(), Some(&msg))];
+            services
+                .store
+                .commit(
+                    Commit {
+                        finished_jobs: vec![finish],
+                        events,
+                        ..Commit::default()
+                    },
+                    crate::now_ms(),
+                )
+                .await?;
+            services.inbox.wake();
+            Err(HandlerError::Permanent(msg))
+        }
+    }
+}
+
+/// The `*_SUCCESS` / `*_FAILURE` event that reports a finished job to its tenant.
+pub fn result_event(
+    job: &JobRecord,
+    success: bool,
+    output: &Map<String, Value>,
+    error: Option<&str>,
+) -> NewEvent {
+    let event_type = match (job.kind, success) {
+        (JobKind::Provisioning, true) => EventType::TenantProvisioningSuccess,
+        (JobKind::Provisioning, false) => EventType::TenantProvisioningFailure,
+        (JobKind::Deployment, true) => EventType::TenantDeploymentSuccess,
+        (JobKind::Deployment, false) => EventType::TenantDeploymentFailure,
+        (JobKind::Deprovisioning, true) => EventType::TenantDeprovisioningSuccess,
+        (JobKind::Deprovisioning, false) => EventType::TenantDeprovisioningFailure,
+    };
+    let detail = json!({
+        "tenantId": job.tenant_id,
+        "jobId": job.id,
+        "jobIdentifier": job.job_identifier,
+        "jobOutput": output,
+        "error": error,
+    });
+    follow_up(&format!("{}:result", job.id), event_type, detail)
+}
+
+/// An event the service raises itself, with a deterministic id so a retried
+/// handler never raises it twice.
+pub fn follow_up(id: &str, event_type: EventType, detail: Value) -> NewEvent {
+    NewEvent {
+        id: id.to_owned(),
+        event_type: event_type.as_str().to_owned(),
+        source: Some("orchestrator".into()),
+        payload: internal_envelope(id, event_type.as_str(), detail),
+        received_at_ms: crate::now_ms(),
+    }
+}
+
+/// The webhook delivery for a final provisioning outcome, when the tenant
+/// carried ARC SaaS credentials and a receiver is configured.
+pub fn callback_event(
+    services: &Services,
+    cause: &InboxEvent,
+    tenant: &mut TenantRecord,
+    success: bool,
+) -> Option<NewEvent> {
+    if tenant.callback_secret.is_none() || tenant.callback_context.is_none() {
+        return None;
+    }
+    if services.webhook.is_none() {
+        tracing::debug!(tenant = %tenant.id, "tenant has webhook credentials but callbacks.webhook_url is not set");
+        return None;
+    }
+    let id = format!("{}:callback", cause.id);
+    tenant.callback_event_id = Some(id.clone());
+    Some(follow_up(
+        &id,
+        EventType::TenantCallback,
+        json!({"tenantId": tenant.id, "success": success}),
+    ))
+}
