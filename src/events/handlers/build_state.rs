@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use super::jobs::result_event;
+use super::jobs::finish;
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
-use crate::store::{Commit, JobFinish, JobStatus};
+use crate::store::{JobFinish, JobStatus};
 
 /// Completes build jobs.
 pub struct BuildStateHandler;
@@ -83,7 +83,7 @@ impl EventHandler for BuildStateHandler {
                 .unwrap_or_else(|| format!("build {status}"))
         });
         let output = exported_variables(detail);
-        let finish = JobFinish {
+        let done = JobFinish {
             id: job.id.clone(),
             status: if success {
                 JobStatus::Succeeded
@@ -95,19 +95,7 @@ impl EventHandler for BuildStateHandler {
             log_tail: field("log-tail").and_then(Value::as_str).map(str::to_owned),
             error: error.clone(),
         };
-        let events = vec![result_event(&job, success, &output, error.as_deref())];
-        services
-            .store
-            .commit(
-                Commit {
-                    finished_jobs: vec![finish],
-                    events,
-                    ..Commit::default()
-                },
-                crate::now_ms(),
-            )
-            .await?;
-        services.inbox.wake();
+        finish(services, &job, done, &output).await?;
         Ok(Handled::note(format!(
             "job {} {}",
             job.id,

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 
-use super::common::{job_params, object, tenant_id, tier_details, transition, write};
-use super::jobs::{callback_event, launch, resume};
+use super::common::{job_params, object, tier_details};
+use super::jobs::{begin, callback_event, launch, Begin};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::store::{Commit, JobKind, TenantState};
 use crate::tenants::Lifecycle;
@@ -19,21 +19,14 @@ impl EventHandler for DeploymentHandler {
         event: &InboxEvent,
         services: &Services,
     ) -> Result<Handled, HandlerError> {
-        let id = tenant_id(&event.detail)?;
-        let current = services.store.get_tenant(&id).await?;
-        if let Some(done) = resume(services, event, current.as_ref()).await? {
-            return Ok(done);
-        }
-        let state = match transition(current.as_ref(), Lifecycle::Deploy) {
-            Ok(state) => state,
-            Err(answer) => return answer,
+        let step = match begin(services, event, Lifecycle::Deploy).await? {
+            Begin::Proceed(step) => step,
+            Begin::Done(done) => return Ok(done),
         };
-        let Some(mut record) = current.clone() else {
-            return Err(HandlerError::Permanent(format!("unknown tenant '{id}'")));
-        };
-        let tier = tier_details(services, &event.detail, current.as_ref()).await?;
+        let mut record = step.existing()?;
+        let tier = tier_details(services, &event.detail, step.current.as_ref()).await?;
         let Some(job) = tier.deployment_job_identifier().map(str::to_owned) else {
-            if state == TenantState::Active {
+            if step.state == TenantState::Active {
                 return Ok(Handled::note(format!(
                     "tier '{}' has no deploymentJobIdentifier",
                     tier.tier
@@ -44,13 +37,13 @@ impl EventHandler for DeploymentHandler {
             let events = callback_event(services, event, &mut record, true)
                 .into_iter()
                 .collect();
-            let commit = Commit {
-                tenant: Some(write(record, current.as_ref())),
-                events,
-                ..Commit::default()
-            };
-            services.store.commit(commit, crate::now_ms()).await?;
-            services.inbox.wake();
+            services
+                .commit(Commit {
+                    tenant: Some(step.write(record)),
+                    events,
+                    ..Commit::default()
+                })
+                .await?;
             return Ok(Handled::note("no deployment job: tenant is ACTIVE"));
         };
         // The deployment sees what provisioning saw, plus what provisioning produced.
@@ -59,16 +52,16 @@ impl EventHandler for DeploymentHandler {
         let params = job_params(
             tier.params().chain(overrides.iter()).chain(outputs.iter()),
             [
-                ("TENANT_ID", &id),
+                ("TENANT_ID", &step.tenant_id),
                 ("TIER", &tier.tier),
                 ("EVENT_ID", &event.id),
             ],
         )?;
-        record.state = state;
+        record.state = step.state;
         launch(
             services,
             event,
-            write(record, current.as_ref()),
+            step.write(record),
             JobKind::Deployment,
             &job,
             params,

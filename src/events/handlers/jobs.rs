@@ -4,17 +4,88 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
+use super::common::{tenant_id, transition, write};
 use super::{Handled, HandlerError, InboxEvent, Services};
 use crate::builder::{BuilderError, JobReporter, JobRequest};
 use crate::events::envelope::internal_envelope;
 use crate::events::EventType;
 use crate::store::{
-    Commit, JobFinish, JobKind, JobRecord, JobStatus, NewEvent, TenantRecord, TenantWrite,
+    Commit, JobFinish, JobKind, JobRecord, JobStatus, NewEvent, TenantRecord, TenantState,
+    TenantWrite,
 };
+use crate::tenants::Lifecycle;
+
+/// A job-starting handler's starting point: the tenant as read and the state
+/// the event moves it to.
+pub struct Step {
+    pub tenant_id: String,
+    pub current: Option<TenantRecord>,
+    pub state: TenantState,
+}
+
+impl Step {
+    /// The tenant as read, for events that need one to exist.
+    pub fn existing(&self) -> Result<TenantRecord, HandlerError> {
+        self.current
+            .clone()
+            .ok_or_else(|| HandlerError::Permanent(format!("unknown tenant '{}'", self.tenant_id)))
+    }
+
+    /// A write of `record` guarded by the version it was read at.
+    pub fn write(&self, record: TenantRecord) -> TenantWrite {
+        write(record, self.current.as_ref())
+    }
+}
+
+/// Whether a handler goes on.
+pub enum Begin {
+    Proceed(Box<Step>),
+    /// Nothing more to do: the job was resumed, or the event changes nothing.
+    Done(Handled),
+}
+
+/// Reads the tenant, resumes a job this very event recorded before a crash,
+/// and applies `lifecycle` through the state machine.
+pub async fn begin(
+    services: &Services,
+    event: &InboxEvent,
+    lifecycle: Lifecycle,
+) -> Result<Begin, HandlerError> {
+    let tenant_id = tenant_id(&event.detail)?;
+    let current = services.store.get_tenant(&tenant_id).await?;
+    if let Some(done) = resume(services, event, current.as_ref()).await? {
+        return Ok(Begin::Done(done));
+    }
+    match transition(current.as_ref(), lifecycle) {
+        Ok(state) => Ok(Begin::Proceed(Box::new(Step {
+            tenant_id,
+            current,
+            state,
+        }))),
+        Err(answer) => answer.map(Begin::Done),
+    }
+}
+
+/// Finishes `job` and raises its `*_SUCCESS` / `*_FAILURE` event, in one commit.
+pub async fn finish(
+    services: &Services,
+    job: &JobRecord,
+    finish: JobFinish,
+    output: &Map<String, Value>,
+) -> Result<(), HandlerError> {
+    let success = finish.status == JobStatus::Succeeded;
+    let event = result_event(job, success, output, finish.error.as_deref());
+    let commit = Commit {
+        finished_jobs: vec![finish],
+        events: vec![event],
+        ..Commit::default()
+    };
+    Ok(services.commit(commit).await?)
+}
 
 /// When a crash interrupted this very event after its job was recorded, the
 /// job to start now (still `pending`), or a note that it already started.
-pub async fn resume(
+async fn resume(
     services: &Services,
     event: &InboxEvent,
     tenant: Option<&TenantRecord>,
@@ -69,7 +140,7 @@ pub async fn launch(
         new_jobs: vec![job.clone()],
         ..Commit::default()
     };
-    services.store.commit(commit, crate::now_ms()).await?;
+    services.commit(commit).await?;
     start(services, &job).await
 }
 
@@ -98,7 +169,7 @@ pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, Hand
         }
         Err(BuilderError::Unavailable(msg)) => Err(HandlerError::Transient(msg)),
         Err(BuilderError::NotFound(msg) | BuilderError::Invalid(msg)) => {
-            let finish = JobFinish {
+            let failed = JobFinish {
                 id: job.id.clone(),
                 status: JobStatus::Failed,
                 exit_code: None,
@@ -106,26 +177,14 @@ pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, Hand
                 log_tail: None,
                 error: Some(msg.clone()),
             };
-            let events = vec![result_event(job, false, &Map::new(), Some(&msg))];
-            services
-                .store
-                .commit(
-                    Commit {
-                        finished_jobs: vec![finish],
-                        events,
-                        ..Commit::default()
-                    },
-                    crate::now_ms(),
-                )
-                .await?;
-            services.inbox.wake();
+            finish(services, job, failed, &Map::new()).await?;
             Err(HandlerError::Permanent(msg))
         }
     }
 }
 
 /// The `*_SUCCESS` / `*_FAILURE` event that reports a finished job to its tenant.
-pub fn result_event(
+fn result_event(
     job: &JobRecord,
     success: bool,
     output: &Map<String, Value>,

@@ -24,7 +24,7 @@ pub use results::ResultHandler;
 
 use super::{EventType, Inbox};
 use crate::builder::BuilderService;
-use crate::store::{JobKind, Store, StoreError};
+use crate::store::{Commit, JobKind, Store, StoreError};
 use crate::tenants::webhook::WebhookClient;
 use crate::tiers::{TierError, TierSource};
 
@@ -109,6 +109,18 @@ pub struct Services {
     pub inbox: Inbox,
     /// Set when `callbacks.webhook_url` is configured.
     pub webhook: Option<WebhookClient>,
+}
+
+impl Services {
+    /// Applies `commit` and wakes the dispatcher for the events it raised.
+    pub async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let raised = !commit.events.is_empty();
+        self.store.commit(commit, crate::now_ms()).await?;
+        if raised {
+            self.inbox.wake();
+        }
+        Ok(())
+    }
 }
 
 /// The handler for each event type.

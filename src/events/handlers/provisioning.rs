@@ -4,10 +4,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::common::{
-    callback_credentials, environment_override, job_params, new_tenant, tenant_id, tier_details,
-    transition, write,
+    callback_credentials, environment_override, job_params, new_tenant, tier_details,
 };
-use super::jobs::{launch, resume};
+use super::jobs::{begin, launch, Begin};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::store::{Commit, JobKind, TenantState};
 use crate::tenants::Lifecycle;
@@ -22,30 +21,32 @@ impl EventHandler for ProvisioningHandler {
         event: &InboxEvent,
         services: &Services,
     ) -> Result<Handled, HandlerError> {
-        let id = tenant_id(&event.detail)?;
-        let current = services.store.get_tenant(&id).await?;
-        if let Some(done) = resume(services, event, current.as_ref()).await? {
-            return Ok(done);
-        }
-        let state = match transition(current.as_ref(), Lifecycle::Provision) {
-            Ok(state) => state,
-            Err(answer) => return answer,
+        let step = match begin(services, event, Lifecycle::Provision).await? {
+            Begin::Proceed(step) => step,
+            Begin::Done(done) => return Ok(done),
         };
-        let tier = tier_details(services, &event.detail, current.as_ref()).await?;
-        let job = tier.job_identifier().ok_or_else(|| {
-            HandlerError::Permanent(format!("tier '{}' has no jobIdentifier", tier.tier))
-        })?;
+        let id = &step.tenant_id;
+        let tier = tier_details(services, &event.detail, step.current.as_ref()).await?;
+        let job = tier
+            .job_identifier()
+            .ok_or_else(|| {
+                HandlerError::Permanent(format!("tier '{}' has no jobIdentifier", tier.tier))
+            })?
+            .to_owned();
         let overrides = environment_override(&event.detail);
         let params = job_params(
             tier.params().chain(overrides.iter()),
             [
-                ("TENANT_ID", &id),
+                ("TENANT_ID", id),
                 ("TIER", &tier.tier),
                 ("EVENT_ID", &event.id),
             ],
         )?;
-        let mut record = current.clone().unwrap_or_else(|| new_tenant(&id, state));
-        record.state = state;
+        let mut record = step
+            .current
+            .clone()
+            .unwrap_or_else(|| new_tenant(id, step.state));
+        record.state = step.state;
         record.tier = Some(tier.tier.clone());
         record.last_error = None;
         record.job_output = "{}".into();
@@ -54,11 +55,10 @@ impl EventHandler for ProvisioningHandler {
         record.callback_secret = credentials.as_ref().map(|(s, _)| s.clone());
         record.callback_context = credentials.map(|(_, c)| c);
         record.callback_event_id = None;
-        let job = job.to_owned();
         launch(
             services,
             event,
-            write(record, current.as_ref()),
+            step.write(record),
             JobKind::Provisioning,
             &job,
             params,
@@ -78,29 +78,23 @@ impl EventHandler for DeprovisioningHandler {
         event: &InboxEvent,
         services: &Services,
     ) -> Result<Handled, HandlerError> {
-        let id = tenant_id(&event.detail)?;
-        let current = services.store.get_tenant(&id).await?;
-        if let Some(done) = resume(services, event, current.as_ref()).await? {
-            return Ok(done);
-        }
-        let state = match transition(current.as_ref(), Lifecycle::Deprovision) {
-            Ok(state) => state,
-            Err(answer) => return answer,
+        let step = match begin(services, event, Lifecycle::Deprovision).await? {
+            Begin::Proceed(step) => step,
+            Begin::Done(done) => return Ok(done),
         };
-        let Some(mut record) = current.clone() else {
-            return Err(HandlerError::Permanent(format!("unknown tenant '{id}'")));
-        };
-        let tier = tier_details(services, &event.detail, current.as_ref()).await?;
-        record.state = state;
+        let mut record = step.existing()?;
+        let tier = tier_details(services, &event.detail, step.current.as_ref()).await?;
+        record.state = step.state;
         record.last_error = None;
         let Some(job) = tier.deprovisioning_job_identifier().map(str::to_owned) else {
             record.state = TenantState::Inactive;
             record.current_job_id = None;
-            let commit = Commit {
-                tenant: Some(write(record, current.as_ref())),
-                ..Commit::default()
-            };
-            services.store.commit(commit, crate::now_ms()).await?;
+            services
+                .commit(Commit {
+                    tenant: Some(step.write(record)),
+                    ..Commit::default()
+                })
+                .await?;
             return Ok(Handled::note(format!(
                 "tier '{}' has no deprovisioningJobIdentifier: tenant is INACTIVE",
                 tier.tier
@@ -110,7 +104,7 @@ impl EventHandler for DeprovisioningHandler {
         let params = job_params(
             tier.params().chain(overrides.iter()),
             [
-                ("TENANT_ID", &id),
+                ("TENANT_ID", &step.tenant_id),
                 ("TIER", &tier.tier),
                 ("EVENT_ID", &event.id),
             ],
@@ -118,7 +112,7 @@ impl EventHandler for DeprovisioningHandler {
         launch(
             services,
             event,
-            write(record, current.as_ref()),
+            step.write(record),
             JobKind::Deprovisioning,
             &job,
             params,

@@ -101,8 +101,7 @@ impl EventHandler for ResultHandler {
             events,
             ..Commit::default()
         };
-        services.store.commit(commit, crate::now_ms()).await?;
-        services.inbox.wake();
+        services.commit(commit).await?;
         Ok(Handled::note(format!("tenant {id} is now {new_state}")))
     }
 }

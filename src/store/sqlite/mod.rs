@@ -306,32 +306,22 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         if let Some(write) = &commit.tenant {
             let t = &write.record;
-            let changed = match write.expected_version {
-                Some(version) => sqlx::query(
-                    "UPDATE tenants SET state = ?2, tier = ?3, current_job_id = ?4, last_error = ?5, job_output = ?6, \
-                     params = ?7, callback_secret = ?8, callback_context = ?9, callback_event_id = ?10, \
-                     version = version + 1, updated_at = ?11 WHERE id = ?1 AND version = ?12",
-                )
-                .bind(&t.id)
-                .bind(t.state.as_str())
-                .bind(&t.tier)
-                .bind(&t.current_job_id)
-                .bind(&t.last_error)
-                .bind(&t.job_output)
-                .bind(&t.params)
-                .bind(&t.callback_secret)
-                .bind(&t.callback_context)
-                .bind(&t.callback_event_id)
-                .bind(now_ms)
-                .bind(version)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-                None => sqlx::query(
+            // Both statements take the row as ?1..?10 and the time as ?11; the
+            // update also checks the version read (?12).
+            let sql = match write.expected_version {
+                Some(_) => {
+                    "UPDATE tenants SET state = ?2, tier = ?3, current_job_id = ?4, last_error = ?5, \
+                     job_output = ?6, params = ?7, callback_secret = ?8, callback_context = ?9, \
+                     callback_event_id = ?10, version = version + 1, updated_at = ?11 \
+                     WHERE id = ?1 AND version = ?12"
+                }
+                None => {
                     "INSERT INTO tenants (id, state, tier, current_job_id, last_error, job_output, params, \
                      callback_secret, callback_context, callback_event_id, version, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?11) ON CONFLICT (id) DO NOTHING",
-                )
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, ?11, ?11) ON CONFLICT (id) DO NOTHING"
+                }
+            };
+            let mut query = sqlx::query(sql)
                 .bind(&t.id)
                 .bind(t.state.as_str())
                 .bind(&t.tier)
@@ -342,11 +332,11 @@ impl Store for SqliteStore {
                 .bind(&t.callback_secret)
                 .bind(&t.callback_context)
                 .bind(&t.callback_event_id)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-            };
+                .bind(now_ms);
+            if let Some(version) = write.expected_version {
+                query = query.bind(version);
+            }
+            let changed = query.execute(&mut *tx).await?.rows_affected();
             if changed == 0 {
                 return Err(StoreError::Conflict(format!(
                     "tenant {} changed concurrently",
