@@ -12,6 +12,7 @@ pub mod builder;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod proxy;
 pub mod store;
 pub mod telemetry;
 pub mod tenants;
