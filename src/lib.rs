@@ -8,6 +8,7 @@
 //! whatever you need, mount [`Orchestrator::router`] in your axum app and run
 //! [`Orchestrator::start`] for the background work (see `examples/`).
 
+pub mod apps;
 pub mod builder;
 pub mod config;
 pub mod events;

@@ -1,0 +1,379 @@
+//! A deploy request, validated: name, runtime, handler, limits, environment.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::proxy::PayloadFormat;
+
+/// A validated app name: a lowercase DNS label (so it can be a subdomain).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppName(String);
+
+impl AppName {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let ok_chars = name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if name.is_empty()
+            || name.len() > 63
+            || !ok_chars
+            || name.starts_with('-')
+            || name.ends_with('-')
+        {
+            return Err(format!(
+                "invalid app name '{}': use 1 to 63 characters of a-z, 0-9 and '-', not starting or ending with '-'",
+                name.escape_debug()
+            ));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for AppName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a runtime runs code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    Node,
+    Python,
+    /// The zip's own `bootstrap`.
+    Provided,
+}
+
+const RUNTIMES: [(&str, RuntimeKind); 11] = [
+    ("nodejs18.x", RuntimeKind::Node),
+    ("nodejs20.x", RuntimeKind::Node),
+    ("nodejs22.x", RuntimeKind::Node),
+    ("nodejs24.x", RuntimeKind::Node),
+    ("python3.9", RuntimeKind::Python),
+    ("python3.10", RuntimeKind::Python),
+    ("python3.11", RuntimeKind::Python),
+    ("python3.12", RuntimeKind::Python),
+    ("python3.13", RuntimeKind::Python),
+    ("provided.al2", RuntimeKind::Provided),
+    ("provided.al2023", RuntimeKind::Provided),
+];
+
+/// The kind of a runtime name, if it is one we run.
+pub fn runtime_kind(runtime: &str) -> Option<RuntimeKind> {
+    RUNTIMES
+        .iter()
+        .find(|(name, _)| *name == runtime)
+        .map(|(_, kind)| *kind)
+}
+
+/// Names Lambda reserves for itself.
+fn reserved(name: &str) -> bool {
+    name.starts_with("AWS_")
+        || matches!(
+            name,
+            "_HANDLER" | "_X_AMZN_TRACE_ID" | "LAMBDA_TASK_ROOT" | "LAMBDA_RUNTIME_DIR" | "TZ"
+        )
+}
+
+/// `POST /apps/deploy` as clients send it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployRequest {
+    /// The app's name: a lowercase DNS label, served at `<name>.<base_domain>`.
+    pub name: String,
+    /// The code: a zip archive, base64-encoded.
+    pub archive: String,
+    /// Default `nodejs20.x`.
+    pub runtime: Option<String>,
+    /// Default `index.handler`.
+    pub handler: Option<String>,
+    /// Environment variables (string values).
+    #[schema(value_type = Option<Object>)]
+    pub environment: Option<Value>,
+    /// MB, 128 to 10240 (default 128).
+    pub memory_size: Option<u32>,
+    /// Seconds, 1 to 900 (default 30).
+    pub timeout: Option<u32>,
+    /// `1.0` (REST API event, default) or `2.0` (HTTP API event).
+    pub payload_format: Option<String>,
+}
+
+/// A function's configuration, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionConfig {
+    pub runtime: String,
+    pub handler: String,
+    pub environment: BTreeMap<String, String>,
+    pub memory_size: u32,
+    pub timeout: u32,
+    pub payload_format: PayloadFormat,
+}
+
+impl FunctionConfig {
+    pub fn kind(&self) -> RuntimeKind {
+        runtime_kind(&self.runtime).unwrap_or(RuntimeKind::Provided)
+    }
+
+    /// Files one of which must exist for the handler to load.
+    pub fn handler_files(&self) -> Vec<String> {
+        match self.kind() {
+            RuntimeKind::Provided => vec!["bootstrap".into()],
+            kind => {
+                let module = self.handler.rsplit_once('.').map_or("", |(m, _)| m);
+                match kind {
+                    RuntimeKind::Node => [".js", ".mjs", ".cjs"]
+                        .iter()
+                        .map(|ext| format!("{module}{ext}"))
+                        .collect(),
+                    _ => {
+                        let path = if module.contains('/') {
+                            module.to_owned()
+                        } else {
+                            module.replace('.', "/")
+                        };
+                        vec![format!("{path}.py")]
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Validates everything but the archive's content.
+pub fn validate(request: &DeployRequest) -> Result<(AppName, FunctionConfig), String> {
+    let name = AppName::parse(&request.name)?;
+    let runtime = request
+        .runtime
+        .clone()
+        .unwrap_or_else(|| "nodejs20.x".into());
+    let kind = runtime_kind(&runtime).ok_or_else(|| {
+        format!(
+            "unsupported runtime '{runtime}': use one of {}",
+            RUNTIMES
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let handler = request
+        .handler
+        .clone()
+        .unwrap_or_else(|| "index.handler".into());
+    check_handler(&handler, kind)?;
+    let memory_size = request.memory_size.unwrap_or(128);
+    if !(128..=10240).contains(&memory_size) {
+        return Err(format!(
+            "memorySize must be between 128 and 10240 MB, not {memory_size}"
+        ));
+    }
+    let timeout = request.timeout.unwrap_or(30);
+    if !(1..=900).contains(&timeout) {
+        return Err(format!(
+            "timeout must be between 1 and 900 seconds, not {timeout}"
+        ));
+    }
+    let payload_format = match request.payload_format.as_deref() {
+        None | Some("1.0") => PayloadFormat::V1,
+        Some("2.0") => PayloadFormat::V2,
+        Some(other) => {
+            return Err(format!(
+                "payloadFormat must be \"1.0\" or \"2.0\", not \"{other}\""
+            ))
+        }
+    };
+    let environment = check_environment(request.environment.as_ref())?;
+    Ok((
+        name,
+        FunctionConfig {
+            runtime,
+            handler,
+            environment,
+            memory_size,
+            timeout,
+            payload_format,
+        },
+    ))
+}
+
+fn check_handler(handler: &str, kind: RuntimeKind) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "invalid handler '{}': {why}",
+            handler.escape_debug()
+        ))
+    };
+    if handler.is_empty()
+        || handler.len() > 128
+        || handler.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return bad("1 to 128 characters without spaces");
+    }
+    if kind == RuntimeKind::Provided {
+        return Ok(());
+    }
+    let Some((module, function)) = handler.rsplit_once('.') else {
+        return bad("expected MODULE.FUNCTION, e.g. index.handler");
+    };
+    let ident = |s: &str| {
+        s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+    };
+    if module.is_empty() || !ident(function) {
+        return bad("expected MODULE.FUNCTION, e.g. index.handler");
+    }
+    if module.starts_with('/')
+        || module
+            .split('/')
+            .any(|part| part.is_empty() || part == "..")
+    {
+        return bad("the module path must stay inside the archive");
+    }
+    Ok(())
+}
+
+fn check_environment(value: Option<&Value>) -> Result<BTreeMap<String, String>, String> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(BTreeMap::new());
+    };
+    let Value::Object(map) = value else {
+        return Err("environment must be an object of strings".into());
+    };
+    let mut env = BTreeMap::new();
+    let mut size = 0;
+    for (key, value) in map {
+        let valid = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!(
+                "environment variable name '{}' is invalid",
+                key.escape_debug()
+            ));
+        }
+        if reserved(key) {
+            return Err(format!(
+                "environment variable '{key}' is reserved by Lambda"
+            ));
+        }
+        let Value::String(text) = value else {
+            return Err(format!("environment variable '{key}' must be a string"));
+        };
+        size += key.len() + text.len();
+        env.insert(key.clone(), text.clone());
+    }
+    if size > 4096 {
+        return Err("environment variables exceed Lambda's 4 KB limit".into());
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn request(extra: Value) -> DeployRequest {
+        let mut base = json!({"name": "shop", "archive": ""});
+        base.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn names_are_dns_labels() {
+        for ok in [
+            "a",
+            "shop",
+            "my-app-2",
+            "0f8fad5b-d9cb-469f-a165-70867728950e",
+        ] {
+            assert!(AppName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Shop",
+            "a_b",
+            "a.b",
+            "a b",
+            &"x".repeat(64),
+            "ü",
+        ] {
+            assert!(AppName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let (name, config) = validate(&request(json!({}))).unwrap();
+        assert_eq!(name.as_str(), "shop");
+        assert_eq!(
+            (config.runtime.as_str(), config.handler.as_str()),
+            ("nodejs20.x", "index.handler")
+        );
+        assert_eq!(
+            (config.memory_size, config.timeout, config.payload_format),
+            (128, 30, PayloadFormat::V1)
+        );
+        assert_eq!(
+            config.handler_files(),
+            ["index.js", "index.mjs", "index.cjs"]
+        );
+    }
+
+    #[test]
+    fn handler_files_per_runtime() {
+        let (_, c) = validate(&request(json!({"handler": "src/api/main.handler"}))).unwrap();
+        assert_eq!(c.handler_files()[0], "src/api/main.js");
+        let (_, c) = validate(&request(
+            json!({"runtime": "python3.12", "handler": "pkg.app.handler"}),
+        ))
+        .unwrap();
+        assert_eq!(c.handler_files(), ["pkg/app.py"]);
+        let (_, c) = validate(&request(
+            json!({"runtime": "provided.al2023", "handler": "anything"}),
+        ))
+        .unwrap();
+        assert_eq!(c.handler_files(), ["bootstrap"]);
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        for bad in [
+            json!({"runtime": "java21"}),
+            json!({"handler": "nodot"}),
+            json!({"handler": "../up.handler"}),
+            json!({"handler": "/abs.handler"}),
+            json!({"handler": "index.1bad"}),
+            json!({"timeout": 0}),
+            json!({"timeout": 901}),
+            json!({"memorySize": 64}),
+            json!({"payloadFormat": "3.0"}),
+            json!({"environment": {"A": 1}}),
+            json!({"environment": {"AWS_REGION": "x"}}),
+            json!({"environment": {"_HANDLER": "x"}}),
+            json!({"environment": {"1A": "x"}}),
+            json!({"environment": ["A"]}),
+            json!({"environment": {"BIG": "x".repeat(5000)}}),
+        ] {
+            assert!(
+                validate(&request(bad.clone())).is_err(),
+                "{bad} must be rejected"
+            );
+        }
+    }
+}
