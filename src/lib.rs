@@ -12,6 +12,7 @@ pub mod apps;
 pub mod builder;
 pub mod config;
 pub mod events;
+pub mod functions;
 pub mod http;
 pub mod proxy;
 pub mod store;

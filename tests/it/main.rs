@@ -5,6 +5,7 @@ mod common;
 mod access;
 mod bad_input;
 mod callbacks;
+mod functions;
 mod inbox;
 mod library;
 mod lifecycle;

@@ -1,0 +1,142 @@
+//! The local function runtime: each app's code runs in worker processes
+//! that speak the Lambda Runtime API, so unmodified Lambda runtime clients
+//! work. Node.js and Python use our own small runtime clients (shipped in the
+//! binary, see `bootstraps/`); `provided.*` runs the zip's `bootstrap`.
+
+mod pool;
+mod worker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use self::pool::Pool;
+use self::worker::WorkerSpec;
+use super::{Deployment, FunctionBackend, FunctionError};
+use crate::apps::AppName;
+
+const NODE_BOOTSTRAP: &str = "node-bootstrap.mjs";
+const PYTHON_BOOTSTRAP: &str = "python-bootstrap.py";
+
+/// Settings of the local runtime.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Where the runtime clients are written.
+    pub runtimes_dir: PathBuf,
+    /// Most workers per app (concurrent invocations beyond it queue).
+    pub max_workers: usize,
+    /// Idle workers stop after this long.
+    pub idle_timeout: Duration,
+    /// `AWS_REGION` the functions see.
+    pub region: String,
+}
+
+/// Runs functions on this machine.
+pub struct LocalFunctions {
+    options: LocalOptions,
+    pools: RwLock<HashMap<String, Arc<Pool>>>,
+}
+
+impl LocalFunctions {
+    /// Writes the runtime clients and starts the idle reaper.
+    pub fn start(options: LocalOptions) -> Result<Arc<Self>, FunctionError> {
+        let io = |e: std::io::Error| {
+            FunctionError::Unavailable(format!("writing the runtime clients: {e}"))
+        };
+        std::fs::create_dir_all(&options.runtimes_dir).map_err(io)?;
+        std::fs::write(
+            options.runtimes_dir.join(NODE_BOOTSTRAP),
+            include_str!("bootstraps/node-bootstrap.mjs"),
+        )
+        .map_err(io)?;
+        std::fs::write(
+            options.runtimes_dir.join(PYTHON_BOOTSTRAP),
+            include_str!("bootstraps/python-bootstrap.py"),
+        )
+        .map_err(io)?;
+        let this = Arc::new(Self {
+            options,
+            pools: RwLock::default(),
+        });
+        let weak = Arc::downgrade(&this);
+        let every = (this.options.idle_timeout / 2)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(this) = weak.upgrade() else { return };
+                let pools: Vec<Arc<Pool>> = this
+                    .pools
+                    .read()
+                    .map(|p| p.values().cloned().collect())
+                    .unwrap_or_default();
+                for pool in pools {
+                    pool.reap(this.options.idle_timeout);
+                }
+            }
+        });
+        Ok(this)
+    }
+
+    fn pool(&self, app: &AppName) -> Option<Arc<Pool>> {
+        self.pools.read().ok()?.get(app.as_str()).cloned()
+    }
+
+    /// Idle workers of an app (for tests and diagnostics).
+    pub fn idle_workers(&self, app: &AppName) -> usize {
+        self.pool(app).map_or(0, |p| p.idle_count())
+    }
+}
+
+#[async_trait]
+impl FunctionBackend for LocalFunctions {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn deploy(&self, deployment: Deployment<'_>) -> Result<(), FunctionError> {
+        let spec = WorkerSpec {
+            app: deployment.app.to_string(),
+            version: deployment.version,
+            config: deployment.config.clone(),
+            code_dir: std::path::absolute(deployment.code_dir)
+                .unwrap_or_else(|_| deployment.code_dir.to_owned()),
+            runtimes_dir: std::path::absolute(&self.options.runtimes_dir)
+                .unwrap_or_else(|_| self.options.runtimes_dir.clone()),
+            region: self.options.region.clone(),
+        };
+        let pool = Arc::new(Pool::new(spec, self.options.max_workers));
+        let old = self
+            .pools
+            .write()
+            .map_err(|_| FunctionError::Unavailable("function table poisoned".into()))?
+            .insert(deployment.app.to_string(), pool);
+        if let Some(old) = old {
+            old.retire();
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, app: &AppName) -> Result<(), FunctionError> {
+        let old = self
+            .pools
+            .write()
+            .map_err(|_| FunctionError::Unavailable("function table poisoned".into()))?
+            .remove(app.as_str());
+        match old {
+            Some(pool) => {
+                pool.retire();
+                Ok(())
+            }
+            None => Err(FunctionError::NotFound),
+        }
+    }
+
+    async fn invoke(&self, app: &AppName, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
+        let pool = self.pool(app).ok_or(FunctionError::NotFound)?;
+        pool.invoke(event).await
+    }
+}

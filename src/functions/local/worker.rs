@@ -1,0 +1,454 @@
+//! One worker: a runtime process and the Lambda Runtime API endpoint
+//! (`2018-06-01`) it polls, on its own loopback port.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::apps::{FunctionConfig, RuntimeKind};
+use crate::functions::FunctionError;
+
+/// Lambda's synchronous payload limit (as the emulator counts it).
+pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024 + 100;
+
+/// What a worker runs.
+pub struct WorkerSpec {
+    pub app: String,
+    pub version: i64,
+    pub config: FunctionConfig,
+    pub code_dir: PathBuf,
+    pub runtimes_dir: PathBuf,
+    pub region: String,
+}
+
+type Reply = oneshot::Sender<Result<Vec<u8>, FunctionError>>;
+
+/// One event for a worker.
+pub struct Invocation {
+    pub request_id: String,
+    pub event: Vec<u8>,
+    pub deadline_ms: i64,
+    pub reply: Reply,
+}
+
+/// The Runtime API's view of one worker.
+struct Api {
+    next: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
+    pending: Mutex<HashMap<String, Reply>>,
+    init_error: Mutex<Option<String>>,
+    current: Arc<Mutex<Option<String>>>,
+    arn: String,
+}
+
+impl Api {
+    fn take(&self, id: &str) -> Option<Reply> {
+        self.pending.lock().ok()?.remove(id)
+    }
+
+    /// Fails everything in flight or queued (the process is gone).
+    async fn fail_all(&self, why: &str) {
+        let replies: Vec<Reply> = self
+            .pending
+            .lock()
+            .map(|mut p| p.drain().map(|(_, r)| r).collect())
+            .unwrap_or_default();
+        for reply in replies {
+            let _ = reply.send(Err(FunctionError::Failed(why.to_owned())));
+        }
+        let mut next = self.next.lock().await;
+        next.close();
+        while let Ok(invocation) = next.try_recv() {
+            let _ = invocation
+                .reply
+                .send(Err(FunctionError::Failed(why.to_owned())));
+        }
+    }
+}
+
+fn api_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"errorType": kind, "errorMessage": message})),
+    )
+        .into_response()
+}
+
+async fn next_invocation(State(api): State<Arc<Api>>) -> Response {
+    let invocation = api.next.lock().await.recv().await;
+    let Some(invocation) = invocation else {
+        return api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Runtime.ShuttingDown",
+            "the worker is stopping",
+        );
+    };
+    if let Ok(mut current) = api.current.lock() {
+        *current = Some(invocation.request_id.clone());
+    }
+    if let Ok(mut pending) = api.pending.lock() {
+        pending.insert(invocation.request_id.clone(), invocation.reply);
+    }
+    let mut headers = HeaderMap::new();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    set(
+        "lambda-runtime-aws-request-id",
+        invocation.request_id.clone(),
+    );
+    set(
+        "lambda-runtime-deadline-ms",
+        invocation.deadline_ms.to_string(),
+    );
+    set("lambda-runtime-invoked-function-arn", api.arn.clone());
+    set(
+        "lambda-runtime-trace-id",
+        format!(
+            "Root=1-{:08x}-{};Parent={};Sampled=0",
+            invocation.deadline_ms / 1000,
+            &invocation.request_id.replace('-', "")[..24],
+            &invocation.request_id.replace('-', "")[..16]
+        ),
+    );
+    set("content-type", "application/json".to_owned());
+    (StatusCode::OK, headers, invocation.event).into_response()
+}
+
+async fn read_body(body: Body) -> Result<Vec<u8>, ()> {
+    axum::body::to_bytes(body, MAX_PAYLOAD)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|_| ())
+}
+
+async fn post_response(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let Some(reply) = api.take(&id) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            "no invocation is waiting for this id",
+        );
+    };
+    match read_body(body).await {
+        Ok(result) => {
+            let _ = reply.send(Ok(result));
+            (StatusCode::ACCEPTED, Json(json!({"status": "OK"}))).into_response()
+        }
+        Err(()) => {
+            let _ = reply.send(Err(FunctionError::PayloadTooLarge(
+                "the function's response is larger than 6 MB".into(),
+            )));
+            let message = format!("Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).");
+            api_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                &message,
+            )
+        }
+    }
+}
+
+/// The error a runtime reported: its message, or the error type header.
+fn describe_error(headers: &HeaderMap, body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = |k: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let kind = field("errorType")
+        .or_else(|| {
+            headers
+                .get("lambda-runtime-function-error-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "Unhandled".into());
+    match field("errorMessage") {
+        Some(message) => format!("{kind}: {message}"),
+        None => kind,
+    }
+}
+
+async fn post_error(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(reply) = api.take(&id) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestID",
+            "no invocation is waiting for this id",
+        );
+    };
+    let body = read_body(body).await.unwrap_or_default();
+    let _ = reply.send(Err(FunctionError::Failed(describe_error(&headers, &body))));
+    (StatusCode::ACCEPTED, Json(json!({"status": "OK"}))).into_response()
+}
+
+async fn post_init_error(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+    let body = read_body(body).await.unwrap_or_default();
+    let error = format!("init error: {}", describe_error(&headers, &body));
+    if let Ok(mut slot) = api.init_error.lock() {
+        *slot = Some(error);
+    }
+    (StatusCode::ACCEPTED, Json(json!({"status": "OK"}))).into_response()
+}
+
+/// A running worker. Dropping it kills the process.
+pub struct Worker {
+    tx: mpsc::Sender<Invocation>,
+    pgid: Option<i32>,
+    alive: Arc<AtomicBool>,
+    stop: CancellationToken,
+    last_used: Mutex<Instant>,
+}
+
+fn environment(spec: &WorkerSpec, api_addr: &str) -> Vec<(String, String)> {
+    let config = &spec.config;
+    let mut env: Vec<(String, String)> = config
+        .environment
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let stream = format!(
+        "{}/[{}]{}",
+        chrono::Utc::now().format("%Y/%m/%d"),
+        spec.version,
+        uuid::Uuid::new_v4().simple()
+    );
+    for (key, value) in [
+        ("AWS_LAMBDA_RUNTIME_API", api_addr.to_owned()),
+        ("_HANDLER", config.handler.clone()),
+        ("LAMBDA_TASK_ROOT", spec.code_dir.display().to_string()),
+        (
+            "LAMBDA_RUNTIME_DIR",
+            spec.runtimes_dir.display().to_string(),
+        ),
+        ("AWS_LAMBDA_FUNCTION_NAME", spec.app.clone()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", spec.version.to_string()),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            config.memory_size.to_string(),
+        ),
+        ("AWS_LAMBDA_FUNCTION_TIMEOUT", config.timeout.to_string()),
+        (
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            format!("/aws/lambda/{}", spec.app),
+        ),
+        ("AWS_LAMBDA_LOG_STREAM_NAME", stream),
+        ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
+        (
+            "AWS_EXECUTION_ENV",
+            format!("AWS_Lambda_{}", config.runtime),
+        ),
+        ("AWS_REGION", spec.region.clone()),
+        ("AWS_DEFAULT_REGION", spec.region.clone()),
+        ("TZ", ":UTC".into()),
+        ("LANG", "en_US.UTF-8".into()),
+        ("PATH", path),
+        ("HOME", std::env::temp_dir().display().to_string()),
+    ] {
+        env.push((key.to_owned(), value));
+    }
+    env
+}
+
+impl Worker {
+    /// Starts the Runtime API endpoint and the runtime process.
+    pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, FunctionError> {
+        let unavailable =
+            |what: &str, e: std::io::Error| FunctionError::Unavailable(format!("{what}: {e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| unavailable("binding the runtime API", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| unavailable("binding the runtime API", e))?
+            .to_string();
+        let (tx, rx) = mpsc::channel(1);
+        let current: Arc<Mutex<Option<String>>> = Arc::default();
+        let api = Arc::new(Api {
+            next: tokio::sync::Mutex::new(rx),
+            pending: Mutex::default(),
+            init_error: Mutex::default(),
+            current: current.clone(),
+            arn: format!(
+                "arn:aws:lambda:{}:000000000000:function:{}",
+                spec.region, spec.app
+            ),
+        });
+        let router = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(post_response),
+            )
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/error",
+                post(post_error),
+            )
+            .route("/2018-06-01/runtime/init/error", post(post_init_error))
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(api.clone());
+        let stop = CancellationToken::new();
+        let server_stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(server_stop.cancelled_owned())
+                .await;
+        });
+
+        let (program, args): (PathBuf, Vec<PathBuf>) = match spec.config.kind() {
+            RuntimeKind::Node => (
+                "node".into(),
+                vec![spec.runtimes_dir.join(super::NODE_BOOTSTRAP)],
+            ),
+            RuntimeKind::Python => (
+                "python3".into(),
+                vec![spec.runtimes_dir.join(super::PYTHON_BOOTSTRAP)],
+            ),
+            RuntimeKind::Provided => (spec.code_dir.join("bootstrap"), Vec::new()),
+        };
+        let mut command = Command::new(&program);
+        command
+            .args(&args)
+            .env_clear()
+            .envs(environment(spec, &addr))
+            .current_dir(&spec.code_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| {
+            stop.cancel();
+            FunctionError::Failed(format!("could not start {}: {e}", program.display()))
+        })?;
+        let pgid = child.id().and_then(|p| i32::try_from(p).ok());
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            child.stderr.take().map(|s| Box::new(s) as _),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let app = spec.app.clone();
+            let current = current.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let request = current
+                        .lock()
+                        .ok()
+                        .and_then(|c| c.clone())
+                        .unwrap_or_else(|| "-".into());
+                    tracing::info!(target: "function", app = %app, request_id = %request, "{line}");
+                }
+            });
+        }
+        let alive = Arc::new(AtomicBool::new(true));
+        let watch = alive.clone();
+        let monitor_stop = stop.clone();
+        let app = spec.app.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            watch.store(false, Ordering::Release);
+            monitor_stop.cancel();
+            let init = api.init_error.lock().ok().and_then(|e| e.clone());
+            let why = init.unwrap_or_else(|| match status {
+                Ok(s) => format!("the runtime exited ({s})"),
+                Err(e) => format!("the runtime could not be waited for: {e}"),
+            });
+            tracing::info!(app = %app, reason = %why, "function worker stopped");
+            api.fail_all(&why).await;
+        });
+        Ok(Worker {
+            tx,
+            pgid,
+            alive,
+            stop,
+            last_used: Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Hands an invocation over; gives it back if the worker is gone.
+    pub fn send(&self, invocation: Invocation) -> Result<(), Invocation> {
+        if !self.is_alive() {
+            return Err(invocation);
+        }
+        self.tx.try_send(invocation).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i) => i,
+        })
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// When it last finished an invocation.
+    pub fn idle_since(&self) -> Instant {
+        self.last_used
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|_| Instant::now())
+    }
+
+    pub fn touch(&self) {
+        if let Ok(mut t) = self.last_used.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    /// Kills the process group and the Runtime API endpoint.
+    pub fn kill(&self) {
+        if let Some(pgid) = self.pgid {
+            if self.alive.swap(false, Ordering::AcqRel) {
+                // SAFETY: signalling our own child's process group.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
+        }
+        self.stop.cancel();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

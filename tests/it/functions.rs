@@ -1,0 +1,300 @@
+//! The local function runtime with real Node.js and Python workers, driven
+//! through the `FunctionBackend` seam and the proxy mapping.
+
+use std::path::Path;
+use std::time::Duration;
+
+use orchestrator::apps::{validate, AppName, DeployRequest, FunctionConfig};
+use orchestrator::functions::local::{LocalFunctions, LocalOptions};
+use orchestrator::functions::{Deployment, FunctionBackend, FunctionError};
+use orchestrator::proxy::{event_v1, map_result, IncomingRequest, PayloadFormat};
+use serde_json::{json, Value};
+
+fn config(extra: Value) -> FunctionConfig {
+    let mut request = json!({"name": "x", "archive": ""});
+    request
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let request: DeployRequest = serde_json::from_value(request).unwrap();
+    validate(&request).unwrap().1
+}
+
+fn local(dir: &Path, idle: Duration) -> std::sync::Arc<LocalFunctions> {
+    LocalFunctions::start(LocalOptions {
+        runtimes_dir: dir.join("runtimes"),
+        max_workers: 4,
+        idle_timeout: idle,
+        region: "us-east-1".into(),
+    })
+    .unwrap()
+}
+
+async fn deploy(
+    backend: &LocalFunctions,
+    dir: &Path,
+    app: &str,
+    files: &[(&str, &str)],
+    config: &FunctionConfig,
+) -> AppName {
+    let code = dir.join(app);
+    for (name, content) in files {
+        let path = code.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let app = AppName::parse(app).unwrap();
+    backend
+        .deploy(Deployment {
+            app: &app,
+            version: 1,
+            zip: &[],
+            code_dir: &code,
+            config,
+        })
+        .await
+        .unwrap();
+    app
+}
+
+fn get(path: &str, query: &str) -> Vec<u8> {
+    let request = IncomingRequest {
+        method: "GET".into(),
+        path: path.into(),
+        raw_query: query.into(),
+        headers: vec![("host".into(), "seed.localhost".into())],
+        body: Vec::new(),
+        source_ip: "127.0.0.1".into(),
+        domain_name: "seed.localhost".into(),
+        domain_prefix: "seed".into(),
+        request_id: "r".into(),
+        time_epoch_ms: 0,
+    };
+    event_v1(&request).to_string().into_bytes()
+}
+
+#[tokio::test]
+async fn the_seed_lambda_runs_on_node_and_stays_warm() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_secs(60));
+    let seed = include_str!("../fixtures/seed-app.js");
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "seed",
+        &[("index.js", seed)],
+        &config(json!({})),
+    )
+    .await;
+    let result = backend.invoke(&app, get("/", "")).await.unwrap();
+    let response = map_result(PayloadFormat::V1, &result).unwrap();
+    assert_eq!(
+        (response.status, response.body.as_slice()),
+        (200, b"success".as_slice())
+    );
+    let result = backend
+        .invoke(&app, get("/testProxyingWithQueryParams", "text=hi"))
+        .await
+        .unwrap();
+    assert_eq!(map_result(PayloadFormat::V1, &result).unwrap().body, b"hi");
+    let result = backend.invoke(&app, get("/notFound", "")).await.unwrap();
+    assert_eq!(map_result(PayloadFormat::V1, &result).unwrap().status, 400);
+    assert_eq!(
+        backend.idle_workers(&app),
+        1,
+        "sequential requests reuse one warm worker"
+    );
+}
+
+#[tokio::test]
+async fn node_handlers_in_every_style() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_secs(60));
+    let cases: [(&str, &str, &str); 3] = [
+        ("esm", "app.mjs", "export const handler = async () => ({ statusCode: 200, body: 'esm' });"),
+        ("callback", "index.js", "exports.handler = (event, context, callback) => { setTimeout(() => callback(null, { statusCode: 200, body: String(context.getRemainingTimeInMillis() > 1000) }), 10); };"),
+        ("nested", "src/api/main.js", "module.exports.handler = async (e, ctx) => ({ statusCode: 200, body: ctx.functionName + ':' + process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE });"),
+    ];
+    for (name, file, code) in cases {
+        let handler = match name {
+            "esm" => "app.handler",
+            "nested" => "src/api/main.handler",
+            _ => "index.handler",
+        };
+        let app = deploy(
+            &backend,
+            dir.path(),
+            name,
+            &[(file, code)],
+            &config(json!({"handler": handler})),
+        )
+        .await;
+        let result = backend.invoke(&app, b"{}".to_vec()).await.unwrap();
+        let body: Value = serde_json::from_slice(&result).unwrap();
+        let expected = match name {
+            "esm" => "esm",
+            "callback" => "true",
+            _ => "nested:128",
+        };
+        assert_eq!(body["body"], expected, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn python_handlers_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_secs(60));
+    let code = "import os\ndef handler(event, context):\n    return {'statusCode': 200, 'body': event['name'] + ':' + context.function_name + ':' + str(context.get_remaining_time_in_millis() > 0)}\n";
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "py",
+        &[("app.py", code)],
+        &config(json!({"runtime": "python3.12", "handler": "app.handler"})),
+    )
+    .await;
+    let result = backend
+        .invoke(&app, br#"{"name":"ada"}"#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&result).unwrap()["body"],
+        "ada:py:True"
+    );
+}
+
+#[tokio::test]
+async fn errors_crashes_init_failures_and_timeouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_secs(60));
+    let code = r#"exports.handler = async (e) => {
+        if (e.mode === 'throw') throw new TypeError('boom');
+        if (e.mode === 'exit') process.exit(3);
+        if (e.mode === 'hang') await new Promise(() => setTimeout(() => {}, 60000));
+        return { statusCode: 200, body: 'ok' };
+    };"#;
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "faulty",
+        &[("index.js", code)],
+        &config(json!({"timeout": 1})),
+    )
+    .await;
+    let err = backend
+        .invoke(&app, br#"{"mode":"throw"}"#.to_vec())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, FunctionError::Failed(m) if m.contains("TypeError: boom")),
+        "{err:?}"
+    );
+    assert!(
+        backend.invoke(&app, b"{}".to_vec()).await.is_ok(),
+        "a handled error keeps the worker"
+    );
+    let err = backend
+        .invoke(&app, br#"{"mode":"exit"}"#.to_vec())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FunctionError::Failed(_)), "{err:?}");
+    assert!(
+        backend.invoke(&app, b"{}".to_vec()).await.is_ok(),
+        "the next request gets a fresh worker"
+    );
+    let err = backend
+        .invoke(&app, br#"{"mode":"hang"}"#.to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err, FunctionError::Timeout(1));
+    assert!(
+        backend.invoke(&app, b"{}".to_vec()).await.is_ok(),
+        "the timed-out worker was replaced"
+    );
+
+    let broken = deploy(
+        &backend,
+        dir.path(),
+        "broken",
+        &[("index.js", "throw new Error('init failed');")],
+        &config(json!({})),
+    )
+    .await;
+    let err = backend.invoke(&broken, b"{}".to_vec()).await.unwrap_err();
+    assert!(
+        matches!(&err, FunctionError::Failed(m) if m.contains("init error") && m.contains("init failed")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn concurrency_scales_out_and_idle_workers_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_millis(600));
+    let code = "exports.handler = async () => { await new Promise(r => setTimeout(r, 300)); return { statusCode: 200, body: String(process.pid) }; };";
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "busy",
+        &[("index.js", code)],
+        &config(json!({})),
+    )
+    .await;
+    let calls = (0..4).map(|_| backend.invoke(&app, b"{}".to_vec()));
+    let pids: std::collections::HashSet<String> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.unwrap()).unwrap()["body"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(pids.len(), 4, "four concurrent requests, four workers");
+    assert_eq!(backend.idle_workers(&app), 4);
+    crate::common::eventually(|| async { (backend.idle_workers(&app) == 0).then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn a_provided_bootstrap_in_bash_with_curl_works() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_secs(60));
+    // AWS's tutorial bootstrap, in essence.
+    let bootstrap = r#"#!/bin/bash
+set -euo pipefail
+while true; do
+  HEADERS="$(mktemp)"
+  EVENT_DATA=$(curl -sS -LD "$HEADERS" "http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation/next")
+  REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  RESPONSE="{\"statusCode\":200,\"body\":\"echo:$(echo "$EVENT_DATA" | tr -d '"{}')\"}"
+  curl -sS "http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation/$REQUEST_ID/response" -d "$RESPONSE" > /dev/null
+done
+"#;
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "bash",
+        &[("bootstrap", bootstrap)],
+        &config(json!({"runtime": "provided.al2023", "handler": "function.handler"})),
+    )
+    .await;
+    let result = backend
+        .invoke(&app, br#"{"a":"b"}"#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&result).unwrap()["body"],
+        "echo:a:b"
+    );
+}
