@@ -30,12 +30,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::apps::AppService;
 use crate::builder::local::LocalJobs;
 use crate::builder::{BuilderService, JobReporter, JobRequest};
 use crate::config::Config;
 use crate::events::{
     Dispatcher, EventHandler, EventType, HandlerSet, Inbox, RetryPolicy, Services,
 };
+use crate::functions::local::{LocalFunctions, LocalOptions};
+use crate::functions::FunctionBackend;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::tenants::webhook::WebhookClient;
@@ -82,6 +85,7 @@ pub struct OrchestratorBuilder {
     builder: Option<Arc<dyn BuilderService>>,
     tiers: Option<Arc<dyn TierSource>>,
     store: Option<Arc<dyn Store>>,
+    functions: Option<Arc<dyn FunctionBackend>>,
 }
 
 impl OrchestratorBuilder {
@@ -92,6 +96,7 @@ impl OrchestratorBuilder {
             builder: None,
             tiers: None,
             store: None,
+            functions: None,
         }
     }
 
@@ -110,6 +115,12 @@ impl OrchestratorBuilder {
     /// Replaces the tier details source.
     pub fn tier_source(mut self, tiers: Arc<dyn TierSource>) -> Self {
         self.tiers = Some(tiers);
+        self
+    }
+
+    /// Replaces the function backend apps run on.
+    pub fn function_backend(mut self, functions: Arc<dyn FunctionBackend>) -> Self {
+        self.functions = Some(functions);
         self
     }
 
@@ -152,8 +163,26 @@ impl OrchestratorBuilder {
             )?),
             None => None,
         };
+        let functions: Arc<dyn FunctionBackend> = match self.functions {
+            Some(functions) => functions,
+            None => LocalFunctions::start(LocalOptions {
+                runtimes_dir: config.data_dir.join("runtimes"),
+                max_workers: config.functions.max_workers,
+                idle_timeout: Duration::from_secs(config.functions.idle_timeout_secs),
+                region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+            })?,
+        };
+        let apps = Arc::new(AppService::new(
+            store.clone(),
+            functions.clone(),
+            config.data_dir.join("apps"),
+            config.base_domain.clone(),
+        ));
+        let restored = apps.restore().await.context("restoring active apps")?;
         tracing::info!(
             store = %redact_url(&config.database_url()),
+            functions = functions.name(),
+            apps = restored,
             builder = builder.name(),
             tiers = tiers.name(),
             webhook = webhook.as_ref().map(WebhookClient::url).unwrap_or("none"),
@@ -172,6 +201,7 @@ impl OrchestratorBuilder {
             services,
             handlers: Arc::new(self.handlers),
             jobs_work_dir,
+            apps,
         })
     }
 }
@@ -191,6 +221,7 @@ pub struct Orchestrator {
     services: Services,
     handlers: Arc<HandlerSet>,
     jobs_work_dir: PathBuf,
+    apps: Arc<AppService>,
 }
 
 impl Orchestrator {
@@ -203,10 +234,12 @@ impl Orchestrator {
     pub fn router(&self) -> axum::Router {
         let state = http::AppState {
             store: self.services.store.clone(),
+            apps: self.apps.clone(),
             inbox: self.services.inbox.clone(),
             jobs_work_dir: self.jobs_work_dir.clone(),
         };
-        http::router(state, http::auth::AuthPolicy::new(&self.config.auth))
+        let proxy = http::proxy::ProxyState::new(self.apps.clone(), &self.config.base_domain);
+        http::router(state, http::auth::AuthPolicy::new(&self.config.auth), proxy)
     }
 
     /// Recovers work a previous run left behind, then runs the dispatcher until `shutdown`.
@@ -327,13 +360,16 @@ impl Orchestrator {
         let router = self.router();
         tracing::info!(role = ?role, "listening on http://{addr}");
         let cancel = token.clone();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                cancel.cancel();
-            })
-            .await
-            .context("serving HTTP")?;
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            cancel.cancel();
+        })
+        .await
+        .context("serving HTTP")?;
         token.cancel();
         if let Some(workers) = workers {
             let _ = workers.await;

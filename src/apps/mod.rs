@@ -1,8 +1,10 @@
-//! Mini-apps: validated deploy requests and archives. The app service, the
-//! function backends and the HTTP routes build on these.
+//! Mini-apps: validated deploy requests and archives, and the service that
+//! deploys, activates, deactivates and removes them.
 
 pub mod archive;
+pub mod service;
 pub mod spec;
 
 pub use archive::{Archive, ArchiveError};
+pub use service::{AppError, AppService, AppStatusView, AppView};
 pub use spec::{validate, AppName, DeployRequest, FunctionConfig, RuntimeKind};

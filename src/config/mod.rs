@@ -314,6 +314,21 @@ impl Config {
                 "not a valid header name",
             ));
         }
+        if self.functions.max_workers < 1 || self.functions.idle_timeout_secs < 1 {
+            return Err(invalid(
+                "functions",
+                "max_workers and idle_timeout_secs must be at least 1",
+            ));
+        }
+        if self.base_domain.is_empty()
+            || self.base_domain.starts_with('.')
+            || self.base_domain.contains(':')
+        {
+            return Err(invalid(
+                "base_domain",
+                format!("'{}' is not a domain name", self.base_domain),
+            ));
+        }
         if self.inbox.max_attempts < 1 || self.inbox.concurrency < 1 || self.inbox.lease_secs < 2 {
             return Err(invalid(
                 "inbox",

@@ -9,8 +9,13 @@ use super::Secret;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FunctionsConfig {
+    /// `local` (this machine, Lambda Runtime API) or `aws`.
     pub backend: String,
     pub role_arn: Option<String>,
+    /// Local runtime: most workers per app; more concurrent requests queue.
+    pub max_workers: usize,
+    /// Local runtime: an idle worker stops after this many seconds.
+    pub idle_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -73,6 +78,8 @@ impl Default for FunctionsConfig {
         Self {
             backend: "local".into(),
             role_arn: None,
+            max_workers: 4,
+            idle_timeout_secs: 300,
         }
     }
 }

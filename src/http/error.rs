@@ -8,7 +8,9 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::apps::AppError;
 use crate::events::InboxError;
+use crate::functions::FunctionError;
 use crate::store::StoreError;
 
 /// The error envelope (ARC SaaS clients read `error.statusCode` and `error.message`).
@@ -107,6 +109,7 @@ fn name_of(status: StatusCode) -> &'static str {
         409 => "ConflictError",
         413 => "PayloadTooLargeError",
         415 => "UnsupportedMediaTypeError",
+        502 => "BadGatewayError",
         503 => "ServiceUnavailableError",
         _ => "InternalServerError",
     }
@@ -146,6 +149,30 @@ impl From<StoreError> for ApiError {
 impl From<InboxError> for ApiError {
     fn from(err: InboxError) -> Self {
         Self::from_store(&err.0)
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(err: AppError) -> Self {
+        match err {
+            AppError::Invalid(message) => Self::bad_request("invalid_app", message),
+            AppError::TooLarge(message) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+            }
+            err @ AppError::NotFound(_) => Self::not_found(err.to_string()),
+            AppError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            AppError::Store(err) => Self::from_store(&err),
+            AppError::Backend(FunctionError::Conflict(message)) => {
+                Self::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            AppError::Backend(FunctionError::NotFound) => {
+                Self::not_found("the function does not exist")
+            }
+            AppError::Backend(FunctionError::Unavailable(message)) => Self::unavailable(message),
+            AppError::Backend(err) => {
+                Self::new(StatusCode::BAD_GATEWAY, "function_backend", err.to_string())
+            }
+        }
     }
 }
 

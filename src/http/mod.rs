@@ -1,11 +1,13 @@
 //! The HTTP API: routers and handlers only. Handlers call the store and the
 //! inbox; domain errors become HTTP in [`error`].
 
+mod apps;
 pub mod auth;
 pub mod error;
 mod events;
 mod extract;
 mod ops;
+pub mod proxy;
 mod tenants;
 
 use std::path::PathBuf;
@@ -33,6 +35,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub apps: Arc<crate::apps::AppService>,
     pub inbox: Inbox,
     /// Where local job logs live.
     pub jobs_work_dir: PathBuf,
@@ -49,6 +52,7 @@ pub struct AppState {
     tags(
         (name = "events", description = "Tenant events and the durable inbox"),
         (name = "tenants", description = "Tenant state and build jobs"),
+        (name = "apps", description = "Mini-apps: zipped Lambda handlers served at <name>.<base_domain>"),
         (name = "operations", description = "Health, readiness, this document"),
     )
 )]
@@ -71,13 +75,24 @@ impl utoipa::Modify for SecuritySchemes {
 }
 
 fn api() -> OpenApiRouter<AppState> {
+    // Deploys carry archives: their own, larger body limit (the inner limit wins).
+    let deploy = OpenApiRouter::new()
+        .routes(routes!(apps::deploy))
+        .layer(DefaultBodyLimit::max(apps::MAX_DEPLOY_BYTES));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(deploy)
         .routes(routes!(events::post_envelope, events::list_events))
         .routes(routes!(events::post_event, events::get_event))
         .routes(routes!(events::retry_event))
         .routes(routes!(tenants::list_tenants))
         .routes(routes!(tenants::get_tenant))
         .routes(routes!(tenants::get_job))
+        .routes(routes!(apps::list))
+        .routes(routes!(apps::get))
+        .routes(routes!(apps::status))
+        .routes(routes!(apps::activate))
+        .routes(routes!(apps::deactivate))
+        .routes(routes!(apps::remove))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
 }
@@ -126,8 +141,9 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 }
 
 /// The API router with its state, auth and limits applied, ready to serve or
-/// to mount in another axum application.
-pub fn router(state: AppState, policy: AuthPolicy) -> Router {
+/// to mount in another axum application. Requests for `<app>.<base_domain>`
+/// go to the proxy before anything else.
+pub fn router(state: AppState, policy: AuthPolicy, proxy: proxy::ProxyState) -> Router {
     let (routes, _) = api().split_for_parts();
     let doc = Arc::new(openapi());
     routes
@@ -144,4 +160,8 @@ pub fn router(state: AppState, policy: AuthPolicy) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            proxy,
+            proxy::route_by_host,
+        ))
 }

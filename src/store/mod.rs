@@ -9,8 +9,8 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 pub use records::{
-    EventRecord, EventStatus, JobFinish, JobKind, JobRecord, JobStatus, NewEvent, TenantRecord,
-    TenantState,
+    AppRecord, AppStatus, AppVersionRecord, EventRecord, EventStatus, JobFinish, JobKind,
+    JobRecord, JobStatus, NewEvent, TenantRecord, TenantState,
 };
 
 /// Errors a store reports; mapped to HTTP in `http::error` only.
@@ -129,6 +129,30 @@ pub trait Store: Send + Sync + 'static {
         id: &str,
         external_id: &str,
         attempt: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Records a new version of an app's code and makes it current (status
+    /// `ACTIVE`); returns the version number.
+    async fn add_app_version(
+        &self,
+        name: &str,
+        config: &str,
+        code: &[u8],
+        code_sha256: &str,
+        now_ms: i64,
+    ) -> Result<i64, StoreError>;
+    async fn get_app(&self, name: &str) -> Result<Option<AppRecord>, StoreError>;
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError>;
+    async fn app_versions(&self, name: &str) -> Result<Vec<AppVersionRecord>, StoreError>;
+    /// The code of one version.
+    async fn app_code(&self, name: &str, version: i64) -> Result<Vec<u8>, StoreError>;
+    /// Sets an app's status (and error); `NotFound` for an unknown app.
+    async fn set_app_status(
+        &self,
+        name: &str,
+        status: AppStatus,
+        error: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError>;
 

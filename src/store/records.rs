@@ -63,6 +63,17 @@ string_enum!(
 );
 
 string_enum!(
+    /// An app's state, as the app-orchestrator API reports it.
+    AppStatus {
+        Deployed => "DEPLOYED",
+        Active => "ACTIVE",
+        Inactive => "INACTIVE",
+        Removed => "REMOVED",
+        Error => "ERROR",
+    }
+);
+
+string_enum!(
     /// What a job does for its tenant.
     JobKind {
         Provisioning => "provisioning",
@@ -169,4 +180,27 @@ pub struct JobFinish {
     pub output: Option<String>,
     pub log_tail: Option<String>,
     pub error: Option<String>,
+}
+
+/// An app row.
+#[derive(Debug, Clone)]
+pub struct AppRecord {
+    pub name: String,
+    pub status: AppStatus,
+    pub current_version: i64,
+    /// JSON of the current version's function configuration.
+    pub config: String,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// One deployed version of an app's code (without the code itself).
+#[derive(Debug, Clone)]
+pub struct AppVersionRecord {
+    pub version: i64,
+    pub config: String,
+    pub code_size: i64,
+    pub code_sha256: String,
+    pub created_at_ms: i64,
 }

@@ -3,6 +3,7 @@
 mod common;
 
 mod access;
+mod apps;
 mod bad_input;
 mod callbacks;
 mod functions;

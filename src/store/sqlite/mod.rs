@@ -5,6 +5,7 @@
 //! path, has its own thread and connection ([`writer`]): group commits of
 //! prepared single-row inserts, without sqlx's per-query hops.
 
+mod apps;
 mod rows;
 mod writer;
 
@@ -20,8 +21,8 @@ use self::rows::{
     event_from_row, job_from_row, tenant_from_row, EVENT_COLUMNS, JOB_COLUMNS, TENANT_COLUMNS,
 };
 use super::{
-    Claimed, Commit, EventOutcome, EventRecord, EventStatus, JobRecord, NewEvent, Store,
-    StoreError, TenantRecord,
+    AppRecord, AppStatus, AppVersionRecord, Claimed, Commit, EventOutcome, EventRecord,
+    EventStatus, JobRecord, NewEvent, Store, StoreError, TenantRecord,
 };
 
 /// SQLite implementation of [`Store`].
@@ -300,6 +301,43 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    async fn add_app_version(
+        &self,
+        name: &str,
+        config: &str,
+        code: &[u8],
+        code_sha256: &str,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        apps::add_version(&self.pool, name, config, code, code_sha256, now_ms).await
+    }
+
+    async fn get_app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
+        apps::get(&self.pool, name).await
+    }
+
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        apps::list(&self.pool).await
+    }
+
+    async fn app_versions(&self, name: &str) -> Result<Vec<AppVersionRecord>, StoreError> {
+        apps::versions(&self.pool, name).await
+    }
+
+    async fn app_code(&self, name: &str, version: i64) -> Result<Vec<u8>, StoreError> {
+        apps::code(&self.pool, name, version).await
+    }
+
+    async fn set_app_status(
+        &self,
+        name: &str,
+        status: AppStatus,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        apps::set_status(&self.pool, name, status, error, now_ms).await
     }
 
     async fn commit(&self, commit: Commit, now_ms: i64) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ pub(super) const TENANT_COLUMNS: &str = "id, state, tier, current_job_id, last_e
 pub(super) const JOB_COLUMNS: &str = "id, tenant_id, kind, job_identifier, backend, status, event_id, params, external_id, \
                            attempt, exit_code, output, log_tail, error, created_at, started_at, finished_at";
 
-fn parse<T: FromStr<Err = String>>(text: &str) -> Result<T, StoreError> {
+pub(super) fn parse<T: FromStr<Err = String>>(text: &str) -> Result<T, StoreError> {
     T::from_str(text).map_err(|e| StoreError::Other(anyhow!(e)))
 }
 

@@ -1,0 +1,428 @@
+//! The app service: deploy, activate, deactivate, remove; keeps the store,
+//! the code on disk and the function backend in step.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use base64::Engine;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::{validate, AppName, Archive, ArchiveError, DeployRequest, FunctionConfig};
+use crate::functions::{Deployment, FunctionBackend, FunctionError};
+use crate::proxy::PayloadFormat;
+use crate::store::{AppRecord, AppStatus, Store, StoreError};
+use crate::timestamp;
+
+/// Why an app operation failed; mapped to HTTP in `http::error`.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("no app named '{0}'")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("function backend: {0}")]
+    Backend(#[from] FunctionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ArchiveError> for AppError {
+    fn from(err: ArchiveError) -> Self {
+        match err {
+            ArchiveError::TooLarge | ArchiveError::TooLargeUnzipped => {
+                AppError::TooLarge(err.to_string())
+            }
+            other => AppError::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// `{name, status}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppStatusView {
+    pub name: String,
+    pub status: AppStatus,
+}
+
+/// One version of an app's code.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppVersionView {
+    pub version: i64,
+    pub runtime: String,
+    pub handler: String,
+    pub code_size: i64,
+    pub code_sha256: String,
+    pub created_at: String,
+}
+
+/// An app.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppView {
+    pub name: String,
+    pub status: AppStatus,
+    /// Where the proxy serves it (any port of this service).
+    pub host: String,
+    pub version: i64,
+    pub runtime: String,
+    pub handler: String,
+    pub memory_size: u32,
+    pub timeout: u32,
+    pub payload_format: PayloadFormat,
+    pub environment: std::collections::BTreeMap<String, String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Every deployed version, newest first (`GET /apps/{name}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versions: Option<Vec<AppVersionView>>,
+}
+
+/// Releases the per-app deploy lock.
+struct DeployGuard<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    name: String,
+}
+
+impl Drop for DeployGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.name);
+        }
+    }
+}
+
+/// Runs the apps.
+pub struct AppService {
+    store: Arc<dyn Store>,
+    backend: Arc<dyn FunctionBackend>,
+    code_root: PathBuf,
+    base_domain: String,
+    deploying: Mutex<HashSet<String>>,
+    /// Active apps and their payload format: what the proxy serves.
+    active: RwLock<HashMap<String, PayloadFormat>>,
+}
+
+fn config_of(record: &AppRecord) -> Result<FunctionConfig, AppError> {
+    serde_json::from_str(&record.config).map_err(|e| AppError::Store(StoreError::Other(e.into())))
+}
+
+impl AppService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        backend: Arc<dyn FunctionBackend>,
+        code_root: PathBuf,
+        base_domain: String,
+    ) -> Self {
+        Self {
+            store,
+            backend,
+            code_root,
+            base_domain,
+            deploying: Mutex::default(),
+            active: RwLock::default(),
+        }
+    }
+
+    fn lock(&self, name: &AppName) -> Result<DeployGuard<'_>, AppError> {
+        let mut set = self
+            .deploying
+            .lock()
+            .map_err(|_| AppError::Conflict("deploy table poisoned".into()))?;
+        if !set.insert(name.to_string()) {
+            return Err(AppError::Conflict(format!(
+                "a deploy or state change of '{name}' is in progress; try again"
+            )));
+        }
+        Ok(DeployGuard {
+            set: &self.deploying,
+            name: name.to_string(),
+        })
+    }
+
+    fn set_active(&self, name: &str, format: Option<PayloadFormat>) {
+        if let Ok(mut active) = self.active.write() {
+            match format {
+                Some(format) => active.insert(name.to_owned(), format),
+                None => active.remove(name),
+            };
+        }
+    }
+
+    /// The payload format of an active app, or `None` (the proxy answers 404).
+    pub fn route(&self, name: &str) -> Option<PayloadFormat> {
+        self.active.read().ok()?.get(name).copied()
+    }
+
+    /// Invokes an active app.
+    pub async fn invoke(&self, name: &AppName, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
+        self.backend.invoke(name, event).await
+    }
+
+    fn code_dir(&self, name: &AppName, version: i64) -> PathBuf {
+        self.code_root
+            .join(name.as_str())
+            .join(format!("v{version}"))
+    }
+
+    /// Unpacks a stored version if this machine does not have it yet, then hands it to the backend.
+    async fn run_version(
+        &self,
+        name: &AppName,
+        version: i64,
+        config: &FunctionConfig,
+        zip: Option<Vec<u8>>,
+    ) -> Result<(), AppError> {
+        let dir = self.code_dir(name, version);
+        let zip = match zip {
+            Some(zip) => zip,
+            None => self.store.app_code(name.as_str(), version).await?,
+        };
+        if !dir.join(".complete").exists() {
+            let target = dir.clone();
+            let bytes = zip.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), ArchiveError> {
+                let _ = std::fs::remove_dir_all(&target);
+                Archive::check(bytes)?.unpack(&target)?;
+                std::fs::write(target.join(".complete"), b"")
+                    .map_err(|e| ArchiveError::Io(e.to_string()))
+            })
+            .await
+            .map_err(|e| AppError::Invalid(format!("unpacking failed: {e}")))??;
+        }
+        self.backend
+            .deploy(Deployment {
+                app: name,
+                version,
+                zip: &zip,
+                code_dir: &dir,
+                config,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Validates, stores a new version and runs it.
+    pub async fn deploy(&self, request: DeployRequest) -> Result<AppView, AppError> {
+        let (name, config) = validate(&request).map_err(AppError::Invalid)?;
+        let zip = base64::engine::general_purpose::STANDARD
+            .decode(request.archive.trim())
+            .map_err(|_| AppError::Invalid("archive must be a base64-encoded zip file".into()))?;
+        let archive = Archive::check(zip)?;
+        let expected = config.handler_files();
+        if !expected.iter().any(|f| archive.contains(f)) {
+            return Err(ArchiveError::MissingHandler(expected.join(", ")).into());
+        }
+        let _guard = self.lock(&name)?;
+        let config_json = serde_json::to_string(&config)
+            .map_err(|e| AppError::Store(StoreError::Other(e.into())))?;
+        let sha = hex::encode(Sha256::digest(archive.bytes()));
+        let zip = archive.bytes().to_vec();
+        let version = self
+            .store
+            .add_app_version(name.as_str(), &config_json, &zip, &sha, crate::now_ms())
+            .await?;
+        if let Err(err) = self.run_version(&name, version, &config, Some(zip)).await {
+            self.set_active(name.as_str(), None);
+            self.store
+                .set_app_status(
+                    name.as_str(),
+                    AppStatus::Error,
+                    Some(&err.to_string()),
+                    crate::now_ms(),
+                )
+                .await?;
+            return Err(err);
+        }
+        self.set_active(name.as_str(), Some(config.payload_format));
+        tracing::info!(app = %name, version, runtime = %config.runtime, "app deployed");
+        self.view(&name, false).await
+    }
+
+    async fn record(&self, name: &str) -> Result<(AppName, AppRecord), AppError> {
+        let app = AppName::parse(name).map_err(|_| AppError::NotFound(name.to_owned()))?;
+        let record = self
+            .store
+            .get_app(name)
+            .await?
+            .ok_or_else(|| AppError::NotFound(name.to_owned()))?;
+        Ok((app, record))
+    }
+
+    /// An app, with its versions when `details`.
+    pub async fn view(&self, name: &AppName, details: bool) -> Result<AppView, AppError> {
+        let (_, record) = self.record(name.as_str()).await?;
+        let versions = if details {
+            Some(self.versions(name).await?)
+        } else {
+            None
+        };
+        self.to_view(record, versions)
+    }
+
+    async fn versions(&self, name: &AppName) -> Result<Vec<AppVersionView>, AppError> {
+        let mut views = Vec::new();
+        for v in self.store.app_versions(name.as_str()).await? {
+            let config: FunctionConfig = serde_json::from_str(&v.config)
+                .map_err(|e| AppError::Store(StoreError::Other(e.into())))?;
+            views.push(AppVersionView {
+                version: v.version,
+                runtime: config.runtime,
+                handler: config.handler,
+                code_size: v.code_size,
+                code_sha256: v.code_sha256,
+                created_at: timestamp(v.created_at_ms),
+            });
+        }
+        Ok(views)
+    }
+
+    fn to_view(
+        &self,
+        record: AppRecord,
+        versions: Option<Vec<AppVersionView>>,
+    ) -> Result<AppView, AppError> {
+        let config = config_of(&record)?;
+        Ok(AppView {
+            host: format!("{}.{}", record.name, self.base_domain),
+            name: record.name,
+            status: record.status,
+            version: record.current_version,
+            runtime: config.runtime,
+            handler: config.handler,
+            memory_size: config.memory_size,
+            timeout: config.timeout,
+            payload_format: config.payload_format,
+            environment: config.environment,
+            last_error: record.last_error,
+            created_at: timestamp(record.created_at_ms),
+            updated_at: timestamp(record.updated_at_ms),
+            versions,
+        })
+    }
+
+    pub async fn get(&self, name: &str) -> Result<AppView, AppError> {
+        let (app, record) = self.record(name).await?;
+        let versions = self.versions(&app).await?;
+        self.to_view(record, Some(versions))
+    }
+
+    pub async fn list(&self) -> Result<Vec<AppView>, AppError> {
+        self.store
+            .list_apps()
+            .await?
+            .into_iter()
+            .map(|r| self.to_view(r, None))
+            .collect()
+    }
+
+    pub async fn status(&self, name: &str) -> Result<AppStatusView, AppError> {
+        let (_, record) = self.record(name).await?;
+        Ok(AppStatusView {
+            name: record.name,
+            status: record.status,
+        })
+    }
+
+    async fn set_status(
+        &self,
+        app: &AppName,
+        status: AppStatus,
+    ) -> Result<AppStatusView, AppError> {
+        self.store
+            .set_app_status(app.as_str(), status, None, crate::now_ms())
+            .await?;
+        Ok(AppStatusView {
+            name: app.to_string(),
+            status,
+        })
+    }
+
+    /// Serves the current version again.
+    pub async fn activate(&self, name: &str) -> Result<AppStatusView, AppError> {
+        let (app, record) = self.record(name).await?;
+        if record.status == AppStatus::Removed {
+            return Err(AppError::Conflict(format!(
+                "app '{name}' was removed; deploy it again"
+            )));
+        }
+        let _guard = self.lock(&app)?;
+        let config = config_of(&record)?;
+        self.run_version(&app, record.current_version, &config, None)
+            .await?;
+        self.set_active(name, Some(config.payload_format));
+        self.set_status(&app, AppStatus::Active).await
+    }
+
+    /// Stops serving (the proxy answers 404) and stops the app's workers.
+    pub async fn deactivate(&self, name: &str) -> Result<AppStatusView, AppError> {
+        let (app, record) = self.record(name).await?;
+        if record.status == AppStatus::Removed {
+            return Err(AppError::Conflict(format!("app '{name}' was removed")));
+        }
+        let _guard = self.lock(&app)?;
+        self.set_active(name, None);
+        self.stop(&app).await?;
+        self.set_status(&app, AppStatus::Inactive).await
+    }
+
+    /// Stops serving and deletes the function; the record and versions stay.
+    pub async fn remove(&self, name: &str) -> Result<AppStatusView, AppError> {
+        let (app, _) = self.record(name).await?;
+        let _guard = self.lock(&app)?;
+        self.set_active(name, None);
+        self.stop(&app).await?;
+        let _ = tokio::fs::remove_dir_all(self.code_root.join(app.as_str())).await;
+        self.set_status(&app, AppStatus::Removed).await
+    }
+
+    async fn stop(&self, app: &AppName) -> Result<(), AppError> {
+        match self.backend.remove(app).await {
+            Ok(()) | Err(FunctionError::NotFound) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// At start: runs every app left `ACTIVE` (its code comes from the store).
+    pub async fn restore(&self) -> Result<usize, AppError> {
+        let mut restored = 0;
+        for record in self.store.list_apps().await? {
+            if record.status != AppStatus::Active {
+                continue;
+            }
+            let Ok(app) = AppName::parse(&record.name) else {
+                continue;
+            };
+            let config = config_of(&record)?;
+            match self
+                .run_version(&app, record.current_version, &config, None)
+                .await
+            {
+                Ok(()) => {
+                    self.set_active(app.as_str(), Some(config.payload_format));
+                    restored += 1;
+                }
+                Err(err) => {
+                    tracing::warn!(app = %app, error = %err, "could not restore app");
+                    self.store
+                        .set_app_status(
+                            app.as_str(),
+                            AppStatus::Error,
+                            Some(&err.to_string()),
+                            crate::now_ms(),
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(restored)
+    }
+}

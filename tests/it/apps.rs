@@ -1,0 +1,338 @@
+//! The mini-app platform end to end: the management API and the proxy,
+//! with real Node.js workers.
+
+use std::io::Write;
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::common::{assert_error, TestApp};
+
+const SEED: &str = include_str!("../fixtures/seed-app.js");
+
+fn zip_of(files: &[(&str, &str)]) -> String {
+    let mut out = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut out);
+        for (name, content) in files {
+            zip.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            zip.write_all(content.as_bytes()).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    base64::engine::general_purpose::STANDARD.encode(out.into_inner())
+}
+
+/// A request to `<app>.localhost` on the service's port.
+fn to_app(
+    app: &TestApp,
+    name: &str,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    app.client
+        .request(method, format!("{}{path}", app.url))
+        .header("host", format!("{name}.localhost"))
+}
+
+async fn text(response: reqwest::RequestBuilder) -> (u16, String) {
+    let response = response.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_seed_api_and_its_example_lambda_work_unchanged() {
+    let app = TestApp::start(|_, _| {}).await;
+    let (status, body) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": "seed", "archive": zip_of(&[("index.js", SEED)])}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(
+        (body["name"].as_str(), body["status"].as_str()),
+        (Some("seed"), Some("ACTIVE"))
+    );
+
+    assert_eq!(
+        text(to_app(&app, "seed", reqwest::Method::GET, "/")).await,
+        (200, "success".into())
+    );
+    assert_eq!(
+        text(to_app(&app, "seed", reqwest::Method::GET, "/notFound")).await,
+        (400, "bad request text".into())
+    );
+    assert_eq!(
+        text(to_app(
+            &app,
+            "seed",
+            reqwest::Method::GET,
+            "/testProxyingWithQueryParams?text=hi"
+        ))
+        .await,
+        (200, "hi".into())
+    );
+    let post = to_app(&app, "seed", reqwest::Method::POST, "/testProxyingWithBody")
+        .header("content-type", "application/json")
+        .body(r#"{"text":"hi"}"#);
+    assert_eq!(text(post).await, (200, "hi".into()));
+
+    assert_eq!(
+        app.get("/apps/seed/status").await,
+        (200, json!({"name": "seed", "status": "ACTIVE"}))
+    );
+    let (_, list) = app.get("/apps").await;
+    assert_eq!(list[0]["name"], "seed");
+
+    // Deactivated and removed apps answer 404 through the proxy.
+    assert_eq!(
+        app.post("/apps/seed/deactivate", &json!({})).await.1["status"],
+        "INACTIVE"
+    );
+    assert_eq!(
+        text(to_app(&app, "seed", reqwest::Method::GET, "/"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        app.post("/apps/seed/activate", &json!({})).await.1["status"],
+        "ACTIVE"
+    );
+    assert_eq!(
+        text(to_app(&app, "seed", reqwest::Method::GET, "/")).await,
+        (200, "success".into())
+    );
+    assert_eq!(
+        app.post("/apps/seed/remove", &json!({})).await.1["status"],
+        "REMOVED"
+    );
+    assert_eq!(
+        text(to_app(&app, "seed", reqwest::Method::GET, "/"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(app.get("/apps/seed/status").await.1["status"], "REMOVED");
+
+    for path in ["/apps/nope", "/apps/nope/status"] {
+        let (status, body) = app.get(path).await;
+        assert_eq!(status, 404, "{path}");
+        assert_error(&body, 404, "not_found");
+    }
+    for action in ["activate", "deactivate", "remove"] {
+        assert_eq!(
+            app.post(&format!("/apps/nope/{action}"), &json!({}))
+                .await
+                .0,
+            404,
+            "{action}"
+        );
+    }
+    assert_eq!(
+        text(to_app(&app, "nope", reqwest::Method::GET, "/"))
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn redeploying_serves_new_code_and_keeps_versions_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first_data = data.clone();
+    let app = TestApp::start(move |c, _| c.data_dir = first_data).await;
+    let v1 = "exports.handler = async () => ({ statusCode: 200, body: 'one' });";
+    let v2 = "exports.handler = async () => ({ statusCode: 200, body: 'two' });";
+    assert_eq!(
+        app.post(
+            "/apps/deploy",
+            &json!({"name": "ver", "archive": zip_of(&[("index.js", v1)])})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        text(to_app(&app, "ver", reqwest::Method::GET, "/")).await.1,
+        "one"
+    );
+    let (_, body) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": "ver", "archive": zip_of(&[("index.js", v2)])}),
+        )
+        .await;
+    assert_eq!(body["version"], 2);
+    assert_eq!(
+        text(to_app(&app, "ver", reqwest::Method::GET, "/")).await.1,
+        "two"
+    );
+    let (_, details) = app.get("/apps/ver").await;
+    let versions: Vec<i64> = details["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["version"].as_i64())
+        .collect();
+    assert_eq!(versions, [2, 1]);
+    drop(app);
+
+    // A new process on the same data directory serves the app from the store.
+    std::fs::remove_dir_all(data.join("apps")).unwrap();
+    let again = TestApp::start(move |c, _| c.data_dir = data).await;
+    assert_eq!(
+        text(to_app(&again, "ver", reqwest::Method::GET, "/")).await,
+        (200, "two".into())
+    );
+}
+
+#[tokio::test]
+async fn bad_deploys_get_400_or_413_and_change_nothing() {
+    let app = TestApp::start(|_, _| {}).await;
+    let good = zip_of(&[("index.js", SEED)]);
+    let cases = [
+        (json!({"name": "Bad_Name", "archive": good}), 400),
+        (json!({"name": "-x", "archive": good}), 400),
+        (json!({"name": "ok", "archive": ""}), 400),
+        (json!({"name": "ok", "archive": "not base64!!"}), 400),
+        (
+            json!({"name": "ok", "archive": base64::engine::general_purpose::STANDARD.encode(b"not a zip")}),
+            400,
+        ),
+        (
+            json!({"name": "ok", "archive": zip_of(&[("other.js", "x")])}),
+            400,
+        ),
+        (
+            json!({"name": "ok", "archive": zip_of(&[("../evil.js", "x"), ("index.js", SEED)])}),
+            400,
+        ),
+        (
+            json!({"name": "ok", "archive": good, "runtime": "cobol"}),
+            400,
+        ),
+        (
+            json!({"name": "ok", "archive": good, "handler": "index"}),
+            400,
+        ),
+        (json!({"name": "ok", "archive": good, "timeout": 0}), 400),
+        (
+            json!({"name": "ok", "archive": good, "memorySize": 100000}),
+            400,
+        ),
+        (
+            json!({"name": "ok", "archive": good, "payloadFormat": "9"}),
+            400,
+        ),
+        (
+            json!({"name": "ok", "archive": good, "environment": {"AWS_SECRET_ACCESS_KEY": "x"}}),
+            400,
+        ),
+        (
+            json!({"name": "ok", "archive": good, "environment": {"N": 1}}),
+            400,
+        ),
+        (json!({"archive": good}), 400),
+        (
+            json!({"name": "ok", "archive": good, "timeout": "ten"}),
+            400,
+        ),
+    ];
+    for (body, status) in cases {
+        let (got, answer) = app.post("/apps/deploy", &body).await;
+        assert_eq!(got, status, "{body}: {answer:#}");
+        assert_eq!(answer["error"]["statusCode"], status);
+    }
+    let (status, _) = app.post_raw("/apps/deploy", "{not json").await;
+    assert_eq!(status, 400);
+    assert_eq!(app.get("/apps").await.1, json!([]), "nothing was stored");
+    assert!(!app.path().join("evil.js").exists() && !app.path().join("data/evil.js").exists());
+}
+
+#[tokio::test]
+async fn api_gateway_mapping_through_the_proxy() {
+    let app = TestApp::start(|c, _| c.functions.max_workers = 2).await;
+    let v1 = r#"exports.handler = async (e) => {
+        if (e.path === '/cookies') return { statusCode: 200, multiValueHeaders: { 'Set-Cookie': ['a=1', 'b=2'] }, body: 'c' };
+        if (e.path === '/binary') return { statusCode: 200, headers: { 'content-type': 'image/png' }, isBase64Encoded: true, body: Buffer.from([0, 255, 1]).toString('base64') };
+        if (e.path === '/echo') return { statusCode: 200, body: JSON.stringify({ b64: e.isBase64Encoded, body: e.body, multi: e.multiValueQueryStringParameters }) };
+        if (e.path === '/bad') return { hello: 'world' };
+        if (e.path === '/throw') throw new Error('nope');
+        if (e.path === '/slow') await new Promise(r => setTimeout(r, 5000));
+        return { statusCode: 204 };
+    };"#;
+    let deploy = json!({"name": "gw", "archive": zip_of(&[("index.js", v1)]), "timeout": 1});
+    assert_eq!(app.post("/apps/deploy", &deploy).await.0, 200);
+    let response = to_app(&app, "gw", reqwest::Method::GET, "/cookies")
+        .send()
+        .await
+        .unwrap();
+    let cookies: Vec<&str> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    let response = to_app(&app, "gw", reqwest::Method::GET, "/binary")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.bytes().await.unwrap().as_ref(), [0, 255, 1]);
+    let (_, echo) = text(
+        to_app(&app, "gw", reqwest::Method::POST, "/echo?x=1&x=2")
+            .header("content-type", "application/octet-stream")
+            .body(vec![0u8, 159, 146, 150]),
+    )
+    .await;
+    let echo: Value = serde_json::from_str(&echo).unwrap();
+    assert_eq!(
+        echo,
+        json!({"b64": true, "body": "AJ+Slg==", "multi": {"x": ["1", "2"]}})
+    );
+    for (path, status) in [("/bad", 502), ("/throw", 502), ("/slow", 504)] {
+        let (got, body) = text(to_app(&app, "gw", reqwest::Method::GET, path)).await;
+        assert_eq!(got, status, "{path}: {body}");
+    }
+    assert_eq!(
+        text(to_app(&app, "gw", reqwest::Method::GET, "/bad"))
+            .await
+            .1,
+        r#"{"message":"Internal server error"}"#
+    );
+    let big = vec![b'x'; 6 * 1024 * 1024 + 1];
+    assert_eq!(
+        text(to_app(&app, "gw", reqwest::Method::POST, "/echo").body(big))
+            .await
+            .0,
+        413
+    );
+    assert_eq!(
+        text(to_app(&app, "gw", reqwest::Method::GET, "/")).await.0,
+        204,
+        "still serving after all that"
+    );
+
+    let v2 = "exports.handler = async (e) => e.rawPath === '/plain' ? { hello: e.requestContext.http.method } : { statusCode: 201, cookies: ['s=1'], body: e.cookies.join('|') };";
+    let deploy =
+        json!({"name": "v2", "archive": zip_of(&[("index.js", v2)]), "payloadFormat": "2.0"});
+    assert_eq!(app.post("/apps/deploy", &deploy).await.0, 200);
+    let response = to_app(&app, "v2", reqwest::Method::GET, "/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.text().await.unwrap(), r#"{"hello":"GET"}"#);
+    let response = to_app(&app, "v2", reqwest::Method::GET, "/c")
+        .header("cookie", "a=1; b=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["set-cookie"], "s=1");
+    assert_eq!(response.text().await.unwrap(), "a=1|b=2");
+}
