@@ -336,3 +336,78 @@ async fn api_gateway_mapping_through_the_proxy() {
     assert_eq!(response.headers()["set-cookie"], "s=1");
     assert_eq!(response.text().await.unwrap(), "a=1|b=2");
 }
+
+/// The fixture built with AWS's `lambda_runtime` crate (built once, then cached).
+fn rust_lambda_bootstrap() -> std::path::PathBuf {
+    let target = std::env::var("RUST_LAMBDA_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir().join("orchestrator-rust-lambda-target"));
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rust-lambda/Cargo.toml"
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--manifest-path", manifest])
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "building the lambda_runtime fixture failed"
+    );
+    target.join("release/bootstrap")
+}
+
+#[tokio::test]
+async fn a_rust_handler_built_with_aws_lambda_runtime_answers_through_the_proxy() {
+    let bootstrap = tokio::task::spawn_blocking(rust_lambda_bootstrap)
+        .await
+        .unwrap();
+    let mut out = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut out);
+        zip.start_file(
+            "bootstrap",
+            zip::write::SimpleFileOptions::default().unix_permissions(0o755),
+        )
+        .unwrap();
+        zip.write_all(&std::fs::read(bootstrap).unwrap()).unwrap();
+        zip.finish().unwrap();
+    }
+    let archive = base64::engine::general_purpose::STANDARD.encode(out.into_inner());
+    let app = TestApp::start(|_, _| {}).await;
+    let deploy = json!({"name": "rusty", "archive": archive, "runtime": "provided.al2023", "handler": "bootstrap"});
+    let (status, body) = app.post("/apps/deploy", &deploy).await;
+    assert_eq!(status, 200, "{body:#}");
+    for path in ["/hello", "/again"] {
+        let (status, text) = text(to_app(&app, "rusty", reqwest::Method::GET, path)).await;
+        assert_eq!((status, text), (200, format!("rust rusty {path} 36")));
+    }
+}
+
+#[tokio::test]
+async fn concurrent_deploys_of_one_app_never_corrupt_it() {
+    let app = TestApp::start(|_, _| {}).await;
+    let bodies: Vec<Value> = (0..6)
+        .map(|i| json!({"name": "race", "archive": zip_of(&[("index.js", &format!("exports.handler = async () => ({{ statusCode: 200, body: 'v{i}' }});"))])}))
+        .collect();
+    let results =
+        futures::future::join_all(bodies.iter().map(|b| app.post("/apps/deploy", b))).await;
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    assert!(ok >= 1);
+    assert!(
+        results.iter().all(|(s, _)| *s == 200 || *s == 409),
+        "{results:?}"
+    );
+    let (_, details) = app.get("/apps/race").await;
+    assert_eq!(
+        details["versions"].as_array().unwrap().len(),
+        ok,
+        "one version per accepted deploy"
+    );
+    let served = text(to_app(&app, "race", reqwest::Method::GET, "/")).await;
+    assert_eq!(served.0, 200);
+    let current = details["version"].as_i64().unwrap();
+    assert!(served.1.starts_with('v'), "{served:?} (version {current})");
+}
