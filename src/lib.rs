@@ -360,6 +360,9 @@ impl Orchestrator {
         let router = self.router();
         tracing::info!(role = ?role, "listening on http://{addr}");
         let cancel = token.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(
             listener,
             router.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -109,7 +109,7 @@ fn main() -> ExitCode {
         _ => Role::All,
     };
     let result = load(&cli).and_then(|config| {
-        orchestrator::telemetry::init(config.log_format);
+        let _logs = orchestrator::telemetry::init(config.log_format);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -319,6 +319,11 @@ impl Worker {
             .with_state(api.clone());
         let stop = CancellationToken::new();
         let server_stop = stop.clone();
+        // Small responses back to back (the 202 of a result, then the next
+        // event): without TCP_NODELAY, Nagle and delayed ACKs stall them 40 ms.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             let _ = axum::serve(listener, router)
                 .with_graceful_shutdown(server_stop.cancelled_owned())

@@ -2,40 +2,108 @@
 // from LAMBDA_TASK_ROOT and serves invocations from the Lambda Runtime API
 // (2018-06-01) at AWS_LAMBDA_RUNTIME_API, as AWS's own client does.
 import fs from 'node:fs';
-import http from 'node:http';
 import { createRequire } from 'node:module';
+import net from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const api = process.env.AWS_LAMBDA_RUNTIME_API || '127.0.0.1:9001';
 const colon = api.lastIndexOf(':');
-const host = api.slice(0, colon);
-const port = Number(api.slice(colon + 1));
-const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
 const root = process.env.LAMBDA_TASK_ROOT || process.cwd();
 const handlerName = process.env._HANDLER || 'index.handler';
 
-function call(method, route, body, headers = {}) {
-  return new Promise((resolve, reject) => {
-    const all = { ...headers };
-    if (body !== undefined) {
-      all['content-type'] = all['content-type'] || 'application/json';
-      all['content-length'] = Buffer.byteLength(body);
+// A minimal HTTP/1.1 client for the Runtime API on one keep-alive socket.
+// Requests may be pipelined; responses come back in order. Node's http
+// client costs several times more per request, and a worker makes two.
+class RuntimeClient {
+  constructor(host, port) {
+    this.host = host;
+    this.port = port;
+    this.socket = null;
+    this.buffer = Buffer.alloc(0);
+    this.waiters = [];
+  }
+
+  connect() {
+    const socket = net.connect({ host: this.host, port: this.port });
+    socket.setNoDelay(true);
+    socket.on('data', (chunk) => {
+      this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
+      for (let response; this.waiters.length && (response = this.parse()); ) this.waiters.shift().resolve(response);
+    });
+    const fail = (err) => {
+      this.socket = null;
+      this.buffer = Buffer.alloc(0);
+      for (const waiter of this.waiters.splice(0)) waiter.reject(err || new Error('runtime API connection closed'));
+    };
+    socket.on('error', fail);
+    socket.on('close', () => fail());
+    this.socket = socket;
+  }
+
+  // One response from the buffer, or null when it is not complete yet.
+  parse() {
+    const end = this.buffer.indexOf('\r\n\r\n');
+    if (end < 0) return null;
+    const lines = this.buffer.toString('latin1', 0, end).split('\r\n');
+    const status = parseInt(lines[0].split(' ')[1], 10);
+    const headers = {};
+    for (let i = 1; i < lines.length; i++) {
+      const c = lines[i].indexOf(':');
+      if (c > 0) headers[lines[i].slice(0, c).trim().toLowerCase()] = lines[i].slice(c + 1).trim();
     }
-    const req = http.request(
-      { host, port, agent, method, path: `/2018-06-01/runtime${route}`, headers: all },
-      (res) => {
-        const chunks = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    if (body !== undefined) req.write(body);
-    req.end();
-  });
+    let at = end + 4;
+    let body;
+    if (/chunked/i.test(headers['transfer-encoding'] || '')) {
+      const parts = [];
+      for (;;) {
+        const eol = this.buffer.indexOf('\r\n', at);
+        if (eol < 0) return null;
+        const size = parseInt(this.buffer.toString('latin1', at, eol), 16);
+        if (size === 0) {
+          const trailerEnd = this.buffer.indexOf('\r\n\r\n', eol);
+          const last = this.buffer.indexOf('\r\n', eol + 2) === eol + 2 ? eol + 4 : trailerEnd + 4;
+          if (last < 4 || last > this.buffer.length) return null;
+          at = last;
+          break;
+        }
+        if (this.buffer.length < eol + 2 + size + 2) return null;
+        parts.push(this.buffer.subarray(eol + 2, eol + 2 + size));
+        at = eol + 2 + size + 2;
+      }
+      body = Buffer.concat(parts);
+    } else {
+      const length = Number(headers['content-length'] || 0);
+      if (this.buffer.length < at + length) return null;
+      body = this.buffer.subarray(at, at + length);
+      at += length;
+    }
+    const response = { status, headers, body: body.toString('utf8') };
+    this.buffer = this.buffer.subarray(at);
+    return response;
+  }
+
+  static format(method, route, body, headers = {}) {
+    let head = `${method} /2018-06-01/runtime${route} HTTP/1.1\r\nHost: ${api}\r\n`;
+    for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
+    if (body === undefined) return Buffer.from(`${head}\r\n`, 'latin1');
+    const payload = Buffer.from(body, 'utf8');
+    head += `Content-Type: application/json\r\nContent-Length: ${payload.length}\r\n\r\n`;
+    return Buffer.concat([Buffer.from(head, 'latin1'), payload]);
+  }
+
+  // Sends the requests in one write; resolves each response in order.
+  send(...requests) {
+    if (!this.socket) this.connect();
+    const promises = requests.map(() => new Promise((resolve, reject) => this.waiters.push({ resolve, reject })));
+    this.socket.write(requests.length === 1 ? requests[0] : Buffer.concat(requests));
+    return promises;
+  }
 }
+
+const client = new RuntimeClient(api.slice(0, colon), Number(api.slice(colon + 1)));
+const NEXT = RuntimeClient.format('GET', '/invocation/next');
+const call = (method, route, body, headers) => client.send(RuntimeClient.format(method, route, body, headers))[0];
 
 function errorBody(err) {
   const e = err instanceof Error ? err : new Error(typeof err === 'string' ? err : JSON.stringify(err));
@@ -97,13 +165,23 @@ try {
   handler = await loadHandler();
 } catch (err) {
   console.error(`INIT ERROR ${err && err.stack ? err.stack : err}`);
-  await call('POST', '/init/error', errorBody(err), { 'lambda-runtime-function-error-type': (err && err.name) || 'Runtime.Unknown' });
+  await call('POST', '/init/error', errorBody(err), { 'Lambda-Runtime-Function-Error-Type': (err && err.name) || 'Runtime.Unknown' });
   process.exit(1);
 }
 
+// The result of one invocation and the poll for the next go out together.
+let pending = client.send(NEXT)[0];
 for (;;) {
-  const next = await call('GET', '/invocation/next');
-  if (next.status === 204) continue;
+  let next;
+  try {
+    next = await pending;
+  } catch (err) {
+    process.exit(1);
+  }
+  if (next.status === 204) {
+    pending = client.send(NEXT)[0];
+    continue;
+  }
   if (next.status !== 200) process.exit(1);
   const requestId = next.headers['lambda-runtime-aws-request-id'];
   const deadline = Number(next.headers['lambda-runtime-deadline-ms']);
@@ -119,15 +197,19 @@ for (;;) {
     callbackWaitsForEmptyEventLoop: true,
     getRemainingTimeInMillis: () => Math.max(0, deadline - Date.now()),
   };
+  let outcome;
   try {
     const event = next.body ? JSON.parse(next.body) : null;
     const result = await run(handler, event, context);
     const payload = JSON.stringify(result === undefined ? null : result);
-    await call('POST', `/invocation/${requestId}/response`, payload === undefined ? 'null' : payload);
+    outcome = RuntimeClient.format('POST', `/invocation/${requestId}/response`, payload === undefined ? 'null' : payload);
   } catch (err) {
     console.error(`ERROR Invoke Error ${err && err.stack ? err.stack : err}`);
-    await call('POST', `/invocation/${requestId}/error`, errorBody(err), {
-      'lambda-runtime-function-error-type': (err && err.name) || 'Error',
+    outcome = RuntimeClient.format('POST', `/invocation/${requestId}/error`, errorBody(err), {
+      'Lambda-Runtime-Function-Error-Type': (err && err.name) || 'Error',
     });
   }
+  const [posted, following] = client.send(outcome, NEXT);
+  posted.catch(() => {});
+  pending = following;
 }
