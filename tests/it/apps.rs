@@ -263,6 +263,7 @@ async fn api_gateway_mapping_through_the_proxy() {
         if (e.path === '/bad') return { hello: 'world' };
         if (e.path === '/throw') throw new Error('nope');
         if (e.path === '/slow') await new Promise(r => setTimeout(r, 5000));
+        if (e.path === '/huge') return { statusCode: 200, body: 'x'.repeat(7 * 1024 * 1024) };
         return { statusCode: 204 };
     };"#;
     let deploy = json!({"name": "gw", "archive": zip_of(&[("index.js", v1)]), "timeout": 1});
@@ -294,7 +295,7 @@ async fn api_gateway_mapping_through_the_proxy() {
         echo,
         json!({"b64": true, "body": "AJ+Slg==", "multi": {"x": ["1", "2"]}})
     );
-    for (path, status) in [("/bad", 502), ("/throw", 502), ("/slow", 504)] {
+    for (path, status) in [("/bad", 502), ("/throw", 502), ("/slow", 504), ("/huge", 502)] {
         let (got, body) = text(to_app(&app, "gw", reqwest::Method::GET, path)).await;
         assert_eq!(got, status, "{path}: {body}");
     }
