@@ -13,12 +13,18 @@ REPS=${2:-3}
 CONNS=${CONNS:-32}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/orchestrator-target}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
-cargo build --release --bin orchestrator >&2
+# The same build set as bench/events.sh, so running both does not rebuild.
+cargo build --release --bin orchestrator --example bench_ceiling >&2
 BIN=$CARGO_TARGET_DIR/release/orchestrator
 WORK=$(mktemp -d)
 PIDS=()
+kill_tree() { # a process and all its descendants (npx leaves serverless as a grandchild)
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill -KILL "$1" 2>/dev/null || true
+}
 cleanup() {
-  for pid in "${PIDS[@]}"; do pkill -KILL -P "$pid" 2>/dev/null || true; kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do kill_tree "$pid"; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -44,8 +44,13 @@ fn app_label(host: &str, suffix: &str) -> Option<String> {
         Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
         _ => host,
     };
-    let label = name.to_ascii_lowercase().strip_suffix(suffix)?.to_owned();
-    (!label.is_empty() && !label.contains('.')).then_some(label)
+    // Compared without allocating: most requests are for the API, not an app.
+    let split = name.len().checked_sub(suffix.len())?;
+    let (label, tail) = (name.get(..split)?, name.get(split..)?);
+    if label.is_empty() || label.contains('.') || !tail.eq_ignore_ascii_case(suffix) {
+        return None;
+    }
+    Some(label.to_ascii_lowercase())
 }
 
 fn gateway(status: StatusCode, body: &'static str) -> Response {

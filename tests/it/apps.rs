@@ -295,7 +295,12 @@ async fn api_gateway_mapping_through_the_proxy() {
         echo,
         json!({"b64": true, "body": "AJ+Slg==", "multi": {"x": ["1", "2"]}})
     );
-    for (path, status) in [("/bad", 502), ("/throw", 502), ("/slow", 504), ("/huge", 502)] {
+    for (path, status) in [
+        ("/bad", 502),
+        ("/throw", 502),
+        ("/slow", 504),
+        ("/huge", 502),
+    ] {
         let (got, body) = text(to_app(&app, "gw", reqwest::Method::GET, path)).await;
         assert_eq!(got, status, "{path}: {body}");
     }
