@@ -1,7 +1,7 @@
 // The ceiling for the proxy benchmark: one Node.js process that builds an API
 // Gateway v1 event for each request and calls the seed's handler in-process.
 const http = require('node:http');
-const { handler } = require('./seed-handler.js');
+const { handler } = require('../tests/fixtures/seed-app.js');
 
 const port = Number(process.env.PORT || 0);
 const server = http.createServer((req, res) => {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Proxy benchmark: the seed's example Lambda behind (1) orchestrator's proxy and
+# Proxy benchmark: the seed's example Lambda (tests/fixtures/seed-app.js) behind (1) orchestrator's proxy and
 # local runtime, (2) a plain Node.js server calling the handler in-process (the
 # ceiling), (3) serverless-offline 3/13 in its default mode. wrk -t2 -c32 on
 # loopback, GET / and POST /testProxyingWithBody, rep-major round robin.
@@ -41,7 +41,7 @@ zip_seed() { python3 - <<'PY'
 import base64, io, sys, zipfile
 buf = io.BytesIO()
 with zipfile.ZipFile(buf, "w") as z:
-    z.write("bench/seed-handler.js", "index.js")
+    z.write("tests/fixtures/seed-app.js", "index.js")
 print(base64.b64encode(buf.getvalue()).decode())
 PY
 }
@@ -60,7 +60,7 @@ NODE_PID=$!; PIDS+=($NODE_PID)
 NODE_URL=$(wait_url "$WORK/node.log")
 # serverless-offline
 mkdir -p "$WORK/sls"
-cp bench/seed-handler.js "$WORK/sls/handler.js"
+cp tests/fixtures/seed-app.js "$WORK/sls/handler.js"
 cat > "$WORK/sls/serverless.yml" <<'YML'
 service: seed
 frameworkVersion: '3'

@@ -131,6 +131,15 @@ async fn next_invocation(State(api): State<Arc<Api>>) -> Response {
     (StatusCode::OK, headers, invocation.event).into_response()
 }
 
+/// The Runtime API's answer for a result or error posted for no waiting invocation.
+fn unknown_request_id() -> Response {
+    api_error(
+        StatusCode::BAD_REQUEST,
+        "InvalidRequestID",
+        "no invocation is waiting for this id",
+    )
+}
+
 async fn read_body(body: Body) -> Result<Vec<u8>, ()> {
     axum::body::to_bytes(body, MAX_PAYLOAD)
         .await
@@ -144,11 +153,7 @@ async fn post_response(
     body: Body,
 ) -> Response {
     let Some(reply) = api.take(&id) else {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestID",
-            "no invocation is waiting for this id",
-        );
+        return unknown_request_id();
     };
     match read_body(body).await {
         Ok(result) => {
@@ -200,11 +205,7 @@ async fn post_error(
     body: Body,
 ) -> Response {
     let Some(reply) = api.take(&id) else {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestID",
-            "no invocation is waiting for this id",
-        );
+        return unknown_request_id();
     };
     let body = read_body(body).await.unwrap_or_default();
     let _ = reply.send(Err(FunctionError::Failed(describe_error(&headers, &body))));
