@@ -1,6 +1,7 @@
 //! What the API shows of inbox events.
 
 use serde::Serialize;
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::store::{EventRecord, EventStatus};
@@ -28,17 +29,37 @@ pub struct EventView {
     /// The event's detail (shown for a single event, not in lists).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub detail: Option<serde_json::Map<String, serde_json::Value>>,
+    pub detail: Option<Map<String, Value>>,
 }
 
 impl EventView {
     /// The view with the event's detail included.
+    /// ARC SaaS's webhook `secret` (in the detail or its environment
+    /// override) is shown as `***`.
     pub fn with_detail(record: EventRecord) -> Self {
-        let detail = crate::events::envelope::detail_of(&record.payload).ok();
+        let detail = crate::events::envelope::detail_of(&record.payload)
+            .ok()
+            .map(|mut detail| {
+                redact_secret(&mut detail);
+                if let Some(Value::Object(overrides)) = detail
+                    .get_mut("builderConfig")
+                    .and_then(|b| b.get_mut("config"))
+                    .and_then(|c| c.get_mut("environmentOverride"))
+                {
+                    redact_secret(overrides);
+                }
+                detail
+            });
         Self {
             detail,
             ..Self::from(record)
         }
+    }
+}
+
+fn redact_secret(map: &mut Map<String, Value>) {
+    if let Some(secret) = map.get_mut("secret") {
+        *secret = Value::String("***".into());
     }
 }
 

@@ -74,6 +74,12 @@ async fn success_is_reported_with_resources_and_app_plane_url() {
         })
         .await;
     assert_eq!(tenant["status"], "ACTIVE");
+    let (_, event) = app.get("/events/w-1").await;
+    assert_eq!(
+        event["detail"]["secret"], "***",
+        "the webhook secret is not shown"
+    );
+    assert_eq!(event["detail"]["context"], CONTEXT);
     let requests = peer.requests();
     assert_eq!(requests.len(), 1);
     let body = verify(&requests[0]);
