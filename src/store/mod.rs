@@ -9,8 +9,8 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 pub use records::{
-    AppRecord, AppStatus, AppVersionRecord, EventRecord, EventStatus, JobFinish, JobKind,
-    JobRecord, JobStatus, NewEvent, TenantRecord, TenantState,
+    json_object, AppRecord, AppStatus, AppVersionRecord, EventRecord, EventStatus, JobFinish,
+    JobKind, JobRecord, JobStatus, NewEvent, TenantRecord, TenantState,
 };
 
 /// Errors a store reports; mapped to HTTP in `http::error` only.

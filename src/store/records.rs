@@ -99,6 +99,12 @@ impl JobStatus {
     }
 }
 
+/// A JSON object stored as text (tenant params and outputs, job params and
+/// outputs); empty when absent or unreadable.
+pub fn json_object(text: &str) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
 /// An event to record in the inbox.
 #[derive(Debug, Clone)]
 pub struct NewEvent {

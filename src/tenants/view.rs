@@ -4,7 +4,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::store::{EventRecord, JobKind, JobRecord, JobStatus, TenantRecord, TenantState};
+use crate::store::{
+    json_object, EventRecord, JobKind, JobRecord, JobStatus, TenantRecord, TenantState,
+};
 use crate::timestamp;
 
 /// A tenant as ARC SaaS sees it, plus what the orchestrator knows.
@@ -72,20 +74,15 @@ pub struct JobView {
     pub finished_at: Option<String>,
 }
 
-fn object(text: Option<&str>) -> Map<String, Value> {
-    text.and_then(|t| serde_json::from_str(t).ok())
-        .unwrap_or_default()
-}
-
 impl JobView {
     /// `log_tail` overrides the stored tail (a running job's live log).
     pub fn new(job: JobRecord, log_tail: Option<String>) -> Self {
         Self {
-            params: object(Some(&job.params))
+            params: json_object(&job.params)
                 .into_iter()
                 .map(|(k, _)| k)
                 .collect(),
-            output: object(job.output.as_deref()),
+            output: job.output.as_deref().map(json_object).unwrap_or_default(),
             log_tail: log_tail.or(job.log_tail),
             id: job.id,
             tenant_id: job.tenant_id,
@@ -122,7 +119,7 @@ impl TenantView {
             stage: stage.map(str::to_owned),
             tier: tenant.tier,
             last_error: tenant.last_error,
-            job_output: object(Some(&tenant.job_output)),
+            job_output: json_object(&tenant.job_output),
             jobs,
             callback: callback.map(|e| CallbackView {
                 event_id: e.id,

@@ -4,8 +4,9 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::common::{object, tenant_id};
+use super::common::tenant_id;
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
+use crate::store::json_object;
 use crate::tenants::webhook::{payload, DeliveryError};
 
 /// Sends the webhook.
@@ -38,7 +39,7 @@ impl EventHandler for CallbackHandler {
                 "tenant '{id}' has no webhook secret and context"
             )));
         };
-        let body = payload(&id, success, &object(&tenant.job_output));
+        let body = payload(&id, success, &json_object(&tenant.job_output));
         match webhook.deliver(secret, context, body).await {
             Ok(status) => Ok(Handled::note(format!(
                 "delivered to {} (HTTP {status})",

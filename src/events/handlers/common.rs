@@ -104,11 +104,6 @@ pub fn job_params<'a>(
     Ok(params)
 }
 
-/// Parses a stored JSON object (empty when absent or unreadable).
-pub fn object(text: &str) -> Map<String, Value> {
-    serde_json::from_str(text).unwrap_or_default()
-}
-
 /// A fresh tenant record.
 pub fn new_tenant(id: &str, state: TenantState) -> TenantRecord {
     TenantRecord {

@@ -3,11 +3,11 @@
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::common::{object, tenant_id, transition, write};
+use super::common::{tenant_id, transition, write};
 use super::jobs::{callback_event, follow_up};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::events::EventType;
-use crate::store::{Commit, JobKind};
+use crate::store::{json_object, Commit, JobKind};
 use crate::tenants::Lifecycle;
 
 /// Applies the result of a provisioning, deployment or deprovisioning job.
@@ -66,7 +66,7 @@ impl EventHandler for ResultHandler {
         let Some(mut record) = current.clone() else {
             return Err(HandlerError::Permanent(format!("unknown tenant '{id}'")));
         };
-        let mut outputs = object(&record.job_output);
+        let mut outputs = json_object(&record.job_output);
         outputs.extend(job_output(&event.detail));
         record.job_output = Value::Object(outputs.clone()).to_string();
         record.state = state;
