@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apps::AppService;
 use crate::builder::local::LocalJobs;
-use crate::builder::{BuilderService, JobReporter, JobRequest};
+use crate::builder::BuilderService;
 use crate::config::Config;
 use crate::events::{
     Dispatcher, EventHandler, EventType, HandlerSet, Inbox, RetryPolicy, Services,
@@ -271,47 +271,18 @@ impl Orchestrator {
 
     /// Local jobs that were running when the process died are re-run from the start.
     async fn rerun_interrupted_jobs(&self) -> anyhow::Result<usize> {
-        let Services {
-            store,
-            builder,
-            inbox,
-            ..
-        } = &self.services;
+        let Services { store, builder, .. } = &self.services;
         let jobs = store
             .running_jobs(builder.name())
             .await
             .context("listing interrupted jobs")?;
         for job in &jobs {
-            let request = JobRequest {
-                job_id: job.id.clone(),
-                job_identifier: job.job_identifier.clone(),
-                params: serde_json::from_str(&job.params).unwrap_or_default(),
-                attempt: job.attempt + 1,
-                reporter: JobReporter::new(inbox.clone()),
-            };
-            match builder.start_job(request).await {
-                Ok(handle) => {
-                    store
-                        .mark_job_running(&job.id, &handle.external_id, job.attempt + 1, now_ms())
-                        .await?;
-                    tracing::info!(job = %job.id, attempt = job.attempt + 1, "re-running a job interrupted by the last stop");
+            match events::handlers::rerun(&self.services, job).await {
+                Ok(_) => {
+                    tracing::info!(job = %job.id, attempt = job.attempt + 1, "re-running a job interrupted by the last stop")
                 }
                 Err(err) => {
-                    // Report it as a failed run so the tenant does not wait forever.
-                    tracing::warn!(job = %job.id, error = %err, "could not re-run an interrupted job");
-                    JobReporter::new(inbox.clone())
-                        .report(builder::JobCompletion {
-                            job_id: job.id.clone(),
-                            external_id: job.external_id.clone().unwrap_or_else(|| job.id.clone()),
-                            job_identifier: job.job_identifier.clone(),
-                            attempt: job.attempt + 1,
-                            status: builder::BuildStatus::Failed,
-                            exit_code: None,
-                            output: Default::default(),
-                            log_tail: None,
-                            error: Some(format!("could not re-run after a restart: {err}")),
-                        })
-                        .await;
+                    tracing::warn!(job = %job.id, error = %err, "could not re-run an interrupted job; it failed")
                 }
             }
         }

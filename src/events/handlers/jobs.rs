@@ -144,6 +144,28 @@ pub async fn launch(
     start(services, &job).await
 }
 
+/// Re-runs a job a previous run of the process left `running`. One that cannot
+/// start is finished as failed, so its tenant does not wait forever.
+pub async fn rerun(services: &Services, job: &JobRecord) -> Result<Handled, HandlerError> {
+    match start(services, job).await {
+        Err(HandlerError::Transient(msg)) => {
+            let error = format!("could not re-run after a restart: {msg}");
+            let failed = JobFinish {
+                id: job.id.clone(),
+                status: JobStatus::Failed,
+                exit_code: None,
+                output: None,
+                log_tail: None,
+                error: Some(error.clone()),
+            };
+            finish(services, job, failed, &Map::new()).await?;
+            Err(HandlerError::Transient(error))
+        }
+        // Started, or finished as failed by `start` itself.
+        other => other,
+    }
+}
+
 /// Asks the builder to start a recorded job and marks it running. A job the
 /// builder cannot run at all is finished as failed, which reports the failure.
 pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, HandlerError> {

@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 pub use build_state::BuildStateHandler;
 pub use callback::CallbackHandler;
 pub use deployment::DeploymentHandler;
+pub(crate) use jobs::rerun;
 pub use provisioning::{DeprovisioningHandler, ProvisioningHandler};
 pub use results::ResultHandler;
 
