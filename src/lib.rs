@@ -68,14 +68,36 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-/// Which parts of the service a process runs.
+/// Which parts of the service a process runs. Every role serves `/health`
+/// and `/ready`; replicas of any roles share one PostgreSQL store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Role {
-    /// HTTP API and background workers.
+    /// Management API, app proxy and event processing.
     #[default]
     All,
-    /// HTTP API only: events are recorded, not processed (used to measure ingestion).
+    /// Management API only: events are recorded, and processed by `worker` replicas.
     Api,
+    /// The app proxy only (`<app>.<base_domain>`); other paths answer 404.
+    Proxy,
+    /// Event processing and jobs only; no API besides `/health` and `/ready`.
+    Worker,
+}
+
+impl Role {
+    /// Serves the management API (events, tenants, apps).
+    pub fn serves_api(self) -> bool {
+        matches!(self, Role::All | Role::Api)
+    }
+
+    /// Serves apps through the proxy.
+    pub fn serves_proxy(self) -> bool {
+        matches!(self, Role::All | Role::Proxy)
+    }
+
+    /// Claims and processes events.
+    pub fn processes_events(self) -> bool {
+        matches!(self, Role::All | Role::Worker)
+    }
 }
 
 /// Assembles an [`Orchestrator`], letting the embedding program replace parts.
@@ -137,11 +159,7 @@ impl OrchestratorBuilder {
         config.validate()?;
         let store: Arc<dyn Store> = match self.store {
             Some(store) => store,
-            None => Arc::new(
-                SqliteStore::connect(&config.database_url())
-                    .await
-                    .with_context(|| format!("opening the store at {}", config.database_url()))?,
-            ),
+            None => open_store(&config, config.migrate_on_start).await?,
         };
         let jobs_work_dir = config.data_dir.join("jobs");
         let builder: Arc<dyn BuilderService> = match self.builder {
@@ -195,6 +213,7 @@ impl OrchestratorBuilder {
             builder,
             inbox,
             webhook,
+            job_lease: Duration::from_secs(config.builder.job_lease_secs),
         };
         Ok(Orchestrator {
             config,
@@ -203,6 +222,22 @@ impl OrchestratorBuilder {
             jobs_work_dir,
             apps,
         })
+    }
+}
+
+/// Opens the store `database_url` names, applying its migrations when `migrate`
+/// (SQLite always migrates: one process owns the file).
+pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
+    let url = config.database_url();
+    let context = || format!("opening the store at {}", redact_url(&url));
+    if config.uses_postgres() {
+        // PGSTORE: wired once src/store/postgres lands.
+        let _ = migrate;
+        anyhow::bail!("{}: PostgreSQL store not wired yet", context())
+    } else {
+        Ok(Arc::new(
+            SqliteStore::connect(&url).await.with_context(context)?,
+        ))
     }
 }
 
@@ -230,16 +265,28 @@ impl Orchestrator {
         &self.services
     }
 
-    /// The HTTP API, to serve or to mount in another axum app.
+    /// The HTTP API and the proxy, to serve or to mount in another axum app.
     pub fn router(&self) -> axum::Router {
+        self.router_for(Role::All)
+    }
+
+    /// The routes a process of `role` serves.
+    pub fn router_for(&self, role: Role) -> axum::Router {
         let state = http::AppState {
             store: self.services.store.clone(),
             apps: self.apps.clone(),
             inbox: self.services.inbox.clone(),
             jobs_work_dir: self.jobs_work_dir.clone(),
         };
-        let proxy = http::proxy::ProxyState::new(self.apps.clone(), &self.config.base_domain);
-        http::router(state, http::auth::AuthPolicy::new(&self.config.auth), proxy)
+        let proxy = role
+            .serves_proxy()
+            .then(|| http::proxy::ProxyState::new(self.apps.clone(), &self.config.base_domain));
+        http::router(
+            state,
+            http::auth::AuthPolicy::new(&self.config.auth),
+            proxy,
+            role.serves_api(),
+        )
     }
 
     /// Recovers work a previous run left behind, then runs the dispatcher until `shutdown`.
@@ -249,7 +296,14 @@ impl Orchestrator {
             .requeue_abandoned(now_ms())
             .await
             .context("requeueing events left in progress")?;
-        let rerun = self.rerun_interrupted_jobs().await?;
+        // One SQLite process owns every job it finds running; replicas sharing
+        // PostgreSQL take only jobs whose owner stopped renewing their lease.
+        let expired_before = if self.config.uses_postgres() {
+            now_ms()
+        } else {
+            i64::MAX
+        };
+        let rerun = self.rerun_abandoned_jobs(expired_before).await?;
         if requeued > 0 || rerun > 0 {
             tracing::info!(requeued, rerun, "recovered work from the previous run");
         }
@@ -266,20 +320,81 @@ impl Orchestrator {
             lease: Duration::from_secs(inbox.lease_secs),
             poll: Duration::from_millis(inbox.poll_ms),
         };
-        Ok(tokio::spawn(dispatcher.run(shutdown)))
+        let dispatcher = tokio::spawn(dispatcher.run(shutdown.clone()));
+        let leases = self
+            .services
+            .builder
+            .jobs_running_here()
+            .is_some()
+            .then(|| {
+                let this = self.job_keeper();
+                tokio::spawn(this.run(shutdown))
+            });
+        Ok(tokio::spawn(async move {
+            let _ = dispatcher.await;
+            if let Some(leases) = leases {
+                let _ = leases.await;
+            }
+        }))
     }
 
-    /// Local jobs that were running when the process died are re-run from the start.
-    async fn rerun_interrupted_jobs(&self) -> anyhow::Result<usize> {
+    fn job_keeper(&self) -> JobKeeper {
+        JobKeeper {
+            services: self.services.clone(),
+        }
+    }
+
+    /// Local jobs whose process died (lease ended before `expired_before`) are re-run from the start.
+    async fn rerun_abandoned_jobs(&self, expired_before: i64) -> anyhow::Result<usize> {
+        self.job_keeper().rerun_abandoned(expired_before).await
+    }
+}
+
+/// Keeps the leases of this process's running jobs alive and re-runs jobs
+/// whose owner died (another replica, or this process before a restart).
+struct JobKeeper {
+    services: Services,
+}
+
+impl JobKeeper {
+    async fn run(self, shutdown: CancellationToken) {
+        let every = self.services.job_lease / 3;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let ids = self
+                .services
+                .builder
+                .jobs_running_here()
+                .unwrap_or_default();
+            if !ids.is_empty() {
+                if let Err(err) = self
+                    .services
+                    .store
+                    .renew_job_leases(&ids, self.services.lease_end())
+                    .await
+                {
+                    tracing::warn!(error = %err, "could not renew job leases");
+                }
+            }
+            if let Err(err) = self.rerun_abandoned(now_ms()).await {
+                tracing::warn!(error = %err, "could not check for abandoned jobs");
+            }
+        }
+    }
+
+    async fn rerun_abandoned(&self, expired_before: i64) -> anyhow::Result<usize> {
         let Services { store, builder, .. } = &self.services;
         let jobs = store
-            .running_jobs(builder.name())
+            .take_abandoned_jobs(builder.name(), expired_before, self.services.lease_end())
             .await
             .context("listing interrupted jobs")?;
         for job in &jobs {
             match events::handlers::rerun(&self.services, job).await {
                 Ok(_) => {
-                    tracing::info!(job = %job.id, attempt = job.attempt + 1, "re-running a job interrupted by the last stop")
+                    tracing::info!(job = %job.id, attempt = job.attempt + 1, "re-running a job whose process stopped")
                 }
                 Err(err) => {
                     tracing::warn!(job = %job.id, error = %err, "could not re-run an interrupted job; it failed")
@@ -324,11 +439,17 @@ impl Orchestrator {
             );
         }
         let token = CancellationToken::new();
-        let workers = match role {
-            Role::All => Some(self.start(token.clone()).await?),
-            Role::Api => None,
+        let workers = if role.processes_events() {
+            Some(self.start(token.clone()).await?)
+        } else {
+            None
         };
-        let router = self.router();
+        let sync = role.serves_proxy().then(|| {
+            let apps = self.apps.clone();
+            let every = Duration::from_millis(self.config.functions.sync_interval_ms);
+            tokio::spawn(apps.follow_store(every, token.clone()))
+        });
+        let router = self.router_for(role);
         tracing::info!(role = ?role, "listening on http://{addr}");
         let cancel = token.clone();
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -347,6 +468,9 @@ impl Orchestrator {
         token.cancel();
         if let Some(workers) = workers {
             let _ = workers.await;
+        }
+        if let Some(sync) = sync {
+            let _ = sync.await;
         }
         Ok(())
     }

@@ -35,7 +35,12 @@ enum Command {
         /// Which parts to run.
         #[arg(long, value_enum, default_value_t = Role::All)]
         role: Role,
+        /// Do not apply the store's migrations at start (run `orchestrator migrate` first).
+        #[arg(long)]
+        no_migrate: bool,
     },
+    /// Apply the store's migrations and exit (safe while other replicas start).
+    Migrate,
     /// Print the OpenAPI document.
     Openapi,
 }
@@ -75,6 +80,12 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    orchestrator::open_store(&config, true).await?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
 async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -104,17 +115,20 @@ fn main() -> ExitCode {
             }
         };
     }
-    let role = match cli.command {
-        Some(Command::Serve { role }) => role,
-        _ => Role::All,
-    };
-    let result = load(&cli).and_then(|config| {
+    let result = load(&cli).and_then(|mut config| {
         let _logs = orchestrator::telemetry::init(config.log_format);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("starting the runtime")?;
-        runtime.block_on(serve(config, role))
+        match cli.command {
+            Some(Command::Migrate) => runtime.block_on(migrate(config)),
+            Some(Command::Serve { role, no_migrate }) => {
+                config.migrate_on_start &= !no_migrate;
+                runtime.block_on(serve(config, role))
+            }
+            _ => runtime.block_on(serve(config, Role::All)),
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

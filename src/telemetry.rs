@@ -92,7 +92,10 @@ fn flush_loop(shared: &Shared) {
         // stdout gone (closed pipe): nothing better to do with the lines.
         let _ = out.write_all(&batch);
         if dropped > 0 {
-            let _ = writeln!(out, "WARN {dropped} log lines dropped: stdout is not keeping up");
+            let _ = writeln!(
+                out,
+                "WARN {dropped} log lines dropped: stdout is not keeping up"
+            );
         }
         let _ = out.flush();
         batch.clear();

@@ -4,10 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use base64::Engine;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use super::{validate, AppName, Archive, ArchiveError, DeployRequest, FunctionConfig};
@@ -107,8 +109,9 @@ pub struct AppService {
     code_root: PathBuf,
     base_domain: String,
     deploying: Mutex<HashSet<String>>,
-    /// Active apps and their payload format: what the proxy serves.
-    active: RwLock<HashMap<String, PayloadFormat>>,
+    /// Active apps, their payload format and the version this process runs:
+    /// what the proxy serves.
+    active: RwLock<HashMap<String, (PayloadFormat, i64)>>,
 }
 
 fn config_of(record: &AppRecord) -> Result<FunctionConfig, AppError> {
@@ -148,18 +151,22 @@ impl AppService {
         })
     }
 
-    fn set_active(&self, name: &str, format: Option<PayloadFormat>) {
+    fn set_active(&self, name: &str, running: Option<(PayloadFormat, i64)>) {
         if let Ok(mut active) = self.active.write() {
-            match format {
-                Some(format) => active.insert(name.to_owned(), format),
+            match running {
+                Some(running) => active.insert(name.to_owned(), running),
                 None => active.remove(name),
             };
         }
     }
 
+    fn running_version(&self, name: &str) -> Option<i64> {
+        self.active.read().ok()?.get(name).map(|(_, v)| *v)
+    }
+
     /// The payload format of an active app, or `None` (the proxy answers 404).
     pub fn route(&self, name: &str) -> Option<PayloadFormat> {
-        self.active.read().ok()?.get(name).copied()
+        self.active.read().ok()?.get(name).map(|(f, _)| *f)
     }
 
     /// Invokes an active app.
@@ -242,7 +249,7 @@ impl AppService {
                 .await?;
             return Err(err);
         }
-        self.set_active(name.as_str(), Some(config.payload_format));
+        self.set_active(name.as_str(), Some((config.payload_format, version)));
         tracing::info!(app = %name, version, runtime = %config.runtime, "app deployed");
         self.view(&name, false).await
     }
@@ -358,7 +365,7 @@ impl AppService {
         let config = config_of(&record)?;
         self.run_version(&app, record.current_version, &config, None)
             .await?;
-        self.set_active(name, Some(config.payload_format));
+        self.set_active(name, Some((config.payload_format, record.current_version)));
         self.set_status(&app, AppStatus::Active).await
     }
 
@@ -407,7 +414,10 @@ impl AppService {
                 .await
             {
                 Ok(()) => {
-                    self.set_active(app.as_str(), Some(config.payload_format));
+                    self.set_active(
+                        app.as_str(),
+                        Some((config.payload_format, record.current_version)),
+                    );
                     restored += 1;
                 }
                 Err(err) => {
@@ -424,5 +434,70 @@ impl AppService {
             }
         }
         Ok(restored)
+    }
+
+    /// Keeps this process in step with apps changed by other replicas sharing
+    /// the store, checking every `every` until `shutdown`.
+    pub async fn follow_store(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            if let Err(err) = self.sync_from_store().await {
+                tracing::warn!(error = %err, "could not check the store for app changes");
+            }
+        }
+    }
+
+    /// Serves what the store says: runs apps made active (or redeployed)
+    /// elsewhere, stops those deactivated or removed elsewhere. Returns how
+    /// many apps changed here.
+    pub async fn sync_from_store(&self) -> Result<usize, AppError> {
+        let mut changed = 0;
+        for listed in self.store.list_apps().await? {
+            if self.wanted_version(&listed) == self.running_version(&listed.name) {
+                continue;
+            }
+            let Ok(app) = AppName::parse(&listed.name) else {
+                continue;
+            };
+            // A change through this process is under way: it settles the app itself.
+            let Ok(_guard) = self.lock(&app) else {
+                continue;
+            };
+            // Read again under the lock: a local change may have landed since the listing.
+            let Some(record) = self.store.get_app(app.as_str()).await? else {
+                continue;
+            };
+            match self.wanted_version(&record) {
+                want if want == self.running_version(app.as_str()) => continue,
+                Some(version) => {
+                    let config = config_of(&record)?;
+                    if let Err(err) = self.run_version(&app, version, &config, None).await {
+                        tracing::warn!(app = %app, version, error = %err, "could not run an app changed by another replica");
+                        continue;
+                    }
+                    self.set_active(app.as_str(), Some((config.payload_format, version)));
+                    tracing::info!(app = %app, version, "app changed by another replica: serving it");
+                }
+                None => {
+                    self.set_active(app.as_str(), None);
+                    self.stop(&app).await?;
+                    if record.status == AppStatus::Removed {
+                        let _ = tokio::fs::remove_dir_all(self.code_root.join(app.as_str())).await;
+                    }
+                    tracing::info!(app = %app, status = ?record.status, "app changed by another replica: not serving it");
+                }
+            }
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
+    fn wanted_version(&self, record: &AppRecord) -> Option<i64> {
+        (record.status == AppStatus::Active).then_some(record.current_version)
     }
 }

@@ -5,10 +5,11 @@
 //! started, and `PR_SET_PDEATHSIG` so it dies with the service (it is re-run on
 //! restart rather than left orphaned). Output goes to `<data_dir>/jobs/<id>/log`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +29,8 @@ pub struct LocalJobs {
     jobs_dir: PathBuf,
     work_dir: PathBuf,
     timeout: Duration,
+    /// Ids of the jobs whose processes are running now.
+    running: Arc<Mutex<HashSet<String>>>,
 }
 
 impl LocalJobs {
@@ -39,6 +42,7 @@ impl LocalJobs {
             jobs_dir: absolute(jobs_dir),
             work_dir: absolute(work_dir),
             timeout,
+            running: Arc::default(),
         }
     }
 
@@ -136,6 +140,7 @@ impl BuilderService for LocalJobs {
         let handle = JobHandle {
             external_id: request.job_id.clone(),
         };
+        let running = RunningJob::new(&self.running, &request.job_id);
         tokio::spawn(async move {
             let (status, exit_code, error) = match tokio::time::timeout(timeout, child.wait()).await
             {
@@ -183,8 +188,41 @@ impl BuilderService for LocalJobs {
             };
             tracing::info!(job = %request.job_id, status = status.as_str(), exit_code, "local job finished");
             request.reporter.report(completion).await;
+            drop(running);
         });
         Ok(handle)
+    }
+
+    fn jobs_running_here(&self) -> Option<Vec<String>> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        Some(running.iter().cloned().collect())
+    }
+}
+
+/// A job in the running set until its completion is reported.
+struct RunningJob {
+    set: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl RunningJob {
+    fn new(set: &Arc<Mutex<HashSet<String>>>, id: &str) -> Self {
+        set.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned());
+        Self {
+            set: set.clone(),
+            id: id.to_owned(),
+        }
+    }
+}
+
+impl Drop for RunningJob {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }
 

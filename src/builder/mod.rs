@@ -59,6 +59,12 @@ pub trait BuilderService: Send + Sync {
     fn name(&self) -> &'static str;
     /// Starts the job and returns at once; the end is reported through `request.reporter`.
     async fn start_job(&self, request: JobRequest) -> Result<JobHandle, BuilderError>;
+    /// Job ids whose processes run inside this process, or `None` when jobs
+    /// run elsewhere (CodeBuild) and outlive it. With `Some`, the service keeps
+    /// these jobs' leases alive and re-runs jobs whose owner died.
+    fn jobs_running_here(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// How a job ended, in CodeBuild's terms.

@@ -55,6 +55,8 @@ pub struct Config {
     pub listen: String,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
+    /// Apply the store's migrations when `serve` starts (else run `orchestrator migrate`).
+    pub migrate_on_start: bool,
     pub base_domain: String,
     pub log_format: LogFormat,
     pub functions: FunctionsConfig,
@@ -73,6 +75,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./data"),
             database_url: None,
+            migrate_on_start: true,
             base_domain: "localhost".into(),
             log_format: LogFormat::Pretty,
             functions: FunctionsConfig::default(),
@@ -197,11 +200,22 @@ impl Config {
             &mut self.builder.job_timeout_secs,
         )?;
         parse_into(
+            "ORCHESTRATOR_MIGRATE_ON_START",
+            get("ORCHESTRATOR_MIGRATE_ON_START"),
+            &mut self.migrate_on_start,
+        )?;
+        parse_into(
             "ORCHESTRATOR_ALLOW_ANONYMOUS",
             get("ORCHESTRATOR_ALLOW_ANONYMOUS"),
             &mut self.auth.allow_anonymous,
         )?;
         Ok(())
+    }
+
+    /// Whether the store is PostgreSQL (shared by replicas) rather than SQLite.
+    pub fn uses_postgres(&self) -> bool {
+        let url = self.database_url();
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
     }
 
     /// The listen address.
@@ -286,14 +300,11 @@ impl Config {
             }
         }
         let url = self.database_url();
-        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        if !url.starts_with("sqlite:") && !self.uses_postgres() {
             return Err(invalid(
                 "database_url",
-                "PostgreSQL is not available in this version yet; use sqlite://",
+                "expected sqlite://PATH or postgres://USER@HOST/DATABASE",
             ));
-        }
-        if !url.starts_with("sqlite:") {
-            return Err(invalid("database_url", "expected sqlite://PATH"));
         }
         if let Some(url) = &self.callbacks.webhook_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -320,6 +331,9 @@ impl Config {
                 "max_workers and idle_timeout_secs must be at least 1",
             ));
         }
+        if self.functions.sync_interval_ms < 50 {
+            return Err(invalid("functions.sync_interval_ms", "must be at least 50"));
+        }
         if self.base_domain.is_empty()
             || self.base_domain.starts_with('.')
             || self.base_domain.contains(':')
@@ -334,6 +348,9 @@ impl Config {
                 "inbox",
                 "max_attempts and concurrency must be at least 1, lease_secs at least 2",
             ));
+        }
+        if self.builder.job_lease_secs < 3 {
+            return Err(invalid("builder.job_lease_secs", "must be at least 3"));
         }
         if self.builder.job_timeout_secs == 0 {
             return Err(invalid("builder.job_timeout_secs", "must be at least 1"));

@@ -16,6 +16,9 @@ pub struct FunctionsConfig {
     pub max_workers: usize,
     /// Local runtime: an idle worker stops after this many seconds.
     pub idle_timeout_secs: u64,
+    /// How often a proxy checks the store for apps changed by other replicas
+    /// (deployed, deactivated, removed): the most a change takes to reach every replica.
+    pub sync_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +30,9 @@ pub struct BuilderConfig {
     pub jobs_dir: PathBuf,
     /// A local job running longer is killed and fails.
     pub job_timeout_secs: u64,
+    /// A running local job's lease, renewed by its process every third of it;
+    /// when the process dies, another replica re-runs the job once it expires.
+    pub job_lease_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +86,7 @@ impl Default for FunctionsConfig {
             role_arn: None,
             max_workers: 4,
             idle_timeout_secs: 300,
+            sync_interval_ms: 1000,
         }
     }
 }
@@ -90,6 +97,7 @@ impl Default for BuilderConfig {
             backend: "local".into(),
             jobs_dir: PathBuf::from("./jobs"),
             job_timeout_secs: 3600,
+            job_lease_secs: 30,
         }
     }
 }

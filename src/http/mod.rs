@@ -143,14 +143,28 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 /// The API router with its state, auth and limits applied, ready to serve or
 /// to mount in another axum application. Requests for `<app>.<base_domain>`
 /// go to the proxy before anything else.
-pub fn router(state: AppState, policy: AuthPolicy, proxy: proxy::ProxyState) -> Router {
-    let (routes, _) = api().split_for_parts();
-    let doc = Arc::new(openapi());
-    routes
-        .route(
+///
+/// `proxy`: serve apps by `Host` (else app hosts reach the API's 404s);
+/// `management`: serve the management API (else only `/health` and `/ready`).
+pub fn router(
+    state: AppState,
+    policy: AuthPolicy,
+    proxy: Option<proxy::ProxyState>,
+    management: bool,
+) -> Router {
+    let routes = if management {
+        let doc = Arc::new(openapi());
+        let (routes, _) = api().split_for_parts();
+        routes.route(
             "/openapi.json",
             get(move || std::future::ready(Json(doc.as_ref().clone()))),
         )
+    } else {
+        Router::new()
+            .route("/health", get(ops::health))
+            .route("/ready", get(ops::ready))
+    };
+    let router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -159,9 +173,12 @@ pub fn router(state: AppState, policy: AuthPolicy, proxy: proxy::ProxyState) -> 
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
-        .layer(axum::middleware::from_fn_with_state(
+        .with_state(state);
+    match proxy {
+        Some(proxy) => router.layer(axum::middleware::from_fn_with_state(
             proxy,
             proxy::route_by_host,
-        ))
+        )),
+        None => router,
+    }
 }

@@ -120,16 +120,28 @@ pub trait Store: Send + Sync + 'static {
         external_id: &str,
     ) -> Result<Option<JobRecord>, StoreError>;
     async fn jobs_for_tenant(&self, tenant_id: &str) -> Result<Vec<JobRecord>, StoreError>;
-    /// Jobs a backend was running when the process stopped.
-    async fn running_jobs(&self, backend: &str) -> Result<Vec<JobRecord>, StoreError>;
-    /// Marks a job started by its backend (pending → running, or a new attempt);
-    /// on a job that already finished, only records `external_id`.
+    /// Takes over `backend`'s running jobs whose lease ended before
+    /// `expired_before` (their process died): each returned job now holds a
+    /// lease until `lease_until_ms`, so one replica alone re-runs it.
+    async fn take_abandoned_jobs(
+        &self,
+        backend: &str,
+        expired_before: i64,
+        lease_until_ms: i64,
+    ) -> Result<Vec<JobRecord>, StoreError>;
+    /// Extends the leases of running jobs this process keeps alive.
+    async fn renew_job_leases(&self, ids: &[String], lease_until_ms: i64)
+        -> Result<(), StoreError>;
+    /// Marks a job started by its backend (pending → running, or a new attempt)
+    /// with a lease until `lease_until_ms`; on a job that already finished,
+    /// only records `external_id`.
     async fn mark_job_running(
         &self,
         id: &str,
         external_id: &str,
         attempt: i64,
         now_ms: i64,
+        lease_until_ms: i64,
     ) -> Result<(), StoreError>;
 
     /// Records a new version of an app's code and makes it current (status

@@ -10,6 +10,11 @@ use crate::common::{assert_error, TestApp};
 
 const SEED: &str = include_str!("../fixtures/seed-app.js");
 
+/// The seed's example Lambda as a deployable archive.
+pub fn seed_archive() -> String {
+    zip_of(&[("index.js", SEED)])
+}
+
 fn zip_of(files: &[(&str, &str)]) -> String {
     let mut out = std::io::Cursor::new(Vec::new());
     {

@@ -138,5 +138,5 @@ async fn a_job_running_at_kill_9_is_re_run_on_restart() {
         .output
         .lock()
         .unwrap()
-        .contains("re-running a job interrupted by the last stop"));
+        .contains("re-running a job whose process stopped"));
 }

@@ -182,7 +182,13 @@ pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, Hand
         Ok(handle) => {
             services
                 .store
-                .mark_job_running(&job.id, &handle.external_id, attempt, crate::now_ms())
+                .mark_job_running(
+                    &job.id,
+                    &handle.external_id,
+                    attempt,
+                    crate::now_ms(),
+                    services.lease_end(),
+                )
                 .await?;
             Ok(Handled::note(format!(
                 "started {} job {} ({})",

@@ -110,9 +110,16 @@ pub struct Services {
     pub inbox: Inbox,
     /// Set when `callbacks.webhook_url` is configured.
     pub webhook: Option<WebhookClient>,
+    /// How long a started job's lease lasts before it needs renewing.
+    pub job_lease: std::time::Duration,
 }
 
 impl Services {
+    /// When a job lease taken now ends (ms since the epoch).
+    pub fn lease_end(&self) -> i64 {
+        crate::now_ms() + i64::try_from(self.job_lease.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
     /// Applies `commit` and wakes the dispatcher for the events it raised.
     pub async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let raised = !commit.events.is_empty();

@@ -265,13 +265,47 @@ impl Store for SqliteStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn running_jobs(&self, backend: &str) -> Result<Vec<JobRecord>, StoreError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'running' AND backend = ?1 ORDER BY created_at");
+    async fn take_abandoned_jobs(
+        &self,
+        backend: &str,
+        expired_before: i64,
+        lease_until_ms: i64,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let sql = format!(
+            "UPDATE jobs SET lease_until = ?3 \
+             WHERE status = 'running' AND backend = ?1 \
+               AND (lease_until IS NULL OR lease_until < ?2) \
+             RETURNING {JOB_COLUMNS}"
+        );
         let rows = sqlx::query(&sql)
             .bind(backend)
+            .bind(expired_before)
+            .bind(lease_until_ms)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(job_from_row).collect()
+        let mut jobs = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        jobs.sort_by_key(|j| j.created_at_ms);
+        Ok(jobs)
+    }
+
+    async fn renew_job_leases(
+        &self,
+        ids: &[String],
+        lease_until_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for id in ids {
+            sqlx::query("UPDATE jobs SET lease_until = ?2 WHERE id = ?1 AND status = 'running'")
+                .bind(id)
+                .bind(lease_until_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn mark_job_running(
@@ -280,11 +314,12 @@ impl Store for SqliteStore {
         external_id: &str,
         attempt: i64,
         now_ms: i64,
+        lease_until_ms: i64,
     ) -> Result<(), StoreError> {
         // A job may already have finished (a fast job reports before this
         // runs): then only its backend id is recorded.
         let done = sqlx::query(
-            "UPDATE jobs SET external_id = ?2, \
+            "UPDATE jobs SET external_id = ?2, lease_until = ?5, \
                  status = CASE WHEN status IN ('pending', 'running') THEN 'running' ELSE status END, \
                  attempt = MAX(attempt, ?3), \
                  started_at = CASE WHEN status IN ('pending', 'running') OR started_at IS NULL \
@@ -295,6 +330,7 @@ impl Store for SqliteStore {
         .bind(external_id)
         .bind(attempt)
         .bind(now_ms)
+        .bind(lease_until_ms)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
