@@ -39,6 +39,7 @@ use crate::events::{
 };
 use crate::functions::local::{LocalFunctions, LocalOptions};
 use crate::functions::FunctionBackend;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::tenants::webhook::WebhookClient;
@@ -231,9 +232,14 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dy
     let url = config.database_url();
     let context = || format!("opening the store at {}", redact_url(&url));
     if config.uses_postgres() {
-        // PGSTORE: wired once src/store/postgres lands.
-        let _ = migrate;
-        anyhow::bail!("{}: PostgreSQL store not wired yet", context())
+        let store = PgStore::connect(&url).await.with_context(context)?;
+        if migrate {
+            store
+                .migrate()
+                .await
+                .with_context(|| format!("migrating {}", redact_url(&url)))?;
+        }
+        Ok(Arc::new(store))
     } else {
         Ok(Arc::new(
             SqliteStore::connect(&url).await.with_context(context)?,

@@ -1,9 +1,10 @@
 //! Durable state behind one narrow trait: the event inbox, tenants and jobs.
 //!
-//! The SQLite implementation lives in [`sqlite`]; the trait is written so a
-//! PostgreSQL implementation can sit beside it (leases, conditional updates and
-//! multi-row inserts only, no dialect-specific behaviour leaks out).
+//! Two implementations: [`sqlite`] (embedded, one process) and [`postgres`]
+//! (shared by replicas). The trait uses leases, conditional updates and
+//! multi-row inserts only, so no dialect-specific behaviour leaks out.
 
+pub mod postgres;
 mod records;
 pub mod sqlite;
 
@@ -37,12 +38,34 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 StoreError::Unavailable(err.into())
             }
-            sqlx::Error::Database(ref db) if is_busy(db.code().as_deref()) => {
-                StoreError::Unavailable(err.into())
+            sqlx::Error::Database(ref db) => {
+                let class = match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    Some(pg) => postgres::classify(pg.code()),
+                    None if is_busy(db.code().as_deref()) => ErrorClass::Unavailable,
+                    None => ErrorClass::Other,
+                };
+                match class {
+                    ErrorClass::Conflict => StoreError::Conflict(
+                        "a concurrent transaction got in the way; retry".into(),
+                    ),
+                    ErrorClass::Unavailable => StoreError::Unavailable(err.into()),
+                    ErrorClass::Other => StoreError::Other(err.into()),
+                }
             }
             other => StoreError::Other(other.into()),
         }
     }
+}
+
+/// How a database error is reported.
+enum ErrorClass {
+    /// Another transaction got in the way (PostgreSQL's serialization
+    /// failure or deadlock): trying again helps.
+    Conflict,
+    /// The database cannot serve now (busy, connection lost, shutting down,
+    /// out of resources).
+    Unavailable,
+    Other,
 }
 
 /// SQLITE_BUSY / SQLITE_LOCKED and their extended codes.

@@ -10,7 +10,8 @@ use crate::common::{assert_error, TestApp};
 
 const SEED: &str = include_str!("../fixtures/seed-app.js");
 
-/// The seed's example Lambda as a deployable archive.
+/// The seed's example Lambda as a deployable archive (for the replica tests of the PostgreSQL suite).
+#[allow(dead_code)]
 pub fn seed_archive() -> String {
     zip_of(&[("index.js", SEED)])
 }
@@ -149,7 +150,7 @@ async fn redeploying_serves_new_code_and_keeps_versions_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let first_data = data.clone();
-    let app = TestApp::start(move |c, _| c.data_dir = first_data).await;
+    let mut app = TestApp::start(move |c, _| c.data_dir = first_data).await;
     let v1 = "exports.handler = async () => ({ statusCode: 200, body: 'one' });";
     let v2 = "exports.handler = async () => ({ statusCode: 200, body: 'two' });";
     assert_eq!(
@@ -184,11 +185,16 @@ async fn redeploying_serves_new_code_and_keeps_versions_across_restarts() {
         .filter_map(|v| v["version"].as_i64())
         .collect();
     assert_eq!(versions, [2, 1]);
+    let (_db, database_url) = (app.take_db(), app.database_url.clone());
     drop(app);
 
-    // A new process on the same data directory serves the app from the store.
+    // A new process on the same store, without the unpacked code, serves the app from the store.
     std::fs::remove_dir_all(data.join("apps")).unwrap();
-    let again = TestApp::start(move |c, _| c.data_dir = data).await;
+    let again = TestApp::start(move |c, _| {
+        c.data_dir = data;
+        c.database_url = database_url;
+    })
+    .await;
     assert_eq!(
         text(to_app(&again, "ver", reqwest::Method::GET, "/")).await,
         (200, "two".into())

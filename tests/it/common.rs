@@ -12,11 +12,17 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
+use crate::pg::{suite_database, PgTestDb};
+
 /// A running service.
 pub struct TestApp {
     pub url: String,
     pub client: reqwest::Client,
     pub dir: TempDir,
+    /// The store it runs on (`None`: SQLite under the data dir).
+    pub database_url: Option<String>,
+    /// The PostgreSQL database this app created (dropped with it).
+    db: Option<PgTestDb>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -63,6 +69,15 @@ impl TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
         configure(&mut config, dir.path());
+        // On the PostgreSQL suite, a fresh database unless the test chose one.
+        let db = match config.database_url {
+            Some(_) => None,
+            None => suite_database().await,
+        };
+        if let Some(db) = &db {
+            config.database_url = Some(db.url.clone());
+        }
+        let database_url = config.database_url.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let orchestrator = customize(OrchestratorBuilder::new(config))
@@ -77,8 +92,16 @@ impl TestApp {
             url,
             client: reqwest::Client::new(),
             dir,
+            database_url,
+            db,
             shutdown: Some(tx),
         }
+    }
+
+    /// Hands over the database this app created, so it outlives the app
+    /// (a test restarting the service on the same store).
+    pub fn take_db(&mut self) -> Option<PgTestDb> {
+        self.db.take()
     }
 
     pub fn path(&self) -> &Path {

@@ -1,5 +1,8 @@
 //! End-to-end tests: the real service over HTTP on 127.0.0.1:0.
 
+/// The store this copy of the suite runs on (`tests/pg/main.rs` runs it on PostgreSQL).
+pub const STORE: pg::StoreKind = pg::StoreKind::Sqlite;
+
 mod common;
 
 mod access;
@@ -11,4 +14,6 @@ mod inbox;
 mod library;
 mod lifecycle;
 mod openapi;
+mod pg;
 mod recovery;
+mod store_contract;

@@ -6,14 +6,19 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::common::{envelope, provisioning, status_json, write_job, Binary};
+use crate::pg::{suite_database, PgTestDb};
 
-fn config(dir: &Path, job_body: &str) -> String {
+/// The config file of a service on `dir` (and on `db` in the PostgreSQL suite).
+fn config(dir: &Path, db: Option<&PgTestDb>, job_body: &str) -> String {
     write_job(dir, "provision-basic", job_body);
+    let database = db.map_or(String::new(), |db| {
+        format!("database_url = \"{}\"\n", db.url)
+    });
     let config = dir.join("config.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n[builder]\njobs_dir = \"{jobs}\"\n[inbox]\npoll_ms = 50\nbackoff_base_ms = 50\n[tiers.basic]\njobIdentifier = \"provision-basic\"\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n{database}[builder]\njobs_dir = \"{jobs}\"\n[inbox]\npoll_ms = 50\nbackoff_base_ms = 50\n[tiers.basic]\njobIdentifier = \"provision-basic\"\n",
             data = dir.join("data").display(),
             jobs = dir.join("jobs").display()
         ),
@@ -41,7 +46,8 @@ async fn wait_all_active(client: &reqwest::Client, base: &str, tenants: &[String
 #[tokio::test]
 async fn kill_9_right_after_acknowledgements_loses_nothing_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), "sleep 0.2");
+    let db = suite_database().await;
+    let config = config(dir.path(), db.as_ref(), "sleep 0.2");
     let first = Binary::start(&["--config", &config], &[]).unwrap();
     let client = reqwest::Client::new();
     let tenants: Vec<String> = (0..40).map(|i| format!("crash-{i}")).collect();
@@ -95,8 +101,10 @@ async fn kill_9_right_after_acknowledgements_loses_nothing_and_duplicates_nothin
 #[tokio::test]
 async fn a_job_running_at_kill_9_is_re_run_on_restart() {
     let dir = tempfile::tempdir().unwrap();
+    let db = suite_database().await;
     let config = config(
         dir.path(),
+        db.as_ref(),
         "echo \"run $JOB_ID\"\nsleep 2\necho \"RUNS=done\" >> \"$JOB_OUTPUT\"",
     );
     let first = Binary::start(&["--config", &config], &[]).unwrap();

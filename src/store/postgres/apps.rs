@@ -1,0 +1,161 @@
+//! Apps and their versions in PostgreSQL; the code is stored in the database
+//! (BYTEA) so whichever replica serves an app can fetch it.
+
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+
+use super::rows::parse;
+use crate::store::{AppRecord, AppStatus, AppVersionRecord, StoreError};
+
+const APP_COLUMNS: &str =
+    "name, status, current_version, config, last_error, created_at, updated_at";
+
+/// First key of the two-key advisory locks taken per app name (the two-key
+/// space is separate from the one-key locks sqlx's migrator takes).
+const APP_LOCK_SPACE: i32 = 0x4150_5053; // "APPS"
+
+fn app_from_row(row: &PgRow) -> Result<AppRecord, StoreError> {
+    Ok(AppRecord {
+        name: row.try_get("name")?,
+        status: parse(row.try_get::<&str, _>("status")?)?,
+        current_version: row.try_get("current_version")?,
+        config: row.try_get("config")?,
+        last_error: row.try_get("last_error")?,
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+    })
+}
+
+/// A stable 32-bit key for `name`'s advisory lock.
+fn lock_key(name: &str) -> i32 {
+    let digest = Sha256::digest(name.as_bytes());
+    i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+pub async fn add_version(
+    pool: &PgPool,
+    name: &str,
+    config: &str,
+    code: &[u8],
+    code_sha256: &str,
+    now_ms: i64,
+) -> Result<i64, StoreError> {
+    let mut tx = pool.begin().await?;
+    // Concurrent deploys of one app (on any replica) would otherwise both
+    // read the same next version and one would fail on the primary key: they
+    // take turns instead. The lock ends with the transaction.
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(APP_LOCK_SPACE)
+        .bind(lock_key(name))
+        .execute(&mut *tx)
+        .await?;
+    let version: i64 = sqlx::query(
+        "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM app_versions WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get("next")?;
+    sqlx::query(
+        "INSERT INTO app_versions (name, version, config, code, code_size, code_sha256, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(config)
+    .bind(code)
+    .bind(i64::try_from(code.len()).unwrap_or(i64::MAX))
+    .bind(code_sha256)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO apps (name, status, current_version, config, last_error, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, NULL, $5, $5) \
+         ON CONFLICT (name) DO UPDATE SET status = $2, current_version = $3, config = $4, \
+         last_error = NULL, updated_at = $5",
+    )
+    .bind(name)
+    .bind(AppStatus::Active.as_str())
+    .bind(version)
+    .bind(config)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(version)
+}
+
+pub async fn get(pool: &PgPool, name: &str) -> Result<Option<AppRecord>, StoreError> {
+    let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1");
+    sqlx::query(&sql)
+        .bind(name)
+        .fetch_optional(pool)
+        .await?
+        .as_ref()
+        .map(app_from_row)
+        .transpose()
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<AppRecord>, StoreError> {
+    let sql = format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name");
+    sqlx::query(&sql)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(app_from_row)
+        .collect()
+}
+
+pub async fn versions(pool: &PgPool, name: &str) -> Result<Vec<AppVersionRecord>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT version, config, code_size, code_sha256, created_at FROM app_versions \
+         WHERE name = $1 ORDER BY version DESC",
+    )
+    .bind(name)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(AppVersionRecord {
+                version: row.try_get("version")?,
+                config: row.try_get("config")?,
+                code_size: row.try_get("code_size")?,
+                code_sha256: row.try_get("code_sha256")?,
+                created_at_ms: row.try_get("created_at")?,
+            })
+        })
+        .collect()
+}
+
+pub async fn code(pool: &PgPool, name: &str, version: i64) -> Result<Vec<u8>, StoreError> {
+    let row = sqlx::query("SELECT code FROM app_versions WHERE name = $1 AND version = $2")
+        .bind(name)
+        .bind(version)
+        .fetch_one(pool)
+        .await?;
+    Ok(row.try_get("code")?)
+}
+
+pub async fn set_status(
+    pool: &PgPool,
+    name: &str,
+    status: AppStatus,
+    error: Option<&str>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let done = sqlx::query(
+        "UPDATE apps SET status = $2, last_error = $3, updated_at = $4 WHERE name = $1",
+    )
+    .bind(name)
+    .bind(status.as_str())
+    .bind(error)
+    .bind(now_ms)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}

@@ -1,0 +1,839 @@
+//! The `Store` contract: the same scenarios against SQLite (temp dir) and
+//! PostgreSQL (a fresh database per test, see [`crate::pg`]). Each scenario
+//! speaks only the trait; the few places where the dialects differ on
+//! purpose say so.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orchestrator::store::postgres::PgStore;
+use orchestrator::store::sqlite::SqliteStore;
+use orchestrator::store::{
+    AppStatus, Commit, EventOutcome, EventStatus, JobFinish, JobKind, JobRecord, JobStatus,
+    NewEvent, Store, StoreError, TenantRecord, TenantState, TenantWrite,
+};
+use tempfile::TempDir;
+
+use crate::pg::PgTestDb;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A database under test; [`Database::open`] gives a store on it (several
+/// stores on one database stand for several replicas).
+struct Database {
+    dialect: Dialect,
+    url: String,
+    _dir: Option<TempDir>,
+}
+
+impl Database {
+    async fn open(&self) -> Arc<dyn Store> {
+        match self.dialect {
+            Dialect::Sqlite => Arc::new(SqliteStore::connect(&self.url).await.unwrap()),
+            Dialect::Postgres => {
+                let store = PgStore::connect(&self.url).await.unwrap();
+                store.migrate().await.unwrap();
+                Arc::new(store)
+            }
+        }
+    }
+}
+
+async fn on_sqlite<F: Future<Output = ()>>(scenario: impl FnOnce(Database) -> F) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/store.db", dir.path().display());
+    scenario(Database {
+        dialect: Dialect::Sqlite,
+        url,
+        _dir: Some(dir),
+    })
+    .await;
+}
+
+/// Runs `scenario` on a fresh database and drops it afterwards, even when
+/// the scenario fails.
+async fn on_postgres<F: Future<Output = ()> + Send + 'static>(
+    scenario: impl FnOnce(Database) -> F,
+) {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let outcome = tokio::spawn(scenario(Database {
+        dialect: Dialect::Postgres,
+        url: db.url.clone(),
+        _dir: None,
+    }))
+    .await;
+    db.drop_db().await;
+    if let Err(err) = outcome {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+/// One test per scenario and dialect: `store_contract::sqlite::<scenario>`
+/// and `store_contract::postgres::<scenario>`. `store` scenarios take one
+/// store, `database` scenarios the database (to open several stores).
+macro_rules! contract {
+    (store: [$($s:ident),* $(,)?], database: [$($d:ident),* $(,)?] $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $s() {
+                super::on_sqlite(|db| async move { super::$s(db.open().await).await }).await;
+            })*
+            $(#[tokio::test]
+            async fn $d() {
+                super::on_sqlite(super::$d).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $s() {
+                super::on_postgres(|db| async move { super::$s(db.open().await).await }).await;
+            })*
+            $(#[tokio::test]
+            async fn $d() {
+                super::on_postgres(super::$d).await;
+            })*
+        }
+    };
+}
+
+contract! {
+    store: [
+        events_are_recorded_once,
+        events_are_claimed_when_due_and_finished,
+        expired_leases_are_claimed_again,
+        tenant_writes_check_the_version,
+        jobs_are_started_and_finished_once,
+        abandoned_jobs_are_taken_once,
+        app_versions_and_code_round_trip,
+    ],
+    database: [requeue_abandoned_respects_live_leases, concurrent_claims_never_overlap],
+}
+
+fn event(id: &str, at: i64) -> NewEvent {
+    NewEvent {
+        id: id.into(),
+        event_type: "TENANT_PROVISIONING".into(),
+        source: Some("test".into()),
+        payload: format!(r#"{{"id":"{id}","detail":{{"n":1}}}}"#),
+        received_at_ms: at,
+    }
+}
+
+fn tenant(id: &str, state: TenantState) -> TenantRecord {
+    TenantRecord {
+        id: id.into(),
+        state,
+        tier: Some("basic".into()),
+        current_job_id: None,
+        last_error: None,
+        job_output: "{}".into(),
+        params: r#"{"REGION":"eu-west-1"}"#.into(),
+        callback_secret: Some("s3cret".into()),
+        callback_context: None,
+        callback_event_id: Some("evt".into()),
+        version: 0,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+    }
+}
+
+fn job(id: &str, tenant_id: &str, backend: &str) -> JobRecord {
+    JobRecord {
+        id: id.into(),
+        tenant_id: tenant_id.into(),
+        kind: JobKind::Provisioning,
+        job_identifier: "provision-basic".into(),
+        backend: backend.into(),
+        status: JobStatus::Pending,
+        event_id: format!("evt-{tenant_id}"),
+        params: r#"{"TENANT_ID":"t"}"#.into(),
+        external_id: None,
+        attempt: 0,
+        exit_code: None,
+        output: None,
+        log_tail: None,
+        error: None,
+        created_at_ms: 1_000,
+        started_at_ms: None,
+        finished_at_ms: None,
+    }
+}
+
+fn ids<T>(items: &[T], id: impl Fn(&T) -> &str) -> Vec<String> {
+    items.iter().map(|i| id(i).to_owned()).collect()
+}
+
+async fn events_are_recorded_once(store: Arc<dyn Store>) {
+    assert!(store.insert_event(event("e1", 1_000)).await.unwrap());
+    assert!(!store.insert_event(event("e1", 9_999)).await.unwrap());
+    let mut bare = event("e2", 2_000);
+    bare.source = None;
+    assert!(store.insert_event(bare).await.unwrap());
+    assert!(store.insert_event(event("e3", 1_500)).await.unwrap());
+
+    let e1 = store.get_event("e1").await.unwrap();
+    assert_eq!(e1.status, EventStatus::Received);
+    assert_eq!(e1.event_type, "TENANT_PROVISIONING");
+    assert_eq!(e1.source.as_deref(), Some("test"));
+    assert_eq!(e1.payload, event("e1", 0).payload);
+    assert_eq!(e1.attempts, 0);
+    assert_eq!(
+        (e1.received_at_ms, e1.updated_at_ms, e1.next_attempt_at_ms),
+        (1_000, 1_000, 1_000),
+        "the first delivery wins"
+    );
+    assert_eq!(store.get_event("e2").await.unwrap().source, None);
+    assert!(matches!(
+        store.get_event("nope").await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Newest first, whatever the event times.
+    let all = store.list_events(None, 10).await.unwrap();
+    assert_eq!(ids(&all, |e| &e.id), ["e3", "e2", "e1"]);
+    let two = store.list_events(None, 2).await.unwrap();
+    assert_eq!(ids(&two, |e| &e.id), ["e3", "e2"]);
+    let received = store
+        .list_events(Some(EventStatus::Received), 10)
+        .await
+        .unwrap();
+    assert_eq!(received.len(), 3);
+    for status in [EventStatus::Failed, EventStatus::Succeeded] {
+        assert!(store
+            .list_events(Some(status), 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    // Follow-up events of a commit are skipped when their id exists.
+    let commit = Commit {
+        events: vec![event("e1", 5_000), event("e4", 5_000), event("e4", 6_000)],
+        ..Commit::default()
+    };
+    store.commit(commit, 5_000).await.unwrap();
+    assert_eq!(store.get_event("e1").await.unwrap().received_at_ms, 1_000);
+    assert_eq!(store.get_event("e4").await.unwrap().received_at_ms, 5_000);
+    assert_eq!(store.list_events(None, 10).await.unwrap().len(), 4);
+}
+
+async fn events_are_claimed_when_due_and_finished(store: Arc<dyn Store>) {
+    for (id, at) in [("b", 2_000), ("a", 1_000), ("later", 10_000)] {
+        store.insert_event(event(id, at)).await.unwrap();
+    }
+    let claimed = store.claim_events(3_000, 500, 10).await.unwrap();
+    assert_eq!(
+        ids(&claimed, |e| &e.id),
+        ["a", "b"],
+        "due ones, oldest first"
+    );
+    for e in &claimed {
+        assert_eq!(e.status, EventStatus::Processing);
+        assert_eq!(e.attempts, 1);
+        assert_eq!(e.updated_at_ms, 3_000);
+    }
+    assert!(store.claim_events(3_000, 500, 10).await.unwrap().is_empty());
+    assert!(
+        store.claim_events(3_500, 500, 10).await.unwrap().is_empty(),
+        "a lease ending now has not expired yet"
+    );
+
+    store
+        .finish_event(
+            "a",
+            EventOutcome::Succeeded {
+                note: Some("done".into()),
+            },
+            3_100,
+        )
+        .await
+        .unwrap();
+    let a = store.get_event("a").await.unwrap();
+    assert_eq!(a.status, EventStatus::Succeeded);
+    assert_eq!(a.note.as_deref(), Some("done"));
+    assert_eq!((a.updated_at_ms, a.next_attempt_at_ms), (3_100, 3_100));
+
+    store
+        .finish_event(
+            "b",
+            EventOutcome::Retry {
+                error: "tier source down".into(),
+                retry_at_ms: 5_000,
+            },
+            3_100,
+        )
+        .await
+        .unwrap();
+    let b = store.get_event("b").await.unwrap();
+    assert_eq!(b.status, EventStatus::Received);
+    assert_eq!(b.last_error.as_deref(), Some("tier source down"));
+    assert_eq!(b.next_attempt_at_ms, 5_000);
+    assert!(store.claim_events(4_999, 500, 10).await.unwrap().is_empty());
+    let again = store.claim_events(5_000, 500, 1).await.unwrap();
+    assert_eq!(ids(&again, |e| &e.id), ["b"]);
+    assert_eq!(again[0].attempts, 2);
+
+    // Success keeps the last error; a failure is final until retried.
+    store
+        .finish_event("b", EventOutcome::Succeeded { note: None }, 5_100)
+        .await
+        .unwrap();
+    let b = store.get_event("b").await.unwrap();
+    assert_eq!(b.status, EventStatus::Succeeded);
+    assert_eq!(b.last_error.as_deref(), Some("tier source down"));
+    let retried = store.retry_event("b", 6_000).await.unwrap();
+    assert_eq!(
+        (retried.status, retried.attempts, retried.next_attempt_at_ms),
+        (EventStatus::Received, 0, 6_000)
+    );
+    assert!(matches!(
+        store.retry_event("b", 6_000).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.retry_event("nope", 6_000).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let claimed = store.claim_events(11_000, 500, 10).await.unwrap();
+    assert_eq!(ids(&claimed, |e| &e.id), ["b", "later"]);
+    store
+        .finish_event(
+            "b",
+            EventOutcome::Failed {
+                error: "bad".into(),
+            },
+            11_100,
+        )
+        .await
+        .unwrap();
+    store
+        .finish_event(
+            "later",
+            EventOutcome::Dead {
+                error: "gave up".into(),
+            },
+            11_100,
+        )
+        .await
+        .unwrap();
+    let failed = store
+        .list_events(Some(EventStatus::Failed), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&failed, |e| &e.id), ["b"]);
+    let dead = store.get_event("later").await.unwrap();
+    assert_eq!(
+        (dead.status, dead.last_error.as_deref()),
+        (EventStatus::Dead, Some("gave up"))
+    );
+    assert!(store
+        .claim_events(99_000, 500, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.retry_event("later", 12_000).await.unwrap().attempts,
+        0
+    );
+}
+
+async fn expired_leases_are_claimed_again(store: Arc<dyn Store>) {
+    store.insert_event(event("e", 1_000)).await.unwrap();
+    let first = store.claim_events(1_000, 100, 10).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(store.claim_events(1_100, 100, 10).await.unwrap().is_empty());
+    // The claimer died: once its lease has passed, anyone claims the event again.
+    let second = store.claim_events(1_101, 100, 10).await.unwrap();
+    assert_eq!(ids(&second, |e| &e.id), ["e"]);
+    assert_eq!(second[0].attempts, 2);
+    assert!(store.claim_events(1_150, 100, 10).await.unwrap().is_empty());
+}
+
+/// SQLite re-queues every `processing` event at start (one process owns the
+/// file); PostgreSQL only those whose lease ended, since other replicas may
+/// hold the rest.
+async fn requeue_abandoned_respects_live_leases(db: Database) {
+    let store = db.open().await;
+    store.insert_event(event("short", 1_000)).await.unwrap();
+    assert_eq!(store.claim_events(1_000, 100, 10).await.unwrap().len(), 1);
+    store.insert_event(event("long", 1_000)).await.unwrap();
+    assert_eq!(
+        store.claim_events(1_000, 60_000, 10).await.unwrap().len(),
+        1
+    );
+
+    let requeued = store.requeue_abandoned(2_000).await.unwrap();
+    let short = store.get_event("short").await.unwrap();
+    assert_eq!(short.status, EventStatus::Received);
+    assert_eq!(short.next_attempt_at_ms, 2_000);
+    let long = store.get_event("long").await.unwrap();
+    match db.dialect {
+        Dialect::Sqlite => {
+            assert_eq!(requeued, 2);
+            assert_eq!(long.status, EventStatus::Received);
+        }
+        Dialect::Postgres => {
+            assert_eq!(requeued, 1);
+            assert_eq!(long.status, EventStatus::Processing);
+        }
+    }
+    let claimed = store.claim_events(2_000, 100, 10).await.unwrap();
+    assert!(claimed.iter().any(|e| e.id == "short" && e.attempts == 2));
+}
+
+/// Two stores on one database (two replicas), two claimers each, all
+/// claiming at once: every event is handed out exactly once.
+async fn concurrent_claims_never_overlap(db: Database) {
+    const EVENTS: usize = 300;
+    let stores = [db.open().await, db.open().await];
+    let inserts = (0..EVENTS).map(|i| {
+        let store = stores[i % 2].clone();
+        async move {
+            store
+                .insert_event(event(&format!("c{i:03}"), i as i64))
+                .await
+        }
+    });
+    for inserted in futures::future::join_all(inserts).await {
+        assert!(inserted.unwrap());
+    }
+    let claimers = (0..4).map(|i| {
+        let store = stores[i % 2].clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                assert!(Instant::now() < deadline, "claiming took too long");
+                match store.claim_events(10_000, 60_000, 7).await {
+                    Ok(batch) if batch.is_empty() => return mine,
+                    Ok(batch) => mine.extend(batch),
+                    // SQLite: two processes' pools may find the file busy.
+                    Err(StoreError::Unavailable(_)) => tokio::task::yield_now().await,
+                    Err(err) => panic!("claim failed: {err:?}"),
+                }
+            }
+        })
+    });
+    let mut claimed = Vec::new();
+    for batch in futures::future::join_all(claimers).await {
+        claimed.extend(batch.unwrap());
+    }
+    claimed.extend(stores[0].claim_events(10_000, 60_000, 1_000).await.unwrap());
+    let unique: HashSet<&str> = claimed.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(unique.len(), claimed.len(), "an event was claimed twice");
+    assert_eq!(claimed.len(), EVENTS, "every event was claimed");
+    assert!(claimed.iter().all(|e| e.attempts == 1));
+}
+
+async fn tenant_writes_check_the_version(store: Arc<dyn Store>) {
+    let create = |expected_version| Commit {
+        tenant: Some(TenantWrite {
+            record: tenant("t1", TenantState::Provisioning),
+            expected_version,
+        }),
+        ..Commit::default()
+    };
+    assert!(store.get_tenant("t1").await.unwrap().is_none());
+    store.commit(create(None), 1_000).await.unwrap();
+    let t = store.get_tenant("t1").await.unwrap().unwrap();
+    assert_eq!(t.state, TenantState::Provisioning);
+    assert_eq!(
+        (t.version, t.created_at_ms, t.updated_at_ms),
+        (0, 1_000, 1_000)
+    );
+    assert_eq!(t.params, r#"{"REGION":"eu-west-1"}"#);
+    assert_eq!(t.callback_secret.as_deref(), Some("s3cret"));
+    assert_eq!(t.callback_context, None);
+
+    // Created twice, or updated from a stale read: a conflict, and nothing of
+    // the commit is kept.
+    for stale in [None, Some(1)] {
+        let mut commit = create(stale);
+        commit.new_jobs.push(job("j-stale", "t1", "local"));
+        commit.events.push(event("follow-stale", 2_000));
+        assert!(matches!(
+            store.commit(commit, 2_000).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+    assert!(matches!(
+        store.get_job("j-stale").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.get_event("follow-stale").await,
+        Err(StoreError::NotFound)
+    ));
+
+    let mut active = tenant("t1", TenantState::Active);
+    active.job_output = r#"{"URL":"https://x"}"#.into();
+    active.callback_secret = None;
+    let update = Commit {
+        tenant: Some(TenantWrite {
+            record: active,
+            expected_version: Some(0),
+        }),
+        ..Commit::default()
+    };
+    store.commit(update, 3_000).await.unwrap();
+    let t = store.get_tenant("t1").await.unwrap().unwrap();
+    assert_eq!(t.state, TenantState::Active);
+    assert_eq!(
+        (t.version, t.created_at_ms, t.updated_at_ms),
+        (1, 1_000, 3_000)
+    );
+    assert_eq!(t.job_output, r#"{"URL":"https://x"}"#);
+    assert_eq!(t.callback_secret, None);
+
+    let mut other = create(None);
+    if let Some(write) = other.tenant.as_mut() {
+        write.record.id = "t2".into();
+    }
+    store.commit(other, 4_000).await.unwrap();
+    let listed = store.list_tenants(10).await.unwrap();
+    assert_eq!(
+        ids(&listed, |t| &t.id),
+        ["t2", "t1"],
+        "recently updated first"
+    );
+    assert_eq!(store.list_tenants(1).await.unwrap().len(), 1);
+}
+
+async fn jobs_are_started_and_finished_once(store: Arc<dyn Store>) {
+    let commit = Commit {
+        tenant: Some(TenantWrite {
+            record: tenant("t", TenantState::Provisioning),
+            expected_version: None,
+        }),
+        new_jobs: vec![job("j1", "t", "local"), job("j0", "t", "local")],
+        events: vec![event("follow-1", 1_000)],
+        ..Commit::default()
+    };
+    store.commit(commit, 1_000).await.unwrap();
+    let j1 = store.get_job("j1").await.unwrap();
+    assert_eq!(j1.status, JobStatus::Pending);
+    assert_eq!(j1.kind, JobKind::Provisioning);
+    assert_eq!(j1.params, r#"{"TENANT_ID":"t"}"#);
+    assert_eq!((j1.started_at_ms, j1.exit_code), (None, None));
+    assert_eq!(
+        ids(&store.jobs_for_tenant("t").await.unwrap(), |j| &j.id),
+        ["j0", "j1"]
+    );
+    assert!(store.jobs_for_tenant("other").await.unwrap().is_empty());
+    assert_eq!(
+        store.get_event("follow-1").await.unwrap().status,
+        EventStatus::Received
+    );
+    assert!(matches!(
+        store.get_job("nope").await,
+        Err(StoreError::NotFound)
+    ));
+
+    store
+        .mark_job_running("j1", "ext-1", 1, 2_000, 32_000)
+        .await
+        .unwrap();
+    let j1 = store.get_job("j1").await.unwrap();
+    assert_eq!(
+        (j1.status, j1.attempt, j1.started_at_ms),
+        (JobStatus::Running, 1, Some(2_000))
+    );
+    let found = store.find_job_by_external_id("ext-1").await.unwrap();
+    assert_eq!(found.map(|j| j.id).as_deref(), Some("j1"));
+    assert!(store
+        .find_job_by_external_id("ext-x")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(matches!(
+        store.mark_job_running("nope", "x", 1, 2_000, 32_000).await,
+        Err(StoreError::NotFound)
+    ));
+
+    let finish = |id: &str| Commit {
+        finished_jobs: vec![JobFinish {
+            id: id.into(),
+            status: JobStatus::Succeeded,
+            exit_code: Some(0),
+            output: Some(r#"{"DONE":"1"}"#.into()),
+            log_tail: Some("ok\n".into()),
+            error: None,
+        }],
+        events: vec![event(&format!("result-{id}"), 3_000)],
+        ..Commit::default()
+    };
+    store.commit(finish("j1"), 3_000).await.unwrap();
+    let j1 = store.get_job("j1").await.unwrap();
+    assert_eq!(
+        (j1.status, j1.exit_code, j1.finished_at_ms),
+        (JobStatus::Succeeded, Some(0), Some(3_000))
+    );
+    assert_eq!(j1.output.as_deref(), Some(r#"{"DONE":"1"}"#));
+    assert_eq!(j1.log_tail.as_deref(), Some("ok\n"));
+    assert!(matches!(
+        store.commit(finish("j1"), 4_000).await,
+        Err(StoreError::Conflict(_))
+    ));
+
+    // A pending job finishes too; a late start report only records the id.
+    store.commit(finish("j0"), 4_000).await.unwrap();
+    store
+        .mark_job_running("j0", "ext-0", 2, 5_000, 35_000)
+        .await
+        .unwrap();
+    let j0 = store.get_job("j0").await.unwrap();
+    assert_eq!(j0.status, JobStatus::Succeeded);
+    assert_eq!(j0.external_id.as_deref(), Some("ext-0"));
+    assert_eq!((j0.attempt, j0.started_at_ms), (2, Some(5_000)));
+    store
+        .mark_job_running("j1", "ext-1b", 1, 6_000, 36_000)
+        .await
+        .unwrap();
+    let j1 = store.get_job("j1").await.unwrap();
+    assert_eq!(
+        (j1.status, j1.attempt, j1.started_at_ms),
+        (JobStatus::Succeeded, 1, Some(2_000))
+    );
+}
+
+async fn abandoned_jobs_are_taken_once(store: Arc<dyn Store>) {
+    let created = |id: &str, backend: &str, at: i64| JobRecord {
+        created_at_ms: at,
+        ..job(id, "t", backend)
+    };
+    let commit = Commit {
+        new_jobs: vec![
+            created("late", "local", 3_000),
+            created("alive", "local", 1_000),
+            created("dead", "local", 2_000),
+            created("pending", "local", 1_500),
+            created("elsewhere", "codebuild", 1_000),
+        ],
+        ..Commit::default()
+    };
+    store.commit(commit, 1_000).await.unwrap();
+    for (id, lease) in [
+        ("late", 5_000),
+        ("alive", 5_000),
+        ("dead", 5_000),
+        ("elsewhere", 5_000),
+    ] {
+        store
+            .mark_job_running(id, &format!("x-{id}"), 1, 1_000, lease)
+            .await
+            .unwrap();
+    }
+    store
+        .renew_job_leases(&["alive".to_owned(), "pending".to_owned()], 20_000)
+        .await
+        .unwrap();
+    store.renew_job_leases(&[], 20_000).await.unwrap();
+
+    let taken = store
+        .take_abandoned_jobs("local", 10_000, 40_000)
+        .await
+        .unwrap();
+    assert_eq!(ids(&taken, |j| &j.id), ["dead", "late"], "oldest first");
+    assert!(store
+        .take_abandoned_jobs("local", 10_000, 40_000)
+        .await
+        .unwrap()
+        .is_empty());
+    // Past every lease: the ones just taken are taken again, by whoever asks.
+    let all = store
+        .take_abandoned_jobs("local", 50_000, 90_000)
+        .await
+        .unwrap();
+    assert_eq!(ids(&all, |j| &j.id), ["alive", "dead", "late"]);
+    assert_eq!(
+        store.get_job("pending").await.unwrap().status,
+        JobStatus::Pending
+    );
+}
+
+async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
+    assert!(store.get_app("hello").await.unwrap().is_none());
+    assert!(store.list_apps().await.unwrap().is_empty());
+    let code_v1: Vec<u8> = (0..=255u8).chain([0, 0, 255]).collect();
+    let code_v2 = b"PK\x03\x04 second".to_vec();
+    let v1 = store
+        .add_app_version(
+            "hello",
+            r#"{"runtime":"nodejs20.x"}"#,
+            &code_v1,
+            "sha-1",
+            1_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(v1, 1);
+    store
+        .set_app_status("hello", AppStatus::Error, Some("init failed"), 1_500)
+        .await
+        .unwrap();
+    let app = store.get_app("hello").await.unwrap().unwrap();
+    assert_eq!(
+        (app.status, app.last_error.as_deref(), app.updated_at_ms),
+        (AppStatus::Error, Some("init failed"), 1_500)
+    );
+
+    let v2 = store
+        .add_app_version(
+            "hello",
+            r#"{"runtime":"python3.12"}"#,
+            &code_v2,
+            "sha-2",
+            2_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(v2, 2);
+    let app = store.get_app("hello").await.unwrap().unwrap();
+    assert_eq!(app.status, AppStatus::Active, "a new version is current");
+    assert_eq!(app.last_error, None);
+    assert_eq!(app.current_version, 2);
+    assert_eq!(app.config, r#"{"runtime":"python3.12"}"#);
+    assert_eq!((app.created_at_ms, app.updated_at_ms), (1_000, 2_000));
+
+    let versions = store.app_versions("hello").await.unwrap();
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(versions[1].code_size, code_v1.len() as i64);
+    assert_eq!(versions[1].code_sha256, "sha-1");
+    assert_eq!(versions[1].config, r#"{"runtime":"nodejs20.x"}"#);
+    assert_eq!(versions[1].created_at_ms, 1_000);
+    assert_eq!(store.app_code("hello", 1).await.unwrap(), code_v1);
+    assert_eq!(store.app_code("hello", 2).await.unwrap(), code_v2);
+    assert!(matches!(
+        store.app_code("hello", 3).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(store.app_versions("nope").await.unwrap().is_empty());
+
+    store
+        .set_app_status("hello", AppStatus::Inactive, None, 3_000)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .set_app_status("nope", AppStatus::Active, None, 3_000)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    for name in ["b-app", "Zed", "a-app"] {
+        store
+            .add_app_version(name, "{}", b"x", "sha", 4_000)
+            .await
+            .unwrap();
+    }
+    let apps = store.list_apps().await.unwrap();
+    assert_eq!(
+        ids(&apps, |a| &a.name),
+        ["Zed", "a-app", "b-app", "hello"],
+        "by name, byte order"
+    );
+    assert_eq!(apps[3].status, AppStatus::Inactive);
+}
+
+// PostgreSQL only: what replicas sharing one database need beyond the contract.
+
+#[tokio::test]
+async fn postgres_replicas_migrating_at_once_all_succeed() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let migrations = (0..4).map(|_| async {
+        let store = PgStore::connect(&db.url).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    });
+    let stores = futures::future::join_all(migrations).await;
+    assert!(stores[0].insert_event(event("e", 1)).await.unwrap());
+    assert!(!stores[3].insert_event(event("e", 1)).await.unwrap());
+    for store in &stores {
+        store.close().await;
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn postgres_concurrent_deploys_of_one_app_get_distinct_versions() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let a = PgStore::connect(&db.url).await.unwrap();
+    a.migrate().await.unwrap();
+    let b = PgStore::connect(&db.url).await.unwrap();
+    let deploys = (0..10).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        async move {
+            store
+                .add_app_version("twin", "{}", format!("code {i}").as_bytes(), "sha", i)
+                .await
+        }
+    });
+    let mut versions: Vec<i64> = futures::future::join_all(deploys)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        a.get_app("twin").await.unwrap().unwrap().current_version,
+        10
+    );
+    a.close().await;
+    b.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn postgres_out_of_reach_is_unavailable_within_seconds() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let store = PgStore::connect(&db.url_via(db.server_addr()))
+        .await
+        .unwrap();
+    // No schema yet: an error, but not "unavailable".
+    assert!(matches!(
+        store.get_event("e").await,
+        Err(StoreError::Other(_))
+    ));
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let started = Instant::now();
+    let err = PgStore::connect(&db.url_via(nobody)).await.err().unwrap();
+    assert!(
+        matches!(
+            err.downcast_ref::<StoreError>(),
+            Some(StoreError::Unavailable(_))
+        ),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    store.close().await;
+    assert!(matches!(
+        store.ping().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    db.drop_db().await;
+}

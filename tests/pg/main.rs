@@ -1,0 +1,29 @@
+//! The end-to-end suite again, on PostgreSQL: every module of `tests/it`
+//! that touches the store, each test on a database of its own, plus the
+//! multi-replica tests (real processes sharing one database). Without a
+//! reachable server (`ORCHESTRATOR_TEST_PG_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`) it says `SKIPPED` and passes.
+
+/// The store this copy of the suite runs on.
+pub const STORE: pg::StoreKind = pg::StoreKind::Postgres;
+
+#[path = "../it/apps.rs"]
+mod apps;
+#[path = "../it/bad_input.rs"]
+mod bad_input;
+#[path = "../it/callbacks.rs"]
+mod callbacks;
+#[path = "../it/common.rs"]
+mod common;
+#[path = "../it/gate.rs"]
+mod gate;
+#[path = "../it/inbox.rs"]
+mod inbox;
+#[path = "../it/lifecycle.rs"]
+mod lifecycle;
+#[path = "../it/pg.rs"]
+mod pg;
+#[path = "../it/recovery.rs"]
+mod recovery;
+#[path = "../it/replicas.rs"]
+mod replicas;
