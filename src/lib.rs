@@ -238,6 +238,13 @@ pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dy
                 .migrate()
                 .await
                 .with_context(|| format!("migrating {}", redact_url(&url)))?;
+        } else {
+            let pending = store.pending_migrations().await.with_context(context)?;
+            anyhow::ensure!(
+                pending == 0,
+                "{}: {pending} migration(s) not applied; run `orchestrator migrate` first",
+                redact_url(&url)
+            );
         }
         Ok(Arc::new(store))
     } else {

@@ -18,7 +18,7 @@ fn config(dir: &Path, db: Option<&PgTestDb>, job_body: &str) -> String {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n{database}[builder]\njobs_dir = \"{jobs}\"\n[inbox]\npoll_ms = 50\nbackoff_base_ms = 50\n[tiers.basic]\njobIdentifier = \"provision-basic\"\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\n{database}[builder]\njobs_dir = \"{jobs}\"\njob_lease_secs = 3\n[inbox]\npoll_ms = 50\nbackoff_base_ms = 50\nlease_secs = 4\n[tiers.basic]\njobIdentifier = \"provision-basic\"\n",
             data = dir.join("data").display(),
             jobs = dir.join("jobs").display()
         ),

@@ -84,6 +84,26 @@ impl PgStore {
         Ok(())
     }
 
+    /// How many embedded migrations the database has not applied yet.
+    pub async fn pending_migrations(&self) -> anyhow::Result<usize> {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(versions) => versions,
+                // No bookkeeping table: nothing was ever applied.
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => {
+                    Vec::new()
+                }
+                Err(err) => return Err(StoreError::from(err).into()),
+            };
+        Ok(MIGRATOR
+            .iter()
+            .filter(|m| !applied.contains(&m.version))
+            .count())
+    }
+
     /// Closes the pool: every later call fails as `Unavailable`.
     pub async fn close(&self) {
         self.pool.close().await;
