@@ -62,18 +62,18 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # 1. Ingestion.
 start sqlite "$BIN" serve --role api --listen 127.0.0.1:0 --data-dir "$WORK/sqlite"
 DATABASE_URL=$PG_URL start pg "$BIN" serve --role api --listen 127.0.0.1:0 --data-dir "$WORK/pg"
-RUN=1
-ingest() { # url -> summary
-  RUN=$((RUN + 1))
-  wrk -t2 -c50 -d"${DURATION}s" --latency -s bench/post_envelope.lua "$1/events/TENANT_PROVISIONING" -- "$RUN" > "$WORK/wrk.out"
+ingest() { # url run-id -> summary (every run its own id, so no event id repeats)
+  wrk -t2 -c50 -d"${DURATION}s" --latency -s bench/post_envelope.lua "$1/events/TENANT_PROVISIONING" -- "$2" > "$WORK/wrk.out"
   summary "$WORK/wrk.out"
 }
-DURATION_SAVED=$DURATION; DURATION=3; ingest "$sqlite_URL" >/dev/null; ingest "$pg_URL" >/dev/null; DURATION=$DURATION_SAVED
+DURATION_SAVED=$DURATION; DURATION=3; ingest "$sqlite_URL" 1 >/dev/null; ingest "$pg_URL" 2 >/dev/null; DURATION=$DURATION_SAVED
+RUN=2
 : > "$WORK/ingest"
 for rep in $(seq "$REPS"); do
   for store in sqlite pg; do
     url=$sqlite_URL; [ "$store" = pg ] && url=$pg_URL
-    read -r rps p50 p99 reqs bad < <(ingest "$url")
+    RUN=$((RUN + 1))
+    read -r rps p50 p99 reqs bad < <(ingest "$url" "$RUN")
     echo "$store $rps $p50 $p99 $reqs $bad" >> "$WORK/ingest"
     echo "ingest rep $rep $store: $rps req/s p50 ${p50}ms p99 ${p99}ms ($bad non-2xx)" >&2
   done

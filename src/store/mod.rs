@@ -123,7 +123,9 @@ pub trait Store: Send + Sync + 'static {
         outcome: EventOutcome,
         now_ms: i64,
     ) -> Result<(), StoreError>;
-    /// Puts every event left `processing` by a previous run of this process back in the queue.
+    /// At start: puts events left `processing` by a stopped process back in the
+    /// queue. SQLite (one process) takes them all; PostgreSQL only those whose
+    /// lease has ended, since live replicas hold the others.
     async fn requeue_abandoned(&self, now_ms: i64) -> Result<u64, StoreError>;
     async fn get_event(&self, id: &str) -> Result<EventRecord, StoreError>;
     async fn list_events(

@@ -86,7 +86,10 @@ async fn an_embedding_app_replaces_parts_and_mounts_the_router() {
     let dir = tempfile::tempdir().unwrap();
     let builder = Arc::new(RecordingBuilder::default());
     let deployment = Arc::new(CountingDeployment::default());
-    let orchestrator = OrchestratorBuilder::new(test_config(dir.path()))
+    let db = crate::pg::suite_database().await;
+    let mut config = test_config(dir.path());
+    config.database_url = db.as_ref().map(|db| db.url.clone());
+    let orchestrator = OrchestratorBuilder::new(config)
         .tier_source(Arc::new(OneTier))
         .builder_service(builder.clone())
         .handler(EventType::TenantDeployment, deployment.clone())

@@ -107,6 +107,7 @@ macro_rules! contract {
 contract! {
     store: [
         events_are_recorded_once,
+        concurrent_inserts_answer_each_caller,
         events_are_claimed_when_due_and_finished,
         expired_leases_are_claimed_again,
         tenant_writes_check_the_version,
@@ -124,6 +125,40 @@ fn event(id: &str, at: i64) -> NewEvent {
         source: Some("test".into()),
         payload: format!(r#"{{"id":"{id}","detail":{{"n":1}}}}"#),
         received_at_ms: at,
+    }
+}
+
+/// Many concurrent inserts (PostgreSQL groups them into one statement):
+/// each caller learns whether its own row was new, repeats within the burst
+/// insert once, and a row the database refuses fails alone.
+async fn concurrent_inserts_answer_each_caller(store: Arc<dyn Store>) {
+    let mut burst: Vec<NewEvent> = (0..300).map(|i| event(&format!("b-{i}"), 10)).collect();
+    burst.extend((0..20).map(|i| event(&format!("b-{i}"), 11)));
+    let mut refused = event("b-refused", 12);
+    refused.source = Some("nul\0inside".into());
+    burst.push(refused);
+    let answers = futures::future::join_all(burst.into_iter().map(|e| {
+        let store = store.clone();
+        async move { (e.id.clone(), store.insert_event(e).await) }
+    }))
+    .await;
+    let mut new = std::collections::HashMap::new();
+    for (id, answer) in &answers {
+        match (id.as_str(), answer) {
+            ("b-refused", Ok(_)) => {} // SQLite stores a NUL; PostgreSQL cannot.
+            ("b-refused", Err(StoreError::Other(_))) => {}
+            (_, Ok(inserted)) => *new.entry(id.clone()).or_insert(0) += usize::from(*inserted),
+            (_, Err(err)) => panic!("{id}: {err:?}"),
+        }
+    }
+    assert_eq!(new.len(), 300);
+    assert!(
+        new.values().all(|n| *n == 1),
+        "each id inserted exactly once"
+    );
+    for i in 0..300 {
+        let stored = store.get_event(&format!("b-{i}")).await.unwrap();
+        assert_eq!(stored.status, EventStatus::Received);
     }
 }
 

@@ -19,6 +19,8 @@ mod common;
 mod gate;
 #[path = "../it/inbox.rs"]
 mod inbox;
+#[path = "../it/library.rs"]
+mod library;
 #[path = "../it/lifecycle.rs"]
 mod lifecycle;
 #[path = "../it/pg.rs"]

@@ -5,9 +5,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use super::rows::{event_from_row, EVENT_COLUMNS};
 use crate::store::{Claimed, EventOutcome, EventRecord, EventStatus, NewEvent, StoreError};
 
-/// One plain insert, committed on its own: PostgreSQL already flushes the
-/// WAL of concurrent commits together, so there is no writer thread as with
-/// SQLite.
+/// One plain insert, committed on its own (the fallback of [`super::batch`]
+/// when a batch holds a row the database refuses).
 pub async fn insert(pool: &PgPool, event: &NewEvent) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "INSERT INTO events (id, event_type, source, payload, status, received_at, updated_at, next_attempt_at) \

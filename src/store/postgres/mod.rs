@@ -1,18 +1,20 @@
 //! The store replicas share: PostgreSQL through an sqlx pool.
 //!
 //! Same tables, columns and semantics as [`super::sqlite`], with the
-//! differences a shared database needs: events are inserted one by one
-//! (PostgreSQL groups concurrent commits itself), claimed with
+//! differences a shared database needs: concurrent event inserts are grouped
+//! into multi-row statements ([`batch`]), events are claimed with
 //! `FOR UPDATE SKIP LOCKED`, and an event whose lease ended is taken again by
 //! whoever claims next instead of being re-queued at start (see
 //! [`events::requeue_expired`]).
 
 mod apps;
+mod batch;
 mod events;
 mod jobs;
 mod rows;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,6 +41,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    inserts: Arc<batch::Batcher>,
 }
 
 impl PgStore {
@@ -56,7 +59,8 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(StoreError::from)?;
-        Ok(Self { pool })
+        let inserts = Arc::new(batch::Batcher::start(pool.clone()));
+        Ok(Self { pool, inserts })
     }
 
     /// Applies the embedded migrations (`migrations/postgres`). sqlx's
@@ -136,7 +140,7 @@ impl Store for PgStore {
     }
 
     async fn insert_event(&self, event: NewEvent) -> Result<bool, StoreError> {
-        events::insert(&self.pool, &event).await
+        self.inserts.insert(event).await
     }
 
     async fn claim_events(
