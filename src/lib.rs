@@ -9,6 +9,7 @@
 //! [`Orchestrator::start`] for the background work (see `examples/`).
 
 pub mod apps;
+pub mod aws;
 pub mod builder;
 pub mod config;
 pub mod events;
@@ -31,12 +32,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::apps::AppService;
+use crate::builder::codebuild::CodeBuildJobs;
 use crate::builder::local::LocalJobs;
 use crate::builder::BuilderService;
 use crate::config::Config;
 use crate::events::{
     Dispatcher, EventHandler, EventType, HandlerSet, Inbox, RetryPolicy, Services,
 };
+use crate::functions::aws::AwsLambda;
 use crate::functions::local::{LocalFunctions, LocalOptions};
 use crate::functions::FunctionBackend;
 use crate::store::postgres::PgStore;
@@ -44,6 +47,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::tenants::webhook::WebhookClient;
 use crate::tiers::config::ConfigTiers;
+use crate::tiers::dynamodb::DynamoDbTiers;
 use crate::tiers::TierSource;
 
 /// Milliseconds since the Unix epoch.
@@ -163,17 +167,31 @@ impl OrchestratorBuilder {
             None => open_store(&config, config.migrate_on_start).await?,
         };
         let jobs_work_dir = config.data_dir.join("jobs");
-        let builder: Arc<dyn BuilderService> = match self.builder {
-            Some(builder) => builder,
-            None => Arc::new(LocalJobs::new(
+        let sdk = match config.uses_aws() {
+            true => Some(aws::sdk_config().await),
+            false => None,
+        };
+        let builder: Arc<dyn BuilderService> = match (self.builder, &sdk) {
+            (Some(builder), _) => builder,
+            (None, Some(sdk)) if config.builder.backend == "codebuild" => Arc::new(
+                CodeBuildJobs::new(sdk, Duration::from_secs(config.builder.poll_secs)),
+            ),
+            (None, _) => Arc::new(LocalJobs::new(
                 config.builder.jobs_dir.clone(),
                 jobs_work_dir.clone(),
                 config.job_timeout(),
             )),
         };
-        let tiers: Arc<dyn TierSource> = match self.tiers {
-            Some(tiers) => tiers,
-            None => Arc::new(ConfigTiers::new(config.tiers.clone())),
+        let tiers: Arc<dyn TierSource> = match (self.tiers, &sdk, &config.tier_details.table) {
+            (Some(tiers), _, _) => tiers,
+            (None, Some(sdk), Some(table)) if config.tier_details.source == "dynamodb" => {
+                Arc::new(DynamoDbTiers::new(
+                    sdk,
+                    table.clone(),
+                    Duration::from_secs(config.tier_details.cache_ttl_secs),
+                ))
+            }
+            (None, _, _) => Arc::new(ConfigTiers::new(config.tiers.clone())),
         };
         let webhook = match &config.callbacks.webhook_url {
             Some(url) => Some(WebhookClient::new(
@@ -182,15 +200,19 @@ impl OrchestratorBuilder {
             )?),
             None => None,
         };
-        let functions: Arc<dyn FunctionBackend> = match self.functions {
-            Some(functions) => functions,
-            None => LocalFunctions::start(LocalOptions {
-                runtimes_dir: config.data_dir.join("runtimes"),
-                max_workers: config.functions.max_workers,
-                idle_timeout: Duration::from_secs(config.functions.idle_timeout_secs),
-                region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-            })?,
-        };
+        let functions: Arc<dyn FunctionBackend> =
+            match (self.functions, &sdk, &config.functions.role_arn) {
+                (Some(functions), _, _) => functions,
+                (None, Some(sdk), Some(role)) if config.functions.backend == "aws" => Arc::new(
+                    AwsLambda::new(sdk, role.clone(), config.functions.architecture.as_deref()),
+                ),
+                (None, _, _) => LocalFunctions::start(LocalOptions {
+                    runtimes_dir: config.data_dir.join("runtimes"),
+                    max_workers: config.functions.max_workers,
+                    idle_timeout: Duration::from_secs(config.functions.idle_timeout_secs),
+                    region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+                })?,
+            };
         let apps = Arc::new(AppService::new(
             store.clone(),
             functions.clone(),
@@ -316,7 +338,11 @@ impl Orchestrator {
         } else {
             i64::MAX
         };
-        let rerun = self.rerun_abandoned_jobs(expired_before).await?;
+        let rerun = if self.services.builder.jobs_running_here().is_some() {
+            self.rerun_abandoned_jobs(expired_before).await?
+        } else {
+            self.follow_running_jobs().await?
+        };
         if requeued > 0 || rerun > 0 {
             tracing::info!(requeued, rerun, "recovered work from the previous run");
         }
@@ -349,6 +375,24 @@ impl Orchestrator {
                 let _ = leases.await;
             }
         }))
+    }
+
+    /// Jobs of a backend they outlive (CodeBuild builds) are followed again, not re-run.
+    async fn follow_running_jobs(&self) -> anyhow::Result<usize> {
+        let Services {
+            store,
+            builder,
+            inbox,
+            ..
+        } = &self.services;
+        let jobs = store
+            .take_abandoned_jobs(builder.name(), i64::MAX, self.services.lease_end())
+            .await
+            .context("listing running jobs")?;
+        for job in &jobs {
+            builder.follow(job, builder::JobReporter::new(inbox.clone()));
+        }
+        Ok(jobs.len())
     }
 
     fn job_keeper(&self) -> JobKeeper {
@@ -457,6 +501,11 @@ impl Orchestrator {
         } else {
             None
         };
+        let reconcile = role.processes_events().then(|| {
+            let apps = self.apps.clone();
+            let every = Duration::from_secs(self.config.functions.reconcile_secs);
+            tokio::spawn(apps.reconcile_periodically(every, token.clone()))
+        });
         let sync = role.serves_proxy().then(|| {
             let apps = self.apps.clone();
             let every = Duration::from_millis(self.config.functions.sync_interval_ms);
@@ -482,8 +531,8 @@ impl Orchestrator {
         if let Some(workers) = workers {
             let _ = workers.await;
         }
-        if let Some(sync) = sync {
-            let _ = sync.await;
+        for task in [sync, reconcile].into_iter().flatten() {
+            let _ = task.await;
         }
         Ok(())
     }

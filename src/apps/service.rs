@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use super::{validate, AppName, Archive, ArchiveError, DeployRequest, FunctionConfig};
-use crate::functions::{Deployment, FunctionBackend, FunctionError};
+use crate::functions::{Deployment, FunctionBackend, FunctionError, FunctionInfo};
 use crate::proxy::PayloadFormat;
 use crate::store::{AppRecord, AppStatus, Store, StoreError};
 use crate::timestamp;
@@ -86,6 +86,9 @@ pub struct AppView {
     /// Every deployed version, newest first (`GET /apps/{name}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub versions: Option<Vec<AppVersionView>>,
+    /// The function as AWS Lambda reports it (`GET /apps/{name}` with the `aws` backend).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionInfo>,
 }
 
 /// Releases the per-app deploy lock.
@@ -188,6 +191,15 @@ impl AppService {
         config: &FunctionConfig,
         zip: Option<Vec<u8>>,
     ) -> Result<(), AppError> {
+        // A platform function (AWS Lambda) shared by every replica is deployed
+        // once, by the deploy; restoring, activating or following the store
+        // only recreates it when it is gone.
+        if zip.is_none()
+            && self.backend.reconciles()
+            && self.backend.describe(name).await?.is_some()
+        {
+            return Ok(());
+        }
         let dir = self.code_dir(name, version);
         let zip = match zip {
             Some(zip) => zip,
@@ -313,13 +325,88 @@ impl AppService {
             created_at: timestamp(record.created_at_ms),
             updated_at: timestamp(record.updated_at_ms),
             versions,
+            function: None,
         })
     }
 
     pub async fn get(&self, name: &str) -> Result<AppView, AppError> {
         let (app, record) = self.record(name).await?;
         let versions = self.versions(&app).await?;
-        self.to_view(record, Some(versions))
+        let mut view = self.to_view(record, Some(versions))?;
+        if self.backend.reconciles() {
+            view.function = match self.backend.describe(&app).await {
+                Ok(info) => info,
+                Err(err) => {
+                    tracing::warn!(app = %app, error = %err, "could not describe the function");
+                    None
+                }
+            };
+        }
+        Ok(view)
+    }
+
+    /// Checks the app's function against the platform now (`POST /apps/{name}/sync`).
+    pub async fn sync(&self, name: &str) -> Result<AppView, AppError> {
+        let (app, record) = self.record(name).await?;
+        self.reconcile(&app, &record).await?;
+        self.get(name).await
+    }
+
+    /// An active app whose function was deleted or failed outside the service
+    /// becomes `ERROR`, with the reason; the proxy stops serving it.
+    async fn reconcile(&self, app: &AppName, record: &AppRecord) -> Result<(), AppError> {
+        if !self.backend.reconciles() || record.status != AppStatus::Active {
+            return Ok(());
+        }
+        let problem = match self.backend.describe(app).await? {
+            None => Some("the function was deleted outside the service".to_owned()),
+            Some(info) => info.problem(),
+        };
+        if let Some(problem) = problem {
+            tracing::warn!(app = %app, problem = %problem, "app marked ERROR by reconciliation");
+            self.set_active(app.as_str(), None);
+            self.store
+                .set_app_status(
+                    app.as_str(),
+                    AppStatus::Error,
+                    Some(&problem),
+                    crate::now_ms(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Reconciles every active app every `every` until `shutdown` (backends that reconcile only).
+    pub async fn reconcile_periodically(
+        self: Arc<Self>,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        if !self.backend.reconciles() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let apps = match self.store.list_apps().await {
+                Ok(apps) => apps,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reconciliation could not list apps");
+                    continue;
+                }
+            };
+            for record in apps.iter().filter(|r| r.status == AppStatus::Active) {
+                let Ok(app) = AppName::parse(&record.name) else {
+                    continue;
+                };
+                if let Err(err) = self.reconcile(&app, record).await {
+                    tracing::warn!(app = %app, error = %err, "could not reconcile the app");
+                }
+            }
+        }
     }
 
     pub async fn list(&self) -> Result<Vec<AppView>, AppError> {
@@ -377,7 +464,10 @@ impl AppService {
         }
         let _guard = self.lock(&app)?;
         self.set_active(name, None);
-        self.stop(&app).await?;
+        // Local workers stop; a platform function stays (as the seed leaves its Lambda).
+        if !self.backend.reconciles() {
+            self.stop(&app).await?;
+        }
         self.set_status(&app, AppStatus::Inactive).await
     }
 
@@ -485,7 +575,10 @@ impl AppService {
                 }
                 None => {
                     self.set_active(app.as_str(), None);
-                    self.stop(&app).await?;
+                    // Workers here stop; a platform function is the deployer's business.
+                    if !self.backend.reconciles() {
+                        self.stop(&app).await?;
+                    }
                     if record.status == AppStatus::Removed {
                         let _ = tokio::fs::remove_dir_all(self.code_root.join(app.as_str())).await;
                     }

@@ -4,6 +4,7 @@
 //! it was given, as a CodeBuild `Build State Change` event recorded in the
 //! inbox. One handler completes jobs of every backend.
 
+pub mod codebuild;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -65,6 +66,9 @@ pub trait BuilderService: Send + Sync {
     fn jobs_running_here(&self) -> Option<Vec<String>> {
         None
     }
+    /// Follows a job started before this process (re)started, for backends
+    /// whose jobs outlive it (CodeBuild polls the build again).
+    fn follow(&self, _job: &crate::store::JobRecord, _reporter: JobReporter) {}
 }
 
 /// How a job ended, in CodeBuild's terms.

@@ -212,6 +212,13 @@ impl Config {
         Ok(())
     }
 
+    /// Whether any backend runs on AWS (then the SDK configuration is loaded).
+    pub fn uses_aws(&self) -> bool {
+        self.functions.backend == "aws"
+            || self.builder.backend == "codebuild"
+            || self.tier_details.source == "dynamodb"
+    }
+
     /// Whether the store is PostgreSQL (shared by replicas) rather than SQLite.
     pub fn uses_postgres(&self) -> bool {
         let url = self.database_url();
@@ -251,10 +258,14 @@ impl Config {
                 ));
             }
             "aws" => {
-                return Err(invalid(
-                    "functions.backend",
-                    "aws is not available in this version yet; use local",
-                ))
+                if let Some(arch) = &self.functions.architecture {
+                    if arch != "x86_64" && arch != "arm64" {
+                        return Err(invalid(
+                            "functions.architecture",
+                            format!("'{arch}' (expected x86_64 or arm64)"),
+                        ));
+                    }
+                }
             }
             other => {
                 return Err(invalid(
@@ -265,12 +276,10 @@ impl Config {
         }
         match self.builder.backend.as_str() {
             "local" => {}
-            "codebuild" => {
-                return Err(invalid(
-                    "builder.backend",
-                    "codebuild is not available in this version yet; use local",
-                ))
+            "codebuild" if self.builder.poll_secs == 0 => {
+                return Err(invalid("builder.poll_secs", "must be at least 1"));
             }
+            "codebuild" => {}
             other => {
                 return Err(invalid(
                     "builder.backend",
@@ -286,12 +295,7 @@ impl Config {
                     "dynamodb needs tier_details.table (TIER_DETAILS_TABLE)",
                 ));
             }
-            "dynamodb" => {
-                return Err(invalid(
-                    "tier_details.source",
-                    "dynamodb is not available in this version yet; use config",
-                ))
-            }
+            "dynamodb" => {}
             other => {
                 return Err(invalid(
                     "tier_details.source",

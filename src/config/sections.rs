@@ -19,6 +19,10 @@ pub struct FunctionsConfig {
     /// How often a proxy checks the store for apps changed by other replicas
     /// (deployed, deactivated, removed): the most a change takes to reach every replica.
     pub sync_interval_ms: u64,
+    /// AWS Lambda: `x86_64` (Lambda's default) or `arm64`.
+    pub architecture: Option<String>,
+    /// AWS Lambda: how often active apps are checked against their functions.
+    pub reconcile_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +37,9 @@ pub struct BuilderConfig {
     /// A running local job's lease, renewed by its process every third of it;
     /// when the process dies, another replica re-runs the job once it expires.
     pub job_lease_secs: u64,
+    /// CodeBuild: how often running builds are polled (`BatchGetBuilds`); the
+    /// EventBridge state-change event, when it arrives first, wins.
+    pub poll_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,6 +48,8 @@ pub struct TierDetailsConfig {
     /// `config` (the `[tiers.*]` tables) or `dynamodb`.
     pub source: String,
     pub table: Option<String>,
+    /// DynamoDB: how long a tier's details are reused before reading them again.
+    pub cache_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,6 +96,8 @@ impl Default for FunctionsConfig {
             max_workers: 4,
             idle_timeout_secs: 300,
             sync_interval_ms: 1000,
+            architecture: None,
+            reconcile_secs: 60,
         }
     }
 }
@@ -98,6 +109,7 @@ impl Default for BuilderConfig {
             jobs_dir: PathBuf::from("./jobs"),
             job_timeout_secs: 3600,
             job_lease_secs: 30,
+            poll_secs: 30,
         }
     }
 }
@@ -107,6 +119,7 @@ impl Default for TierDetailsConfig {
         Self {
             source: "config".into(),
             table: None,
+            cache_ttl_secs: 60,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Functions: the [`FunctionBackend`] seam apps run on. [`local`] runs them
-//! on this machine through the Lambda Runtime API; AWS Lambda comes next.
+//! on this machine through the Lambda Runtime API; [`aws`] on AWS Lambda.
 
+pub mod aws;
 pub mod local;
 
 use std::path::Path;
@@ -41,6 +42,33 @@ pub enum FunctionError {
     PayloadTooLarge(String),
 }
 
+/// What the backend knows of an app's function (AWS Lambda: its configuration).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionInfo {
+    pub arn: Option<String>,
+    /// `Pending`, `Active`, `Inactive`, `Failed`.
+    pub state: Option<String>,
+    pub state_reason: Option<String>,
+    /// `InProgress`, `Successful`, `Failed`.
+    pub last_update_status: Option<String>,
+    pub version: Option<String>,
+    pub code_sha256: Option<String>,
+}
+
+impl FunctionInfo {
+    /// Why the function cannot serve, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        let reason = self.state_reason.as_deref().unwrap_or("no reason given");
+        match (self.state.as_deref(), self.last_update_status.as_deref()) {
+            (Some("Failed"), _) => Some(format!("the function is in state Failed: {reason}")),
+            (Some("Inactive"), _) => Some(format!("the function is Inactive: {reason}")),
+            (_, Some("Failed")) => Some(format!("the function's last update failed: {reason}")),
+            _ => None,
+        }
+    }
+}
+
 /// Runs app code.
 #[async_trait]
 pub trait FunctionBackend: Send + Sync {
@@ -52,4 +80,16 @@ pub trait FunctionBackend: Send + Sync {
     async fn remove(&self, app: &AppName) -> Result<(), FunctionError>;
     /// Invokes synchronously (`RequestResponse`): the event in, the raw result out.
     async fn invoke(&self, app: &AppName, event: Vec<u8>) -> Result<Vec<u8>, FunctionError>;
+    /// The function as the platform reports it, `None` when it does not exist
+    /// there. Backends whose functions cannot change behind our back
+    /// (the local runtime) report nothing and are never reconciled.
+    async fn describe(&self, _app: &AppName) -> Result<Option<FunctionInfo>, FunctionError> {
+        Err(FunctionError::Unavailable(
+            "this backend does not describe functions".into(),
+        ))
+    }
+    /// Whether functions can change outside the service (then they are reconciled).
+    fn reconciles(&self) -> bool {
+        false
+    }
 }

@@ -95,3 +95,15 @@ pub async fn remove(
 ) -> Result<Json<AppStatusView>, ApiError> {
     Ok(Json(state.apps.remove(&name).await?))
 }
+
+/// Checks the app's function against the platform now (AWS Lambda): a function
+/// deleted or failed outside the service makes the app `ERROR`, with the reason.
+#[utoipa::path(post, path = "/apps/{name}/sync", tag = "apps", params(("name" = String, Path)),
+    responses((status = 200, body = AppView), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn sync(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<AppView>, ApiError> {
+    Ok(Json(state.apps.sync(&name).await?))
+}

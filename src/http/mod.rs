@@ -93,6 +93,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(apps::activate))
         .routes(routes!(apps::deactivate))
         .routes(routes!(apps::remove))
+        .routes(routes!(apps::sync))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
 }

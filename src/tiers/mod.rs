@@ -4,6 +4,7 @@
 //! tables of the configuration file. DynamoDB comes in its own module.
 
 pub mod config;
+pub mod dynamodb;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};

@@ -16,6 +16,12 @@ pub fn seed_archive() -> String {
     zip_of(&[("index.js", SEED)])
 }
 
+/// One file as a deployable archive (for the AWS tests).
+#[allow(dead_code)]
+pub fn zip_one(name: &str, content: &str) -> String {
+    zip_of(&[(name, content)])
+}
+
 fn zip_of(files: &[(&str, &str)]) -> String {
     let mut out = std::io::Cursor::new(Vec::new());
     {

@@ -7,12 +7,14 @@ mod common;
 
 mod access;
 mod apps;
+mod aws;
 mod bad_input;
 mod callbacks;
 mod functions;
 mod inbox;
 mod library;
 mod lifecycle;
+mod moto;
 mod openapi;
 mod pg;
 mod recovery;

@@ -1,0 +1,250 @@
+//! Apps as AWS Lambda functions: one function per app (named after it),
+//! created or updated on deploy, waited for until `Active` / `Successful`,
+//! a version published per deploy, invoked with `RequestResponse`. A
+//! function that already exists (created out of band) is adopted.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_lambda::client::Waiters;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, InvocationType, Runtime};
+
+use super::{Deployment, FunctionBackend, FunctionError, FunctionInfo};
+use crate::apps::{AppName, FunctionConfig};
+use crate::aws::{describe, error_code};
+
+/// The longest a deploy waits for Lambda to settle a change.
+const SETTLE: Duration = Duration::from_secs(120);
+
+pub struct AwsLambda {
+    client: aws_sdk_lambda::Client,
+    role_arn: String,
+    architecture: Option<Architecture>,
+}
+
+impl AwsLambda {
+    pub fn new(
+        config: &aws_config::SdkConfig,
+        role_arn: String,
+        architecture: Option<&str>,
+    ) -> Self {
+        Self {
+            client: aws_sdk_lambda::Client::new(config),
+            role_arn,
+            architecture: architecture.map(Architecture::from),
+        }
+    }
+
+    fn environment(config: &FunctionConfig) -> Environment {
+        Environment::builder()
+            .set_variables(Some(config.environment.clone().into_iter().collect()))
+            .build()
+    }
+
+    async fn create(&self, name: &str, d: &Deployment<'_>) -> Result<(), FunctionError> {
+        let config = d.config;
+        self.client
+            .create_function()
+            .function_name(name)
+            .runtime(Runtime::from(config.runtime.as_str()))
+            .handler(&config.handler)
+            .role(&self.role_arn)
+            .timeout(i32::try_from(config.timeout).unwrap_or(i32::MAX))
+            .memory_size(i32::try_from(config.memory_size).unwrap_or(i32::MAX))
+            .environment(Self::environment(config))
+            .set_architectures(self.architecture.clone().map(|a| vec![a]))
+            .code(FunctionCode::builder().zip_file(Blob::new(d.zip)).build())
+            .publish(true)
+            .send()
+            .await
+            .map_err(|err| lambda_error(error_code(&err), describe(&err)))?;
+        self.client
+            .wait_until_function_active_v2()
+            .function_name(name)
+            .wait(SETTLE)
+            .await
+            .map_err(|err| {
+                FunctionError::Unavailable(format!(
+                    "waiting for '{name}' to become Active: {}",
+                    describe(&err)
+                ))
+            })?;
+        Ok(())
+    }
+
+    async fn update(&self, name: &str, d: &Deployment<'_>) -> Result<(), FunctionError> {
+        let config = d.config;
+        self.client
+            .update_function_configuration()
+            .function_name(name)
+            .runtime(Runtime::from(config.runtime.as_str()))
+            .handler(&config.handler)
+            .role(&self.role_arn)
+            .timeout(i32::try_from(config.timeout).unwrap_or(i32::MAX))
+            .memory_size(i32::try_from(config.memory_size).unwrap_or(i32::MAX))
+            .environment(Self::environment(config))
+            .send()
+            .await
+            .map_err(|err| lambda_error(error_code(&err), describe(&err)))?;
+        self.settle(name).await?;
+        self.client
+            .update_function_code()
+            .function_name(name)
+            .zip_file(Blob::new(d.zip))
+            .set_architectures(self.architecture.clone().map(|a| vec![a]))
+            .publish(true)
+            .send()
+            .await
+            .map_err(|err| lambda_error(error_code(&err), describe(&err)))?;
+        self.settle(name).await
+    }
+
+    /// Waits until the last update is `Successful` (bounded).
+    async fn settle(&self, name: &str) -> Result<(), FunctionError> {
+        self.client
+            .wait_until_function_updated_v2()
+            .function_name(name)
+            .wait(SETTLE)
+            .await
+            .map_err(|err| {
+                FunctionError::Unavailable(format!(
+                    "waiting for '{name}' to finish updating: {}",
+                    describe(&err)
+                ))
+            })?;
+        Ok(())
+    }
+}
+
+/// An AWS Lambda error as ours: conflicts 409, missing 404, throttling and
+/// outages 503 (retry), anything else a failed deploy or invoke.
+fn lambda_error(code: Option<&str>, message: String) -> FunctionError {
+    match code {
+        Some("ResourceNotFoundException") => FunctionError::NotFound,
+        Some("ResourceConflictException" | "ConflictException" | "ResourceInUseException") => {
+            FunctionError::Conflict(message)
+        }
+        Some(
+            "TooManyRequestsException"
+            | "ServiceException"
+            | "ThrottlingException"
+            | "EC2ThrottledException"
+            | "ResourceNotReadyException",
+        ) => FunctionError::Unavailable(message),
+        Some("RequestTooLargeException") => FunctionError::PayloadTooLarge(message),
+        None => FunctionError::Unavailable(message),
+        Some(_) => FunctionError::Failed(message),
+    }
+}
+
+#[async_trait]
+impl FunctionBackend for AwsLambda {
+    fn name(&self) -> &'static str {
+        "aws"
+    }
+
+    fn reconciles(&self) -> bool {
+        true
+    }
+
+    async fn deploy(&self, deployment: Deployment<'_>) -> Result<(), FunctionError> {
+        let name = deployment.app.as_str();
+        match self.describe(deployment.app).await? {
+            Some(_) => self.update(name, &deployment).await,
+            None => match self.create(name, &deployment).await {
+                // Created meanwhile (another replica, or out of band): adopt it.
+                Err(FunctionError::Conflict(_)) => self.update(name, &deployment).await,
+                other => other,
+            },
+        }
+    }
+
+    async fn remove(&self, app: &AppName) -> Result<(), FunctionError> {
+        self.client
+            .delete_function()
+            .function_name(app.as_str())
+            .send()
+            .await
+            .map_err(|err| lambda_error(error_code(&err), describe(&err)))?;
+        Ok(())
+    }
+
+    async fn invoke(&self, app: &AppName, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
+        let answer = self
+            .client
+            .invoke()
+            .function_name(app.as_str())
+            .invocation_type(InvocationType::RequestResponse)
+            .payload(Blob::new(event))
+            .send()
+            .await
+            .map_err(|err| lambda_error(error_code(&err), describe(&err)))?;
+        let payload = answer
+            .payload()
+            .map(|p| p.as_ref().to_vec())
+            .unwrap_or_default();
+        if let Some(kind) = answer.function_error() {
+            // Handled / Unhandled: API Gateway answers 502 either way.
+            return Err(FunctionError::Failed(format!(
+                "{kind}: {}",
+                String::from_utf8_lossy(&payload)
+            )));
+        }
+        Ok(payload)
+    }
+
+    async fn describe(&self, app: &AppName) -> Result<Option<FunctionInfo>, FunctionError> {
+        match self
+            .client
+            .get_function_configuration()
+            .function_name(app.as_str())
+            .send()
+            .await
+        {
+            Ok(config) => Ok(Some(FunctionInfo {
+                arn: config.function_arn().map(str::to_owned),
+                state: config.state().map(|s| s.as_str().to_owned()),
+                state_reason: config.state_reason().map(str::to_owned),
+                last_update_status: config.last_update_status().map(|s| s.as_str().to_owned()),
+                version: config.version().map(str::to_owned),
+                code_sha256: config.code_sha256().map(str::to_owned),
+            })),
+            Err(err) => match lambda_error(error_code(&err), describe(&err)) {
+                FunctionError::NotFound => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_errors_map_to_ours() {
+        let map = |code: &str| lambda_error(Some(code), code.to_owned());
+        assert_eq!(map("ResourceNotFoundException"), FunctionError::NotFound);
+        assert!(matches!(
+            map("ResourceConflictException"),
+            FunctionError::Conflict(_)
+        ));
+        assert!(matches!(
+            map("TooManyRequestsException"),
+            FunctionError::Unavailable(_)
+        ));
+        assert!(matches!(
+            map("RequestTooLargeException"),
+            FunctionError::PayloadTooLarge(_)
+        ));
+        assert!(matches!(
+            map("InvalidParameterValueException"),
+            FunctionError::Failed(_)
+        ));
+        assert!(matches!(
+            lambda_error(None, "timeout".into()),
+            FunctionError::Unavailable(_)
+        ));
+    }
+}
