@@ -245,6 +245,8 @@ async fn a_build_state_change_event_completes_the_job_and_unknown_projects_fail_
     assert_eq!(status, 200, "{body}");
     let done = app.wait_tenant(&tenant, "ACTIVE").await;
     assert_eq!(done["jobs"][0]["status"], "succeeded");
+    // The build's exported variables are the job's output.
+    assert_eq!(done["jobOutput"]["DB_HOST"], "db.internal", "{done:#}");
 
     // A tier naming a project CodeBuild does not have: the event fails, naming it.
     let missing = unique("no-such-project");

@@ -11,8 +11,16 @@ use crate::store::{JobFinish, JobStatus};
 /// Completes build jobs.
 pub struct BuildStateHandler;
 
+/// The build's exported variables: EventBridge puts them under
+/// `additional-information`; our own completions at the top of the detail.
 fn exported_variables(detail: &Map<String, Value>) -> Map<String, Value> {
-    let Some(Value::Array(items)) = detail.get("exported-environment-variables") else {
+    const KEY: &str = "exported-environment-variables";
+    let found = detail.get(KEY).or_else(|| {
+        detail
+            .get("additional-information")
+            .and_then(|info| info.get(KEY))
+    });
+    let Some(Value::Array(items)) = found else {
         return Map::new();
     };
     items
