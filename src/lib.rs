@@ -222,11 +222,11 @@ impl OrchestratorBuilder {
         let restored = apps.restore().await.context("restoring active apps")?;
         tracing::info!(
             store = %redact_url(&config.database_url()),
-            functions = functions.name(),
+            functions = %functions.name(),
             apps = restored,
-            builder = builder.name(),
-            tiers = tiers.name(),
-            webhook = webhook.as_ref().map(WebhookClient::url).unwrap_or("none"),
+            builder = %builder.name(),
+            tiers = %tiers.name(),
+            webhook = %webhook.as_ref().map(WebhookClient::url).unwrap_or("none"),
             "backends chosen"
         );
         let inbox = Inbox::new(store.clone());

@@ -178,17 +178,38 @@ async fn provisioning_starts_a_codebuild_build_that_polling_completes() {
     let project = project(moto).await;
     let app = codebuild_app(moto, &project, Duration::from_millis(200)).await;
     let tenant = unique("acme");
-    let (status, _) = app
-        .post(
-            "/events/TENANT_PROVISIONING",
-            &envelope(
+    let recorded = moto
+        .record(async {
+            let event = envelope(
                 &unique("evt"),
                 "TENANT_PROVISIONING",
                 provisioning(&tenant, "basic"),
-            ),
-        )
+            );
+            let (status, _) = app.post("/events/TENANT_PROVISIONING", &event).await;
+            assert_eq!(status, 200);
+            app.wait_tenant(&tenant, "ACTIVE").await;
+        })
         .await;
-    assert_eq!(status, 200);
+    // StartBuild named the tier's project, with every parameter a PLAINTEXT override.
+    let start = recorded
+        .iter()
+        .find(|(target, body)| {
+            target.ends_with(".StartBuild") && body["projectName"] == project.as_str()
+        })
+        .map(|(_, body)| body.clone())
+        .expect("a StartBuild for the project");
+    let overrides: HashMap<String, (String, String)> = start["environmentVariablesOverride"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            (text("name"), (text("value"), text("type")))
+        })
+        .collect();
+    let plain = |v: &str| (v.to_owned(), "PLAINTEXT".to_owned());
+    assert_eq!(overrides["TENANT_ID"], plain(&tenant));
+    assert_eq!(overrides["REGION"], plain("eu-west-1"));
     let view = app.wait_tenant(&tenant, "ACTIVE").await;
     let job = &view["jobs"][0];
     assert_eq!(job["backend"], "codebuild");
@@ -437,4 +458,279 @@ async fn a_function_created_out_of_band_is_adopted() {
         .unwrap();
     assert_eq!(config.runtime().map(|r| r.as_str()), Some("nodejs20.x"));
     assert_eq!(config.handler(), Some("index.handler"));
+}
+
+/// What moto cannot do (a function still `Pending`, a function error,
+/// throttling, an update conflict), from a fake of Lambda's HTTP API that
+/// the real SDK talks to.
+mod fake_lambda {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+    use serde_json::json;
+
+    #[derive(Default)]
+    pub struct Script {
+        pub exists: bool,
+        /// GetFunction answers `Pending` this many times before `Active`.
+        pub pending_polls: usize,
+        pub get_function_calls: usize,
+        /// Error type every write (create/update) answers with, if set.
+        pub write_error: Option<(u16, &'static str)>,
+    }
+
+    fn config(name: &str, state: &str) -> serde_json::Value {
+        json!({
+            "FunctionName": name,
+            "FunctionArn": format!("arn:aws:lambda:us-east-1:123456789012:function:{name}"),
+            "Runtime": "nodejs20.x", "Handler": "index.handler", "Version": "$LATEST",
+            "State": state, "LastUpdateStatus": "Successful", "CodeSha256": "abc"
+        })
+    }
+
+    fn error(status: u16, kind: &str) -> Response {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-amzn-errortype", kind.parse().unwrap());
+        (
+            StatusCode::from_u16(status).unwrap(),
+            headers,
+            axum::Json(json!({"message": format!("fake {kind}")})),
+        )
+            .into_response()
+    }
+
+    type Shared = Arc<Mutex<Script>>;
+
+    async fn get_configuration(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+        match s.lock().unwrap().exists {
+            true => axum::Json(config(&name, "Active")).into_response(),
+            false => error(404, "ResourceNotFoundException"),
+        }
+    }
+
+    async fn get_function(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+        let mut script = s.lock().unwrap();
+        script.get_function_calls += 1;
+        let state = if script.get_function_calls <= script.pending_polls {
+            "Pending"
+        } else {
+            "Active"
+        };
+        axum::Json(json!({"Configuration": config(&name, state)})).into_response()
+    }
+
+    async fn create(State(s): State<Shared>, body: axum::body::Bytes) -> Response {
+        let mut script = s.lock().unwrap();
+        if let Some((status, kind)) = script.write_error {
+            return error(status, kind);
+        }
+        script.exists = true;
+        let name = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["FunctionName"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (StatusCode::CREATED, axum::Json(config(&name, "Pending"))).into_response()
+    }
+
+    async fn update(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+        match s.lock().unwrap().write_error {
+            Some((status, kind)) => error(status, kind),
+            None => axum::Json(config(&name, "Active")).into_response(),
+        }
+    }
+
+    async fn invoke() -> Response {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-amz-function-error", "Unhandled".parse().unwrap());
+        (
+            headers,
+            axum::Json(json!({"errorType": "Error", "errorMessage": "boom"})),
+        )
+            .into_response()
+    }
+
+    /// Serves the fake on 127.0.0.1; returns its URL.
+    pub async fn start(script: Shared) -> String {
+        let app = axum::Router::new()
+            .route("/2015-03-31/functions", post(create))
+            .route("/2015-03-31/functions/{name}", get(get_function))
+            .route(
+                "/2015-03-31/functions/{name}/configuration",
+                get(get_configuration).put(update),
+            )
+            .route(
+                "/2015-03-31/functions/{name}/code",
+                axum::routing::put(update),
+            )
+            .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+            .with_state(script);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+}
+
+async fn fake_lambda_app(script: Arc<std::sync::Mutex<fake_lambda::Script>>) -> TestApp {
+    let url = fake_lambda::start(script).await;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_lambda::config::Credentials::new(
+            "testing", "testing", None, None, "fake",
+        ))
+        .load()
+        .await;
+    TestApp::start_with(
+        |_, _| {},
+        move |builder| {
+            builder.function_backend(Arc::new(AwsLambda::new(
+                &sdk,
+                "arn:aws:iam::123456789012:role/r".into(),
+                Some("arm64"),
+            )))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_states_errors_throttling_and_conflicts_from_a_fake() {
+    let script = Arc::new(std::sync::Mutex::new(fake_lambda::Script {
+        pending_polls: 1,
+        ..Default::default()
+    }));
+    let app = fake_lambda_app(script.clone()).await;
+    let deploy = json!({"name": "pending", "archive": crate::apps::seed_archive()});
+
+    // Created Pending: the deploy answers once the waiter has seen Active.
+    let (status, body) = app.post("/apps/deploy", &deploy).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert!(
+        script.lock().unwrap().get_function_calls >= 2,
+        "the waiter polled"
+    );
+
+    // A function error (Unhandled) is API Gateway's 502.
+    let response = app
+        .client
+        .get(format!("{}/", app.url))
+        .header("host", "pending.localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"message": "Internal server error"})
+    );
+
+    // An update in progress elsewhere: 409. Throttled: 503 with Retry-After.
+    script.lock().unwrap().write_error = Some((409, "ResourceConflictException"));
+    let (status, body) = app.post("/apps/deploy", &deploy).await;
+    assert_eq!(status, 409, "{body:#}");
+    script.lock().unwrap().write_error = Some((429, "TooManyRequestsException"));
+    let response = app
+        .client
+        .post(format!("{}/apps/deploy", app.url))
+        .json(&deploy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+}
+
+/// The configuration path: the real binary, told by environment variables
+/// alone to use DynamoDB and Lambda, reaches moto through `AWS_ENDPOINT_URL`.
+#[tokio::test]
+async fn the_binary_picks_aws_backends_from_the_environment() {
+    let Some(moto) = moto().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::write_job(
+        dir.path(),
+        "provision-silver",
+        "echo \"REPLICAS=$replicas\" >> \"$JOB_OUTPUT\"",
+    );
+    let table = tier_table(
+        moto,
+        vec![HashMap::from([
+            ("tier".to_owned(), s("silver")),
+            ("jobName".to_owned(), s("provision-silver")),
+            ("replicas".to_owned(), AttributeValue::N("2".into())),
+        ])],
+    )
+    .await;
+    let role = moto.role(&unique("lambda-role")).await;
+    let data = dir.path().join("data").display().to_string();
+    let jobs = dir.path().join("jobs").display().to_string();
+    let aws_env = [
+        ("AWS_ENDPOINT_URL", moto.url.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("ORCHESTRATOR_TIER_SOURCE", "dynamodb"),
+        ("TIER_DETAILS_TABLE", table.as_str()),
+        ("ORCHESTRATOR_FUNCTIONS_BACKEND", "aws"),
+        ("ORCHESTRATOR_JOBS_DIR", jobs.as_str()),
+    ];
+    // Lambda without a role is refused at start, in one line.
+    let refused = crate::common::Binary::start(&["--data-dir", &data], &aws_env)
+        .err()
+        .expect("no role: no start");
+    assert!(refused.contains("functions.role_arn"), "{refused}");
+
+    let mut env = aws_env.to_vec();
+    env.push(("AWS_LAMBDA_ROLE_ARN", role.as_str()));
+    let service = crate::common::Binary::start(&["--data-dir", &data], &env).unwrap();
+    let log = service.output.lock().unwrap().clone();
+    assert!(
+        log.contains("functions=aws") && log.contains("tiers=dynamodb"),
+        "{log}"
+    );
+    let client = reqwest::Client::new();
+    let tenant = unique("silver-co");
+    let posted = client
+        .post(format!("{}/events/TENANT_PROVISIONING", service.url))
+        .json(&envelope(
+            &unique("evt"),
+            "TENANT_PROVISIONING",
+            provisioning(&tenant, "silver"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    let view = crate::common::eventually(|| async {
+        let view: Value = client
+            .get(format!("{}/tenants/{tenant}", service.url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (view["status"] == "ACTIVE").then_some(view)
+    })
+    .await;
+    assert_eq!(view["jobOutput"]["REPLICAS"], "2", "{view:#}");
+
+    let name = unique("env");
+    let deployed = client
+        .post(format!("{}/apps/deploy", service.url))
+        .json(&json!({"name": name, "archive": crate::apps::seed_archive()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 200);
+    let function = aws_sdk_lambda::Client::new(&moto.sdk().await)
+        .get_function_configuration()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(function.role(), Some(role.as_str()));
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_lambda::config::Credentials;
+use serde_json::Value;
 use tokio::sync::OnceCell;
 
 pub struct Moto {
@@ -126,6 +127,38 @@ impl Moto {
             response.text().await
         );
         format!("arn:aws:iam::123456789012:role/{name}")
+    }
+
+    /// Runs `f` with moto's request recorder on; returns every recorded
+    /// request as `(X-Amz-Target, body)`. Only one test uses the recorder.
+    pub async fn record<F: std::future::Future<Output = ()>>(&self, f: F) -> Vec<(String, Value)> {
+        let client = reqwest::Client::new();
+        for step in ["reset-recording", "start-recording"] {
+            let url = format!("{}/moto-api/recorder/{step}", self.url);
+            assert!(client.post(url).send().await.unwrap().status().is_success());
+        }
+        f.await;
+        let url = format!("{}/moto-api/recorder/stop-recording", self.url);
+        assert!(client.post(url).send().await.unwrap().status().is_success());
+        let url = format!("{}/moto-api/recorder/download-recording", self.url);
+        let text = client.get(url).send().await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .map(|entry| {
+                let target = entry["headers"]["X-Amz-Target"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let raw = entry["body"].as_str().unwrap_or_default();
+                let body = if entry["body_encoded"].as_bool().unwrap_or(false) {
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, raw)
+                        .unwrap_or_default()
+                } else {
+                    raw.as_bytes().to_vec()
+                };
+                (target, serde_json::from_slice(&body).unwrap_or(Value::Null))
+            })
+            .collect()
     }
 
     /// Queues results for the next invokes of any function (moto runs no code).
