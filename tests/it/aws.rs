@@ -292,19 +292,25 @@ async fn a_build_state_change_event_completes_the_job_and_unknown_projects_fail_
     );
 }
 
+/// The service with apps on AWS Lambda at `sdk` (moto or the fake), functions running as `role`.
+async fn lambda_app(
+    sdk: &aws_config::SdkConfig,
+    role: &str,
+    configure: impl FnOnce(&mut orchestrator::config::Config, &std::path::Path),
+) -> TestApp {
+    let (sdk, role) = (sdk.clone(), role.to_owned());
+    TestApp::start_with(configure, move |builder| {
+        builder.function_backend(Arc::new(AwsLambda::new(&sdk, role, Some("x86_64"))))
+    })
+    .await
+}
+
 #[tokio::test]
 async fn apps_deploy_to_lambda_invoke_update_reconcile_and_remove() {
     let Some(moto) = moto().await else { return };
     let role = moto.role(&unique("lambda-role")).await;
     let sdk = moto.sdk().await;
-    let (backend_sdk, backend_role) = (sdk.clone(), role.clone());
-    let app = TestApp::start_with(
-        |_, _| {},
-        move |builder| {
-            builder.function_backend(Arc::new(AwsLambda::new(&backend_sdk, backend_role, None)))
-        },
-    )
-    .await;
+    let app = lambda_app(&sdk, &role, |_, _| {}).await;
     let lambda = aws_sdk_lambda::Client::new(&sdk);
     let name = unique("fn");
     let (status, body) = app
@@ -323,6 +329,10 @@ async fn apps_deploy_to_lambda_invoke_update_reconcile_and_remove() {
     assert_eq!(config.runtime().map(|r| r.as_str()), Some("nodejs20.x"));
     assert_eq!(config.handler(), Some("index.handler"));
     assert_eq!(config.role(), Some(role.as_str()));
+    assert_eq!(
+        config.architectures(),
+        [aws_sdk_lambda::types::Architecture::X8664]
+    );
     assert_eq!(
         config
             .environment()
@@ -434,15 +444,7 @@ async fn a_function_created_out_of_band_is_adopted() {
         .send()
         .await
         .unwrap();
-    let backend_sdk = sdk.clone();
-    let backend_role = role.clone();
-    let app = TestApp::start_with(
-        |_, _| {},
-        move |builder| {
-            builder.function_backend(Arc::new(AwsLambda::new(&backend_sdk, backend_role, None)))
-        },
-    )
-    .await;
+    let app = lambda_app(&sdk, &role, |_, _| {}).await;
     let (status, body) = app
         .post(
             "/apps/deploy",
@@ -584,17 +586,7 @@ async fn fake_lambda_app(script: Arc<std::sync::Mutex<fake_lambda::Script>>) -> 
         ))
         .load()
         .await;
-    TestApp::start_with(
-        |_, _| {},
-        move |builder| {
-            builder.function_backend(Arc::new(AwsLambda::new(
-                &sdk,
-                "arn:aws:iam::123456789012:role/r".into(),
-                Some("arm64"),
-            )))
-        },
-    )
-    .await
+    lambda_app(&sdk, "arn:aws:iam::123456789012:role/r", |_, _| {}).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -733,4 +725,38 @@ async fn the_binary_picks_aws_backends_from_the_environment() {
         .await
         .unwrap();
     assert_eq!(function.role(), Some(role.as_str()));
+}
+
+#[tokio::test]
+async fn a_function_deleted_behind_our_back_is_noticed_by_the_periodic_check() {
+    let Some(moto) = moto().await else { return };
+    let role = moto.role(&unique("lambda-role")).await;
+    let sdk = moto.sdk().await;
+    let app = lambda_app(&sdk, &role, |config, _| config.functions.reconcile_secs = 1).await;
+    let name = unique("watched");
+    let (status, _) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": name, "archive": crate::apps::seed_archive()}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    aws_sdk_lambda::Client::new(&sdk)
+        .delete_function()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap();
+    let app_view = app
+        .wait_for(&format!("/apps/{name}/status"), |v| v["status"] == "ERROR")
+        .await;
+    assert_eq!(app_view["status"], "ERROR");
+    let (_, details) = app.get(&format!("/apps/{name}")).await;
+    assert!(
+        details["lastError"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("deleted outside"),
+        "{details:#}"
+    );
 }
