@@ -250,14 +250,22 @@ impl AppService {
             .add_app_version(name.as_str(), &config_json, &zip, &sha, crate::now_ms())
             .await?;
         if let Err(err) = self.run_version(&name, version, &config, Some(zip)).await {
-            self.set_active(name.as_str(), None);
+            // A conflict or throttling left the running function as it was:
+            // an app being served stays served, with the failure noted.
+            let transient = matches!(
+                err,
+                AppError::Backend(FunctionError::Conflict(_) | FunctionError::Unavailable(_))
+            );
+            let serving = self.route(name.as_str()).is_some();
+            let status = if transient && serving {
+                AppStatus::Active
+            } else {
+                self.set_active(name.as_str(), None);
+                AppStatus::Error
+            };
+            let note = format!("deploying version {version} failed: {err}");
             self.store
-                .set_app_status(
-                    name.as_str(),
-                    AppStatus::Error,
-                    Some(&err.to_string()),
-                    crate::now_ms(),
-                )
+                .set_app_status(name.as_str(), status, Some(&note), crate::now_ms())
                 .await?;
             return Err(err);
         }

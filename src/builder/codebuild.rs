@@ -20,13 +20,18 @@ use crate::aws::{describe, error_code};
 /// BatchGetBuilds takes at most 100 ids.
 const BATCH: usize = 100;
 
-/// A build being watched (keyed by build id, `project:uuid`).
-struct Watched {
+/// Which job a build runs.
+struct BuildRef {
     /// The build ARN: the job's external id.
     arn: String,
     job_id: String,
     project: String,
     attempt: i64,
+}
+
+/// A build being watched (keyed by build id, `project:uuid`).
+struct Watched {
+    build: BuildRef,
     reporter: JobReporter,
 }
 
@@ -67,10 +72,12 @@ impl CodeBuildJobs {
             watched.insert(
                 id.to_owned(),
                 Watched {
-                    arn: build_arn.to_owned(),
-                    job_id: job_id.to_owned(),
-                    project: project.to_owned(),
-                    attempt,
+                    build: BuildRef {
+                        arn: build_arn.to_owned(),
+                        job_id: job_id.to_owned(),
+                        project: project.to_owned(),
+                        attempt,
+                    },
                     reporter,
                 },
             );
@@ -185,7 +192,7 @@ async fn poll_loop(
                 if let Some(entry) = entry {
                     entry
                         .reporter
-                        .report(completion(&entry, build, status))
+                        .report(completion(&entry.build, build, status))
                         .await;
                 }
             }
@@ -204,7 +211,7 @@ fn finished(build: &Build) -> Option<BuildStatus> {
     }
 }
 
-fn completion(watched: &Watched, build: &Build, status: BuildStatus) -> JobCompletion {
+fn completion(watched: &BuildRef, build: &Build, status: BuildStatus) -> JobCompletion {
     let output: BTreeMap<String, String> = build
         .exported_environment_variables()
         .iter()
@@ -239,5 +246,79 @@ fn completion(watched: &Watched, build: &Build, status: BuildStatus) -> JobCompl
         output,
         log_tail: None,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_codebuild::types::{BuildPhase, BuildPhaseType, ExportedEnvironmentVariable};
+
+    use super::*;
+
+    fn watched() -> BuildRef {
+        BuildRef {
+            arn: "arn:aws:codebuild:us-east-1:1:build/p:1".into(),
+            job_id: "job-1".into(),
+            project: "p".into(),
+            attempt: 2,
+        }
+    }
+
+    #[test]
+    fn running_builds_are_not_finished_and_ended_ones_are() {
+        let build = |s: StatusType| Build::builder().build_status(s).build();
+        assert_eq!(finished(&build(StatusType::InProgress)), None);
+        assert_eq!(
+            finished(&build(StatusType::Succeeded)),
+            Some(BuildStatus::Succeeded)
+        );
+        assert_eq!(
+            finished(&build(StatusType::Fault)),
+            Some(BuildStatus::Failed)
+        );
+        assert_eq!(
+            finished(&build(StatusType::TimedOut)),
+            Some(BuildStatus::TimedOut)
+        );
+        assert_eq!(
+            finished(&build(StatusType::Stopped)),
+            Some(BuildStatus::Stopped)
+        );
+    }
+
+    #[test]
+    fn a_failed_build_names_its_phase_and_exports_become_output() {
+        let build = Build::builder()
+            .build_status(StatusType::Failed)
+            .phases(
+                BuildPhase::builder()
+                    .phase_type(BuildPhaseType::Install)
+                    .phase_status(StatusType::Succeeded)
+                    .build(),
+            )
+            .phases(
+                BuildPhase::builder()
+                    .phase_type(BuildPhaseType::Build)
+                    .phase_status(StatusType::Failed)
+                    .build(),
+            )
+            .exported_environment_variables(
+                ExportedEnvironmentVariable::builder()
+                    .name("DB_HOST")
+                    .value("db.internal")
+                    .build(),
+            )
+            .build();
+        let done = completion(&watched(), &build, BuildStatus::Failed);
+        assert_eq!(
+            done.error.as_deref(),
+            Some("CodeBuild build FAILED in phase BUILD")
+        );
+        assert_eq!(
+            done.output.get("DB_HOST").map(String::as_str),
+            Some("db.internal")
+        );
+        assert_eq!((done.job_id.as_str(), done.attempt), ("job-1", 2));
+        assert_eq!(done.external_id, "arn:aws:codebuild:us-east-1:1:build/p:1");
     }
 }

@@ -620,10 +620,12 @@ async fn lambda_states_errors_throttling_and_conflicts_from_a_fake() {
         json!({"message": "Internal server error"})
     );
 
-    // An update in progress elsewhere: 409. Throttled: 503 with Retry-After.
+    // An update in progress elsewhere: 409, and the app keeps being served. Throttled: 503 with Retry-After.
     script.lock().unwrap().write_error = Some((409, "ResourceConflictException"));
     let (status, body) = app.post("/apps/deploy", &deploy).await;
     assert_eq!(status, 409, "{body:#}");
+    let (_, after) = app.get("/apps/pending/status").await;
+    assert_eq!(after["status"], "ACTIVE", "{after:#}");
     script.lock().unwrap().write_error = Some((429, "TooManyRequestsException"));
     let response = app
         .client
