@@ -6,6 +6,7 @@
 
 pub mod postgres;
 mod records;
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;
