@@ -58,7 +58,7 @@ impl AwsLambda {
             .publish(true)
             .send()
             .await
-            .map_err(|err| lambda_error(error_code(&err), describe(&err)))?;
+            .map_err(sdk_error)?;
         self.client
             .wait_until_function_active_v2()
             .function_name(name)
@@ -86,7 +86,7 @@ impl AwsLambda {
             .environment(Self::environment(config))
             .send()
             .await
-            .map_err(|err| lambda_error(error_code(&err), describe(&err)))?;
+            .map_err(sdk_error)?;
         self.settle(name).await?;
         self.client
             .update_function_code()
@@ -96,7 +96,7 @@ impl AwsLambda {
             .publish(true)
             .send()
             .await
-            .map_err(|err| lambda_error(error_code(&err), describe(&err)))?;
+            .map_err(sdk_error)?;
         self.settle(name).await
     }
 
@@ -115,6 +115,15 @@ impl AwsLambda {
             })?;
         Ok(())
     }
+}
+
+/// A failed Lambda call as ours (see [`lambda_error`]).
+fn sdk_error<E, R>(err: aws_sdk_lambda::error::SdkError<E, R>) -> FunctionError
+where
+    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    lambda_error(error_code(&err), describe(&err))
 }
 
 /// An AWS Lambda error as ours: conflicts 409, missing 404, throttling and
@@ -166,7 +175,7 @@ impl FunctionBackend for AwsLambda {
             .function_name(app.as_str())
             .send()
             .await
-            .map_err(|err| lambda_error(error_code(&err), describe(&err)))?;
+            .map_err(sdk_error)?;
         Ok(())
     }
 
@@ -179,7 +188,7 @@ impl FunctionBackend for AwsLambda {
             .payload(Blob::new(event))
             .send()
             .await
-            .map_err(|err| lambda_error(error_code(&err), describe(&err)))?;
+            .map_err(sdk_error)?;
         let payload = answer
             .payload()
             .map(|p| p.as_ref().to_vec())
@@ -210,7 +219,7 @@ impl FunctionBackend for AwsLambda {
                 version: config.version().map(str::to_owned),
                 code_sha256: config.code_sha256().map(str::to_owned),
             })),
-            Err(err) => match lambda_error(error_code(&err), describe(&err)) {
+            Err(err) => match sdk_error(err) {
                 FunctionError::NotFound => Ok(None),
                 other => Err(other),
             },
