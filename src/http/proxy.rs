@@ -112,7 +112,7 @@ async fn serve(proxy: &ProxyState, app: &str, request: Request) -> Response {
         source_ip: source_ip.unwrap_or_else(|| "127.0.0.1".into()),
         domain_name: host.rsplit_once(':').map_or(host, |(h, _)| h).to_owned(),
         domain_prefix: app.to_owned(),
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: crate::request_uuid(),
         time_epoch_ms: crate::now_ms(),
     };
     let event = match format {

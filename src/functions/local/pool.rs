@@ -76,7 +76,7 @@ impl Pool {
             .await
             .map_err(|_| FunctionError::Unavailable("the function is being removed".into()))?;
         let timeout = Duration::from_secs(u64::from(self.spec.config.timeout));
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = crate::request_uuid();
         let started = Instant::now();
         let deadline_ms = crate::now_ms() + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         let (reply, answer) = oneshot::channel();
