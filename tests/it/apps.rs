@@ -434,3 +434,20 @@ async fn concurrent_deploys_of_one_app_never_corrupt_it() {
     let current = details["version"].as_i64().unwrap();
     assert!(served.1.starts_with('v'), "{served:?} (version {current})");
 }
+
+/// As on Lambda, a slow cold start does not eat into the function's timeout:
+/// init has its own budget, the timeout starts when the runtime takes the event.
+#[tokio::test]
+async fn a_slow_init_does_not_count_against_the_function_timeout() {
+    let app = TestApp::start(|_, _| {}).await;
+    let slow_init = r#"const end = Date.now() + 1500; while (Date.now() < end) {}
+        exports.handler = async (e, ctx) => ({ statusCode: 200, body: String(ctx.getRemainingTimeInMillis() > 500) });"#;
+    let deploy =
+        json!({"name": "slowstart", "archive": zip_of(&[("index.js", slow_init)]), "timeout": 1});
+    assert_eq!(app.post("/apps/deploy", &deploy).await.0, 200);
+    assert_eq!(
+        text(to_app(&app, "slowstart", reqwest::Method::GET, "/")).await,
+        (200, "true".to_owned()),
+        "1.5 s of init with a 1 s timeout: answered, with the whole second left"
+    );
+}

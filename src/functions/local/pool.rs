@@ -10,6 +10,9 @@ use tokio::sync::{oneshot, Semaphore};
 use super::worker::{Invocation, Worker, WorkerSpec};
 use crate::functions::FunctionError;
 
+/// Lambda's budget for a runtime's initialisation (before its first event).
+const INIT_BUDGET: Duration = Duration::from_secs(10);
+
 pub struct Pool {
     spec: WorkerSpec,
     idle: Mutex<Vec<Worker>>,
@@ -78,13 +81,14 @@ impl Pool {
         let timeout = Duration::from_secs(u64::from(self.spec.config.timeout));
         let request_id = crate::request_uuid();
         let started = Instant::now();
-        let deadline_ms = crate::now_ms() + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         let (reply, answer) = oneshot::channel();
+        let (delivered_tx, delivered) = oneshot::channel();
         let mut invocation = Invocation {
             request_id: request_id.clone(),
             event,
-            deadline_ms,
+            timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2),
             reply,
+            delivered: delivered_tx,
         };
         // A worker that died since it went idle gives the invocation back; a fresh one then takes it.
         let worker = loop {
@@ -104,13 +108,25 @@ impl Pool {
         };
         let app = &self.spec.app;
         tracing::info!(target: "function", app = %app, request_id = %request_id, "START RequestId: {request_id} Version: {}", self.spec.version);
-        let outcome = match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(FunctionError::Failed("the runtime exited".into())),
+        // As on Lambda, a cold start's init has its own budget: the
+        // function's timeout runs from when the runtime takes the event.
+        let outcome = match tokio::time::timeout(INIT_BUDGET, delivered).await {
             Err(_) => {
                 worker.kill();
-                Err(FunctionError::Timeout(self.spec.config.timeout))
+                Err(FunctionError::Failed(format!(
+                    "the runtime did not finish initialising within {} s",
+                    INIT_BUDGET.as_secs()
+                )))
             }
+            // Taken, or never will be (the runtime died: the reply says why).
+            Ok(_) => match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(FunctionError::Failed("the runtime exited".into())),
+                Err(_) => {
+                    worker.kill();
+                    Err(FunctionError::Timeout(self.spec.config.timeout))
+                }
+            },
         };
         let duration = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(target: "function", app = %app, request_id = %request_id, "END RequestId: {request_id}");

@@ -42,8 +42,11 @@ type Reply = oneshot::Sender<Result<Vec<u8>, FunctionError>>;
 pub struct Invocation {
     pub request_id: String,
     pub event: Vec<u8>,
-    pub deadline_ms: i64,
+    /// The function's timeout; its deadline counts from when the runtime takes the event.
+    pub timeout_ms: i64,
     pub reply: Reply,
+    /// Told when the runtime takes the event (its init, if any, is over).
+    pub delivered: oneshot::Sender<()>,
 }
 
 /// The Runtime API's view of one worker.
@@ -103,6 +106,8 @@ async fn next_invocation(State(api): State<Arc<Api>>) -> Response {
     if let Ok(mut pending) = api.pending.lock() {
         pending.insert(invocation.request_id.clone(), invocation.reply);
     }
+    let _ = invocation.delivered.send(());
+    let deadline_ms = crate::now_ms() + invocation.timeout_ms;
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -113,16 +118,13 @@ async fn next_invocation(State(api): State<Arc<Api>>) -> Response {
         "lambda-runtime-aws-request-id",
         invocation.request_id.clone(),
     );
-    set(
-        "lambda-runtime-deadline-ms",
-        invocation.deadline_ms.to_string(),
-    );
+    set("lambda-runtime-deadline-ms", deadline_ms.to_string());
     set("lambda-runtime-invoked-function-arn", api.arn.clone());
     set(
         "lambda-runtime-trace-id",
         format!(
             "Root=1-{:08x}-{};Parent={};Sampled=0",
-            invocation.deadline_ms / 1000,
+            deadline_ms / 1000,
             &invocation.request_id.replace('-', "")[..24],
             &invocation.request_id.replace('-', "")[..16]
         ),
