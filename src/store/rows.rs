@@ -18,16 +18,44 @@ pub(crate) const JOB_COLUMNS: &str =
     "id, tenant_id, kind, job_identifier, backend, status, event_id, params, external_id, \
      attempt, exit_code, output, log_tail, error, created_at, started_at, finished_at";
 
+pub(crate) const APP_COLUMNS: &str =
+    "name, status, current_version, config, last_error, created_at, updated_at";
+
 pub(crate) fn parse<T: FromStr<Err = String>>(text: &str) -> Result<T, StoreError> {
     T::from_str(text).map_err(|e| StoreError::Other(anyhow!(e)))
 }
 
-/// `event_from_row`, `tenant_from_row` and `job_from_row` for `$row`.
+/// The `*_from_row` decoders (events, tenants, jobs, apps, app versions) for `$row`.
 macro_rules! row_decoders {
     ($row:ty) => {
         use sqlx::Row as _;
 
-        use $crate::store::{EventRecord, JobRecord, StoreError, TenantRecord};
+        use $crate::store::{
+            AppRecord, AppVersionRecord, EventRecord, JobRecord, StoreError, TenantRecord,
+        };
+
+        pub(super) fn app_from_row(row: &$row) -> Result<AppRecord, StoreError> {
+            Ok(AppRecord {
+                name: row.try_get("name")?,
+                status: $crate::store::rows::parse(row.try_get::<&str, _>("status")?)?,
+                current_version: row.try_get("current_version")?,
+                config: row.try_get("config")?,
+                last_error: row.try_get("last_error")?,
+                created_at_ms: row.try_get("created_at")?,
+                updated_at_ms: row.try_get("updated_at")?,
+            })
+        }
+
+        /// A row of `version, config, code_size, code_sha256, created_at`.
+        pub(super) fn app_version_from_row(row: &$row) -> Result<AppVersionRecord, StoreError> {
+            Ok(AppVersionRecord {
+                version: row.try_get("version")?,
+                config: row.try_get("config")?,
+                code_size: row.try_get("code_size")?,
+                code_sha256: row.try_get("code_sha256")?,
+                created_at_ms: row.try_get("created_at")?,
+            })
+        }
 
         pub(super) fn event_from_row(row: &$row) -> Result<EventRecord, StoreError> {
             Ok(EventRecord {

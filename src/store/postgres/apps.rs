@@ -2,30 +2,14 @@
 //! (BYTEA) so whichever replica serves an app can fetch it.
 
 use sha2::{Digest, Sha256};
-use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
-use super::rows::parse;
+use super::rows::{app_from_row, app_version_from_row, APP_COLUMNS};
 use crate::store::{AppRecord, AppStatus, AppVersionRecord, StoreError};
-
-const APP_COLUMNS: &str =
-    "name, status, current_version, config, last_error, created_at, updated_at";
 
 /// First key of the two-key advisory locks taken per app name (the two-key
 /// space is separate from the one-key locks sqlx's migrator takes).
 const APP_LOCK_SPACE: i32 = 0x4150_5053; // "APPS"
-
-fn app_from_row(row: &PgRow) -> Result<AppRecord, StoreError> {
-    Ok(AppRecord {
-        name: row.try_get("name")?,
-        status: parse(row.try_get::<&str, _>("status")?)?,
-        current_version: row.try_get("current_version")?,
-        config: row.try_get("config")?,
-        last_error: row.try_get("last_error")?,
-        created_at_ms: row.try_get("created_at")?,
-        updated_at_ms: row.try_get("updated_at")?,
-    })
-}
 
 /// A stable 32-bit key for `name`'s advisory lock.
 fn lock_key(name: &str) -> i32 {
@@ -116,17 +100,7 @@ pub async fn versions(pool: &PgPool, name: &str) -> Result<Vec<AppVersionRecord>
     .bind(name)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(AppVersionRecord {
-                version: row.try_get("version")?,
-                config: row.try_get("config")?,
-                code_size: row.try_get("code_size")?,
-                code_sha256: row.try_get("code_sha256")?,
-                created_at_ms: row.try_get("created_at")?,
-            })
-        })
-        .collect()
+    rows.iter().map(app_version_from_row).collect()
 }
 
 pub async fn code(pool: &PgPool, name: &str, version: i64) -> Result<Vec<u8>, StoreError> {

@@ -1,25 +1,9 @@
 //! Apps and their versions in SQLite.
 
-use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
 
-use super::rows::parse;
+use super::rows::{app_from_row, app_version_from_row, APP_COLUMNS};
 use crate::store::{AppRecord, AppStatus, AppVersionRecord, StoreError};
-
-const APP_COLUMNS: &str =
-    "name, status, current_version, config, last_error, created_at, updated_at";
-
-fn app_from_row(row: &SqliteRow) -> Result<AppRecord, StoreError> {
-    Ok(AppRecord {
-        name: row.try_get("name")?,
-        status: parse(row.try_get::<&str, _>("status")?)?,
-        current_version: row.try_get("current_version")?,
-        config: row.try_get("config")?,
-        last_error: row.try_get("last_error")?,
-        created_at_ms: row.try_get("created_at")?,
-        updated_at_ms: row.try_get("updated_at")?,
-    })
-}
 
 pub async fn add_version(
     pool: &SqlitePool,
@@ -94,17 +78,7 @@ pub async fn versions(pool: &SqlitePool, name: &str) -> Result<Vec<AppVersionRec
     .bind(name)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(AppVersionRecord {
-                version: row.try_get("version")?,
-                config: row.try_get("config")?,
-                code_size: row.try_get("code_size")?,
-                code_sha256: row.try_get("code_sha256")?,
-                created_at_ms: row.try_get("created_at")?,
-            })
-        })
-        .collect()
+    rows.iter().map(app_version_from_row).collect()
 }
 
 pub async fn code(pool: &SqlitePool, name: &str, version: i64) -> Result<Vec<u8>, StoreError> {

@@ -1,5 +1,5 @@
 //! Row decoding for sqlite (columns and code shared: `store::rows`).
 
-pub(super) use crate::store::rows::{parse, EVENT_COLUMNS, JOB_COLUMNS, TENANT_COLUMNS};
+pub(super) use crate::store::rows::{APP_COLUMNS, EVENT_COLUMNS, JOB_COLUMNS, TENANT_COLUMNS};
 
 crate::store::rows::row_decoders!(sqlx::sqlite::SqliteRow);
