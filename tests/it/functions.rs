@@ -21,9 +21,17 @@ fn config(extra: Value) -> FunctionConfig {
 }
 
 fn local(dir: &Path, idle: Duration) -> std::sync::Arc<LocalFunctions> {
+    local_with_cap(dir, idle, 4)
+}
+
+fn local_with_cap(
+    dir: &Path,
+    idle: Duration,
+    max_workers: usize,
+) -> std::sync::Arc<LocalFunctions> {
     LocalFunctions::start(LocalOptions {
         runtimes_dir: dir.join("runtimes"),
-        max_workers: 4,
+        max_workers,
         idle_timeout: idle,
         region: "us-east-1".into(),
     })
@@ -297,4 +305,101 @@ done
         serde_json::from_slice::<Value>(&result).unwrap()["body"],
         "echo:a:b"
     );
+}
+
+/// The body of each result, in order.
+fn bodies(results: Vec<Result<Vec<u8>, FunctionError>>) -> Vec<Result<String, FunctionError>> {
+    results
+        .into_iter()
+        .map(|r| {
+            r.map(|bytes| {
+                serde_json::from_slice::<Value>(&bytes).unwrap()["body"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn invocations_beyond_the_cap_wait_for_a_worker_and_all_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local_with_cap(dir.path(), Duration::from_secs(60), 2);
+    let code = "exports.handler = async (e) => { await new Promise(r => setTimeout(r, 150)); return { statusCode: 200, body: process.pid + ':' + e.n }; };";
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "capped",
+        &[("index.js", code)],
+        &config(json!({})),
+    )
+    .await;
+    let calls = (0..8).map(|n| backend.invoke(&app, format!(r#"{{"n":{n}}}"#).into_bytes()));
+    let started = std::time::Instant::now();
+    let answers = bodies(futures::future::join_all(calls).await);
+    let mut pids = std::collections::HashSet::new();
+    for (n, answer) in answers.iter().enumerate() {
+        let body = answer.as_ref().unwrap();
+        let (pid, echoed) = body.split_once(':').unwrap();
+        assert_eq!(echoed, n.to_string(), "each caller gets its own answer");
+        pids.insert(pid.to_owned());
+    }
+    assert_eq!(pids.len(), 2, "never more workers than the cap");
+    assert!(
+        started.elapsed() >= Duration::from_millis(4 * 150),
+        "eight 150 ms invocations on two workers take four rounds"
+    );
+    assert_eq!(backend.idle_workers(&app), 2);
+}
+
+#[tokio::test]
+async fn a_crash_loses_no_queued_invocation_and_init_errors_reach_every_waiting_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local_with_cap(dir.path(), Duration::from_secs(60), 1);
+    let code = r#"exports.handler = async (e) => {
+        await new Promise(r => setTimeout(r, 50));
+        if (e.exit) process.exit(3);
+        return { statusCode: 200, body: String(process.pid) };
+    };"#;
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "crashy",
+        &[("index.js", code)],
+        &config(json!({})),
+    )
+    .await;
+    // One worker: the first call crashes it while three wait in the queue.
+    let calls = [r#"{"exit":true}"#, "{}", "{}", "{}"]
+        .map(|event| backend.invoke(&app, event.as_bytes().to_vec()));
+    let answers = bodies(futures::future::join_all(calls).await);
+    assert!(
+        matches!(&answers[0], Err(FunctionError::Failed(m)) if m.contains("exit")),
+        "{:?}",
+        answers[0]
+    );
+    let pids: std::collections::HashSet<&String> =
+        answers[1..].iter().map(|a| a.as_ref().unwrap()).collect();
+    assert_eq!(pids.len(), 1, "a fresh worker served the rest: {answers:?}");
+
+    let broken = deploy(
+        &backend,
+        dir.path(),
+        "broken-init",
+        &[("index.js", "throw new Error('cannot start');")],
+        &config(json!({})),
+    )
+    .await;
+    let calls = (0..3).map(|_| backend.invoke(&broken, b"{}".to_vec()));
+    let answers = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(calls))
+        .await
+        .expect("no caller waits forever on a function that cannot start");
+    for answer in answers {
+        assert!(
+            matches!(&answer, Err(FunctionError::Failed(m)) if m.contains("cannot start")),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(backend.idle_workers(&broken), 0);
 }

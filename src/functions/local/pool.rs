@@ -1,132 +1,247 @@
-//! One app's warm workers: reused one invocation at a time, scaled out up
-//! to a cap under concurrency, stopped when idle, replaced when they die.
+//! One app's warm workers and the queue they take invocations from.
+//!
+//! Invocations go to a worker already waiting on `/next` (the most recently
+//! used first, so the others go idle and stop), or wait in the app's queue;
+//! a worker that posts a result finds the next queued event at once, in the
+//! same exchange. A new worker starts only when more invocations are queued
+//! than workers are starting, up to the cap.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use super::worker::{Invocation, Worker, WorkerSpec};
 use crate::functions::FunctionError;
 
-/// Lambda's budget for a runtime's initialisation (before its first event).
-const INIT_BUDGET: Duration = Duration::from_secs(10);
-
+/// An app's pool; dropping it (redeploy, removal) retires its workers.
 pub struct Pool {
-    spec: WorkerSpec,
-    idle: Mutex<Vec<Worker>>,
-    slots: Semaphore,
-    retired: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+/// What the pool and its workers' Runtime API endpoints share.
+pub struct Shared {
+    pub spec: WorkerSpec,
+    max_workers: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    queued: VecDeque<Invocation>,
+    /// Workers parked on `/next`, the most recently parked last.
+    waiting: Vec<Waiter>,
+    /// Workers alive or starting.
+    workers: usize,
+    /// Workers started that have not asked for an event yet.
+    starting: usize,
+    retired: bool,
+}
+
+struct Waiter {
+    worker: Arc<Worker>,
+    since: Instant,
+    hand: oneshot::Sender<Invocation>,
+}
+
+impl State {
+    /// Counts a new worker in if the queue needs one (the caller starts it).
+    fn wants_worker(&mut self, max: usize) -> bool {
+        let needed = !self.retired && self.queued.len() > self.starting && self.workers < max;
+        if needed {
+            self.workers += 1;
+            self.starting += 1;
+        }
+        needed
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent under every panic-free path; a poisoned
+        // lock only means another thread panicked while holding it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands an invocation to a waiting worker, or queues it (starting a
+    /// worker if none is free or starting for it).
+    fn dispatch(self: &Arc<Self>, mut invocation: Invocation) {
+        let start = {
+            let mut state = self.state();
+            while let Some(waiter) = state.waiting.pop() {
+                match waiter.hand.send(invocation) {
+                    Ok(()) => return,
+                    Err(back) => invocation = back,
+                }
+            }
+            state.queued.push_back(invocation);
+            state.wants_worker(self.max_workers)
+        };
+        if start {
+            self.start_worker();
+        }
+    }
+
+    fn start_worker(self: &Arc<Self>) {
+        if let Err(err) = Worker::spawn(self) {
+            let failed = {
+                let mut state = self.state();
+                state.workers -= 1;
+                state.starting -= 1;
+                state.queued.pop_front()
+            };
+            if let Some(invocation) = failed {
+                let _ = invocation.reply.send(Err(err));
+            }
+        }
+    }
+
+    /// The next invocation for a worker asking `/next`; `None` tells it to stop.
+    pub async fn next_for(&self, worker: &Arc<Worker>) -> Option<Invocation> {
+        let parked = {
+            let mut state = self.state();
+            if worker.mark_ready() {
+                state.starting -= 1;
+            }
+            if let Some(invocation) = state.queued.pop_front() {
+                return Some(invocation);
+            }
+            if state.retired {
+                return None;
+            }
+            let (hand, parked) = oneshot::channel();
+            state.waiting.push(Waiter {
+                worker: worker.clone(),
+                since: Instant::now(),
+                hand,
+            });
+            parked
+        };
+        // Closed when the worker is reaped or retired.
+        parked.await.ok()
+    }
+
+    /// A worker's process ended. One that never asked for an event failed
+    /// its init: the oldest queued invocation gets the reason (as the
+    /// invocation that caused a cold start does on Lambda).
+    pub fn worker_exited(self: &Arc<Self>, worker: &Arc<Worker>, why: &str) {
+        let (failed, start) = {
+            let mut state = self.state();
+            state.workers -= 1;
+            let mut failed = Vec::new();
+            if worker.mark_ready() {
+                state.starting -= 1;
+                failed.extend(state.queued.pop_front());
+            }
+            state.waiting.retain(|w| !Arc::ptr_eq(&w.worker, worker));
+            if state.retired && state.workers == 0 {
+                failed.extend(state.queued.drain(..));
+            }
+            (failed, state.wants_worker(self.max_workers))
+        };
+        for invocation in failed {
+            let _ = invocation
+                .reply
+                .send(Err(FunctionError::Failed(why.to_owned())));
+        }
+        if start {
+            self.start_worker();
+        }
+    }
 }
 
 impl Pool {
     pub fn new(spec: WorkerSpec, max_workers: usize) -> Self {
         Self {
-            spec,
-            idle: Mutex::default(),
-            slots: Semaphore::new(max_workers.max(1)),
-            retired: AtomicBool::new(false),
+            shared: Arc::new(Shared {
+                spec,
+                max_workers: max_workers.max(1),
+                state: Mutex::default(),
+            }),
         }
     }
 
-    fn take_idle(&self) -> Option<Worker> {
-        let mut idle = self.idle.lock().ok()?;
-        while let Some(worker) = idle.pop() {
-            if worker.is_alive() {
-                return Some(worker);
-            }
-        }
-        None
-    }
-
-    fn put_back(&self, worker: Worker) {
-        if worker.is_alive() && !self.retired.load(Ordering::Acquire) {
-            worker.touch();
-            if let Ok(mut idle) = self.idle.lock() {
-                idle.push(worker);
-            }
-        }
-    }
-
-    /// Stops idle workers and makes busy ones stop when they finish (after a redeploy or removal).
+    /// Stops waiting workers; busy ones stop once the queue is empty.
     pub fn retire(&self) {
-        self.retired.store(true, Ordering::Release);
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
+        let (waiting, failed) = {
+            let mut state = self.shared.state();
+            state.retired = true;
+            let failed: Vec<Invocation> = if state.workers == 0 {
+                state.queued.drain(..).collect()
+            } else {
+                Vec::new()
+            };
+            (std::mem::take(&mut state.waiting), failed)
+        };
+        for waiter in waiting {
+            waiter.worker.kill();
+        }
+        for invocation in failed {
+            let _ = invocation.reply.send(Err(FunctionError::Unavailable(
+                "the function was redeployed or removed".into(),
+            )));
         }
     }
 
-    /// Stops workers idle for longer than `max_idle`.
+    /// Stops workers that have waited for longer than `max_idle`.
     pub fn reap(&self, max_idle: Duration) -> usize {
-        let Ok(mut idle) = self.idle.lock() else {
-            return 0;
+        let stale: Vec<Waiter> = {
+            let mut state = self.shared.state();
+            let (stale, keep) = std::mem::take(&mut state.waiting)
+                .into_iter()
+                .partition(|w| w.hand.is_closed() || w.since.elapsed() >= max_idle);
+            state.waiting = keep;
+            stale
         };
-        let before = idle.len();
-        idle.retain(|w| w.is_alive() && w.idle_since().elapsed() < max_idle);
-        before - idle.len()
+        for waiter in &stale {
+            waiter.worker.kill();
+        }
+        stale.len()
     }
 
-    /// Workers alive and idle now.
+    /// Workers alive and waiting for an event now.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().map(|i| i.len()).unwrap_or(0)
+        let state = self.shared.state();
+        state.waiting.iter().filter(|w| !w.hand.is_closed()).count()
     }
 
     pub async fn invoke(&self, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| FunctionError::Unavailable("the function is being removed".into()))?;
-        let timeout = Duration::from_secs(u64::from(self.spec.config.timeout));
+        let spec = &self.shared.spec;
+        let timeout = Duration::from_secs(u64::from(spec.config.timeout));
         let request_id = crate::request_uuid();
-        let started = Instant::now();
         let (reply, answer) = oneshot::channel();
-        let (delivered_tx, delivered) = oneshot::channel();
-        let mut invocation = Invocation {
+        let (delivered, taken) = oneshot::channel();
+        self.shared.dispatch(Invocation {
             request_id: request_id.clone(),
             event,
             timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2),
             reply,
-            delivered: delivered_tx,
+            delivered,
+        });
+        let app = &spec.app;
+        let gone = || FunctionError::Failed("the runtime exited".into());
+        // Not taken: it failed before any runtime took it (an init error, say).
+        let Ok(worker) = taken.await else {
+            let err = answer
+                .await
+                .unwrap_or_else(|_| Err(gone()))
+                .err()
+                .unwrap_or_else(gone);
+            tracing::warn!(target: "function", app = %app, request_id = %request_id, error = %err, "invocation failed");
+            return Err(err);
         };
-        // A worker that died since it went idle gives the invocation back; a fresh one then takes it.
-        let worker = loop {
-            let (worker, fresh) = match self.take_idle() {
-                Some(worker) => (worker, false),
-                None => (Worker::spawn(&self.spec).await?, true),
-            };
-            match worker.send(invocation) {
-                Ok(()) => break worker,
-                Err(back) if !fresh => invocation = back,
-                Err(_) => {
-                    return Err(FunctionError::Failed(
-                        "the runtime exited before its first invocation".into(),
-                    ))
-                }
-            }
-        };
-        let app = &self.spec.app;
-        tracing::info!(target: "function", app = %app, request_id = %request_id, "START RequestId: {request_id} Version: {}", self.spec.version);
-        // As on Lambda, a cold start's init has its own budget: the
-        // function's timeout runs from when the runtime takes the event.
-        let outcome = match tokio::time::timeout(INIT_BUDGET, delivered).await {
+        // As on Lambda, the function's timeout runs from when the runtime
+        // takes the event (a cold start's init has its own budget).
+        let started = Instant::now();
+        tracing::info!(target: "function", app = %app, request_id = %request_id, "START RequestId: {request_id} Version: {}", spec.version);
+        let outcome = match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(gone()),
             Err(_) => {
                 worker.kill();
-                Err(FunctionError::Failed(format!(
-                    "the runtime did not finish initialising within {} s",
-                    INIT_BUDGET.as_secs()
-                )))
+                Err(FunctionError::Timeout(spec.config.timeout))
             }
-            // Taken, or never will be (the runtime died: the reply says why).
-            Ok(_) => match tokio::time::timeout(timeout, answer).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(FunctionError::Failed("the runtime exited".into())),
-                Err(_) => {
-                    worker.kill();
-                    Err(FunctionError::Timeout(self.spec.config.timeout))
-                }
-            },
         };
         let duration = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(target: "function", app = %app, request_id = %request_id, "END RequestId: {request_id}");
@@ -134,12 +249,17 @@ impl Pool {
             target: "function", app = %app, request_id = %request_id,
             "REPORT RequestId: {request_id}\tDuration: {duration:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
             duration.ceil() as u64,
-            self.spec.config.memory_size
+            spec.config.memory_size
         );
         if let Err(err) = &outcome {
             tracing::warn!(target: "function", app = %app, request_id = %request_id, error = %err, "invocation failed");
         }
-        self.put_back(worker);
         outcome
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.retire();
     }
 }

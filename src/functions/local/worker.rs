@@ -2,11 +2,12 @@
 //! (`2018-06-01`) it polls, on its own loopback port.
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -17,14 +18,48 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::pool::Shared;
 use crate::apps::{FunctionConfig, RuntimeKind};
 use crate::functions::FunctionError;
 
+/// Lambda's budget for a runtime's initialisation (before its first event).
+const INIT_BUDGET: Duration = Duration::from_secs(10);
+
 /// Lambda's synchronous payload limit (as the emulator counts it).
 pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024 + 100;
+
+/// The descriptor on which a worker finds its own connection to the
+/// Runtime API (one end of a socket pair; see `serve_runtime_connection`).
+const RUNTIME_FD: i32 = 3;
+/// Tells our runtime clients about it (other clients use the TCP address).
+const RUNTIME_FD_ENV: &str = "ORCHESTRATOR_RUNTIME_API_FD";
+
+/// Serves the Runtime API on our end of the worker's socket pair: the same
+/// HTTP/1.1 API as the TCP listener, without loopback TCP's cost per message
+/// (several times a Unix socket's here), and reachable by nothing else.
+fn serve_runtime_connection(
+    ours: std::os::unix::net::UnixStream,
+    router: Router,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    ours.set_nonblocking(true)?;
+    let stream = tokio::net::UnixStream::from_std(ours)?;
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    tokio::spawn(async move {
+        // Results come pipelined with the next poll: answer both in one write.
+        let connection = hyper::server::conn::http1::Builder::new()
+            .pipeline_flush(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        tokio::select! {
+            _ = connection => {}
+            () = stop.cancelled() => {}
+        }
+    });
+    Ok(())
+}
 
 /// What a worker runs.
 pub struct WorkerSpec {
@@ -45,13 +80,14 @@ pub struct Invocation {
     /// The function's timeout; its deadline counts from when the runtime takes the event.
     pub timeout_ms: i64,
     pub reply: Reply,
-    /// Told when the runtime takes the event (its init, if any, is over).
-    pub delivered: oneshot::Sender<()>,
+    /// Given the worker that took the event (its init, if any, is over).
+    pub delivered: oneshot::Sender<Arc<Worker>>,
 }
 
 /// The Runtime API's view of one worker.
 struct Api {
-    next: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
+    pool: Arc<Shared>,
+    worker: Arc<Worker>,
     pending: Mutex<HashMap<String, Reply>>,
     init_error: Mutex<Option<String>>,
     current: Arc<Mutex<Option<String>>>,
@@ -63,8 +99,8 @@ impl Api {
         self.pending.lock().ok()?.remove(id)
     }
 
-    /// Fails everything in flight or queued (the process is gone).
-    async fn fail_all(&self, why: &str) {
+    /// Fails the invocations in flight (the process is gone).
+    fn fail_in_flight(&self, why: &str) {
         let replies: Vec<Reply> = self
             .pending
             .lock()
@@ -72,13 +108,6 @@ impl Api {
             .unwrap_or_default();
         for reply in replies {
             let _ = reply.send(Err(FunctionError::Failed(why.to_owned())));
-        }
-        let mut next = self.next.lock().await;
-        next.close();
-        while let Ok(invocation) = next.try_recv() {
-            let _ = invocation
-                .reply
-                .send(Err(FunctionError::Failed(why.to_owned())));
         }
     }
 }
@@ -92,8 +121,13 @@ fn api_error(status: StatusCode, kind: &str, message: &str) -> Response {
 }
 
 async fn next_invocation(State(api): State<Arc<Api>>) -> Response {
-    let invocation = api.next.lock().await.recv().await;
+    let invocation = tokio::select! {
+        invocation = api.pool.next_for(&api.worker) => invocation,
+        () = api.worker.stop.cancelled() => None,
+    };
     let Some(invocation) = invocation else {
+        // Reaped, retired or killed: the process goes too.
+        api.worker.kill();
         return api_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Runtime.ShuttingDown",
@@ -106,7 +140,7 @@ async fn next_invocation(State(api): State<Arc<Api>>) -> Response {
     if let Ok(mut pending) = api.pending.lock() {
         pending.insert(invocation.request_id.clone(), invocation.reply);
     }
-    let _ = invocation.delivered.send(());
+    let _ = invocation.delivered.send(api.worker.clone());
     let deadline_ms = crate::now_ms() + invocation.timeout_ms;
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, value: String| {
@@ -223,13 +257,16 @@ async fn post_init_error(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
     (StatusCode::ACCEPTED, Json(json!({"status": "OK"}))).into_response()
 }
 
-/// A running worker. Dropping it kills the process.
+/// A running worker: its process and Runtime API endpoint, kept by the
+/// endpoint's tasks until the process ends.
 pub struct Worker {
-    tx: mpsc::Sender<Invocation>,
-    pgid: Option<i32>,
-    alive: Arc<AtomicBool>,
+    pgid: std::sync::OnceLock<i32>,
+    alive: AtomicBool,
+    /// It has asked for an event (its init is over).
+    ready: AtomicBool,
     stop: CancellationToken,
-    last_used: Mutex<Instant>,
+    /// Why it was stopped, when the process exit alone would not say.
+    stopped_because: Mutex<Option<String>>,
 }
 
 fn environment(spec: &WorkerSpec, api_addr: &str) -> Vec<(String, String)> {
@@ -284,21 +321,32 @@ fn environment(spec: &WorkerSpec, api_addr: &str) -> Vec<(String, String)> {
 }
 
 impl Worker {
-    /// Starts the Runtime API endpoint and the runtime process.
-    pub async fn spawn(spec: &WorkerSpec) -> Result<Worker, FunctionError> {
+    /// Starts a worker for the pool: its Runtime API endpoint and process.
+    pub fn spawn(pool: &Arc<Shared>) -> Result<Arc<Worker>, FunctionError> {
+        let spec = &pool.spec;
         let unavailable =
             |what: &str, e: std::io::Error| FunctionError::Unavailable(format!("{what}: {e}"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
             .map_err(|e| unavailable("binding the runtime API", e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| unavailable("binding the runtime API", e))?
             .to_string();
-        let (tx, rx) = mpsc::channel(1);
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| unavailable("creating the runtime API socket", e))?;
+        let worker = Arc::new(Worker {
+            pgid: std::sync::OnceLock::new(),
+            alive: AtomicBool::new(true),
+            ready: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+            stopped_because: Mutex::default(),
+        });
         let current: Arc<Mutex<Option<String>>> = Arc::default();
         let api = Arc::new(Api {
-            next: tokio::sync::Mutex::new(rx),
+            pool: pool.clone(),
+            worker: worker.clone(),
             pending: Mutex::default(),
             init_error: Mutex::default(),
             current: current.clone(),
@@ -320,13 +368,15 @@ impl Worker {
             .route("/2018-06-01/runtime/init/error", post(post_init_error))
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(api.clone());
-        let stop = CancellationToken::new();
-        let server_stop = stop.clone();
+        let stop = worker.stop.clone();
+        serve_runtime_connection(ours, router.clone(), stop.clone())
+            .map_err(|e| unavailable("serving the runtime API socket", e))?;
         // Small responses back to back (the 202 of a result, then the next
         // event): without TCP_NODELAY, Nagle and delayed ACKs stall them 40 ms.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        let server_stop = stop.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, router)
                 .with_graceful_shutdown(server_stop.cancelled_owned())
@@ -354,15 +404,27 @@ impl Worker {
             .args(&args)
             .env_clear()
             .envs(environment(spec, &addr))
+            .env(RUNTIME_FD_ENV, RUNTIME_FD.to_string())
             .current_dir(&spec.code_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        let their_fd = theirs.as_raw_fd();
+        // SAFETY: prctl, dup2 and fcntl are async-signal-safe and touch no
+        // memory of the parent; `theirs` stays open until after the spawn.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // dup2 clears close-on-exec on the copy; the same number needs it cleared by hand.
+                let inherited = if their_fd == RUNTIME_FD {
+                    libc::fcntl(RUNTIME_FD, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(their_fd, RUNTIME_FD)
+                };
+                if inherited < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
@@ -370,7 +432,11 @@ impl Worker {
             stop.cancel();
             FunctionError::Failed(format!("could not start {}: {e}", program.display()))
         })?;
-        let pgid = child.id().and_then(|p| i32::try_from(p).ok());
+        // The child holds its end now; ours closing lets the server see the child go.
+        drop(theirs);
+        if let Some(pgid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = worker.pgid.set(pgid);
+        }
         for stream in [
             child
                 .stdout
@@ -395,73 +461,65 @@ impl Worker {
                 }
             });
         }
-        let alive = Arc::new(AtomicBool::new(true));
-        let watch = alive.clone();
-        let monitor_stop = stop.clone();
+        // As on Lambda, the runtime has its own budget to initialise.
+        let watched = worker.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(INIT_BUDGET) => {
+                    if !watched.ready.load(Ordering::Acquire) {
+                        watched.stop_because(format!(
+                            "the runtime did not finish initialising within {} s",
+                            INIT_BUDGET.as_secs()
+                        ));
+                    }
+                }
+                () = watched.stop.cancelled() => {}
+            }
+        });
         let app = spec.app.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
-            watch.store(false, Ordering::Release);
-            monitor_stop.cancel();
-            let init = api.init_error.lock().ok().and_then(|e| e.clone());
-            let why = init.unwrap_or_else(|| match status {
-                Ok(s) => format!("the runtime exited ({s})"),
-                Err(e) => format!("the runtime could not be waited for: {e}"),
-            });
+            let worker = api.worker.clone();
+            worker.alive.store(false, Ordering::Release);
+            worker.stop.cancel();
+            let why = worker
+                .stopped_because
+                .lock()
+                .ok()
+                .and_then(|r| r.clone())
+                .or_else(|| api.init_error.lock().ok().and_then(|e| e.clone()))
+                .unwrap_or_else(|| match status {
+                    Ok(s) => format!("the runtime exited ({s})"),
+                    Err(e) => format!("the runtime could not be waited for: {e}"),
+                });
             tracing::info!(app = %app, reason = %why, "function worker stopped");
-            api.fail_all(&why).await;
+            api.fail_in_flight(&why);
+            api.pool.worker_exited(&worker, &why);
         });
-        Ok(Worker {
-            tx,
-            pgid,
-            alive,
-            stop,
-            last_used: Mutex::new(Instant::now()),
-        })
+        Ok(worker)
     }
 
-    /// Hands an invocation over; gives it back if the worker is gone.
-    pub fn send(&self, invocation: Invocation) -> Result<(), Invocation> {
-        if !self.is_alive() {
-            return Err(invocation);
+    /// Marks it as having asked for an event; true the first time.
+    pub fn mark_ready(&self) -> bool {
+        !self.ready.swap(true, Ordering::AcqRel)
+    }
+
+    /// Kills it, saying why (reported to what it was running or about to run).
+    fn stop_because(&self, why: String) {
+        if let Ok(mut slot) = self.stopped_because.lock() {
+            slot.get_or_insert(why);
         }
-        self.tx.try_send(invocation).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(i) | mpsc::error::TrySendError::Closed(i) => i,
-        })
-    }
-
-    pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
-    }
-
-    /// When it last finished an invocation.
-    pub fn idle_since(&self) -> Instant {
-        self.last_used
-            .lock()
-            .map(|t| *t)
-            .unwrap_or_else(|_| Instant::now())
-    }
-
-    pub fn touch(&self) {
-        if let Ok(mut t) = self.last_used.lock() {
-            *t = Instant::now();
-        }
+        self.kill();
     }
 
     /// Kills the process group and the Runtime API endpoint.
     pub fn kill(&self) {
-        if let Some(pgid) = self.pgid {
+        if let Some(pgid) = self.pgid.get() {
             if self.alive.swap(false, Ordering::AcqRel) {
                 // SAFETY: signalling our own child's process group.
                 unsafe { libc::kill(-pgid, libc::SIGKILL) };
             }
         }
         self.stop.cancel();
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

@@ -5,6 +5,7 @@ import http.client
 import importlib
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -14,7 +15,28 @@ sys.stderr.reconfigure(line_buffering=True)
 
 API = os.environ.get("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
 HOST, PORT = API.rsplit(":", 1)
-_conn = http.client.HTTPConnection(HOST, int(PORT))
+# orchestrator also hands its runtimes a connected socket to the same API
+# (cheaper than loopback TCP); it can be used once.
+_OFFERED_FD = os.environ.pop("ORCHESTRATOR_RUNTIME_API_FD", None)
+
+
+class _OfferedConnection(http.client.HTTPConnection):
+    def connect(self):
+        global _OFFERED_FD
+        if _OFFERED_FD is None:
+            raise ConnectionError("runtime API connection closed")
+        fd, _OFFERED_FD = int(_OFFERED_FD), None
+        os.set_inheritable(fd, False)
+        self.sock = socket.socket(fileno=fd)
+
+
+def _connection():
+    if _OFFERED_FD is not None:
+        return _OfferedConnection(HOST, int(PORT))
+    return http.client.HTTPConnection(HOST, int(PORT))
+
+
+_conn = _connection()
 
 
 def call(method, route, body=None, headers=None):
@@ -26,7 +48,7 @@ def call(method, route, body=None, headers=None):
             return response.status, response.headers, response.read()
         except (http.client.HTTPException, OSError):
             _conn.close()
-            _conn = http.client.HTTPConnection(HOST, int(PORT))
+            _conn = _connection()
             if attempt:
                 raise
 
