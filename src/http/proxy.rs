@@ -119,11 +119,7 @@ async fn serve(proxy: &ProxyState, app: &str, request: Request) -> Response {
         PayloadFormat::V1 => event_v1(&incoming),
         PayloadFormat::V2 => event_v2(&incoming),
     };
-    match proxy
-        .apps
-        .invoke(&name, event.to_string().into_bytes())
-        .await
-    {
+    match proxy.apps.invoke(&name, event).await {
         Ok(result) => respond(format, &result),
         Err(FunctionError::Timeout(_)) => gateway(
             StatusCode::GATEWAY_TIMEOUT,

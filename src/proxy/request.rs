@@ -1,7 +1,11 @@
 //! HTTP request → API Gateway proxy event (REST v1 or HTTP API v2).
 
+use std::borrow::Cow;
+
 use base64::Engine;
-use serde_json::{json, Map, Value};
+use chrono::{Datelike, Timelike};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 
 /// What the proxy knows of one request.
 #[derive(Debug, Clone)]
@@ -55,183 +59,357 @@ impl IncomingRequest {
     }
 
     /// `(body, isBase64Encoded)`: text when it is UTF-8 of a textual type, else base64.
-    fn body(&self) -> (Value, bool) {
+    fn body(&self) -> (Option<Cow<'_, str>>, bool) {
         if self.body.is_empty() {
-            return (Value::Null, false);
+            return (None, false);
         }
         let text_type = is_text_type(self.header("content-type").unwrap_or_default());
         match std::str::from_utf8(&self.body) {
-            Ok(text) if text_type => (Value::String(text.to_owned()), false),
+            Ok(text) if text_type => (Some(Cow::Borrowed(text)), false),
             _ => (
-                Value::String(base64::engine::general_purpose::STANDARD.encode(&self.body)),
+                Some(Cow::Owned(
+                    base64::engine::general_purpose::STANDARD.encode(&self.body),
+                )),
                 true,
             ),
         }
     }
 
-    fn query_pairs(&self) -> Vec<(String, String)> {
-        form_urlencoded::parse(self.raw_query.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect()
-    }
-
-    fn user_agent(&self) -> Value {
-        self.header("user-agent")
-            .map_or(Value::Null, |ua| Value::String(ua.to_owned()))
+    fn query_pairs(&self) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+        form_urlencoded::parse(self.raw_query.as_bytes()).collect()
     }
 }
 
-/// Last value per name, and every value per name.
-fn single_and_multi(pairs: &[(String, String)]) -> (Value, Value) {
-    if pairs.is_empty() {
-        return (Value::Null, Value::Null);
-    }
-    let mut single = Map::new();
-    let mut multi: Map<String, Value> = Map::new();
-    for (name, value) in pairs {
-        single.insert(name.clone(), json!(value));
-        match multi.get_mut(name) {
-            Some(Value::Array(values)) => values.push(json!(value)),
-            _ => {
-                multi.insert(name.clone(), json!([value]));
+/// Values grouped by name, names in order of first appearance (requests
+/// carry a few dozen at most, so a linear search beats hashing).
+struct Grouped<'a>(Vec<(&'a str, Vec<&'a str>)>);
+
+impl<'a> Grouped<'a> {
+    fn of(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (name, value) in pairs {
+            match groups.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, values)) => values.push(value),
+                None => groups.push((name, vec![value])),
             }
         }
+        Self(groups)
     }
-    (Value::Object(single), Value::Object(multi))
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The last value per name (REST's `headers`, `queryStringParameters`).
+    fn last(&self) -> Option<LastValues<'_>> {
+        (!self.is_empty()).then_some(LastValues(self))
+    }
+
+    /// Every value per name (REST's `multiValue…` maps).
+    fn all(&self) -> Option<AllValues<'_>> {
+        (!self.is_empty()).then_some(AllValues(self))
+    }
+
+    /// Repeats joined with commas (HTTP API's rule).
+    fn joined(&self) -> JoinedValues<'_> {
+        JoinedValues(self)
+    }
 }
 
-/// Repeated names joined with commas (HTTP API's rule).
-fn comma_joined(pairs: impl Iterator<Item = (String, String)>) -> Option<Map<String, Value>> {
-    let mut joined: Map<String, Value> = Map::new();
-    for (name, value) in pairs {
-        match joined.get_mut(&name) {
-            Some(Value::String(existing)) => {
-                existing.push(',');
-                existing.push_str(&value);
-            }
-            _ => {
-                joined.insert(name, Value::String(value));
+struct LastValues<'a>(&'a Grouped<'a>);
+struct AllValues<'a>(&'a Grouped<'a>);
+struct JoinedValues<'a>(&'a Grouped<'a>);
+
+impl Serialize for LastValues<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(
+            self.0
+                 .0
+                .iter()
+                .map(|(name, values)| (name, values.last().copied().unwrap_or_default())),
+        )
+    }
+}
+
+impl Serialize for AllValues<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0 .0.iter().map(|(name, values)| (name, values)))
+    }
+}
+
+impl Serialize for JoinedValues<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0 .0.len()))?;
+        for (name, values) in &self.0 .0 {
+            match values.as_slice() {
+                [one] => map.serialize_entry(name, one)?,
+                many => map.serialize_entry(name, &many.join(","))?,
             }
         }
+        map.end()
     }
-    (!joined.is_empty()).then_some(joined)
 }
 
+/// API Gateway's `requestTime`, e.g. `23/Nov/2025:10:00:00 +0000`.
 fn request_time(epoch_ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(epoch_ms)
-        .unwrap_or_default()
-        .format("%d/%b/%Y:%H:%M:%S %z")
-        .to_string()
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let t = chrono::DateTime::from_timestamp_millis(epoch_ms).unwrap_or_default();
+    format!(
+        "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
+        t.day(),
+        MONTHS[t.month0() as usize % 12],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
-/// The REST API (payload 1.0) event, as a `{proxy+}` resource on stage `$default`.
-pub fn event_v1(request: &IncomingRequest) -> Value {
-    let (headers, multi_headers) = single_and_multi(&request.headers);
-    let (query, multi_query) = single_and_multi(&request.query_pairs());
-    let (body, base64) = request.body();
-    let proxy = request.path.trim_start_matches('/');
-    json!({
-        "resource": "/{proxy+}",
-        "path": request.path,
-        "httpMethod": request.method,
-        "headers": headers,
-        "multiValueHeaders": multi_headers,
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": multi_query,
-        "pathParameters": if proxy.is_empty() { Value::Null } else { json!({"proxy": proxy}) },
-        "stageVariables": null,
-        "requestContext": {
-            "accountId": "000000000000",
-            "apiId": "local",
-            "domainName": request.domain_name,
-            "domainPrefix": request.domain_prefix,
-            "extendedRequestId": request.request_id,
-            "httpMethod": request.method,
-            "identity": {
-                "accessKey": null, "accountId": null, "caller": null, "cognitoAuthenticationProvider": null,
-                "cognitoAuthenticationType": null, "cognitoIdentityId": null, "cognitoIdentityPoolId": null,
-                "principalOrgId": null, "sourceIp": request.source_ip, "user": null,
-                "userAgent": request.user_agent(), "userArn": null, "clientCert": null,
-            },
-            "path": request.path,
-            "protocol": "HTTP/1.1",
-            "requestId": request.request_id,
-            "requestTime": request_time(request.time_epoch_ms),
-            "requestTimeEpoch": request.time_epoch_ms,
-            "resourceId": "proxy",
-            "resourcePath": "/{proxy+}",
-            "stage": "$default",
-        },
-        "body": body,
-        "isBase64Encoded": base64,
-    })
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventV1<'a> {
+    resource: &'a str,
+    path: &'a str,
+    http_method: &'a str,
+    headers: Option<LastValues<'a>>,
+    multi_value_headers: Option<AllValues<'a>>,
+    query_string_parameters: Option<LastValues<'a>>,
+    multi_value_query_string_parameters: Option<AllValues<'a>>,
+    path_parameters: Option<ProxyParameter<'a>>,
+    stage_variables: Option<()>,
+    request_context: ContextV1<'a>,
+    body: Option<Cow<'a, str>>,
+    is_base64_encoded: bool,
 }
 
-/// The HTTP API (payload 2.0) event, as a `$default` route (as Function URLs send it).
-pub fn event_v2(request: &IncomingRequest) -> Value {
-    let cookies: Vec<String> = request
-        .headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
-        .flat_map(|(_, value)| {
-            value
-                .split(';')
-                .map(|c| c.trim().to_owned())
-                .filter(|c| !c.is_empty())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let headers = comma_joined(
+#[derive(Serialize)]
+struct ProxyParameter<'a> {
+    proxy: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContextV1<'a> {
+    account_id: &'a str,
+    api_id: &'a str,
+    domain_name: &'a str,
+    domain_prefix: &'a str,
+    extended_request_id: &'a str,
+    http_method: &'a str,
+    identity: Identity<'a>,
+    path: &'a str,
+    protocol: &'a str,
+    request_id: &'a str,
+    request_time: String,
+    request_time_epoch: i64,
+    resource_id: &'a str,
+    resource_path: &'a str,
+    stage: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Identity<'a> {
+    access_key: Option<()>,
+    account_id: Option<()>,
+    caller: Option<()>,
+    cognito_authentication_provider: Option<()>,
+    cognito_authentication_type: Option<()>,
+    cognito_identity_id: Option<()>,
+    cognito_identity_pool_id: Option<()>,
+    principal_org_id: Option<()>,
+    source_ip: &'a str,
+    user: Option<()>,
+    user_agent: Option<&'a str>,
+    user_arn: Option<()>,
+    client_cert: Option<()>,
+}
+
+const ACCOUNT_ID: &str = "000000000000";
+const API_ID: &str = "local";
+const STAGE: &str = "$default";
+const PROTOCOL: &str = "HTTP/1.1";
+
+fn to_json(event: &impl Serialize) -> Vec<u8> {
+    // Only strings, numbers and maps with string keys: serializing cannot fail.
+    serde_json::to_vec(event).unwrap_or_else(|_| b"null".to_vec())
+}
+
+/// The REST API (payload 1.0) event, as a `{proxy+}` resource on stage
+/// `$default`, serialized.
+pub fn event_v1(request: &IncomingRequest) -> Vec<u8> {
+    let headers = Grouped::of(
         request
             .headers
             .iter()
-            .filter(|(name, _)| !name.eq_ignore_ascii_case("cookie"))
-            .map(|(n, v)| (n.to_ascii_lowercase(), v.clone())),
+            .map(|(n, v)| (n.as_str(), v.as_str())),
     );
-    let query = comma_joined(request.query_pairs().into_iter());
-    let (body, base64) = request.body();
-    let mut event = json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": request.path,
-        "rawQueryString": request.raw_query,
-        "headers": headers.unwrap_or_default(),
-        "requestContext": {
-            "accountId": "000000000000",
-            "apiId": "local",
-            "domainName": request.domain_name,
-            "domainPrefix": request.domain_prefix,
-            "http": {
-                "method": request.method,
-                "path": request.path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": request.source_ip,
-                "userAgent": request.user_agent(),
+    let pairs = request.query_pairs();
+    let query = Grouped::of(pairs.iter().map(|(n, v)| (n.as_ref(), v.as_ref())));
+    let (body, is_base64_encoded) = request.body();
+    let proxy = request.path.trim_start_matches('/');
+    to_json(&EventV1 {
+        resource: "/{proxy+}",
+        path: &request.path,
+        http_method: &request.method,
+        headers: headers.last(),
+        multi_value_headers: headers.all(),
+        query_string_parameters: query.last(),
+        multi_value_query_string_parameters: query.all(),
+        path_parameters: (!proxy.is_empty()).then_some(ProxyParameter { proxy }),
+        stage_variables: None,
+        request_context: ContextV1 {
+            account_id: ACCOUNT_ID,
+            api_id: API_ID,
+            domain_name: &request.domain_name,
+            domain_prefix: &request.domain_prefix,
+            extended_request_id: &request.request_id,
+            http_method: &request.method,
+            identity: Identity {
+                access_key: None,
+                account_id: None,
+                caller: None,
+                cognito_authentication_provider: None,
+                cognito_authentication_type: None,
+                cognito_identity_id: None,
+                cognito_identity_pool_id: None,
+                principal_org_id: None,
+                source_ip: &request.source_ip,
+                user: None,
+                user_agent: request.header("user-agent"),
+                user_arn: None,
+                client_cert: None,
             },
-            "requestId": request.request_id,
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": request_time(request.time_epoch_ms),
-            "timeEpoch": request.time_epoch_ms,
+            path: &request.path,
+            protocol: PROTOCOL,
+            request_id: &request.request_id,
+            request_time: request_time(request.time_epoch_ms),
+            request_time_epoch: request.time_epoch_ms,
+            resource_id: "proxy",
+            resource_path: "/{proxy+}",
+            stage: STAGE,
         },
-        "isBase64Encoded": base64,
-    });
-    let fields = event.as_object_mut().unwrap_or_else(|| unreachable!());
-    if !cookies.is_empty() {
-        fields.insert("cookies".into(), json!(cookies));
-    }
-    if let Some(query) = query {
-        fields.insert("queryStringParameters".into(), Value::Object(query));
-    }
-    if !body.is_null() {
-        fields.insert("body".into(), body);
-    }
-    event
+        body,
+        is_base64_encoded,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventV2<'a> {
+    version: &'a str,
+    route_key: &'a str,
+    raw_path: &'a str,
+    raw_query_string: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cookies: Vec<&'a str>,
+    headers: JoinedValues<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_string_parameters: Option<JoinedValues<'a>>,
+    request_context: ContextV2<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<Cow<'a, str>>,
+    is_base64_encoded: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContextV2<'a> {
+    account_id: &'a str,
+    api_id: &'a str,
+    domain_name: &'a str,
+    domain_prefix: &'a str,
+    http: HttpV2<'a>,
+    request_id: &'a str,
+    route_key: &'a str,
+    stage: &'a str,
+    time: String,
+    time_epoch: i64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpV2<'a> {
+    method: &'a str,
+    path: &'a str,
+    protocol: &'a str,
+    source_ip: &'a str,
+    user_agent: Option<&'a str>,
+}
+
+/// The HTTP API (payload 2.0) event, as a `$default` route (as Function URLs
+/// send it), serialized.
+pub fn event_v2(request: &IncomingRequest) -> Vec<u8> {
+    let is_cookie = |name: &str| name.eq_ignore_ascii_case("cookie");
+    let cookies: Vec<&str> = request
+        .headers
+        .iter()
+        .filter(|(name, _)| is_cookie(name))
+        .flat_map(|(_, value)| value.split(';').map(str::trim).filter(|c| !c.is_empty()))
+        .collect();
+    // HTTP/1 servers hand names over in lowercase already; others are lowered here.
+    let lowered: Vec<(Cow<'_, str>, &str)> = request
+        .headers
+        .iter()
+        .filter(|(name, _)| !is_cookie(name))
+        .map(|(n, v)| {
+            let name = if n.bytes().any(|b| b.is_ascii_uppercase()) {
+                Cow::Owned(n.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(n.as_str())
+            };
+            (name, v.as_str())
+        })
+        .collect();
+    let headers = Grouped::of(lowered.iter().map(|(n, v)| (n.as_ref(), *v)));
+    let pairs = request.query_pairs();
+    let query = Grouped::of(pairs.iter().map(|(n, v)| (n.as_ref(), v.as_ref())));
+    let (body, is_base64_encoded) = request.body();
+    to_json(&EventV2 {
+        version: "2.0",
+        route_key: STAGE,
+        raw_path: &request.path,
+        raw_query_string: &request.raw_query,
+        cookies,
+        headers: headers.joined(),
+        query_string_parameters: (!query.is_empty()).then(|| query.joined()),
+        request_context: ContextV2 {
+            account_id: ACCOUNT_ID,
+            api_id: API_ID,
+            domain_name: &request.domain_name,
+            domain_prefix: &request.domain_prefix,
+            http: HttpV2 {
+                method: &request.method,
+                path: &request.path,
+                protocol: PROTOCOL,
+                source_ip: &request.source_ip,
+                user_agent: request.header("user-agent"),
+            },
+            request_id: &request.request_id,
+            route_key: STAGE,
+            stage: STAGE,
+            time: request_time(request.time_epoch_ms),
+            time_epoch: request.time_epoch_ms,
+        },
+        body,
+        is_base64_encoded,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    fn v1(request: &IncomingRequest) -> Value {
+        serde_json::from_slice(&event_v1(request)).unwrap()
+    }
+
+    fn v2(request: &IncomingRequest) -> Value {
+        serde_json::from_slice(&event_v2(request)).unwrap()
+    }
 
     fn request() -> IncomingRequest {
         IncomingRequest {
@@ -256,7 +434,7 @@ mod tests {
 
     #[test]
     fn v1_keeps_repeats_in_multi_value_maps_and_the_last_in_single_maps() {
-        let e = event_v1(&request());
+        let e = v1(&request());
         assert_eq!(e["httpMethod"], "GET");
         assert_eq!(e["path"], "/items/42");
         assert_eq!(e["resource"], "/{proxy+}");
@@ -291,7 +469,7 @@ mod tests {
         let mut r = request();
         r.raw_query.clear();
         r.path = "/".into();
-        let e = event_v1(&r);
+        let e = v1(&r);
         assert_eq!(e["queryStringParameters"], Value::Null);
         assert_eq!(e["multiValueQueryStringParameters"], Value::Null);
         assert_eq!(e["pathParameters"], Value::Null);
@@ -299,7 +477,7 @@ mod tests {
 
     #[test]
     fn v2_joins_repeats_with_commas_and_moves_cookies() {
-        let e = event_v2(&request());
+        let e = v2(&request());
         assert_eq!(e["version"], "2.0");
         assert_eq!(e["routeKey"], "$default");
         assert_eq!(e["rawPath"], "/items/42");
@@ -321,7 +499,7 @@ mod tests {
         r.headers
             .push(("content-type".into(), "application/json".into()));
         r.body = br#"{"text":"hi"}"#.to_vec();
-        let e = event_v1(&r);
+        let e = v1(&r);
         assert_eq!(
             (e["body"].as_str(), e["isBase64Encoded"].as_bool()),
             (Some(r#"{"text":"hi"}"#), Some(false))
@@ -329,13 +507,87 @@ mod tests {
 
         r.headers.push(("content-type".into(), "image/png".into()));
         r.body = vec![0x89, b'P', b'N', b'G', 0, 0xff];
-        for e in [event_v1(&r), event_v2(&r)] {
+        for e in [v1(&r), v2(&r)] {
             assert_eq!(e["isBase64Encoded"], true);
             assert_eq!(e["body"], "iVBORwD/");
         }
         // Textual type but not UTF-8: still base64.
         r.headers.push(("content-type".into(), "text/plain".into()));
         r.body = vec![0xff, 0xfe];
-        assert_eq!(event_v1(&r)["isBase64Encoded"], true);
+        assert_eq!(v1(&r)["isBase64Encoded"], true);
+    }
+
+    #[test]
+    fn v1_has_every_field_api_gateway_sends_in_its_order() {
+        let e = v1(&request());
+        let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            keys(&e),
+            [
+                "resource",
+                "path",
+                "httpMethod",
+                "headers",
+                "multiValueHeaders",
+                "queryStringParameters",
+                "multiValueQueryStringParameters",
+                "pathParameters",
+                "stageVariables",
+                "requestContext",
+                "body",
+                "isBase64Encoded"
+            ]
+        );
+        assert_eq!(
+            keys(&e["requestContext"]),
+            [
+                "accountId",
+                "apiId",
+                "domainName",
+                "domainPrefix",
+                "extendedRequestId",
+                "httpMethod",
+                "identity",
+                "path",
+                "protocol",
+                "requestId",
+                "requestTime",
+                "requestTimeEpoch",
+                "resourceId",
+                "resourcePath",
+                "stage"
+            ]
+        );
+        let identity = &e["requestContext"]["identity"];
+        assert_eq!(identity.as_object().unwrap().len(), 13);
+        assert_eq!(identity["cognitoIdentityPoolId"], Value::Null);
+        assert_eq!(e["requestContext"]["stage"], "$default");
+        assert_eq!(
+            keys(&e["headers"]),
+            ["host", "accept", "cookie", "user-agent"],
+            "names in order of first appearance"
+        );
+        let mut r = request();
+        r.headers.retain(|(n, _)| n != "user-agent");
+        assert_eq!(
+            v1(&r)["requestContext"]["identity"]["userAgent"],
+            Value::Null
+        );
+        assert_eq!(v2(&r)["requestContext"]["http"]["userAgent"], Value::Null);
+    }
+
+    #[test]
+    fn v2_lowers_header_names_and_omits_absent_parts() {
+        let mut r = request();
+        r.headers = vec![
+            ("X-Trace".into(), "a".into()),
+            ("x-trace".into(), "b".into()),
+        ];
+        r.raw_query.clear();
+        let e = v2(&r);
+        assert_eq!(e["headers"], json!({"x-trace": "a,b"}));
+        assert!(e.get("cookies").is_none() && e.get("queryStringParameters").is_none());
+        assert_eq!(e["requestContext"]["time"], "23/Nov/2025:10:00:00 +0000");
+        assert_eq!(e["requestContext"]["timeEpoch"], 1_763_892_000_000i64);
     }
 }

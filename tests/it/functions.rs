@@ -80,7 +80,7 @@ fn get(path: &str, query: &str) -> Vec<u8> {
         request_id: "r".into(),
         time_epoch_ms: 0,
     };
-    event_v1(&request).to_string().into_bytes()
+    event_v1(&request)
 }
 
 #[tokio::test]

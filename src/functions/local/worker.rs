@@ -37,6 +37,31 @@ const RUNTIME_FD: i32 = 3;
 /// Tells our runtime clients about it (other clients use the TCP address).
 const RUNTIME_FD_ENV: &str = "ORCHESTRATOR_RUNTIME_API_FD";
 
+/// The thread that serves our runtimes' connections. A worker that posts a
+/// result waits for its next event; on its own thread that answer is not
+/// queued behind the proxy's other work.
+fn runtime_api_thread() -> std::io::Result<tokio::runtime::Handle> {
+    static HANDLE: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    if HANDLE.set(handle.clone()).is_err() {
+        // Another caller won the race: use theirs, drop ours unstarted.
+        return HANDLE
+            .get()
+            .cloned()
+            .ok_or_else(|| std::io::Error::other("runtime API thread"));
+    }
+    std::thread::Builder::new()
+        .name("runtime-api".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    Ok(handle)
+}
+
 /// Serves the Runtime API on our end of the worker's socket pair: the same
 /// HTTP/1.1 API as the TCP listener, without loopback TCP's cost per message
 /// (several times a Unix socket's here), and reachable by nothing else.
@@ -46,9 +71,11 @@ fn serve_runtime_connection(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     ours.set_nonblocking(true)?;
-    let stream = tokio::net::UnixStream::from_std(ours)?;
     let service = hyper_util::service::TowerToHyperService::new(router);
-    tokio::spawn(async move {
+    runtime_api_thread()?.spawn(async move {
+        let Ok(stream) = tokio::net::UnixStream::from_std(ours) else {
+            return;
+        };
         // Results come pipelined with the next poll: answer both in one write.
         let connection = hyper::server::conn::http1::Builder::new()
             .pipeline_flush(true)
