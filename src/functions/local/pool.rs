@@ -7,6 +7,7 @@
 //! than workers are starting, up to the cap.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,8 @@ struct State {
     workers: usize,
     /// Workers started that have not asked for an event yet.
     starting: usize,
+    /// Workers running an invocation (taken, result not posted yet).
+    busy: usize,
     retired: bool,
 }
 
@@ -46,6 +49,16 @@ struct Waiter {
 }
 
 impl State {
+    fn set_busy(&mut self, worker: &Worker, busy: bool) {
+        if worker.busy.swap(busy, Ordering::AcqRel) != busy {
+            if busy {
+                self.busy += 1;
+            } else {
+                self.busy -= 1;
+            }
+        }
+    }
+
     /// Counts a new worker in if the queue needs one (the caller starts it).
     fn wants_worker(&mut self, max: usize) -> bool {
         let needed = !self.retired && self.queued.len() > self.starting && self.workers < max;
@@ -71,7 +84,10 @@ impl Shared {
             let mut state = self.state();
             while let Some(waiter) = state.waiting.pop() {
                 match waiter.hand.send(invocation) {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        state.set_busy(&waiter.worker, true);
+                        return;
+                    }
                     Err(back) => invocation = back,
                 }
             }
@@ -105,6 +121,7 @@ impl Shared {
                 state.starting -= 1;
             }
             if let Some(invocation) = state.queued.pop_front() {
+                state.set_busy(worker, true);
                 return Some(invocation);
             }
             if state.retired {
@@ -122,6 +139,11 @@ impl Shared {
         parked.await.ok()
     }
 
+    /// A worker posted its invocation's result or error.
+    pub fn finished(&self, worker: &Worker) {
+        self.state().set_busy(worker, false);
+    }
+
     /// A worker's process ended. One that never asked for an event failed
     /// its init: the oldest queued invocation gets the reason (as the
     /// invocation that caused a cold start does on Lambda).
@@ -129,6 +151,7 @@ impl Shared {
         let (failed, start) = {
             let mut state = self.state();
             state.workers -= 1;
+            state.set_busy(worker, false);
             let mut failed = Vec::new();
             if worker.mark_ready() {
                 state.starting -= 1;
@@ -200,10 +223,13 @@ impl Pool {
         stale.len()
     }
 
-    /// Workers alive and waiting for an event now.
+    /// Workers alive and not running an invocation (nor starting) now.
     pub fn idle_count(&self) -> usize {
         let state = self.shared.state();
-        state.waiting.iter().filter(|w| !w.hand.is_closed()).count()
+        state
+            .workers
+            .saturating_sub(state.starting)
+            .saturating_sub(state.busy)
     }
 
     pub async fn invoke(&self, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {

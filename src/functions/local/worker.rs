@@ -218,6 +218,7 @@ async fn post_response(
     let Some(reply) = api.take(&id) else {
         return unknown_request_id();
     };
+    api.pool.finished(&api.worker);
     match read_body(body).await {
         Ok(result) => {
             let _ = reply.send(Ok(result));
@@ -270,6 +271,7 @@ async fn post_error(
     let Some(reply) = api.take(&id) else {
         return unknown_request_id();
     };
+    api.pool.finished(&api.worker);
     let body = read_body(body).await.unwrap_or_default();
     let _ = reply.send(Err(FunctionError::Failed(describe_error(&headers, &body))));
     (StatusCode::ACCEPTED, Json(json!({"status": "OK"}))).into_response()
@@ -291,6 +293,8 @@ pub struct Worker {
     alive: AtomicBool,
     /// It has asked for an event (its init is over).
     ready: AtomicBool,
+    /// It has an invocation whose result is not posted yet (kept by the pool).
+    pub busy: AtomicBool,
     stop: CancellationToken,
     /// Why it was stopped, when the process exit alone would not say.
     stopped_because: Mutex<Option<String>>,
@@ -367,6 +371,7 @@ impl Worker {
             pgid: std::sync::OnceLock::new(),
             alive: AtomicBool::new(true),
             ready: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
             stop: CancellationToken::new(),
             stopped_because: Mutex::default(),
         });
