@@ -104,11 +104,32 @@ tree_hwm() { # sum of VmHWM (KiB) over a process and its descendants
   echo $total
 }
 
+tree_pss() { # sum of Pss (KiB) over a process and its descendants: shared pages (the node binary) counted once
+  local total=0 pid
+  for pid in $1 $(pgrep -P "$1" 2>/dev/null); do
+    total=$((total + $(awk '/^Pss:/ {print $2}' /proc/$pid/smaps_rollup 2>/dev/null || echo 0)))
+  done
+  echo $total
+}
+# Highest tree_pss of the orchestrator, sampled every 0.5 s while it is under load.
+echo 0 > "$WORK/orch_pss"
+sample_pss() {
+  local peak now
+  peak=$(cat "$WORK/orch_pss")
+  while kill -0 "$1" 2>/dev/null; do
+    now=$(tree_pss "$ORCH_PID"); [ "$now" -gt "$peak" ] && peak=$now && echo "$peak" > "$WORK/orch_pss"
+    sleep 0.5
+  done
+}
+
 run() { # system route -> "req/s p50 p99 non2xx"
   local base extra=()
   case $1 in orch) base=$ORCH_URL; extra=(-H "Host: seed.localhost");; node) base=$NODE_URL;; sls) base=$SLS_URL;; esac
   case $2 in get) path=/; script=();; post) path=/testProxyingWithBody; script=(-s bench/post_text.lua);; esac
-  wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "${extra[@]}" "${script[@]}" "$base$path" > "$WORK/wrk.out"
+  wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "${extra[@]}" "${script[@]}" "$base$path" > "$WORK/wrk.out" &
+  local wrk_pid=$!
+  [ "$1" = orch ] && sample_pss $wrk_pid
+  wait $wrk_pid
   awk '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
     /Requests\/sec/ {rps=$2} /^ +50%/ {p50=ms($2)} /^ +99%/ {p99=ms($2)} /Non-2xx/ {bad=$NF}
@@ -139,6 +160,7 @@ for sys in orch node sls; do for route in get post; do
 done; done
 echo
 echo "peak RSS (process tree, sum of VmHWM): orchestrator+workers $((orch_peak / 1024)) MiB, plain node $((node_peak / 1024)) MiB, serverless-offline $((sls_peak / 1024)) MiB"
+echo "orchestrator+workers peak PSS under load (shared pages counted once, sampled every 0.5 s): $(( $(cat "$WORK/orch_pss") / 1024 )) MiB"
 for route in get post; do
   o=$(col orch $route 3); n=$(col node $route 3); s=$(col sls $route 3)
   echo "$route: orchestrator = $(awk -v a="$o" -v b="$n" 'BEGIN {printf "%.0f%%", 100*a/b}') of plain node, $(awk -v a="$o" -v b="$s" 'BEGIN {printf "%.1fx", a/b}') serverless-offline"
