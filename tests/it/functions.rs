@@ -403,3 +403,51 @@ async fn a_crash_loses_no_queued_invocation_and_init_errors_reach_every_waiting_
     }
     assert_eq!(backend.idle_workers(&broken), 0);
 }
+
+#[tokio::test]
+async fn each_invocation_sees_its_trace_id_in_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_secs(60));
+    // Child processes inherit what the handler sets, as with Node's own process.env.
+    let node = r#"const { execSync } = require('node:child_process');
+        exports.handler = async () => {
+            process.env.FROM_HANDLER = 42;
+            const child = execSync('echo -n "$FROM_HANDLER"').toString();
+            return { statusCode: 200, body: process.env._X_AMZN_TRACE_ID + '|' + child + '|' + typeof process.env.FROM_HANDLER };
+        };"#;
+    let python = "import os\ndef handler(event, context):\n    return {'statusCode': 200, 'body': os.environ['_X_AMZN_TRACE_ID']}\n";
+    let node_app = deploy(
+        &backend,
+        dir.path(),
+        "trace-node",
+        &[("index.js", node)],
+        &config(json!({})),
+    )
+    .await;
+    let python_app = deploy(
+        &backend,
+        dir.path(),
+        "trace-py",
+        &[("app.py", python)],
+        &config(json!({"runtime": "python3.12", "handler": "app.handler"})),
+    )
+    .await;
+    for app in [&node_app, &python_app] {
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let answer = bodies(vec![backend.invoke(app, b"{}".to_vec()).await])
+                .remove(0)
+                .unwrap();
+            let trace = answer.split('|').next().unwrap().to_owned();
+            assert!(
+                trace.starts_with("Root=1-") && trace.contains(";Parent="),
+                "{answer}"
+            );
+            if *app == node_app {
+                assert!(answer.ends_with("|42|string"), "{answer}");
+            }
+            seen.push(trace);
+        }
+        assert_ne!(seen[0], seen[1], "a new trace id per invocation");
+    }
+}

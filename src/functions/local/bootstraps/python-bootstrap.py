@@ -53,6 +53,18 @@ def call(method, route, body=None, headers=None):
                 raise
 
 
+def set_trace_id(value):
+    # Assigning to os.environ calls setenv(3), and glibc keeps every value
+    # ever set: once per invocation, a warm worker would grow without end.
+    # The trace id goes in os.environ's mapping only (where the X-Ray SDK
+    # reads it), not in the C environment.
+    env = os.environ
+    try:
+        env._data[env.encodekey("_X_AMZN_TRACE_ID")] = env.encodevalue(value)
+    except AttributeError:
+        env["_X_AMZN_TRACE_ID"] = value
+
+
 def error_body(error):
     return json.dumps({
         "errorMessage": str(error),
@@ -100,7 +112,7 @@ def main():
             sys.exit(1)
         request_id = headers["Lambda-Runtime-Aws-Request-Id"]
         if headers.get("Lambda-Runtime-Trace-Id"):
-            os.environ["_X_AMZN_TRACE_ID"] = headers["Lambda-Runtime-Trace-Id"]
+            set_trace_id(headers["Lambda-Runtime-Trace-Id"])
         context = Context(request_id, int(headers["Lambda-Runtime-Deadline-Ms"]),
                           headers.get("Lambda-Runtime-Invoked-Function-Arn"))
         try:
