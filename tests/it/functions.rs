@@ -451,3 +451,55 @@ async fn each_invocation_sees_its_trace_id_in_the_environment() {
         assert_ne!(seen[0], seen[1], "a new trace id per invocation");
     }
 }
+
+#[tokio::test]
+async fn invocations_queued_before_a_redeploy_are_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local_with_cap(dir.path(), Duration::from_secs(60), 1);
+    let v1 = "exports.handler = async () => { await new Promise(r => setTimeout(r, 200)); return { statusCode: 200, body: 'v1' }; };";
+    let v2 = "exports.handler = async () => ({ statusCode: 200, body: 'v2' });";
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "rolling",
+        &[("index.js", v1)],
+        &config(json!({})),
+    )
+    .await;
+    let queued = (0..3).map(|_| backend.invoke(&app, b"{}".to_vec()));
+    let redeploy = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        deploy(
+            &backend,
+            dir.path(),
+            "rolling-v2",
+            &[("index.js", v2)],
+            &config(json!({})),
+        )
+        .await;
+        let code = dir.path().join("rolling-v2");
+        backend
+            .deploy(Deployment {
+                app: &app,
+                version: 2,
+                zip: &[],
+                code_dir: &code,
+                config: &config(json!({})),
+            })
+            .await
+            .unwrap();
+    };
+    let (answers, ()) = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures::future::join(futures::future::join_all(queued), redeploy),
+    )
+    .await
+    .expect("nothing queued is stranded by the redeploy");
+    let answers = bodies(answers);
+    assert!(
+        answers.iter().all(|a| a.as_deref() == Ok("v1")),
+        "{answers:?}"
+    );
+    let after = bodies(vec![backend.invoke(&app, b"{}".to_vec()).await]);
+    assert_eq!(after[0].as_deref(), Ok("v2"));
+}

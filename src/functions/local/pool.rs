@@ -60,8 +60,10 @@ impl State {
     }
 
     /// Counts a new worker in if the queue needs one (the caller starts it).
+    /// A retired pool still serves what was queued (an invocation racing a
+    /// redeploy); its workers stop once the queue is empty.
     fn wants_worker(&mut self, max: usize) -> bool {
-        let needed = !self.retired && self.queued.len() > self.starting && self.workers < max;
+        let needed = self.queued.len() > self.starting && self.workers < max;
         if needed {
             self.workers += 1;
             self.starting += 1;
@@ -152,18 +154,15 @@ impl Shared {
             let mut state = self.state();
             state.workers -= 1;
             state.set_busy(worker, false);
-            let mut failed = Vec::new();
+            let mut failed = None;
             if worker.mark_ready() {
                 state.starting -= 1;
-                failed.extend(state.queued.pop_front());
+                failed = state.queued.pop_front();
             }
             state.waiting.retain(|w| !Arc::ptr_eq(&w.worker, worker));
-            if state.retired && state.workers == 0 {
-                failed.extend(state.queued.drain(..));
-            }
             (failed, state.wants_worker(self.max_workers))
         };
-        for invocation in failed {
+        if let Some(invocation) = failed {
             let _ = invocation
                 .reply
                 .send(Err(FunctionError::Failed(why.to_owned())));
@@ -187,23 +186,13 @@ impl Pool {
 
     /// Stops waiting workers; busy ones stop once the queue is empty.
     pub fn retire(&self) {
-        let (waiting, failed) = {
+        let waiting = {
             let mut state = self.shared.state();
             state.retired = true;
-            let failed: Vec<Invocation> = if state.workers == 0 {
-                state.queued.drain(..).collect()
-            } else {
-                Vec::new()
-            };
-            (std::mem::take(&mut state.waiting), failed)
+            std::mem::take(&mut state.waiting)
         };
         for waiter in waiting {
             waiter.worker.kill();
-        }
-        for invocation in failed {
-            let _ = invocation.reply.send(Err(FunctionError::Unavailable(
-                "the function was redeployed or removed".into(),
-            )));
         }
     }
 
