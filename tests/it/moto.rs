@@ -55,12 +55,18 @@ async fn start() -> Option<Moto> {
     let child = Command::new("sh")
         .args([
             "-c",
-            r#"watched=$1; shift; "$@" & server=$!; while kill -0 "$watched" 2>/dev/null; do sleep 0.5; done; kill "$server""#,
+            r#"watched=$1; shift; "$@" & server=$!; while kill -0 "$watched" 2>/dev/null; do sleep 0.5; done; kill "$server"; rm -f "$MOTO_RECORDER_FILEPATH""#,
             "moto-watch",
             &std::process::id().to_string(),
         ])
         .arg(&binary)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // The request recorder writes its file in the working directory by
+        // default, i.e. into the checkout.
+        .env(
+            "MOTO_RECORDER_FILEPATH",
+            std::env::temp_dir().join(format!("orchestrator-moto-{}.recording", std::process::id())),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
