@@ -115,7 +115,11 @@ contract! {
         abandoned_jobs_are_taken_once,
         app_versions_and_code_round_trip,
     ],
-    database: [requeue_abandoned_respects_live_leases, concurrent_claims_never_overlap],
+    database: [
+        requeue_abandoned_respects_live_leases,
+        concurrent_claims_never_overlap,
+        concurrent_deploys_of_one_app_get_distinct_versions,
+    ],
 }
 
 fn event(id: &str, at: i64) -> NewEvent {
@@ -783,33 +787,10 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
 
 // PostgreSQL only: what replicas sharing one database need beyond the contract.
 
-#[tokio::test]
-async fn postgres_replicas_migrating_at_once_all_succeed() {
-    let Some(db) = PgTestDb::create().await else {
-        return;
-    };
-    let migrations = (0..4).map(|_| async {
-        let store = PgStore::connect(&db.url).await.unwrap();
-        store.migrate().await.unwrap();
-        store
-    });
-    let stores = futures::future::join_all(migrations).await;
-    assert!(stores[0].insert_event(event("e", 1)).await.unwrap());
-    assert!(!stores[3].insert_event(event("e", 1)).await.unwrap());
-    for store in &stores {
-        store.close().await;
-    }
-    db.drop_db().await;
-}
-
-#[tokio::test]
-async fn postgres_concurrent_deploys_of_one_app_get_distinct_versions() {
-    let Some(db) = PgTestDb::create().await else {
-        return;
-    };
-    let a = PgStore::connect(&db.url).await.unwrap();
-    a.migrate().await.unwrap();
-    let b = PgStore::connect(&db.url).await.unwrap();
+/// Two replicas deploying one app at once: every deploy gets its own
+/// version, none is refused as busy.
+async fn concurrent_deploys_of_one_app_get_distinct_versions(db: Database) {
+    let (a, b) = (db.open().await, db.open().await);
     let deploys = (0..10).map(|i| {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         async move {
@@ -829,8 +810,24 @@ async fn postgres_concurrent_deploys_of_one_app_get_distinct_versions() {
         a.get_app("twin").await.unwrap().unwrap().current_version,
         10
     );
-    a.close().await;
-    b.close().await;
+}
+
+#[tokio::test]
+async fn postgres_replicas_migrating_at_once_all_succeed() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let migrations = (0..4).map(|_| async {
+        let store = PgStore::connect(&db.url).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    });
+    let stores = futures::future::join_all(migrations).await;
+    assert!(stores[0].insert_event(event("e", 1)).await.unwrap());
+    assert!(!stores[3].insert_event(event("e", 1)).await.unwrap());
+    for store in &stores {
+        store.close().await;
+    }
     db.drop_db().await;
 }
 

@@ -13,7 +13,10 @@ pub async fn add_version(
     code_sha256: &str,
     now_ms: i64,
 ) -> Result<i64, StoreError> {
-    let mut tx = pool.begin().await?;
+    // It reads the next version, then writes: a deferred transaction would
+    // fail at once with SQLITE_BUSY (not wait) if another connection wrote
+    // in between, so it takes the write lock up front.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let version: i64 = sqlx::query(
         "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM app_versions WHERE name = ?1",
     )
