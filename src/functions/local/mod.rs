@@ -137,10 +137,6 @@ impl FunctionBackend for LocalFunctions {
 
     async fn invoke(&self, app: &AppName, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
         let pool = self.pool(app).ok_or(FunctionError::NotFound)?;
-        // Detached from the caller: a client that hangs up mid-request must not
-        // cancel the invocation (dropping a busy worker would kill it).
-        tokio::spawn(async move { pool.invoke(event).await })
-            .await
-            .map_err(|e| FunctionError::Failed(format!("the invocation task failed: {e}")))?
+        pool.invoke(event).await
     }
 }

@@ -110,7 +110,7 @@ impl Shared {
                 state.queued.pop_front()
             };
             if let Some(invocation) = failed {
-                let _ = invocation.reply.send(Err(err));
+                invocation.fail(&self.spec.app, err);
             }
         }
     }
@@ -163,9 +163,7 @@ impl Shared {
             (failed, state.wants_worker(self.max_workers))
         };
         if let Some(invocation) = failed {
-            let _ = invocation
-                .reply
-                .send(Err(FunctionError::Failed(why.to_owned())));
+            invocation.fail(&self.spec.app, FunctionError::Failed(why.to_owned()));
         }
         if start {
             self.start_worker();
@@ -221,55 +219,19 @@ impl Pool {
             .saturating_sub(state.busy)
     }
 
+    /// Runs one invocation. The worker that takes it enforces its timeout
+    /// and logs it; dropping this future (a client hanging up) leaves the
+    /// invocation to run to its end, as API Gateway does.
     pub async fn invoke(&self, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
-        let spec = &self.shared.spec;
-        let timeout = Duration::from_secs(u64::from(spec.config.timeout));
-        let request_id = crate::request_uuid();
         let (reply, answer) = oneshot::channel();
-        let (delivered, taken) = oneshot::channel();
         self.shared.dispatch(Invocation {
-            request_id: request_id.clone(),
+            request_id: crate::request_uuid(),
             event,
-            timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2),
             reply,
-            delivered,
         });
-        let app = &spec.app;
-        let gone = || FunctionError::Failed("the runtime exited".into());
-        // Not taken: it failed before any runtime took it (an init error, say).
-        let Ok(worker) = taken.await else {
-            let err = answer
-                .await
-                .unwrap_or_else(|_| Err(gone()))
-                .err()
-                .unwrap_or_else(gone);
-            tracing::warn!(target: "function", app = %app, request_id = %request_id, error = %err, "invocation failed");
-            return Err(err);
-        };
-        // As on Lambda, the function's timeout runs from when the runtime
-        // takes the event (a cold start's init has its own budget).
-        let started = Instant::now();
-        tracing::info!(target: "function", app = %app, request_id = %request_id, "START RequestId: {request_id} Version: {}", spec.version);
-        let outcome = match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(gone()),
-            Err(_) => {
-                worker.kill();
-                Err(FunctionError::Timeout(spec.config.timeout))
-            }
-        };
-        let duration = started.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(target: "function", app = %app, request_id = %request_id, "END RequestId: {request_id}");
-        tracing::info!(
-            target: "function", app = %app, request_id = %request_id,
-            "REPORT RequestId: {request_id}\tDuration: {duration:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
-            duration.ceil() as u64,
-            spec.config.memory_size
-        );
-        if let Err(err) = &outcome {
-            tracing::warn!(target: "function", app = %app, request_id = %request_id, error = %err, "invocation failed");
-        }
-        outcome
+        answer
+            .await
+            .unwrap_or_else(|_| Err(FunctionError::Failed("the runtime exited".into())))
     }
 }
 

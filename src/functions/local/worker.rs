@@ -1,12 +1,11 @@
 //! One worker: a runtime process and the Lambda Runtime API endpoint
 //! (`2018-06-01`) it polls, on its own loopback port.
 
-use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,7 +17,8 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::pool::Shared;
@@ -104,37 +104,173 @@ type Reply = oneshot::Sender<Result<Vec<u8>, FunctionError>>;
 pub struct Invocation {
     pub request_id: String,
     pub event: Vec<u8>,
-    /// The function's timeout; its deadline counts from when the runtime takes the event.
-    pub timeout_ms: i64,
     pub reply: Reply,
-    /// Given the worker that took the event (its init, if any, is over).
-    pub delivered: oneshot::Sender<Arc<Worker>>,
 }
 
-/// The Runtime API's view of one worker.
+impl Invocation {
+    /// Fails it before any runtime took it (an init error, say).
+    pub fn fail(self, app: &str, err: FunctionError) {
+        tracing::warn!(target: "function", app = %app, request_id = %self.request_id, error = %err, "invocation failed");
+        let _ = self.reply.send(Err(err));
+    }
+}
+
+/// The invocation a worker's runtime has taken and not answered yet.
+struct Running {
+    request_id: String,
+    reply: Reply,
+    started: Instant,
+    deadline: Instant,
+}
+
+/// What a worker's watchdog waits for.
+#[derive(Clone, Copy)]
+enum Deadline {
+    /// The end of the init budget (the runtime has not asked for an event yet).
+    Init(Instant),
+    /// The function's timeout for the invocation taken last.
+    Invocation(Instant),
+}
+
+/// The Runtime API's view of one worker. Everything about an invocation
+/// once a runtime takes it (its deadline, START/END/REPORT, its answer)
+/// happens here, on the thread serving the runtime's connection: the
+/// caller only waits for the answer.
 struct Api {
     pool: Arc<Shared>,
     worker: Arc<Worker>,
-    pending: Mutex<HashMap<String, Reply>>,
+    running: Mutex<Option<Running>>,
+    deadline: watch::Sender<Deadline>,
     init_error: Mutex<Option<String>>,
     current: Arc<Mutex<Option<String>>>,
     arn: String,
 }
 
 impl Api {
-    fn take(&self, id: &str) -> Option<Reply> {
-        self.pending.lock().ok()?.remove(id)
+    fn running(&self) -> MutexGuard<'_, Option<Running>> {
+        // Only plain assignments happen under this lock: a poisoned lock still holds a consistent value.
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Fails the invocations in flight (the process is gone).
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(u64::from(self.pool.spec.config.timeout))
+    }
+
+    /// Records a taken invocation and arms its deadline. A runtime that asks
+    /// for another event without answering the last one abandons it.
+    fn start(&self, invocation: Invocation) -> Vec<u8> {
+        let now = Instant::now();
+        let deadline = now + self.timeout();
+        let spec = &self.pool.spec;
+        tracing::info!(target: "function", app = %spec.app, request_id = %invocation.request_id, "START RequestId: {} Version: {}", invocation.request_id, spec.version);
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(invocation.request_id.clone());
+        }
+        let abandoned = self.running().replace(Running {
+            request_id: invocation.request_id,
+            reply: invocation.reply,
+            started: now,
+            deadline,
+        });
+        if let Some(abandoned) = abandoned {
+            self.complete(
+                abandoned,
+                Err(FunctionError::Failed(
+                    "the runtime asked for the next event without answering this one".into(),
+                )),
+            );
+        }
+        self.deadline.send_replace(Deadline::Invocation(deadline));
+        invocation.event
+    }
+
+    /// Takes the running invocation if `id` names it, freeing the worker.
+    fn finish(&self, id: &str) -> Option<Running> {
+        let running = {
+            let mut slot = self.running();
+            match slot.as_ref() {
+                Some(r) if r.request_id == id => slot.take(),
+                _ => None,
+            }
+        }?;
+        self.pool.finished(&self.worker);
+        Some(running)
+    }
+
+    /// Answers an invocation, with Lambda's END and REPORT lines.
+    fn complete(&self, running: Running, outcome: Result<Vec<u8>, FunctionError>) {
+        let spec = &self.pool.spec;
+        let (app, request_id) = (&spec.app, &running.request_id);
+        let duration = running.started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(target: "function", app = %app, request_id = %request_id, "END RequestId: {request_id}");
+        tracing::info!(
+            target: "function", app = %app, request_id = %request_id,
+            "REPORT RequestId: {request_id}\tDuration: {duration:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
+            duration.ceil() as u64,
+            spec.config.memory_size
+        );
+        if let Err(err) = &outcome {
+            tracing::warn!(target: "function", app = %app, request_id = %request_id, error = %err, "invocation failed");
+        }
+        let _ = running.reply.send(outcome);
+    }
+
+    /// Fails the invocation in flight (the process is gone).
     fn fail_in_flight(&self, why: &str) {
-        let replies: Vec<Reply> = self
-            .pending
-            .lock()
-            .map(|mut p| p.drain().map(|(_, r)| r).collect())
-            .unwrap_or_default();
-        for reply in replies {
-            let _ = reply.send(Err(FunctionError::Failed(why.to_owned())));
+        let running = self.running().take();
+        if let Some(running) = running {
+            self.complete(running, Err(FunctionError::Failed(why.to_owned())));
+        }
+    }
+
+    /// A deadline passed: an init over budget or an invocation over its
+    /// timeout stops the worker (unless it finished in the meantime).
+    fn expired(&self, deadline: Deadline) {
+        match deadline {
+            Deadline::Init(_) => {
+                if !self.worker.ready.load(Ordering::Acquire) {
+                    self.worker.stop_because(format!(
+                        "the runtime did not finish initialising within {} s",
+                        INIT_BUDGET.as_secs()
+                    ));
+                }
+            }
+            Deadline::Invocation(_) => {
+                let timed_out = {
+                    let mut slot = self.running();
+                    match slot.as_ref() {
+                        Some(r) if r.deadline <= Instant::now() => slot.take(),
+                        _ => None,
+                    }
+                };
+                if let Some(running) = timed_out {
+                    let seconds = self.pool.spec.config.timeout;
+                    self.worker
+                        .stop_because(format!("the function timed out after {seconds} s"));
+                    self.complete(running, Err(FunctionError::Timeout(seconds)));
+                }
+            }
+        }
+    }
+}
+
+/// Enforces a worker's deadlines until it stops.
+async fn watchdog(api: Arc<Api>, mut deadline: watch::Receiver<Deadline>) {
+    let stop = api.worker.stop.clone();
+    loop {
+        let armed = *deadline.borrow_and_update();
+        let (Deadline::Init(at) | Deadline::Invocation(at)) = armed;
+        tokio::select! {
+            changed = deadline.changed() => if changed.is_err() { return },
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep_until(at) => {
+                api.expired(armed);
+                // Fired: nothing to wait for until the next deadline.
+                tokio::select! {
+                    changed = deadline.changed() => if changed.is_err() { return },
+                    () = stop.cancelled() => return,
+                }
+            }
         }
     }
 }
@@ -161,24 +297,17 @@ async fn next_invocation(State(api): State<Arc<Api>>) -> Response {
             "the worker is stopping",
         );
     };
-    if let Ok(mut current) = api.current.lock() {
-        *current = Some(invocation.request_id.clone());
-    }
-    if let Ok(mut pending) = api.pending.lock() {
-        pending.insert(invocation.request_id.clone(), invocation.reply);
-    }
-    let _ = invocation.delivered.send(api.worker.clone());
-    let deadline_ms = crate::now_ms() + invocation.timeout_ms;
+    let request_id = invocation.request_id.clone();
+    let event = api.start(invocation);
+    let deadline_ms =
+        crate::now_ms() + i64::try_from(api.timeout().as_millis()).unwrap_or(i64::MAX / 2);
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }
     };
-    set(
-        "lambda-runtime-aws-request-id",
-        invocation.request_id.clone(),
-    );
+    set("lambda-runtime-aws-request-id", request_id.clone());
     set("lambda-runtime-deadline-ms", deadline_ms.to_string());
     set("lambda-runtime-invoked-function-arn", api.arn.clone());
     set(
@@ -186,12 +315,12 @@ async fn next_invocation(State(api): State<Arc<Api>>) -> Response {
         format!(
             "Root=1-{:08x}-{};Parent={};Sampled=0",
             deadline_ms / 1000,
-            &invocation.request_id.replace('-', "")[..24],
-            &invocation.request_id.replace('-', "")[..16]
+            &request_id.replace('-', "")[..24],
+            &request_id.replace('-', "")[..16]
         ),
     );
     set("content-type", "application/json".to_owned());
-    (StatusCode::OK, headers, invocation.event).into_response()
+    (StatusCode::OK, headers, event).into_response()
 }
 
 /// The Runtime API's answer for a result or error posted for no waiting invocation.
@@ -215,19 +344,21 @@ async fn post_response(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    let Some(reply) = api.take(&id) else {
+    let Some(running) = api.finish(&id) else {
         return unknown_request_id();
     };
-    api.pool.finished(&api.worker);
     match read_body(body).await {
         Ok(result) => {
-            let _ = reply.send(Ok(result));
+            api.complete(running, Ok(result));
             (StatusCode::ACCEPTED, Json(json!({"status": "OK"}))).into_response()
         }
         Err(()) => {
-            let _ = reply.send(Err(FunctionError::PayloadTooLarge(
-                "the function's response is larger than 6 MB".into(),
-            )));
+            api.complete(
+                running,
+                Err(FunctionError::PayloadTooLarge(
+                    "the function's response is larger than 6 MB".into(),
+                )),
+            );
             let message = format!("Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).");
             api_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -268,12 +399,14 @@ async fn post_error(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(reply) = api.take(&id) else {
+    let Some(running) = api.finish(&id) else {
         return unknown_request_id();
     };
-    api.pool.finished(&api.worker);
     let body = read_body(body).await.unwrap_or_default();
-    let _ = reply.send(Err(FunctionError::Failed(describe_error(&headers, &body))));
+    api.complete(
+        running,
+        Err(FunctionError::Failed(describe_error(&headers, &body))),
+    );
     (StatusCode::ACCEPTED, Json(json!({"status": "OK"}))).into_response()
 }
 
@@ -376,10 +509,13 @@ impl Worker {
             stopped_because: Mutex::default(),
         });
         let current: Arc<Mutex<Option<String>>> = Arc::default();
+        // As on Lambda, the runtime has its own budget to initialise.
+        let (deadline, armed) = watch::channel(Deadline::Init(Instant::now() + INIT_BUDGET));
         let api = Arc::new(Api {
             pool: pool.clone(),
             worker: worker.clone(),
-            pending: Mutex::default(),
+            running: Mutex::default(),
+            deadline,
             init_error: Mutex::default(),
             current: current.clone(),
             arn: format!(
@@ -403,6 +539,10 @@ impl Worker {
         let stop = worker.stop.clone();
         serve_runtime_connection(ours, router.clone(), stop.clone())
             .map_err(|e| unavailable("serving the runtime API socket", e))?;
+        // Beside the socket's connection, so arming a deadline wakes nothing on another thread.
+        runtime_api_thread()
+            .map_err(|e| unavailable("starting the runtime API thread", e))?
+            .spawn(watchdog(api.clone(), armed));
         // Small responses back to back (the 202 of a result, then the next
         // event): without TCP_NODELAY, Nagle and delayed ACKs stall them 40 ms.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -493,21 +633,6 @@ impl Worker {
                 }
             });
         }
-        // As on Lambda, the runtime has its own budget to initialise.
-        let watched = worker.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(INIT_BUDGET) => {
-                    if !watched.ready.load(Ordering::Acquire) {
-                        watched.stop_because(format!(
-                            "the runtime did not finish initialising within {} s",
-                            INIT_BUDGET.as_secs()
-                        ));
-                    }
-                }
-                () = watched.stop.cancelled() => {}
-            }
-        });
         let app = spec.app.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
