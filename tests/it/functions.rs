@@ -503,3 +503,66 @@ async fn invocations_queued_before_a_redeploy_are_still_served() {
     let after = bodies(vec![backend.invoke(&app, b"{}".to_vec()).await]);
     assert_eq!(after[0].as_deref(), Ok("v2"));
 }
+
+#[tokio::test]
+async fn a_caller_that_goes_away_does_not_cancel_its_invocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_secs(60));
+    let marker = dir.path().join("ran");
+    let code = format!(
+        r#"const fs = require('fs');
+        exports.handler = async (e) => {{
+            if (e.mode === 'hang') await new Promise(() => setTimeout(() => {{}}, 60000));
+            await new Promise(r => setTimeout(r, 300));
+            if (e.mode === 'mark') fs.writeFileSync({marker:?}, 'done');
+            return {{ statusCode: 200, body: String(process.pid) }};
+        }};"#
+    );
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "walkaway",
+        &[("index.js", &code)],
+        &config(json!({"timeout": 1})),
+    )
+    .await;
+    let pid = |r: Result<Vec<u8>, FunctionError>| {
+        serde_json::from_slice::<Value>(&r.unwrap()).unwrap()["body"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let warm = pid(backend.invoke(&app, b"{}".to_vec()).await);
+
+    // The caller gives up after 50 ms; the handler still runs to its end, on the same worker.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        backend.invoke(&app, br#"{"mode":"mark"}"#.to_vec()),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the invocation takes 300 ms");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "done");
+    assert_eq!(
+        pid(backend.invoke(&app, b"{}".to_vec()).await),
+        warm,
+        "the worker was neither killed nor replaced"
+    );
+
+    // Without a caller, the function's timeout still stops a hung worker.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        backend.invoke(&app, br#"{"mode":"hang"}"#.to_vec()),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let replaced = pid(backend.invoke(&app, b"{}".to_vec()).await);
+    assert_ne!(replaced, warm, "the hung worker was stopped at its timeout");
+    // Gone, or a zombie not reaped yet.
+    let status = std::fs::read_to_string(format!("/proc/{warm}/status")).unwrap_or_default();
+    assert!(
+        status.is_empty() || status.contains("State:\tZ"),
+        "the hung worker's process is gone"
+    );
+}
