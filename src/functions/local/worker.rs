@@ -1,5 +1,6 @@
 //! One worker: a runtime process and the Lambda Runtime API endpoint
-//! (`2018-06-01`) it polls, on its own loopback port.
+//! (`2018-06-01`) it polls: on an inherited socket pair for our own runtime
+//! clients, on its own loopback port for any other.
 
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -41,24 +42,35 @@ const RUNTIME_FD_ENV: &str = "ORCHESTRATOR_RUNTIME_API_FD";
 /// result waits for its next event; on its own thread that answer is not
 /// queued behind the proxy's other work.
 fn runtime_api_thread() -> std::io::Result<tokio::runtime::Handle> {
-    static HANDLE: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
+    // Started once, under the lock. The runtime is built on its own thread
+    // and never dropped: tokio panics when a runtime is dropped in async code.
+    static HANDLE: Mutex<Option<tokio::runtime::Handle>> = Mutex::new(None);
+    let mut slot = HANDLE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(handle) = slot.as_ref() {
         return Ok(handle.clone());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let handle = runtime.handle().clone();
-    if HANDLE.set(handle.clone()).is_err() {
-        // Another caller won the race: use theirs, drop ours unstarted.
-        return HANDLE
-            .get()
-            .cloned()
-            .ok_or_else(|| std::io::Error::other("runtime API thread"));
-    }
+    let (built, handle) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("runtime-api".into())
-        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    let _ = built.send(Ok(runtime.handle().clone()));
+                    runtime.block_on(std::future::pending::<()>());
+                }
+                Err(err) => {
+                    let _ = built.send(Err(err));
+                }
+            }
+        })?;
+    // A wait of well under a millisecond, once per process.
+    let handle = handle
+        .recv()
+        .map_err(|_| std::io::Error::other("the runtime API thread ended"))??;
+    *slot = Some(handle.clone());
     Ok(handle)
 }
 
@@ -152,15 +164,15 @@ impl Api {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn timeout(&self) -> Duration {
-        Duration::from_secs(u64::from(self.pool.spec.config.timeout))
-    }
-
-    /// Records a taken invocation and arms its deadline. A runtime that asks
-    /// for another event without answering the last one abandons it.
-    fn start(&self, invocation: Invocation) -> Vec<u8> {
+    /// Records a taken invocation and arms its deadline; gives back the
+    /// event and the deadline in epoch milliseconds. A runtime that asks for
+    /// another event without answering the last one abandons it.
+    fn start(&self, invocation: Invocation) -> (Vec<u8>, i64) {
         let now = Instant::now();
-        let deadline = now + self.timeout();
+        let timeout = Duration::from_secs(u64::from(self.pool.spec.config.timeout));
+        let deadline = now + timeout;
+        let deadline_ms =
+            crate::now_ms() + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2);
         let spec = &self.pool.spec;
         tracing::info!(target: "function", app = %spec.app, request_id = %invocation.request_id, "START RequestId: {} Version: {}", invocation.request_id, spec.version);
         if let Ok(mut current) = self.current.lock() {
@@ -181,7 +193,7 @@ impl Api {
             );
         }
         self.deadline.send_replace(Deadline::Invocation(deadline));
-        invocation.event
+        (invocation.event, deadline_ms)
     }
 
     /// Takes the running invocation if `id` names it, freeing the worker.
@@ -298,9 +310,7 @@ async fn next_invocation(State(api): State<Arc<Api>>) -> Response {
         );
     };
     let request_id = invocation.request_id.clone();
-    let event = api.start(invocation);
-    let deadline_ms =
-        crate::now_ms() + i64::try_from(api.timeout().as_millis()).unwrap_or(i64::MAX / 2);
+    let (event, deadline_ms) = api.start(invocation);
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
