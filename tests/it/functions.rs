@@ -114,6 +114,26 @@ async fn the_seed_lambda_runs_on_node_and_stays_warm() {
         1,
         "sequential requests reuse one warm worker"
     );
+
+    // A client calling again the moment it has its answer (before the worker
+    // has asked for its next event) still finds the same worker.
+    let code = "exports.handler = async () => ({ statusCode: 200, body: String(process.pid) });";
+    let pid = deploy(
+        &backend,
+        dir.path(),
+        "pid",
+        &[("index.js", code)],
+        &config(json!({})),
+    )
+    .await;
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let result = backend.invoke(&pid, b"{}".to_vec()).await.unwrap();
+        pids.insert(map_result(PayloadFormat::V1, &result).unwrap().body);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(pids.len(), 1, "one worker served every call");
+    assert_eq!(backend.idle_workers(&pid), 1, "and no other was started");
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! used first, so the others go idle and stop), or wait in the app's queue;
 //! a worker that posts a result finds the next queued event at once, in the
 //! same exchange. A new worker starts only when more invocations are queued
-//! than workers are starting, up to the cap.
+//! than workers are starting or returning, up to the cap.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -59,11 +59,24 @@ impl State {
         }
     }
 
-    /// Counts a new worker in if the queue needs one (the caller starts it).
-    /// A retired pool still serves what was queued (an invocation racing a
-    /// redeploy); its workers stop once the queue is empty.
+    /// Workers that posted a result and have not asked for the next event
+    /// yet (it is on its way, usually in the same write).
+    fn returning(&self) -> usize {
+        self.workers
+            .saturating_sub(self.starting)
+            .saturating_sub(self.busy)
+            .saturating_sub(self.waiting.len())
+    }
+
+    /// Counts a new worker in if the queue needs one (the caller starts it):
+    /// more invocations are queued than workers starting or returning will
+    /// take, so a client calling again as soon as it has its answer does not
+    /// start a second worker. A retired pool still serves what was queued
+    /// (an invocation racing a redeploy); its workers stop once the queue is
+    /// empty.
     fn wants_worker(&mut self, max: usize) -> bool {
-        let needed = self.queued.len() > self.starting && self.workers < max;
+        let coming = self.starting + self.returning();
+        let needed = self.queued.len() > coming && self.workers < max;
         if needed {
             self.workers += 1;
             self.starting += 1;
