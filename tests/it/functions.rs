@@ -327,6 +327,46 @@ done
     );
 }
 
+#[tokio::test]
+async fn a_runtime_that_answers_and_never_asks_again_does_not_hold_up_the_queue() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Idle timeout 600 ms: the reaper looks every 300 ms.
+    let backend = local(dir.path(), Duration::from_millis(600));
+    // Answers one event, then goes quiet for a minute before polling again.
+    let bootstrap = r#"#!/bin/bash
+set -euo pipefail
+api="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation"
+HEADERS="$(mktemp)"
+curl -sS -o /dev/null -D "$HEADERS" "$api/next"
+REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+curl -sS "$api/$REQUEST_ID/response" -d "{\"statusCode\":200,\"body\":\"$$\"}" > /dev/null
+sleep 60
+"#;
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "quiet",
+        &[("bootstrap", bootstrap)],
+        &config(json!({"runtime": "provided.al2023", "handler": "function.handler"})),
+    )
+    .await;
+    let first = backend.invoke(&app, b"{}".to_vec()).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), backend.invoke(&app, b"{}".to_vec()))
+        .await
+        .expect("the second call got a worker of its own")
+        .unwrap();
+    let pid = |r: &[u8]| serde_json::from_slice::<Value>(r).unwrap()["body"].clone();
+    assert_ne!(pid(&first), pid(&second), "served by a second worker");
+}
+
 /// The body of each result, in order.
 fn bodies(results: Vec<Result<Vec<u8>, FunctionError>>) -> Vec<Result<String, FunctionError>> {
     results

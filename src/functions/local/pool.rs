@@ -75,7 +75,11 @@ impl State {
     /// (an invocation racing a redeploy); its workers stop once the queue is
     /// empty.
     fn wants_worker(&mut self, max: usize) -> bool {
-        let coming = self.starting + self.returning();
+        self.wants_worker_counting(max, self.returning())
+    }
+
+    fn wants_worker_counting(&mut self, max: usize, returning: usize) -> bool {
+        let coming = self.starting + returning;
         let needed = self.queued.len() > coming && self.workers < max;
         if needed {
             self.workers += 1;
@@ -208,17 +212,26 @@ impl Pool {
     }
 
     /// Stops workers that have waited for longer than `max_idle`.
+    /// Also the safety net for a runtime that posts a result and never asks
+    /// for its next event: what is still queued by now gets a worker of its
+    /// own instead of waiting for it.
     pub fn reap(&self, max_idle: Duration) -> usize {
-        let stale: Vec<Waiter> = {
+        let (stale, start) = {
             let mut state = self.shared.state();
-            let (stale, keep) = std::mem::take(&mut state.waiting)
+            let (stale, keep): (Vec<Waiter>, _) = std::mem::take(&mut state.waiting)
                 .into_iter()
                 .partition(|w| w.hand.is_closed() || w.since.elapsed() >= max_idle);
             state.waiting = keep;
-            stale
+            (
+                stale,
+                state.wants_worker_counting(self.shared.max_workers, 0),
+            )
         };
         for waiter in &stale {
             waiter.worker.kill();
+        }
+        if start {
+            self.shared.start_worker();
         }
         stale.len()
     }
