@@ -327,6 +327,18 @@ done
     );
 }
 
+/// A `provided` runtime that answers one event, then goes quiet for a
+/// minute before it would poll again.
+const QUIET_BOOTSTRAP: &str = r#"#!/bin/bash
+set -euo pipefail
+api="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation"
+HEADERS="$(mktemp)"
+curl -sS -o /dev/null -D "$HEADERS" "$api/next"
+REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+curl -sS "$api/$REQUEST_ID/response" -d "{\"statusCode\":200,\"body\":\"$$\"}" > /dev/null
+sleep 60
+"#;
+
 #[tokio::test]
 async fn a_runtime_that_answers_and_never_asks_again_does_not_hold_up_the_queue() {
     if std::process::Command::new("curl")
@@ -340,21 +352,11 @@ async fn a_runtime_that_answers_and_never_asks_again_does_not_hold_up_the_queue(
     let dir = tempfile::tempdir().unwrap();
     // Idle timeout 600 ms: the reaper looks every 300 ms.
     let backend = local(dir.path(), Duration::from_millis(600));
-    // Answers one event, then goes quiet for a minute before polling again.
-    let bootstrap = r#"#!/bin/bash
-set -euo pipefail
-api="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation"
-HEADERS="$(mktemp)"
-curl -sS -o /dev/null -D "$HEADERS" "$api/next"
-REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
-curl -sS "$api/$REQUEST_ID/response" -d "{\"statusCode\":200,\"body\":\"$$\"}" > /dev/null
-sleep 60
-"#;
     let app = deploy(
         &backend,
         dir.path(),
         "quiet",
-        &[("bootstrap", bootstrap)],
+        &[("bootstrap", QUIET_BOOTSTRAP)],
         &config(json!({"runtime": "provided.al2023", "handler": "function.handler"})),
     )
     .await;
@@ -365,6 +367,76 @@ sleep 60
         .unwrap();
     let pid = |r: &[u8]| serde_json::from_slice::<Value>(r).unwrap()["body"].clone();
     assert_ne!(pid(&first), pid(&second), "served by a second worker");
+}
+
+#[tokio::test]
+async fn a_result_still_uploading_at_the_deadline_times_out() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_secs(60));
+    // Starts its answer at once and finishes it 30 s later, streamed from a pipe.
+    let bootstrap = r#"#!/bin/bash
+set -euo pipefail
+api="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation"
+HEADERS="$(mktemp)"
+curl -sS -o /dev/null -D "$HEADERS" "$api/next"
+REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+(printf '{"statusCode":200,'; sleep 30; printf '"body":"late"}') | curl -sS -X POST -T - "$api/$REQUEST_ID/response" > /dev/null
+"#;
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "slow-upload",
+        &[("bootstrap", bootstrap)],
+        &config(json!({"runtime": "provided.al2023", "handler": "function.handler", "timeout": 1})),
+    )
+    .await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        backend.invoke(&app, b"{}".to_vec()),
+    )
+    .await
+    .expect("the timeout covers the upload of the result");
+    assert_eq!(answer.unwrap_err(), FunctionError::Timeout(1));
+}
+
+#[tokio::test]
+async fn a_queued_invocation_outlives_a_redeploy_even_behind_a_quiet_runtime() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Idle timeout 60 s: the reaper looks only every 5 s.
+    let backend = local(dir.path(), Duration::from_secs(60));
+    let files = [("bootstrap", QUIET_BOOTSTRAP)];
+    let config = config(json!({"runtime": "provided.al2023", "handler": "function.handler"}));
+    let app = deploy(&backend, dir.path(), "quiet-redeploy", &files, &config).await;
+    backend.invoke(&app, b"{}".to_vec()).await.unwrap();
+    // Queued behind the quiet worker, then its pool is retired by a redeploy.
+    let queued = backend.invoke(&app, b"{}".to_vec());
+    let redeploy = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        deploy(&backend, dir.path(), "quiet-redeploy", &files, &config).await;
+    };
+    let (answer, ()) = tokio::time::timeout(
+        Duration::from_secs(3),
+        futures::future::join(queued, redeploy),
+    )
+    .await
+    .expect("the retired pool served what it had queued");
+    answer.unwrap();
 }
 
 /// The body of each result, in order.

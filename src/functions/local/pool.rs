@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use super::worker::{Invocation, Worker, WorkerSpec};
 use crate::functions::FunctionError;
@@ -75,7 +76,9 @@ impl State {
     /// (an invocation racing a redeploy); its workers stop once the queue is
     /// empty.
     fn wants_worker(&mut self, max: usize) -> bool {
-        self.wants_worker_counting(max, self.returning())
+        // A retired pool is no longer reaped, so it cannot wait on them.
+        let returning = if self.retired { 0 } else { self.returning() };
+        self.wants_worker_counting(max, returning)
     }
 
     fn wants_worker_counting(&mut self, max: usize, returning: usize) -> bool {
@@ -133,8 +136,14 @@ impl Shared {
     }
 
     /// The next invocation for a worker asking `/next`; `None` tells it to stop.
-    pub async fn next_for(&self, worker: &Arc<Worker>) -> Option<Invocation> {
-        let parked = {
+    /// `None` as well once `stop` is cancelled (the worker is going); an
+    /// event handed to it in that moment goes back to the queue.
+    pub async fn next_for(
+        self: &Arc<Self>,
+        worker: &Arc<Worker>,
+        stop: &CancellationToken,
+    ) -> Option<Invocation> {
+        let mut parked = {
             let mut state = self.state();
             if worker.mark_ready() {
                 state.starting -= 1;
@@ -154,8 +163,31 @@ impl Shared {
             });
             parked
         };
-        // Closed when the worker is reaped or retired.
-        parked.await.ok()
+        tokio::select! {
+            // Closed when the worker is reaped or retired.
+            handed = &mut parked => handed.ok(),
+            () = stop.cancelled() => {
+                parked.close();
+                if let Ok(invocation) = parked.try_recv() {
+                    self.requeue(worker, invocation);
+                }
+                None
+            }
+        }
+    }
+
+    /// Puts back, first in line, an invocation handed to a worker that is
+    /// going before it could run it.
+    pub fn requeue(self: &Arc<Self>, worker: &Worker, invocation: Invocation) {
+        let start = {
+            let mut state = self.state();
+            state.set_busy(worker, false);
+            state.queued.push_front(invocation);
+            state.wants_worker(self.max_workers)
+        };
+        if start {
+            self.start_worker();
+        }
     }
 
     /// A worker posted its invocation's result or error.
@@ -200,14 +232,21 @@ impl Pool {
     }
 
     /// Stops waiting workers; busy ones stop once the queue is empty.
+    /// What is queued then is still served: no longer counting on workers
+    /// returning from a result (a retired pool is not reaped), it gets a
+    /// worker of its own if none is starting.
     pub fn retire(&self) {
-        let waiting = {
+        let (waiting, start) = {
             let mut state = self.shared.state();
             state.retired = true;
-            std::mem::take(&mut state.waiting)
+            let waiting = std::mem::take(&mut state.waiting);
+            (waiting, state.wants_worker(self.shared.max_workers))
         };
         for waiter in waiting {
             waiter.worker.kill();
+        }
+        if start {
+            self.shared.start_worker();
         }
     }
 

@@ -146,8 +146,9 @@ enum Deadline {
 
 /// The Runtime API's view of one worker. Everything about an invocation
 /// once a runtime takes it (its deadline, START/END/REPORT, its answer)
-/// happens here, on the thread serving the runtime's connection: the
-/// caller only waits for the answer.
+/// happens here, in the handlers of the runtime's connection (on the
+/// runtime API thread for the socket pair, on the main runtime for TCP) and
+/// in the worker's watchdog: the caller only waits for the answer.
 struct Api {
     pool: Arc<Shared>,
     worker: Arc<Worker>,
@@ -165,22 +166,22 @@ impl Api {
     }
 
     /// Records a taken invocation and arms its deadline; gives back the
-    /// event and the deadline in epoch milliseconds. A runtime that asks for
-    /// another event without answering the last one abandons it.
-    fn start(&self, invocation: Invocation) -> (Vec<u8>, i64) {
+    /// event, the deadline in epoch milliseconds and the request id. A
+    /// runtime that asks for another event without answering the last one
+    /// abandons it. `None` if the worker is going: the invocation is back in
+    /// the queue (or, if the exit path took it first, failed by it).
+    fn start(&self, invocation: Invocation) -> Option<(Vec<u8>, i64, String)> {
+        let Invocation {
+            request_id,
+            event,
+            reply,
+        } = invocation;
         let now = Instant::now();
         let timeout = Duration::from_secs(u64::from(self.pool.spec.config.timeout));
         let deadline = now + timeout;
-        let deadline_ms =
-            crate::now_ms() + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2);
-        let spec = &self.pool.spec;
-        tracing::info!(target: "function", app = %spec.app, request_id = %invocation.request_id, "START RequestId: {} Version: {}", invocation.request_id, spec.version);
-        if let Ok(mut current) = self.current.lock() {
-            *current = Some(invocation.request_id.clone());
-        }
         let abandoned = self.running().replace(Running {
-            request_id: invocation.request_id,
-            reply: invocation.reply,
+            request_id: request_id.clone(),
+            reply,
             started: now,
             deadline,
         });
@@ -192,8 +193,31 @@ impl Api {
                 )),
             );
         }
+        if self.worker.stop.is_cancelled() {
+            // The exit path fails what is running after cancelling `stop`; one
+            // recorded after that would never be answered, so take it back.
+            let orphan = self.running().take();
+            if let Some(orphan) = orphan {
+                self.pool.requeue(
+                    &self.worker,
+                    Invocation {
+                        request_id: orphan.request_id,
+                        event,
+                        reply: orphan.reply,
+                    },
+                );
+            }
+            return None;
+        }
         self.deadline.send_replace(Deadline::Invocation(deadline));
-        (invocation.event, deadline_ms)
+        let spec = &self.pool.spec;
+        tracing::info!(target: "function", app = %spec.app, request_id = %request_id, "START RequestId: {request_id} Version: {}", spec.version);
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(request_id.clone());
+        }
+        let deadline_ms =
+            crate::now_ms() + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2);
+        Some((event, deadline_ms, request_id))
     }
 
     /// Takes the running invocation if `id` names it, freeing the worker.
@@ -296,11 +320,8 @@ fn api_error(status: StatusCode, kind: &str, message: &str) -> Response {
 }
 
 async fn next_invocation(State(api): State<Arc<Api>>) -> Response {
-    let invocation = tokio::select! {
-        invocation = api.pool.next_for(&api.worker) => invocation,
-        () = api.worker.stop.cancelled() => None,
-    };
-    let Some(invocation) = invocation else {
+    let invocation = api.pool.next_for(&api.worker, &api.worker.stop).await;
+    let Some((event, deadline_ms, request_id)) = invocation.and_then(|i| api.start(i)) else {
         // Reaped, retired or killed: the process goes too.
         api.worker.kill();
         return api_error(
@@ -309,8 +330,6 @@ async fn next_invocation(State(api): State<Arc<Api>>) -> Response {
             "the worker is stopping",
         );
     };
-    let request_id = invocation.request_id.clone();
-    let (event, deadline_ms) = api.start(invocation);
     let mut headers = HeaderMap::new();
     let mut set = |name: &'static str, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -354,10 +373,12 @@ async fn post_response(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
+    // Read while the invocation still runs: its timeout covers the upload.
+    let body = read_body(body).await;
     let Some(running) = api.finish(&id) else {
         return unknown_request_id();
     };
-    match read_body(body).await {
+    match body {
         Ok(result) => {
             api.complete(running, Ok(result));
             (StatusCode::ACCEPTED, Json(json!({"status": "OK"}))).into_response()
@@ -409,10 +430,10 @@ async fn post_error(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let body = read_body(body).await.unwrap_or_default();
     let Some(running) = api.finish(&id) else {
         return unknown_request_id();
     };
-    let body = read_body(body).await.unwrap_or_default();
     api.complete(
         running,
         Err(FunctionError::Failed(describe_error(&headers, &body))),
