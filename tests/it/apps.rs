@@ -451,3 +451,64 @@ async fn a_slow_init_does_not_count_against_the_function_timeout() {
         "1.5 s of init with a 1 s timeout: answered, with the whole second left"
     );
 }
+
+#[tokio::test]
+async fn each_invocation_is_logged_like_lambda_with_its_output_tagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().display().to_string();
+    let server =
+        crate::common::Binary::start(&["--listen", "127.0.0.1:0", "--data-dir", &data], &[])
+            .unwrap();
+    let client = reqwest::Client::new();
+    let code = "exports.handler = async (e) => { console.log('hello from ' + e.path); return { statusCode: 200, body: 'ok' }; };";
+    let deploy = json!({"name": "logs", "archive": zip_of(&[("index.js", code)])});
+    let response = client
+        .post(format!("{}/apps/deploy", server.url))
+        .json(&deploy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = client
+        .get(format!("{}/greet", server.url))
+        .header("host", "logs.localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "ok");
+
+    // Each line of the invocation, by what it starts with, once all are there.
+    let lines = crate::common::eventually(|| {
+        let output = server.output.lock().unwrap().clone();
+        async move {
+            let id = output
+                .lines()
+                .find_map(|l| l.split("START RequestId: ").nth(1))?
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            let tagged = format!("app=logs request_id={id}");
+            let find = |what: &str| {
+                output
+                    .lines()
+                    .position(|l| l.contains(what) && l.contains(&tagged))
+            };
+            Some((
+                find(&format!("START RequestId: {id} Version: 1"))?,
+                find("hello from /greet")?,
+                find(&format!("END RequestId: {id}"))?,
+                find(&format!("REPORT RequestId: {id}\tDuration: "))?,
+            ))
+        }
+    })
+    .await;
+    let (start, _output, end, report) = lines;
+    // The handler's line comes through a pipe, so it may be read after END.
+    assert!(start < end && end < report, "{lines:?}");
+    let output = server.output.lock().unwrap().clone();
+    let report_line = output.lines().nth(report).unwrap();
+    assert!(
+        report_line.contains("Billed Duration: ") && report_line.contains("Memory Size: 128 MB"),
+        "{report_line}"
+    );
+}
