@@ -352,6 +352,17 @@ async fn next_invocation(State(api): State<Arc<Api>>) -> Response {
     (StatusCode::OK, headers, event).into_response()
 }
 
+/// The Runtime API's `202 {"status":"OK"}` for a posted result or error
+/// (a constant body: it is on every invocation's path).
+fn accepted() -> Response {
+    (
+        StatusCode::ACCEPTED,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"OK"}"#,
+    )
+        .into_response()
+}
+
 /// The Runtime API's answer for a result or error posted for no waiting invocation.
 fn unknown_request_id() -> Response {
     api_error(
@@ -381,7 +392,7 @@ async fn post_response(
     match body {
         Ok(result) => {
             api.complete(running, Ok(result));
-            (StatusCode::ACCEPTED, Json(json!({"status": "OK"}))).into_response()
+            accepted()
         }
         Err(()) => {
             api.complete(
@@ -438,7 +449,7 @@ async fn post_error(
         running,
         Err(FunctionError::Failed(describe_error(&headers, &body))),
     );
-    (StatusCode::ACCEPTED, Json(json!({"status": "OK"}))).into_response()
+    accepted()
 }
 
 async fn post_init_error(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
@@ -447,7 +458,7 @@ async fn post_init_error(State(api): State<Arc<Api>>, headers: HeaderMap, body: 
     if let Ok(mut slot) = api.init_error.lock() {
         *slot = Some(error);
     }
-    (StatusCode::ACCEPTED, Json(json!({"status": "OK"}))).into_response()
+    accepted()
 }
 
 /// A running worker: its process and Runtime API endpoint, kept by the
