@@ -17,6 +17,10 @@ use tokio_util::sync::CancellationToken;
 use super::worker::{Invocation, Worker, WorkerSpec};
 use crate::functions::FunctionError;
 
+/// How long the oldest queued invocation may wait for a worker returning
+/// from a result before the reaper gives it a worker of its own.
+const STUCK_IN_QUEUE: Duration = Duration::from_millis(250);
+
 /// An app's pool; dropping it (redeploy, removal) retires its workers.
 pub struct Pool {
     shared: Arc<Shared>,
@@ -261,10 +265,14 @@ impl Pool {
                 .into_iter()
                 .partition(|w| w.hand.is_closed() || w.since.elapsed() >= max_idle);
             state.waiting = keep;
-            (
-                stale,
-                state.wants_worker_counting(self.shared.max_workers, 0),
-            )
+            // Returning workers poll again within milliseconds; one that has
+            // not by now is not counted on.
+            let stuck = state
+                .queued
+                .front()
+                .is_some_and(|i| i.queued_at.elapsed() >= STUCK_IN_QUEUE);
+            let start = stuck && state.wants_worker_counting(self.shared.max_workers, 0);
+            (stale, start)
         };
         for waiter in &stale {
             waiter.worker.kill();
@@ -293,6 +301,7 @@ impl Pool {
             request_id: crate::request_uuid(),
             event,
             reply,
+            queued_at: Instant::now(),
         });
         answer
             .await

@@ -117,6 +117,8 @@ pub struct Invocation {
     pub request_id: String,
     pub event: Vec<u8>,
     pub reply: Reply,
+    /// When it was first queued (a requeued one keeps its place in time).
+    pub queued_at: std::time::Instant,
 }
 
 impl Invocation {
@@ -175,6 +177,7 @@ impl Api {
             request_id,
             event,
             reply,
+            queued_at,
         } = invocation;
         let now = Instant::now();
         let timeout = Duration::from_secs(u64::from(self.pool.spec.config.timeout));
@@ -204,6 +207,7 @@ impl Api {
                         request_id: orphan.request_id,
                         event,
                         reply: orphan.reply,
+                        queued_at,
                     },
                 );
             }
