@@ -286,14 +286,22 @@ async fn concurrency_scales_out_and_idle_workers_stop() {
     crate::common::eventually(|| async { (backend.idle_workers(&app) == 0).then_some(()) }).await;
 }
 
-#[tokio::test]
-async fn a_provided_bootstrap_in_bash_with_curl_works() {
-    if std::process::Command::new("curl")
+/// The bash bootstraps below use curl, as AWS's tutorial does (`.ci/run`
+/// requires it; elsewhere those tests say they are skipped).
+fn has_curl() -> bool {
+    let found = std::process::Command::new("curl")
         .arg("--version")
         .output()
-        .is_err()
-    {
+        .is_ok();
+    if !found {
         eprintln!("skipped: curl is not installed");
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_provided_bootstrap_in_bash_with_curl_works() {
+    if !has_curl() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -327,26 +335,31 @@ done
     );
 }
 
-/// A `provided` runtime that answers one event, then goes quiet for a
-/// minute before it would poll again.
-const QUIET_BOOTSTRAP: &str = r#"#!/bin/bash
+/// A `provided` bootstrap in bash that takes one event (its id in
+/// `$REQUEST_ID`, the invocation URL in `$api`), then runs `then`.
+fn one_event_bootstrap(then: &str) -> String {
+    let take = r#"#!/bin/bash
 set -euo pipefail
 api="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation"
 HEADERS="$(mktemp)"
 curl -sS -o /dev/null -D "$HEADERS" "$api/next"
 REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
-curl -sS "$api/$REQUEST_ID/response" -d "{\"statusCode\":200,\"body\":\"$$\"}" > /dev/null
-sleep 60
 "#;
+    format!("{take}{then}\n")
+}
+
+/// Answers one event (with its pid), then goes quiet for a minute before
+/// it would poll again.
+fn quiet_bootstrap() -> String {
+    one_event_bootstrap(
+        r#"curl -sS "$api/$REQUEST_ID/response" -d "{\"statusCode\":200,\"body\":\"$$\"}" > /dev/null
+sleep 60"#,
+    )
+}
 
 #[tokio::test]
 async fn a_runtime_that_answers_and_never_asks_again_does_not_hold_up_the_queue() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: curl is not installed");
+    if !has_curl() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -356,7 +369,7 @@ async fn a_runtime_that_answers_and_never_asks_again_does_not_hold_up_the_queue(
         &backend,
         dir.path(),
         "quiet",
-        &[("bootstrap", QUIET_BOOTSTRAP)],
+        &[("bootstrap", quiet_bootstrap().as_str())],
         &config(json!({"runtime": "provided.al2023", "handler": "function.handler"})),
     )
     .await;
@@ -371,30 +384,20 @@ async fn a_runtime_that_answers_and_never_asks_again_does_not_hold_up_the_queue(
 
 #[tokio::test]
 async fn a_result_still_uploading_at_the_deadline_times_out() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: curl is not installed");
+    if !has_curl() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let backend = local(dir.path(), Duration::from_secs(60));
     // Starts its answer at once and finishes it 30 s later, streamed from a pipe.
-    let bootstrap = r#"#!/bin/bash
-set -euo pipefail
-api="http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation"
-HEADERS="$(mktemp)"
-curl -sS -o /dev/null -D "$HEADERS" "$api/next"
-REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
-(printf '{"statusCode":200,'; sleep 30; printf '"body":"late"}') | curl -sS -X POST -T - "$api/$REQUEST_ID/response" > /dev/null
-"#;
+    let bootstrap = one_event_bootstrap(
+        r#"(printf '{"statusCode":200,'; sleep 30; printf '"body":"late"}') | curl -sS -X POST -T - "$api/$REQUEST_ID/response" > /dev/null"#,
+    );
     let app = deploy(
         &backend,
         dir.path(),
         "slow-upload",
-        &[("bootstrap", bootstrap)],
+        &[("bootstrap", bootstrap.as_str())],
         &config(json!({"runtime": "provided.al2023", "handler": "function.handler", "timeout": 1})),
     )
     .await;
@@ -409,18 +412,14 @@ REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:
 
 #[tokio::test]
 async fn a_queued_invocation_outlives_a_redeploy_even_behind_a_quiet_runtime() {
-    if std::process::Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: curl is not installed");
+    if !has_curl() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     // Idle timeout 60 s: the reaper looks only every 5 s.
     let backend = local(dir.path(), Duration::from_secs(60));
-    let files = [("bootstrap", QUIET_BOOTSTRAP)];
+    let quiet = quiet_bootstrap();
+    let files = [("bootstrap", quiet.as_str())];
     let config = config(json!({"runtime": "provided.al2023", "handler": "function.handler"}));
     let app = deploy(&backend, dir.path(), "quiet-redeploy", &files, &config).await;
     backend.invoke(&app, b"{}".to_vec()).await.unwrap();
