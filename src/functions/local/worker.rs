@@ -340,18 +340,17 @@ async fn next_invocation(State(api): State<Arc<Api>>) -> Response {
             headers.insert(name, value);
         }
     };
-    set("lambda-runtime-aws-request-id", request_id.clone());
+    let hex = request_id.replace('-', "");
+    let trace = format!(
+        "Root=1-{:08x}-{};Parent={};Sampled=0",
+        deadline_ms / 1000,
+        &hex[..24],
+        &hex[..16]
+    );
+    set("lambda-runtime-aws-request-id", request_id);
     set("lambda-runtime-deadline-ms", deadline_ms.to_string());
     set("lambda-runtime-invoked-function-arn", api.arn.clone());
-    set(
-        "lambda-runtime-trace-id",
-        format!(
-            "Root=1-{:08x}-{};Parent={};Sampled=0",
-            deadline_ms / 1000,
-            &request_id.replace('-', "")[..24],
-            &request_id.replace('-', "")[..16]
-        ),
-    );
+    set("lambda-runtime-trace-id", trace);
     set("content-type", "application/json".to_owned());
     (StatusCode::OK, headers, event).into_response()
 }
