@@ -124,9 +124,14 @@ pub struct Invocation {
 impl Invocation {
     /// Fails it before any runtime took it (an init error, say).
     pub fn fail(self, app: &str, err: FunctionError) {
-        tracing::warn!(target: "function", app = %app, request_id = %self.request_id, error = %err, "invocation failed");
+        log_failure(app, &self.request_id, &err);
         let _ = self.reply.send(Err(err));
     }
+}
+
+/// The line every failed invocation gets, taken by a runtime or not.
+fn log_failure(app: &str, request_id: &str, err: &FunctionError) {
+    tracing::warn!(target: "function", app = %app, request_id = %request_id, error = %err, "invocation failed");
 }
 
 /// The invocation a worker's runtime has taken and not answered yet.
@@ -250,7 +255,7 @@ impl Api {
             spec.config.memory_size
         );
         if let Err(err) = &outcome {
-            tracing::warn!(target: "function", app = %app, request_id = %request_id, error = %err, "invocation failed");
+            log_failure(app, request_id, err);
         }
         let _ = running.reply.send(outcome);
     }
