@@ -281,6 +281,7 @@ async fn api_gateway_mapping_through_the_proxy() {
         if (e.path === '/throw') throw new Error('nope');
         if (e.path === '/slow') await new Promise(r => setTimeout(r, 5000));
         if (e.path === '/huge') return { statusCode: 200, body: 'x'.repeat(7 * 1024 * 1024) };
+        if (e.path === '/length') return { statusCode: 200, body: String(e.body.length) };
         return { statusCode: 204 };
     };"#;
     let deploy = json!({"name": "gw", "archive": zip_of(&[("index.js", v1)]), "timeout": 1});
@@ -334,6 +335,16 @@ async fn api_gateway_mapping_through_the_proxy() {
             .0,
         413
     );
+    // An event of a few MB reaches the worker whole (its runtime client reads
+    // it in many pieces), and the worker goes on serving.
+    let large = "y".repeat(3 * 1024 * 1024);
+    let (status, length) = text(
+        to_app(&app, "gw", reqwest::Method::POST, "/length")
+            .header("content-type", "text/plain")
+            .body(large.clone()),
+    )
+    .await;
+    assert_eq!((status, length), (200, large.len().to_string()));
     assert_eq!(
         text(to_app(&app, "gw", reqwest::Method::GET, "/")).await.0,
         204,

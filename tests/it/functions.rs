@@ -171,6 +171,48 @@ async fn node_handlers_in_every_style() {
 }
 
 #[tokio::test]
+async fn a_node_worker_is_frozen_between_invocations_as_on_lambda() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_secs(60));
+    // A timer ticks every 10 ms while the event loop turns; the handler
+    // reports how often it has ticked, and waits 100 ms in the first call.
+    let code = "let ticks = 0; setInterval(() => { ticks++; }, 10);
+        exports.handler = async (e) => {
+          if (e.wait) await new Promise(r => setTimeout(r, 100));
+          return { statusCode: 200, body: String(ticks) };
+        };";
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "frozen",
+        &[("index.js", code)],
+        &config(json!({})),
+    )
+    .await;
+    let ticks = |result: Vec<u8>| -> u64 {
+        let body = map_result(PayloadFormat::V1, &result).unwrap().body;
+        String::from_utf8(body).unwrap().parse().unwrap()
+    };
+    let during = ticks(
+        backend
+            .invoke(&app, br#"{"wait":true}"#.to_vec())
+            .await
+            .unwrap(),
+    );
+    assert!(
+        during >= 5,
+        "the event loop turns during an invocation ({during} ticks)"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = ticks(backend.invoke(&app, b"{}".to_vec()).await.unwrap());
+    assert!(
+        after <= during + 1,
+        "nothing ran in the 500 ms between invocations ({during} ticks, then {after})"
+    );
+    assert_eq!(backend.idle_workers(&app), 1, "one warm worker served both");
+}
+
+#[tokio::test]
 async fn python_handlers_run() {
     let dir = tempfile::tempdir().unwrap();
     let backend = local(dir.path(), Duration::from_secs(60));

@@ -12,33 +12,85 @@ const colon = api.lastIndexOf(':');
 const root = process.env.LAMBDA_TASK_ROOT || process.cwd();
 const handlerName = process.env._HANDLER || 'index.handler';
 
-// A minimal HTTP/1.1 client for the Runtime API on one keep-alive socket.
-// Requests may be pipelined; responses come back in order. Node's http
+// The HTTP/1.1 response at the start of buf, and where it ends; null when
+// it is not complete yet. Header names come back in lowercase.
+function parseResponse(buf) {
+  const end = buf.indexOf('\r\n\r\n');
+  if (end < 0) return null;
+  const head = buf.latin1Slice(0, end + 2);
+  let eol = head.indexOf('\r\n');
+  const status = parseInt(head.slice(head.indexOf(' ') + 1), 10);
+  const headers = {};
+  for (let at = eol + 2; at < head.length; at = eol + 2) {
+    eol = head.indexOf('\r\n', at);
+    const colon = head.indexOf(':', at);
+    if (colon < 0 || colon > eol) continue;
+    const name = head.slice(at, colon);
+    headers[/[A-Z]/.test(name) ? name.toLowerCase() : name] = head.slice(colon + 1, eol).trim();
+  }
+  let at = end + 4;
+  let body;
+  const encoding = headers['transfer-encoding'];
+  if (encoding !== undefined && /chunked/i.test(encoding)) {
+    const parts = [];
+    for (;;) {
+      const eol = buf.indexOf('\r\n', at);
+      if (eol < 0) return null;
+      const size = parseInt(buf.toString('latin1', at, eol), 16);
+      if (size === 0) {
+        // No trailers: the chunk's line ends the body; else a blank line after them.
+        const last = buf.indexOf('\r\n', eol + 2) === eol + 2 ? eol + 4 : buf.indexOf('\r\n\r\n', eol) + 4;
+        if (last < 4 || last > buf.length) return null;
+        at = last;
+        break;
+      }
+      if (buf.length < eol + 2 + size + 2) return null;
+      parts.push(buf.subarray(eol + 2, eol + 2 + size));
+      at = eol + 2 + size + 2;
+    }
+    body = Buffer.concat(parts).toString('utf8');
+  } else {
+    const length = Number(headers['content-length'] || 0);
+    if (buf.length < at + length) return null;
+    body = buf.utf8Slice(at, at + length);
+    at += length;
+  }
+  return { response: { status, headers, body }, end: at };
+}
+
+// Requests of the Runtime API, as bytes.
+function format(method, route, body, headers = {}) {
+  let head = `${method} /2018-06-01/runtime${route} HTTP/1.1\r\nHost: ${api}\r\n`;
+  for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
+  if (body === undefined) return Buffer.from(`${head}\r\n`, 'latin1');
+  const payload = Buffer.from(body, 'utf8');
+  head += `Content-Type: application/json\r\nContent-Length: ${payload.length}\r\n\r\n`;
+  return Buffer.concat([Buffer.from(head, 'latin1'), payload]);
+}
+
+// Both clients below take requests that may be pipelined, send them in one
+// write and give back a promise of each response, in order. Node's http
 // client costs several times more per request, and a worker makes two.
-class RuntimeClient {
-  constructor(host, port, fd) {
+
+// A minimal HTTP/1.1 client for the Runtime API on one keep-alive TCP socket.
+class TcpClient {
+  constructor(host, port) {
     this.host = host;
     this.port = port;
-    this.fd = fd;
     this.socket = null;
     this.buffer = Buffer.alloc(0);
     this.waiters = [];
   }
 
   connect() {
-    let socket;
-    if (this.fd !== undefined) {
-      // orchestrator's own connection to the same API (one end of a socket
-      // pair): usable once; TCP after that.
-      socket = new net.Socket({ fd: this.fd, readable: true, writable: true });
-      this.fd = undefined;
-    } else {
-      socket = net.connect({ host: this.host, port: this.port });
-      socket.setNoDelay(true);
-    }
+    const socket = net.connect({ host: this.host, port: this.port });
+    socket.setNoDelay(true);
     socket.on('data', (chunk) => {
       this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
-      for (let response; this.waiters.length && (response = this.parse()); ) this.waiters.shift().resolve(response);
+      for (let parsed; this.waiters.length && (parsed = parseResponse(this.buffer)); ) {
+        this.buffer = this.buffer.subarray(parsed.end);
+        this.waiters.shift().resolve(parsed.response);
+      }
     });
     const fail = (err) => {
       this.socket = null;
@@ -50,63 +102,70 @@ class RuntimeClient {
     this.socket = socket;
   }
 
-  // One response from the buffer, or null when it is not complete yet.
-  parse() {
-    const end = this.buffer.indexOf('\r\n\r\n');
-    if (end < 0) return null;
-    const lines = this.buffer.toString('latin1', 0, end).split('\r\n');
-    const status = parseInt(lines[0].split(' ')[1], 10);
-    const headers = {};
-    for (let i = 1; i < lines.length; i++) {
-      const c = lines[i].indexOf(':');
-      if (c > 0) headers[lines[i].slice(0, c).trim().toLowerCase()] = lines[i].slice(c + 1).trim();
-    }
-    let at = end + 4;
-    let body;
-    if (/chunked/i.test(headers['transfer-encoding'] || '')) {
-      const parts = [];
-      for (;;) {
-        const eol = this.buffer.indexOf('\r\n', at);
-        if (eol < 0) return null;
-        const size = parseInt(this.buffer.toString('latin1', at, eol), 16);
-        if (size === 0) {
-          const trailerEnd = this.buffer.indexOf('\r\n\r\n', eol);
-          const last = this.buffer.indexOf('\r\n', eol + 2) === eol + 2 ? eol + 4 : trailerEnd + 4;
-          if (last < 4 || last > this.buffer.length) return null;
-          at = last;
-          break;
-        }
-        if (this.buffer.length < eol + 2 + size + 2) return null;
-        parts.push(this.buffer.subarray(eol + 2, eol + 2 + size));
-        at = eol + 2 + size + 2;
-      }
-      body = Buffer.concat(parts);
-    } else {
-      const length = Number(headers['content-length'] || 0);
-      if (this.buffer.length < at + length) return null;
-      body = this.buffer.subarray(at, at + length);
-      at += length;
-    }
-    const response = { status, headers, body: body.toString('utf8') };
-    this.buffer = this.buffer.subarray(at);
-    return response;
-  }
-
-  static format(method, route, body, headers = {}) {
-    let head = `${method} /2018-06-01/runtime${route} HTTP/1.1\r\nHost: ${api}\r\n`;
-    for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
-    if (body === undefined) return Buffer.from(`${head}\r\n`, 'latin1');
-    const payload = Buffer.from(body, 'utf8');
-    head += `Content-Type: application/json\r\nContent-Length: ${payload.length}\r\n\r\n`;
-    return Buffer.concat([Buffer.from(head, 'latin1'), payload]);
-  }
-
-  // Sends the requests in one write; resolves each response in order.
   send(...requests) {
     if (!this.socket) this.connect();
     const promises = requests.map(() => new Promise((resolve, reject) => this.waiters.push({ resolve, reject })));
     this.socket.write(requests.length === 1 ? requests[0] : Buffer.concat(requests));
     return promises;
+  }
+}
+
+// orchestrator's own connection to the same API (one end of a socket pair,
+// a blocking descriptor), read and written with blocking calls. Between
+// invocations the worker waits in read(2) and nothing else in it runs:
+// frozen, as a Lambda execution environment is between invocations. An
+// event then costs one read, not a turn of the event loop and its streams.
+const CHANNEL_BUFFER = 64 * 1024;
+class BlockingChannel {
+  constructor(fd) {
+    this.fd = fd;
+    this.buffer = Buffer.allocUnsafe(CHANNEL_BUFFER);
+    this.length = 0;
+  }
+
+  send(...requests) {
+    const data = requests.length === 1 ? requests[0] : Buffer.concat(requests);
+    try {
+      for (let at = 0; at < data.length; ) at += fs.writeSync(this.fd, data, at, data.length - at);
+    } catch (err) {
+      return requests.map(() => Promise.reject(err));
+    }
+    return requests.map(() => {
+      try {
+        return Promise.resolve(this.receive());
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    });
+  }
+
+  // Blocks until one whole response is in.
+  receive() {
+    for (;;) {
+      if (this.length) {
+        const parsed = parseResponse(this.buffer.subarray(0, this.length));
+        if (parsed) {
+          this.length -= parsed.end;
+          if (this.length) this.buffer.copy(this.buffer, 0, parsed.end, parsed.end + this.length);
+          else if (this.buffer.length > CHANNEL_BUFFER) this.buffer = Buffer.allocUnsafe(CHANNEL_BUFFER);
+          return parsed.response;
+        }
+      }
+      if (this.length === this.buffer.length) {
+        const bigger = Buffer.allocUnsafe(this.buffer.length * 2);
+        this.buffer.copy(bigger, 0, 0, this.length);
+        this.buffer = bigger;
+      }
+      let read;
+      try {
+        read = fs.readSync(this.fd, this.buffer, this.length, this.buffer.length - this.length, null);
+      } catch (err) {
+        if (err.code === 'EINTR') continue;
+        throw err;
+      }
+      if (read === 0) throw new Error('runtime API connection closed');
+      this.length += read;
+    }
   }
 }
 
@@ -132,9 +191,9 @@ process.env = new Proxy(
   },
 );
 
-const client = new RuntimeClient(api.slice(0, colon), Number(api.slice(colon + 1)), offeredFd ? Number(offeredFd) : undefined);
-const NEXT = RuntimeClient.format('GET', '/invocation/next');
-const call = (method, route, body, headers) => client.send(RuntimeClient.format(method, route, body, headers))[0];
+const client = offeredFd ? new BlockingChannel(Number(offeredFd)) : new TcpClient(api.slice(0, colon), Number(api.slice(colon + 1)));
+const NEXT = format('GET', '/invocation/next');
+const call = (method, route, body, headers) => client.send(format(method, route, body, headers))[0];
 
 function errorBody(err) {
   const e = err instanceof Error ? err : new Error(typeof err === 'string' ? err : JSON.stringify(err));
@@ -233,10 +292,10 @@ for (;;) {
     const event = next.body ? JSON.parse(next.body) : null;
     const result = await run(handler, event, context);
     const payload = JSON.stringify(result === undefined ? null : result);
-    outcome = RuntimeClient.format('POST', `/invocation/${requestId}/response`, payload === undefined ? 'null' : payload);
+    outcome = format('POST', `/invocation/${requestId}/response`, payload === undefined ? 'null' : payload);
   } catch (err) {
     console.error(`ERROR Invoke Error ${err && err.stack ? err.stack : err}`);
-    outcome = RuntimeClient.format('POST', `/invocation/${requestId}/error`, errorBody(err), {
+    outcome = format('POST', `/invocation/${requestId}/error`, errorBody(err), {
       'Lambda-Runtime-Function-Error-Type': (err && err.name) || 'Error',
     });
   }
