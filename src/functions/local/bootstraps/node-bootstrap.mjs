@@ -17,7 +17,7 @@ const handlerName = process.env._HANDLER || 'index.handler';
 function parseResponse(buf) {
   const end = buf.indexOf('\r\n\r\n');
   if (end < 0) return null;
-  const head = buf.latin1Slice(0, end + 2);
+  const head = buf.toString('latin1', 0, end + 2);
   let eol = head.indexOf('\r\n');
   const status = parseInt(head.slice(head.indexOf(' ') + 1), 10);
   const headers = {};
@@ -52,7 +52,7 @@ function parseResponse(buf) {
   } else {
     const length = Number(headers['content-length'] || 0);
     if (buf.length < at + length) return null;
-    body = buf.utf8Slice(at, at + length);
+    body = buf.toString('utf8', at, at + length);
     at += length;
   }
   return { response: { status, headers, body }, end: at };
