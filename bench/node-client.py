@@ -61,7 +61,8 @@ class Api:
             end = self.buffer.find(b"\r\n\r\n")
             if end >= 0:
                 head = self.buffer[:end].decode("latin1")
-                length = int(re.search(r"(?im)^content-length:\s*(\d+)", head).group(1)) if "ontent-" in head else 0
+                declared = re.search(r"(?im)^content-length:\s*(\d+)", head)
+                length = int(declared.group(1)) if declared else 0
                 if len(self.buffer) >= end + 4 + length:
                     self.buffer = self.buffer[end + 4 + length:]
                     return head.split(" ")[1]

@@ -25,13 +25,11 @@ function parseResponse(buf) {
     eol = head.indexOf('\r\n', at);
     const colon = head.indexOf(':', at);
     if (colon < 0 || colon > eol) continue;
-    const name = head.slice(at, colon);
-    headers[/[A-Z]/.test(name) ? name.toLowerCase() : name] = head.slice(colon + 1, eol).trim();
+    headers[head.slice(at, colon).toLowerCase()] = head.slice(colon + 1, eol).trim();
   }
   let at = end + 4;
   let body;
-  const encoding = headers['transfer-encoding'];
-  if (encoding !== undefined && /chunked/i.test(encoding)) {
+  if (/chunked/i.test(headers['transfer-encoding'] || '')) {
     const parts = [];
     for (;;) {
       const eol = buf.indexOf('\r\n', at);
