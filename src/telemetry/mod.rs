@@ -1,5 +1,9 @@
 //! Logging setup: `RUST_LOG`-style filter (default `info`), pretty or JSON lines.
 //!
+//! Pretty lines go through [`text`]'s formatter when they are not coloured
+//! (a file, a pipe, a container's log), and through `tracing-subscriber`'s
+//! compact formatter on a terminal: the same layout either way.
+//!
 //! Lines go to an in-memory buffer that a background thread writes to stdout
 //! every [`FLUSH_EVERY`] (sooner when it fills up). A request path that logs
 //! (every function invocation logs START/END/REPORT) therefore neither waits
@@ -16,6 +20,8 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+
+mod text;
 
 /// Longest a line waits in the buffer.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -134,7 +140,11 @@ pub fn init(format: LogFormat) -> Option<LogGuard> {
         .with_writer(Buffered(shared.clone()));
     let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Pretty if ansi => builder.compact().try_init(),
+        LogFormat::Pretty => builder
+            .fmt_fields(text::TextFields)
+            .event_format(text::TextLine)
+            .try_init(),
     };
     installed.ok()?;
     let flusher = std::thread::Builder::new()
