@@ -310,6 +310,16 @@ mod tests {
             .collect()
     }
 
+    /// A subscriber with this module's formatter, as `telemetry::init` installs it.
+    fn ours_writing_to(captured: &Captured) -> impl Subscriber {
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(captured.clone())
+            .fmt_fields(TextFields)
+            .event_format(TextLine)
+            .finish()
+    }
+
     #[test]
     fn lines_match_the_stock_compact_format_without_colours() {
         let (stock, ours) = (Captured::default(), Captured::default());
@@ -320,12 +330,7 @@ mod tests {
             .with_writer(stock.clone())
             .finish();
         tracing::subscriber::with_default(reference, emit);
-        let fast = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(ours.clone())
-            .fmt_fields(TextFields)
-            .event_format(TextLine)
-            .finish();
+        let fast = ours_writing_to(&ours);
         let before = chrono::Utc::now();
         tracing::subscriber::with_default(fast, emit);
         let after = chrono::Utc::now();
@@ -363,13 +368,7 @@ mod tests {
     #[test]
     fn the_second_is_formatted_again_when_it_changes() {
         let captured = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(captured.clone())
-            .fmt_fields(TextFields)
-            .event_format(TextLine)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(ours_writing_to(&captured), || {
             tracing::info!("first");
             std::thread::sleep(std::time::Duration::from_millis(1100));
             tracing::info!("second");
