@@ -40,7 +40,7 @@ use crate::events::{
     Dispatcher, EventHandler, EventType, HandlerSet, Inbox, RetryPolicy, Services,
 };
 use crate::functions::aws::AwsLambda;
-use crate::functions::local::{LocalFunctions, LocalOptions};
+use crate::functions::local::{LocalFunctions, LocalOptions, Scaling};
 use crate::functions::FunctionBackend;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
@@ -219,7 +219,11 @@ impl OrchestratorBuilder {
                 ),
                 (None, _, _) => LocalFunctions::start(LocalOptions {
                     runtimes_dir: config.data_dir.join("runtimes"),
-                    max_workers: config.functions.max_workers,
+                    scaling: Scaling {
+                        max_workers: config.functions.max_workers,
+                        eager_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                        delay: Duration::from_millis(config.functions.scale_out_delay_ms),
+                    },
                     idle_timeout: Duration::from_secs(config.functions.idle_timeout_secs),
                     region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
                 })?,

@@ -14,6 +14,9 @@ pub struct FunctionsConfig {
     pub role_arn: Option<String>,
     /// Local runtime: most workers per app; more concurrent requests queue.
     pub max_workers: usize,
+    /// Local runtime: beyond one worker per CPU, another starts only once the
+    /// oldest queued request has waited this long (0: at once).
+    pub scale_out_delay_ms: u64,
     /// Local runtime: an idle worker stops after this many seconds.
     pub idle_timeout_secs: u64,
     /// How often a proxy checks the store for apps changed by other replicas
@@ -94,6 +97,7 @@ impl Default for FunctionsConfig {
             backend: "local".into(),
             role_arn: None,
             max_workers: 4,
+            scale_out_delay_ms: 20,
             idle_timeout_secs: 300,
             sync_interval_ms: 1000,
             architecture: None,

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use orchestrator::apps::{validate, AppName, DeployRequest, FunctionConfig};
-use orchestrator::functions::local::{LocalFunctions, LocalOptions};
+use orchestrator::functions::local::{LocalFunctions, LocalOptions, Scaling};
 use orchestrator::functions::{Deployment, FunctionBackend, FunctionError};
 use orchestrator::proxy::{event_v1, map_result, IncomingRequest, PayloadFormat};
 use serde_json::{json, Value};
@@ -24,14 +24,28 @@ fn local(dir: &Path, idle: Duration) -> std::sync::Arc<LocalFunctions> {
     local_with_cap(dir, idle, 4)
 }
 
+/// As if on a machine with a CPU per worker: workers start as soon as the
+/// queue needs them (the tests of the CPU rule set their own `Scaling`).
 fn local_with_cap(
     dir: &Path,
     idle: Duration,
     max_workers: usize,
 ) -> std::sync::Arc<LocalFunctions> {
+    local_with(
+        dir,
+        idle,
+        Scaling {
+            max_workers,
+            eager_workers: max_workers,
+            delay: Duration::from_millis(20),
+        },
+    )
+}
+
+fn local_with(dir: &Path, idle: Duration, scaling: Scaling) -> std::sync::Arc<LocalFunctions> {
     LocalFunctions::start(LocalOptions {
         runtimes_dir: dir.join("runtimes"),
-        max_workers,
+        scaling,
         idle_timeout: idle,
         region: "us-east-1".into(),
     })
@@ -302,17 +316,37 @@ async fn errors_crashes_init_failures_and_timeouts() {
 #[tokio::test]
 async fn concurrency_scales_out_and_idle_workers_stop() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = local(dir.path(), Duration::from_millis(600));
-    let code = "exports.handler = async () => { await new Promise(r => setTimeout(r, 300)); return { statusCode: 200, body: String(process.pid) }; };";
+    // As if on one CPU: the workers beyond the first wait for the scale-out
+    // delay, and start because these invocations wait (as I/O would).
+    let scaling = Scaling {
+        max_workers: 4,
+        eager_workers: 1,
+        delay: Duration::from_millis(20),
+    };
+    let backend = local_with(dir.path(), Duration::from_millis(600), scaling);
+    // Each invocation waits until four are running at once (or 20 s pass),
+    // so four answers from four workers whatever the workers' start takes.
+    let code = r#"const fs = require('node:fs');
+        exports.handler = async (e) => {
+            fs.writeFileSync(e.dir + '/' + process.pid, '');
+            for (let i = 0; i < 2000 && fs.readdirSync(e.dir).length < 4; i++) {
+                await new Promise(r => setTimeout(r, 10));
+            }
+            return { statusCode: 200, body: String(process.pid) };
+        };"#;
     let app = deploy(
         &backend,
         dir.path(),
         "busy",
         &[("index.js", code)],
-        &config(json!({})),
+        // The first invocation waits for the other workers to start.
+        &config(json!({"timeout": 30})),
     )
     .await;
-    let calls = (0..4).map(|_| backend.invoke(&app, b"{}".to_vec()));
+    let barrier = dir.path().join("barrier");
+    std::fs::create_dir(&barrier).unwrap();
+    let event = serde_json::to_vec(&json!({"dir": barrier})).unwrap();
+    let calls = (0..4).map(|_| backend.invoke(&app, event.clone()));
     let pids: std::collections::HashSet<String> = futures::future::join_all(calls)
         .await
         .into_iter()
@@ -326,6 +360,57 @@ async fn concurrency_scales_out_and_idle_workers_stop() {
     assert_eq!(pids.len(), 4, "four concurrent requests, four workers");
     assert_eq!(backend.idle_workers(&app), 4);
     crate::common::eventually(|| async { (backend.idle_workers(&app) == 0).then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn beyond_one_worker_per_cpu_short_invocations_share_the_warm_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two "CPUs" and a cap of four. The first round waits for both workers
+    // to start, which takes longer than the delay: that wait does not count.
+    let scaling = Scaling {
+        max_workers: 4,
+        eager_workers: 2,
+        delay: Duration::from_millis(200),
+    };
+    let backend = local_with(dir.path(), Duration::from_secs(60), scaling);
+    let code = "await new Promise(r => setTimeout(r, 400));\n\
+        export const handler = async (e) => ({ statusCode: 200, body: process.pid + ':' + e.n });";
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "short",
+        &[("index.mjs", code)],
+        &config(json!({})),
+    )
+    .await;
+    let mut pids = std::collections::HashSet::new();
+    for round in 0..5 {
+        let calls = (0..16).map(|n| backend.invoke(&app, format!(r#"{{"n":{n}}}"#).into_bytes()));
+        for (n, answer) in bodies(futures::future::join_all(calls).await)
+            .iter()
+            .enumerate()
+        {
+            let body = answer.as_ref().unwrap();
+            let (pid, echoed) = body.split_once(':').unwrap();
+            assert_eq!(
+                echoed,
+                n.to_string(),
+                "round {round}: each caller gets its own answer"
+            );
+            pids.insert(pid.to_owned());
+        }
+    }
+    assert!(
+        (1..=2).contains(&pids.len()),
+        "16 concurrent short invocations stay on the CPUs' two workers: {pids:?}"
+    );
+    // Longer than a worker's start: one started late would be counted by now.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        backend.idle_workers(&app),
+        pids.len(),
+        "no third worker started"
+    );
 }
 
 /// The bash bootstraps below use curl, as AWS's tutorial does (`.ci/run`

@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use self::pool::Pool;
+pub use self::pool::Scaling;
 use self::worker::WorkerSpec;
 use super::{Deployment, FunctionBackend, FunctionError};
 use crate::apps::AppName;
@@ -26,8 +27,8 @@ const PYTHON_BOOTSTRAP: &str = "python-bootstrap.py";
 pub struct LocalOptions {
     /// Where the runtime clients are written.
     pub runtimes_dir: PathBuf,
-    /// Most workers per app (concurrent invocations beyond it queue).
-    pub max_workers: usize,
+    /// How many workers an app may have and how fast it gets them.
+    pub scaling: Scaling,
     /// Idle workers stop after this long.
     pub idle_timeout: Duration,
     /// `AWS_REGION` the functions see.
@@ -108,7 +109,7 @@ impl FunctionBackend for LocalFunctions {
                 .unwrap_or_else(|_| self.options.runtimes_dir.clone()),
             region: self.options.region.clone(),
         };
-        let pool = Arc::new(Pool::new(spec, self.options.max_workers));
+        let pool = Arc::new(Pool::new(spec, self.options.scaling));
         let old = self
             .pools
             .write()

@@ -4,7 +4,12 @@
 //! used first, so the others go idle and stop), or wait in the app's queue;
 //! a worker that posts a result finds the next queued event at once, in the
 //! same exchange. A new worker starts only when more invocations are queued
-//! than workers are starting or returning, up to the cap.
+//! than workers are starting or returning, up to the cap. Beyond one worker
+//! per CPU it starts only once the queue has stood still for the scale-out
+//! delay while those workers run invocations: when the CPUs are busy with
+//! short invocations, another process adds memory and no throughput, and a
+//! queue that keeps moving says so; handlers that wait (I/O, sleeps) hold
+//! the queue up and still get workers up to the cap.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -26,10 +31,32 @@ pub struct Pool {
     shared: Arc<Shared>,
 }
 
+/// How far and how fast a pool grows.
+#[derive(Debug, Clone, Copy)]
+pub struct Scaling {
+    /// Most workers (at least 1).
+    pub max_workers: usize,
+    /// Workers started as soon as the queue needs them (the CPU count).
+    pub eager_workers: usize,
+    /// Beyond `eager_workers`, how long the oldest queued invocation waits
+    /// before another worker starts for it.
+    pub delay: Duration,
+}
+
+/// What the pool does about its queue after a change.
+#[derive(Debug, PartialEq)]
+enum Grow {
+    No,
+    /// Start a worker (already counted in).
+    Now,
+    /// Look again after this long (a check is armed).
+    After(Duration),
+}
+
 /// What the pool and its workers' Runtime API endpoints share.
 pub struct Shared {
     pub spec: WorkerSpec,
-    max_workers: usize,
+    scaling: Scaling,
     state: Mutex<State>,
 }
 
@@ -45,6 +72,10 @@ struct State {
     /// Workers running an invocation (taken, result not posted yet).
     busy: usize,
     retired: bool,
+    /// A timer will look at the queue again (see `Grow::After`).
+    recheck_armed: bool,
+    /// When a worker last took an invocation from the queue.
+    moved_at: Option<Instant>,
 }
 
 struct Waiter {
@@ -79,20 +110,57 @@ impl State {
     /// start a second worker. A retired pool still serves what was queued
     /// (an invocation racing a redeploy); its workers stop once the queue is
     /// empty.
-    fn wants_worker(&mut self, max: usize) -> bool {
+    fn wants_worker(&mut self, scaling: &Scaling) -> Grow {
         // A retired pool is no longer reaped, so it cannot wait on them.
         let returning = if self.retired { 0 } else { self.returning() };
-        self.wants_worker_counting(max, returning)
+        self.wants_worker_counting(scaling, returning, true)
     }
 
-    fn wants_worker_counting(&mut self, max: usize, returning: usize) -> bool {
+    /// `beyond_cpus`: whether the CPU rule applies (the reaper's safety net
+    /// for a runtime that never asks again does not wait on it).
+    fn wants_worker_counting(
+        &mut self,
+        scaling: &Scaling,
+        returning: usize,
+        beyond_cpus: bool,
+    ) -> Grow {
         let coming = self.starting + returning;
-        let needed = self.queued.len() > coming && self.workers < max;
-        if needed {
-            self.workers += 1;
-            self.starting += 1;
+        if self.queued.len() <= coming || self.workers >= scaling.max_workers {
+            return Grow::No;
         }
-        needed
+        if beyond_cpus && self.workers >= scaling.eager_workers {
+            if let Some(wait) = self.wait_before_growing(scaling) {
+                if self.recheck_armed {
+                    return Grow::No;
+                }
+                self.recheck_armed = true;
+                return Grow::After(wait);
+            }
+        }
+        self.workers += 1;
+        self.starting += 1;
+        Grow::Now
+    }
+
+    /// With a worker per CPU already, how much longer the queue must stand
+    /// still before another worker starts (`None`: start it now). It only
+    /// counts while that many workers run invocations: time spent waiting
+    /// for workers to start says nothing about the invocations' length.
+    fn wait_before_growing(&self, scaling: &Scaling) -> Option<Duration> {
+        let working = self
+            .workers
+            .saturating_sub(self.starting)
+            .saturating_sub(self.waiting.len());
+        if working < scaling.eager_workers {
+            return Some(scaling.delay);
+        }
+        let oldest = self.queued.front().map(|i| i.queued_at);
+        let still = [oldest, self.moved_at]
+            .into_iter()
+            .flatten()
+            .max()
+            .map_or(Duration::ZERO, |since| since.elapsed());
+        scaling.delay.checked_sub(still).filter(|d| !d.is_zero())
     }
 }
 
@@ -118,10 +186,46 @@ impl Shared {
                 }
             }
             state.queued.push_back(invocation);
-            state.wants_worker(self.max_workers)
+            state.wants_worker(&self.scaling)
         };
-        if start {
-            self.start_worker();
+        self.grow(start);
+    }
+
+    fn grow(self: &Arc<Self>, grow: Grow) {
+        match grow {
+            Grow::No => {}
+            Grow::Now => self.start_worker(),
+            Grow::After(delay) => {
+                let this = self.clone();
+                let recheck = async move {
+                    tokio::time::sleep(delay).await;
+                    // The delay is up for everything queued that no worker is
+                    // coming for, not only for the oldest.
+                    let mut grows = Vec::new();
+                    {
+                        let mut state = this.state();
+                        state.recheck_armed = false;
+                        loop {
+                            let grow = state.wants_worker(&this.scaling);
+                            let again = grow == Grow::Now;
+                            grows.push(grow);
+                            if !again {
+                                break;
+                            }
+                        }
+                    }
+                    for grow in grows {
+                        this.grow(grow);
+                    }
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        runtime.spawn(recheck);
+                    }
+                    // Outside a runtime (a pool dropped at shutdown) nothing waits.
+                    Err(_) => self.state().recheck_armed = false,
+                }
+            }
         }
     }
 
@@ -153,6 +257,7 @@ impl Shared {
                 state.starting -= 1;
             }
             if let Some(invocation) = state.queued.pop_front() {
+                state.moved_at = Some(Instant::now());
                 state.set_busy(worker, true);
                 return Some(invocation);
             }
@@ -187,11 +292,9 @@ impl Shared {
             let mut state = self.state();
             state.set_busy(worker, false);
             state.queued.push_front(invocation);
-            state.wants_worker(self.max_workers)
+            state.wants_worker(&self.scaling)
         };
-        if start {
-            self.start_worker();
-        }
+        self.grow(start);
     }
 
     /// A worker posted its invocation's result or error.
@@ -213,23 +316,25 @@ impl Shared {
                 failed = state.queued.pop_front();
             }
             state.waiting.retain(|w| !Arc::ptr_eq(&w.worker, worker));
-            (failed, state.wants_worker(self.max_workers))
+            (failed, state.wants_worker(&self.scaling))
         };
         if let Some(invocation) = failed {
             invocation.fail(&self.spec.app, FunctionError::Failed(why.to_owned()));
         }
-        if start {
-            self.start_worker();
-        }
+        self.grow(start);
     }
 }
 
 impl Pool {
-    pub fn new(spec: WorkerSpec, max_workers: usize) -> Self {
+    pub fn new(spec: WorkerSpec, scaling: Scaling) -> Self {
         Self {
             shared: Arc::new(Shared {
                 spec,
-                max_workers: max_workers.max(1),
+                scaling: Scaling {
+                    max_workers: scaling.max_workers.max(1),
+                    eager_workers: scaling.eager_workers.max(1),
+                    delay: scaling.delay,
+                },
                 state: Mutex::default(),
             }),
         }
@@ -244,14 +349,12 @@ impl Pool {
             let mut state = self.shared.state();
             state.retired = true;
             let waiting = std::mem::take(&mut state.waiting);
-            (waiting, state.wants_worker(self.shared.max_workers))
+            (waiting, state.wants_worker(&self.shared.scaling))
         };
         for waiter in waiting {
             waiter.worker.kill();
         }
-        if start {
-            self.shared.start_worker();
-        }
+        self.shared.grow(start);
     }
 
     /// Stops workers that have waited for longer than `max_idle`.
@@ -271,15 +374,17 @@ impl Pool {
                 .queued
                 .front()
                 .is_some_and(|i| i.queued_at.elapsed() >= STUCK_IN_QUEUE);
-            let start = stuck && state.wants_worker_counting(self.shared.max_workers, 0);
+            let start = if stuck {
+                state.wants_worker_counting(&self.shared.scaling, 0, false)
+            } else {
+                Grow::No
+            };
             (stale, start)
         };
         for waiter in &stale {
             waiter.worker.kill();
         }
-        if start {
-            self.shared.start_worker();
-        }
+        self.shared.grow(start);
         stale.len()
     }
 
