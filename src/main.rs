@@ -123,7 +123,14 @@ fn main() -> ExitCode {
     }
     let result = load(&cli).and_then(|mut config| {
         let _logs = orchestrator::telemetry::init(config.log_format);
+        let serves_proxy = match cli.command {
+            Some(Command::Serve { role, .. }) => role.serves_proxy(),
+            Some(_) => false,
+            None => true,
+        };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.runtime_threads(serves_proxy, cpus))
             .enable_all()
             .build()
             .context("starting the runtime")?;
