@@ -359,6 +359,12 @@ impl Config {
                 "max_workers and idle_timeout_secs must be at least 1",
             ));
         }
+        if self.functions.scale_out_delay_ms > 60_000 {
+            return Err(invalid(
+                "functions.scale_out_delay_ms",
+                "must be at most 60000",
+            ));
+        }
         if self.worker_threads > 1024 {
             return Err(invalid("worker_threads", "must be at most 1024"));
         }
@@ -445,8 +451,16 @@ mod tests {
             .apply_env(|k| (k == "ORCHESTRATOR_WORKER_THREADS").then(|| "3".to_owned()))
             .unwrap();
         assert_eq!(config.runtime_threads(true, 2), 3, "set explicitly");
-        config.worker_threads = 5000;
-        assert!(config.validate().is_err());
+        let mut config = Config {
+            worker_threads: 5000,
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("worker_threads"), "{err}");
+        config.worker_threads = 0;
+        config.functions.scale_out_delay_ms = 60_001;
+        let err = config.validate().unwrap_err();
+        assert!(err.to_string().contains("scale_out_delay_ms"), "{err}");
     }
 
     #[test]
