@@ -50,6 +50,12 @@ use crate::tiers::config::ConfigTiers;
 use crate::tiers::dynamodb::DynamoDbTiers;
 use crate::tiers::TierSource;
 
+/// CPUs this process may use (cgroup quotas included): the runtime's
+/// threads and the local runtime's eager workers are counted from it.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -221,7 +227,7 @@ impl OrchestratorBuilder {
                     runtimes_dir: config.data_dir.join("runtimes"),
                     scaling: Scaling {
                         max_workers: config.functions.max_workers,
-                        eager_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                        eager_workers: cpus(),
                         delay: Duration::from_millis(config.functions.scale_out_delay_ms),
                     },
                     idle_timeout: Duration::from_secs(config.functions.idle_timeout_secs),

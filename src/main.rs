@@ -128,9 +128,8 @@ fn main() -> ExitCode {
             Some(_) => false,
             None => true,
         };
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.runtime_threads(serves_proxy, cpus))
+            .worker_threads(config.runtime_threads(serves_proxy, orchestrator::cpus()))
             .enable_all()
             .build()
             .context("starting the runtime")?;

@@ -15,7 +15,8 @@ pub struct FunctionsConfig {
     /// Local runtime: most workers per app; more concurrent requests queue.
     pub max_workers: usize,
     /// Local runtime: beyond one worker per CPU, another starts only once the
-    /// oldest queued request has waited this long (0: at once).
+    /// queue has stood still this long while those workers run invocations
+    /// (0: at once).
     pub scale_out_delay_ms: u64,
     /// Local runtime: an idle worker stops after this many seconds.
     pub idle_timeout_secs: u64,

@@ -38,8 +38,8 @@ pub struct Scaling {
     pub max_workers: usize,
     /// Workers started as soon as the queue needs them (the CPU count).
     pub eager_workers: usize,
-    /// Beyond `eager_workers`, how long the oldest queued invocation waits
-    /// before another worker starts for it.
+    /// Beyond `eager_workers`, how long the queue must stand still (no
+    /// invocation taken from it) before another worker starts.
     pub delay: Duration,
 }
 
