@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Our Node.js runtime client alone: its CPU per invocation, without the service.
 
-Serves the Runtime API to one worker over an inherited socket pair (as the
-local runtime does: fd 3, ORCHESTRATOR_RUNTIME_API_FD), or over loopback TCP
+Serves the Runtime API to one worker over two inherited pipes (as the local
+runtime does: fds 3 and 4, ORCHESTRATOR_RUNTIME_API_FDS), or over loopback TCP
 with --tcp, answering each posted result with the 202 and the next event in
 one write. The seed's Lambda handles a v1 event for `GET /`. Prints the
 worker's user and system CPU per invocation (from /proc/<pid>/stat) and its
@@ -46,6 +46,21 @@ def v1_event():
         },
         "body": None, "isBase64Encoded": False,
     }, separators=(",", ":")).encode()
+
+
+class Pipes:
+    """Our ends of the worker's pipes, as the socket calls Api makes."""
+
+    def __init__(self, read_fd, write_fd):
+        self.read_fd, self.write_fd = read_fd, write_fd
+
+    def recv(self, size):
+        return os.read(self.read_fd, size)
+
+    def sendall(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.write_fd, view):]
 
 
 class Api:
@@ -109,12 +124,20 @@ def main():
         ours, _ = listener.accept()
         ours.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     else:
-        ours, theirs = socket.socketpair()
+        their_read, our_write = os.pipe()
+        our_read, their_write = os.pipe()
+
+        def inherit():
+            moved = [os.dup(their_read), os.dup(their_write)]
+            os.dup2(moved[0], 3)
+            os.dup2(moved[1], 4)
+
         env["AWS_LAMBDA_RUNTIME_API"] = "127.0.0.1:9"
-        env["ORCHESTRATOR_RUNTIME_API_FD"] = "3"
-        worker = subprocess.Popen(command, env=env, cwd=code, pass_fds=(3, theirs.fileno()),
-                                  preexec_fn=lambda: os.dup2(theirs.fileno(), 3))
-        theirs.close()
+        env["ORCHESTRATOR_RUNTIME_API_FDS"] = "3,4"
+        worker = subprocess.Popen(command, env=env, cwd=code, pass_fds=(3, 4), preexec_fn=inherit)
+        os.close(their_read)
+        os.close(their_write)
+        ours = Pipes(our_read, our_write)
     try:
         api = Api(ours)
         event = v1_event()
@@ -134,7 +157,7 @@ def main():
         worker.kill()
         shutil.rmtree(code, ignore_errors=True)
     per = lambda k: 1e6 * (after[k] - before[k]) / args.invocations
-    print(f"{'tcp' if args.tcp else 'socket pair'}: user {per(0):.1f} µs + system {per(1):.1f} µs of worker CPU "
+    print(f"{'tcp' if args.tcp else 'pipes'}: user {per(0):.1f} µs + system {per(1):.1f} µs of worker CPU "
           f"per invocation ({args.invocations / elapsed:.0f} invocations/s); RSS {rss} MiB, peak {hwm} MiB")
 
 

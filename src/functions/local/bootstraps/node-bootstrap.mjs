@@ -108,15 +108,17 @@ class TcpClient {
   }
 }
 
-// orchestrator's own connection to the same API (one end of a socket pair,
-// a blocking descriptor), read and written with blocking calls. Between
+// orchestrator's own connection to the same API (two pipes: answers come
+// in on one, requests go out on the other), read and written with
+// blocking calls. Between
 // invocations the worker waits in read(2) and nothing else in it runs:
 // frozen, as a Lambda execution environment is between invocations. An
 // event then costs one read, not a turn of the event loop and its streams.
 const CHANNEL_BUFFER = 64 * 1024;
 class BlockingChannel {
-  constructor(fd) {
-    this.fd = fd;
+  constructor(readFd, writeFd) {
+    this.readFd = readFd;
+    this.writeFd = writeFd;
     this.buffer = Buffer.allocUnsafe(CHANNEL_BUFFER);
     this.length = 0;
   }
@@ -124,7 +126,7 @@ class BlockingChannel {
   send(...requests) {
     const data = requests.length === 1 ? requests[0] : Buffer.concat(requests);
     try {
-      for (let at = 0; at < data.length; ) at += fs.writeSync(this.fd, data, at, data.length - at);
+      for (let at = 0; at < data.length; ) at += fs.writeSync(this.writeFd, data, at, data.length - at);
     } catch (err) {
       return requests.map(() => Promise.reject(err));
     }
@@ -156,7 +158,7 @@ class BlockingChannel {
       }
       let read;
       try {
-        read = fs.readSync(this.fd, this.buffer, this.length, this.buffer.length - this.length, null);
+        read = fs.readSync(this.readFd, this.buffer, this.length, this.buffer.length - this.length, null);
       } catch (err) {
         if (err.code === 'EINTR') continue;
         throw err;
@@ -167,9 +169,10 @@ class BlockingChannel {
   }
 }
 
-// orchestrator hands its runtimes a connected socket as well (cheaper than loopback TCP).
-const offeredFd = process.env.ORCHESTRATOR_RUNTIME_API_FD;
-delete process.env.ORCHESTRATOR_RUNTIME_API_FD;
+// orchestrator hands its runtimes that connection as well (cheaper than
+// loopback TCP): `read,write` descriptors.
+const offeredFds = (process.env.ORCHESTRATOR_RUNTIME_API_FDS || '').split(',').map(Number);
+delete process.env.ORCHESTRATOR_RUNTIME_API_FDS;
 // Assigning to Node's process.env calls setenv(3), and glibc keeps every
 // value ever set (and searches them all on the next call): setting the trace
 // id per invocation grew a warm worker by ~60 bytes an invocation and slowed
@@ -189,7 +192,9 @@ process.env = new Proxy(
   },
 );
 
-const client = offeredFd ? new BlockingChannel(Number(offeredFd)) : new TcpClient(api.slice(0, colon), Number(api.slice(colon + 1)));
+const client = offeredFds.length === 2 && offeredFds.every(Number.isInteger)
+  ? new BlockingChannel(offeredFds[0], offeredFds[1])
+  : new TcpClient(api.slice(0, colon), Number(api.slice(colon + 1)));
 const NEXT = format('GET', '/invocation/next');
 const call = (method, route, body, headers) => client.send(format(method, route, body, headers))[0];
 

@@ -5,7 +5,6 @@ import http.client
 import importlib
 import json
 import os
-import socket
 import sys
 import time
 import traceback
@@ -15,23 +14,48 @@ sys.stderr.reconfigure(line_buffering=True)
 
 API = os.environ.get("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
 HOST, PORT = API.rsplit(":", 1)
-# orchestrator also hands its runtimes a connected socket to the same API
-# (cheaper than loopback TCP); it can be used once.
-_OFFERED_FD = os.environ.pop("ORCHESTRATOR_RUNTIME_API_FD", None)
+# orchestrator also hands its runtimes their own connection to the same API
+# (cheaper than loopback TCP): two pipes, "read,write"; it can be used once.
+_OFFERED_FDS = os.environ.pop("ORCHESTRATOR_RUNTIME_API_FDS", None)
+
+
+class _Pipes:
+    """The socket calls http.client makes, on the offered pipes."""
+
+    def __init__(self, read_fd, write_fd):
+        self._read_fd, self._write_fd = read_fd, write_fd
+
+    def sendall(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._write_fd, view):]
+
+    def makefile(self, mode):
+        # One response per request: nothing is read ahead past its end.
+        return open(self._read_fd, mode, closefd=False)
+
+    def close(self):
+        for fd in (self._read_fd, self._write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class _OfferedConnection(http.client.HTTPConnection):
     def connect(self):
-        global _OFFERED_FD
-        if _OFFERED_FD is None:
+        global _OFFERED_FDS
+        if _OFFERED_FDS is None:
             raise ConnectionError("runtime API connection closed")
-        fd, _OFFERED_FD = int(_OFFERED_FD), None
-        os.set_inheritable(fd, False)
-        self.sock = socket.socket(fileno=fd)
+        read_fd, write_fd = (int(fd) for fd in _OFFERED_FDS.split(","))
+        _OFFERED_FDS = None
+        for fd in (read_fd, write_fd):
+            os.set_inheritable(fd, False)
+        self.sock = _Pipes(read_fd, write_fd)
 
 
 def _connection():
-    if _OFFERED_FD is not None:
+    if _OFFERED_FDS is not None:
         return _OfferedConnection(HOST, int(PORT))
     return http.client.HTTPConnection(HOST, int(PORT))
 
