@@ -227,6 +227,35 @@ async fn a_node_worker_is_frozen_between_invocations_as_on_lambda() {
 }
 
 #[tokio::test]
+async fn a_node_worker_runs_as_batch_work_on_its_own_pipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_secs(60));
+    // The scheduling policy is the 41st field of /proc/self/stat (3 is
+    // SCHED_BATCH); fds 3 and 4 are the Runtime API's pipes.
+    let code = "const fs = require('node:fs');
+        exports.handler = async () => {
+          const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+          const policy = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
+          const fifos = [3, 4].map((fd) => fs.fstatSync(fd).isFIFO());
+          return { policy, fifos, advertised: process.env.ORCHESTRATOR_RUNTIME_API_FDS ?? null };
+        };";
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "batch",
+        &[("index.js", code)],
+        &config(json!({})),
+    )
+    .await;
+    let result = backend.invoke(&app, b"{}".to_vec()).await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&result).unwrap(),
+        json!({"policy": 3, "fifos": [true, true], "advertised": null}),
+        "SCHED_BATCH, pipes on fds 3 and 4, and the variable kept from the handler"
+    );
+}
+
+#[tokio::test]
 async fn python_handlers_run() {
     let dir = tempfile::tempdir().unwrap();
     let backend = local(dir.path(), Duration::from_secs(60));
