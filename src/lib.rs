@@ -56,6 +56,21 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Makes the calling thread, and the threads and processes it starts from
+/// then on, batch work for the scheduler (`SCHED_BATCH`): the same share of
+/// the CPU, but a thread woken by another does not preempt it. A request
+/// through the local runtime wakes four threads in turn (the proxy, the
+/// Runtime API's thread, the worker and back); preempting the waker each
+/// time cost ~10 % of the proxy's throughput on 2 CPUs.
+pub fn run_as_batch_work() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sets the calling thread's policy; `param` outlives the call.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -231,6 +246,7 @@ impl OrchestratorBuilder {
                         delay: Duration::from_millis(config.functions.scale_out_delay_ms),
                     },
                     idle_timeout: Duration::from_secs(config.functions.idle_timeout_secs),
+                    batch_scheduling: config.functions.batch_scheduling,
                     region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
                 })?,
             };

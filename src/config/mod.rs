@@ -208,6 +208,11 @@ impl Config {
             &mut self.worker_threads,
         )?;
         parse_into(
+            "ORCHESTRATOR_FUNCTIONS_BATCH_SCHEDULING",
+            get("ORCHESTRATOR_FUNCTIONS_BATCH_SCHEDULING"),
+            &mut self.functions.batch_scheduling,
+        )?;
+        parse_into(
             "ORCHESTRATOR_MIGRATE_ON_START",
             get("ORCHESTRATOR_MIGRATE_ON_START"),
             &mut self.migrate_on_start,
@@ -234,6 +239,14 @@ impl Config {
         } else {
             cpus.max(1)
         }
+    }
+
+    /// Whether this process runs as batch work for the scheduler: when it
+    /// proxies for the local function runtime and `functions.batch_scheduling`
+    /// is on. Its threads and its workers then hand each other every
+    /// invocation; none of them preempts the one that woke it.
+    pub fn batch_scheduling(&self, serves_proxy: bool) -> bool {
+        serves_proxy && self.functions.backend == "local" && self.functions.batch_scheduling
     }
 
     /// Whether any backend runs on AWS (then the SDK configuration is loaded).
@@ -461,6 +474,33 @@ mod tests {
         config.functions.scale_out_delay_ms = 60_001;
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("scale_out_delay_ms"), "{err}");
+    }
+
+    #[test]
+    fn batch_scheduling_when_proxying_for_the_local_runtime_unless_turned_off() {
+        let mut config = Config::default();
+        assert!(config.batch_scheduling(true));
+        assert!(!config.batch_scheduling(false), "no proxy (--role api)");
+        config
+            .apply_env(|k| {
+                (k == "ORCHESTRATOR_FUNCTIONS_BATCH_SCHEDULING").then(|| "false".to_owned())
+            })
+            .unwrap();
+        assert!(!config.batch_scheduling(true), "turned off");
+        let config = Config {
+            functions: FunctionsConfig {
+                backend: "aws".into(),
+                ..FunctionsConfig::default()
+            },
+            ..Config::default()
+        };
+        assert!(!config.batch_scheduling(true), "no local runtime");
+        let err = Config::default()
+            .apply_env(|k| {
+                (k == "ORCHESTRATOR_FUNCTIONS_BATCH_SCHEDULING").then(|| "often".to_owned())
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("BATCH_SCHEDULING"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct FunctionsConfig {
     pub scale_out_delay_ms: u64,
     /// Local runtime: an idle worker stops after this many seconds.
     pub idle_timeout_secs: u64,
+    /// Local runtime: workers, and a process that proxies for them, run as
+    /// `SCHED_BATCH` (see [`crate::run_as_batch_work`]).
+    pub batch_scheduling: bool,
     /// How often a proxy checks the store for apps changed by other replicas
     /// (deployed, deactivated, removed): the most a change takes to reach every replica.
     pub sync_interval_ms: u64,
@@ -100,6 +103,7 @@ impl Default for FunctionsConfig {
             max_workers: 4,
             scale_out_delay_ms: 20,
             idle_timeout_secs: 300,
+            batch_scheduling: true,
             sync_interval_ms: 1000,
             architecture: None,
             reconcile_secs: 60,

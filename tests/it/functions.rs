@@ -47,6 +47,7 @@ fn local_with(dir: &Path, idle: Duration, scaling: Scaling) -> std::sync::Arc<Lo
         runtimes_dir: dir.join("runtimes"),
         scaling,
         idle_timeout: idle,
+        batch_scheduling: true,
         region: "us-east-1".into(),
     })
     .unwrap()

@@ -31,6 +31,8 @@ pub struct LocalOptions {
     pub scaling: Scaling,
     /// Idle workers stop after this long.
     pub idle_timeout: Duration,
+    /// Workers run as `SCHED_BATCH` (see [`crate::run_as_batch_work`]).
+    pub batch_scheduling: bool,
     /// `AWS_REGION` the functions see.
     pub region: String,
 }
@@ -108,6 +110,7 @@ impl FunctionBackend for LocalFunctions {
             runtimes_dir: std::path::absolute(&self.options.runtimes_dir)
                 .unwrap_or_else(|_| self.options.runtimes_dir.clone()),
             region: self.options.region.clone(),
+            batch_scheduling: self.options.batch_scheduling,
         };
         let pool = Arc::new(Pool::new(spec, self.options.scaling));
         let old = self

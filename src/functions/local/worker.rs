@@ -156,6 +156,7 @@ pub struct WorkerSpec {
     pub code_dir: PathBuf,
     pub runtimes_dir: PathBuf,
     pub region: String,
+    pub batch_scheduling: bool,
 }
 
 type Reply = oneshot::Sender<Result<Vec<u8>, FunctionError>>;
@@ -687,19 +688,19 @@ impl Worker {
             .stderr(Stdio::piped())
             .process_group(0);
         let their_fds = [theirs[0].as_raw_fd(), theirs[1].as_raw_fd()];
+        let batch = spec.batch_scheduling;
         // SAFETY: prctl, sched_setscheduler, dup2 and fcntl are
         // async-signal-safe and touch no memory of the parent; `theirs`
         // stays open until after the spawn.
         unsafe {
             command.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                // Batch work for the scheduler: the same share of the CPU,
-                // but a worker woken by its next event does not preempt the
-                // thread that wrote it, which goes on to the next request
-                // (+5-10 % throughput on 2 CPUs). Where it is refused, the
-                // worker runs as a normal process.
-                let param = libc::sched_param { sched_priority: 0 };
-                libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+                // A worker woken by its next event then does not preempt the
+                // thread that wrote it, which goes on to the next request.
+                // Where it is refused, the worker runs as a normal process.
+                if batch {
+                    let _ = crate::run_as_batch_work();
+                }
                 // First out of the way (either may sit on 3 or 4), then into
                 // place: dup2 clears close-on-exec on the copies it makes.
                 let moved = their_fds.map(|fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10));
