@@ -128,6 +128,12 @@ fn main() -> ExitCode {
             Some(_) => false,
             None => true,
         };
+        if config.batch_scheduling(serves_proxy) {
+            // Before the runtime starts, so that every thread it starts inherits it.
+            if let Err(err) = orchestrator::run_as_batch_work() {
+                tracing::warn!(error = %err, "could not run as batch work (SCHED_BATCH); running as a normal process");
+            }
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.runtime_threads(serves_proxy, orchestrator::cpus()))
             .enable_all()

@@ -241,6 +241,14 @@ impl Config {
         }
     }
 
+    /// Whether this process runs as batch work for the scheduler: when it
+    /// proxies for the local function runtime and `functions.batch_scheduling`
+    /// is on. Its threads and its workers then hand each other every
+    /// invocation; none of them preempts the one that woke it.
+    pub fn batch_scheduling(&self, serves_proxy: bool) -> bool {
+        serves_proxy && self.functions.backend == "local" && self.functions.batch_scheduling
+    }
+
     /// Whether any backend runs on AWS (then the SDK configuration is loaded).
     pub fn uses_aws(&self) -> bool {
         self.functions.backend == "aws"
@@ -469,15 +477,24 @@ mod tests {
     }
 
     #[test]
-    fn batch_scheduling_is_on_unless_turned_off() {
+    fn batch_scheduling_when_proxying_for_the_local_runtime_unless_turned_off() {
         let mut config = Config::default();
-        assert!(config.functions.batch_scheduling);
+        assert!(config.batch_scheduling(true));
+        assert!(!config.batch_scheduling(false), "no proxy (--role api)");
         config
             .apply_env(|k| {
                 (k == "ORCHESTRATOR_FUNCTIONS_BATCH_SCHEDULING").then(|| "false".to_owned())
             })
             .unwrap();
-        assert!(!config.functions.batch_scheduling, "turned off");
+        assert!(!config.batch_scheduling(true), "turned off");
+        let config = Config {
+            functions: FunctionsConfig {
+                backend: "aws".into(),
+                ..FunctionsConfig::default()
+            },
+            ..Config::default()
+        };
+        assert!(!config.batch_scheduling(true), "no local runtime");
         let err = Config::default()
             .apply_env(|k| {
                 (k == "ORCHESTRATOR_FUNCTIONS_BATCH_SCHEDULING").then(|| "often".to_owned())

@@ -111,30 +111,39 @@ impl State {
     /// (an invocation racing a redeploy); its workers stop once the queue is
     /// empty.
     fn wants_worker(&mut self, scaling: &Scaling) -> Grow {
-        // A retired pool is no longer reaped, so it cannot wait on them.
-        let returning = if self.retired { 0 } else { self.returning() };
-        self.wants_worker_counting(scaling, returning, true)
+        self.wants_worker_deciding(scaling, false)
     }
 
-    /// `beyond_cpus`: whether the CPU rule applies (the reaper's safety net
-    /// for a runtime that never asks again does not wait on it).
+    /// `deciding`: the recheck is asking (see `Grow::After`); beyond a worker
+    /// per CPU only it starts one.
+    fn wants_worker_deciding(&mut self, scaling: &Scaling, deciding: bool) -> Grow {
+        // A retired pool is no longer reaped, so it cannot wait on them.
+        let returning = if self.retired { 0 } else { self.returning() };
+        self.wants_worker_counting(scaling, returning, Some(deciding))
+    }
+
+    /// `beyond_cpus`: whether the CPU rule applies, and if so whether the
+    /// recheck is asking (the reaper's safety net for a runtime that never
+    /// asks again does not wait on it: `None`).
     fn wants_worker_counting(
         &mut self,
         scaling: &Scaling,
         returning: usize,
-        beyond_cpus: bool,
+        beyond_cpus: Option<bool>,
     ) -> Grow {
         let coming = self.starting + returning;
         if self.queued.len() <= coming || self.workers >= scaling.max_workers {
             return Grow::No;
         }
-        if beyond_cpus && self.workers >= scaling.eager_workers {
-            if let Some(wait) = self.wait_before_growing(scaling) {
+        let ruled = self.workers >= scaling.eager_workers && !scaling.delay.is_zero();
+        if let Some(deciding) = beyond_cpus.filter(|_| ruled) {
+            let wait = self.wait_before_growing(scaling);
+            if !deciding || wait.is_some() {
                 if self.recheck_armed {
                     return Grow::No;
                 }
                 self.recheck_armed = true;
-                return Grow::After(wait);
+                return Grow::After(wait.unwrap_or(Duration::ZERO));
             }
         }
         self.workers += 1;
@@ -199,6 +208,10 @@ impl Shared {
                 let this = self.clone();
                 let recheck = async move {
                     tokio::time::sleep(delay).await;
+                    // Results the workers posted while this thread was off
+                    // the CPU are read first: on a busy machine that wait
+                    // alone can make the queue look as if it stood still.
+                    tokio::task::yield_now().await;
                     // The delay is up for everything queued that no worker is
                     // coming for, not only for the oldest.
                     let mut grows = Vec::new();
@@ -206,7 +219,7 @@ impl Shared {
                         let mut state = this.state();
                         state.recheck_armed = false;
                         loop {
-                            let grow = state.wants_worker(&this.scaling);
+                            let grow = state.wants_worker_deciding(&this.scaling, true);
                             let again = grow == Grow::Now;
                             grows.push(grow);
                             if !again {
@@ -218,12 +231,17 @@ impl Shared {
                         this.grow(grow);
                     }
                 };
-                match tokio::runtime::Handle::try_current() {
-                    Ok(runtime) => {
+                // On the thread that serves our runtimes' connections (where
+                // the queue moves), else wherever this is.
+                match super::worker::runtime_api_thread()
+                    .ok()
+                    .or_else(|| tokio::runtime::Handle::try_current().ok())
+                {
+                    Some(runtime) => {
                         runtime.spawn(recheck);
                     }
                     // Outside a runtime (a pool dropped at shutdown) nothing waits.
-                    Err(_) => self.state().recheck_armed = false,
+                    None => self.state().recheck_armed = false,
                 }
             }
         }
@@ -375,7 +393,7 @@ impl Pool {
                 .front()
                 .is_some_and(|i| i.queued_at.elapsed() >= STUCK_IN_QUEUE);
             let start = if stuck {
-                state.wants_worker_counting(&self.shared.scaling, 0, false)
+                state.wants_worker_counting(&self.shared.scaling, 0, None)
             } else {
                 Grow::No
             };
@@ -417,5 +435,66 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.retire();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCALING: Scaling = Scaling {
+        max_workers: 4,
+        eager_workers: 2,
+        delay: Duration::from_millis(20),
+    };
+
+    /// Two workers busy, three invocations queued, the queue still since `still` ago.
+    fn busy_pool(still: Duration) -> State {
+        let since = Instant::now() - still;
+        let queued = (0..3)
+            .map(|i| Invocation {
+                request_id: i.to_string(),
+                event: Vec::new(),
+                reply: oneshot::channel().0,
+                queued_at: since,
+            })
+            .collect();
+        State {
+            queued,
+            workers: 2,
+            busy: 2,
+            moved_at: Some(since),
+            ..State::default()
+        }
+    }
+
+    #[test]
+    fn beyond_a_worker_per_cpu_only_the_recheck_starts_one() {
+        let mut state = busy_pool(Duration::from_millis(50));
+        assert_eq!(
+            state.wants_worker(&SCALING),
+            Grow::After(Duration::ZERO),
+            "the delay is up, but a new invocation only arms the recheck"
+        );
+        assert_eq!(state.wants_worker(&SCALING), Grow::No, "armed once");
+        state.recheck_armed = false;
+        assert_eq!(state.wants_worker_deciding(&SCALING, true), Grow::Now);
+        assert_eq!((state.workers, state.starting), (3, 1));
+
+        let mut state = busy_pool(Duration::ZERO);
+        let Grow::After(wait) = state.wants_worker_deciding(&SCALING, true) else {
+            panic!("the queue just moved: wait");
+        };
+        assert!(
+            wait > Duration::from_millis(10) && wait <= SCALING.delay,
+            "{wait:?}"
+        );
+
+        let mut state = busy_pool(Duration::ZERO);
+        let at_once = Scaling {
+            delay: Duration::ZERO,
+            ..SCALING
+        };
+        assert_eq!(state.wants_worker(&at_once), Grow::Now, "delay 0: at once");
     }
 }

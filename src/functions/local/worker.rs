@@ -76,7 +76,7 @@ fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// The thread that serves our runtimes' connections. A worker that posts a
 /// result waits for its next event; on its own thread that answer is not
 /// queued behind the proxy's other work.
-fn runtime_api_thread() -> std::io::Result<tokio::runtime::Handle> {
+pub(super) fn runtime_api_thread() -> std::io::Result<tokio::runtime::Handle> {
     // Started once, under the lock. The runtime is built on its own thread
     // and never dropped: tokio panics when a runtime is dropped in async code.
     static HANDLE: Mutex<Option<tokio::runtime::Handle>> = Mutex::new(None);
