@@ -205,7 +205,13 @@ impl Shared {
             Grow::No => {}
             Grow::Now => self.start_worker(),
             Grow::After(delay) => {
+                let Ok(origin) = tokio::runtime::Handle::try_current() else {
+                    // Outside a runtime (a pool dropped at shutdown) nothing waits.
+                    self.state().recheck_armed = false;
+                    return;
+                };
                 let this = self.clone();
+                let home = origin.clone();
                 let recheck = async move {
                     tokio::time::sleep(delay).await;
                     // Results the workers posted while this thread was off
@@ -227,22 +233,18 @@ impl Shared {
                             }
                         }
                     }
+                    // Workers start from the runtime this was armed on (their
+                    // process's tasks belong there), not the Runtime API's thread.
+                    let _home = home.enter();
                     for grow in grows {
                         this.grow(grow);
                     }
                 };
                 // On the thread that serves our runtimes' connections (where
-                // the queue moves), else wherever this is.
-                match super::worker::runtime_api_thread()
-                    .ok()
-                    .or_else(|| tokio::runtime::Handle::try_current().ok())
-                {
-                    Some(runtime) => {
-                        runtime.spawn(recheck);
-                    }
-                    // Outside a runtime (a pool dropped at shutdown) nothing waits.
-                    None => self.state().recheck_armed = false,
-                }
+                // the queue moves), else where this was armed.
+                super::worker::runtime_api_thread()
+                    .unwrap_or(origin)
+                    .spawn(recheck);
             }
         }
     }
