@@ -234,7 +234,7 @@ impl Config {
         if self.worker_threads > 0 {
             return self.worker_threads;
         }
-        if serves_proxy && self.functions.backend == "local" {
+        if self.proxies_for_local_runtime(serves_proxy) {
             cpus.saturating_sub(1).max(1)
         } else {
             cpus.max(1)
@@ -246,7 +246,12 @@ impl Config {
     /// is on. Its threads and its workers then hand each other every
     /// invocation; none of them preempts the one that woke it.
     pub fn batch_scheduling(&self, serves_proxy: bool) -> bool {
-        serves_proxy && self.functions.backend == "local" && self.functions.batch_scheduling
+        self.proxies_for_local_runtime(serves_proxy) && self.functions.batch_scheduling
+    }
+
+    /// A process in a role that serves the proxy, with the local function runtime.
+    fn proxies_for_local_runtime(&self, serves_proxy: bool) -> bool {
+        serves_proxy && self.functions.backend == "local"
     }
 
     /// Whether any backend runs on AWS (then the SDK configuration is loaded).

@@ -53,6 +53,19 @@ enum Grow {
     After(Duration),
 }
 
+/// Who asks whether the pool needs another worker.
+#[derive(Clone, Copy, PartialEq)]
+enum Asker {
+    /// A change to the queue or the workers: beyond a worker per CPU it
+    /// only arms the recheck.
+    Change,
+    /// The recheck, its delay up: beyond a worker per CPU only it starts one.
+    Recheck,
+    /// The reaper's safety net for a runtime that never asks again: the CPU
+    /// rule does not hold it up.
+    Reaper,
+}
+
 /// What the pool and its workers' Runtime API endpoints share.
 pub struct Shared {
     pub spec: WorkerSpec,
@@ -111,34 +124,26 @@ impl State {
     /// (an invocation racing a redeploy); its workers stop once the queue is
     /// empty.
     fn wants_worker(&mut self, scaling: &Scaling) -> Grow {
-        self.wants_worker_deciding(scaling, false)
+        self.wants_worker_as(scaling, Asker::Change)
     }
 
-    /// `deciding`: the recheck is asking (see `Grow::After`); beyond a worker
-    /// per CPU only it starts one.
-    fn wants_worker_deciding(&mut self, scaling: &Scaling, deciding: bool) -> Grow {
+    fn wants_worker_as(&mut self, scaling: &Scaling, asker: Asker) -> Grow {
         // A retired pool is no longer reaped, so it cannot wait on them.
         let returning = if self.retired { 0 } else { self.returning() };
-        self.wants_worker_counting(scaling, returning, Some(deciding))
+        self.wants_worker_counting(scaling, returning, asker)
     }
 
-    /// `beyond_cpus`: whether the CPU rule applies, and if so whether the
-    /// recheck is asking (the reaper's safety net for a runtime that never
-    /// asks again does not wait on it: `None`).
-    fn wants_worker_counting(
-        &mut self,
-        scaling: &Scaling,
-        returning: usize,
-        beyond_cpus: Option<bool>,
-    ) -> Grow {
+    fn wants_worker_counting(&mut self, scaling: &Scaling, returning: usize, asker: Asker) -> Grow {
         let coming = self.starting + returning;
         if self.queued.len() <= coming || self.workers >= scaling.max_workers {
             return Grow::No;
         }
-        let ruled = self.workers >= scaling.eager_workers && !scaling.delay.is_zero();
-        if let Some(deciding) = beyond_cpus.filter(|_| ruled) {
+        let ruled = asker != Asker::Reaper
+            && self.workers >= scaling.eager_workers
+            && !scaling.delay.is_zero();
+        if ruled {
             let wait = self.wait_before_growing(scaling);
-            if !deciding || wait.is_some() {
+            if asker == Asker::Change || wait.is_some() {
                 if self.recheck_armed {
                     return Grow::No;
                 }
@@ -225,7 +230,7 @@ impl Shared {
                         let mut state = this.state();
                         state.recheck_armed = false;
                         loop {
-                            let grow = state.wants_worker_deciding(&this.scaling, true);
+                            let grow = state.wants_worker_as(&this.scaling, Asker::Recheck);
                             let again = grow == Grow::Now;
                             grows.push(grow);
                             if !again {
@@ -395,7 +400,7 @@ impl Pool {
                 .front()
                 .is_some_and(|i| i.queued_at.elapsed() >= STUCK_IN_QUEUE);
             let start = if stuck {
-                state.wants_worker_counting(&self.shared.scaling, 0, None)
+                state.wants_worker_counting(&self.shared.scaling, 0, Asker::Reaper)
             } else {
                 Grow::No
             };
@@ -480,11 +485,11 @@ mod tests {
         );
         assert_eq!(state.wants_worker(&SCALING), Grow::No, "armed once");
         state.recheck_armed = false;
-        assert_eq!(state.wants_worker_deciding(&SCALING, true), Grow::Now);
+        assert_eq!(state.wants_worker_as(&SCALING, Asker::Recheck), Grow::Now);
         assert_eq!((state.workers, state.starting), (3, 1));
 
         let mut state = busy_pool(Duration::ZERO);
-        let Grow::After(wait) = state.wants_worker_deciding(&SCALING, true) else {
+        let Grow::After(wait) = state.wants_worker_as(&SCALING, Asker::Recheck) else {
             panic!("the queue just moved: wait");
         };
         assert!(
