@@ -3,7 +3,9 @@
 //! work. Node.js and Python use our own small runtime clients (shipped in the
 //! binary, see `bootstraps/`); `provided.*` runs the zip's `bootstrap`.
 
+mod pipes;
 mod pool;
+mod runtime_api;
 mod worker;
 
 use std::collections::HashMap;

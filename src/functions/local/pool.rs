@@ -247,7 +247,7 @@ impl Shared {
                 };
                 // On the thread that serves our runtimes' connections (where
                 // the queue moves), else where this was armed.
-                super::worker::runtime_api_thread()
+                super::pipes::runtime_api_thread()
                     .unwrap_or(origin)
                     .spawn(recheck);
             }
