@@ -279,6 +279,50 @@ async fn python_handlers_run() {
     );
 }
 
+/// A result over Lambda's 6 MB fails its invocation, is dropped unread, and
+/// the worker that posted it goes on serving, warm (Node and Python, each on
+/// its pipes).
+#[tokio::test]
+async fn a_result_over_the_limit_fails_and_the_worker_stays_warm() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_secs(60));
+    let node = "exports.handler = async (e) => e.huge ? 'x'.repeat(7 * 1024 * 1024) : { pid: process.pid, got: e.n };";
+    let python = "import os\ndef handler(event, context):\n    if event.get('huge'):\n        return 'x' * (7 * 1024 * 1024)\n    return {'pid': os.getpid(), 'got': event.get('n')}\n";
+    let apps = [
+        deploy(
+            &backend,
+            dir.path(),
+            "big-node",
+            &[("index.js", node)],
+            &config(json!({})),
+        )
+        .await,
+        deploy(
+            &backend,
+            dir.path(),
+            "big-py",
+            &[("app.py", python)],
+            &config(json!({"runtime": "python3.12", "handler": "app.handler"})),
+        )
+        .await,
+    ];
+    for app in &apps {
+        let first = backend.invoke(app, br#"{"n":1}"#.to_vec()).await.unwrap();
+        let first: Value = serde_json::from_slice(&first).unwrap();
+        assert_eq!(first["got"], 1, "{app}");
+        let huge = backend.invoke(app, br#"{"huge":true}"#.to_vec()).await;
+        assert!(
+            matches!(huge, Err(FunctionError::PayloadTooLarge(_))),
+            "{app}: {huge:?}"
+        );
+        let after = backend.invoke(app, br#"{"n":2}"#.to_vec()).await.unwrap();
+        let after: Value = serde_json::from_slice(&after).unwrap();
+        assert_eq!(after["got"], 2, "{app}");
+        assert_eq!(after["pid"], first["pid"], "{app}: the same warm worker");
+        assert_eq!(backend.idle_workers(app), 1, "{app}");
+    }
+}
+
 #[tokio::test]
 async fn errors_crashes_init_failures_and_timeouts() {
     let dir = tempfile::tempdir().unwrap();
@@ -503,6 +547,42 @@ curl -sS -o /dev/null -D "$HEADERS" "$api/next"
 REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
 "#;
     format!("{take}{then}\n")
+}
+
+/// The pipes' connection answers what is not the Runtime API: a wrong
+/// route (its body skipped), an unknown request id (its 7 MB body dropped
+/// unread), then something that is not HTTP, after which it closes. A bash
+/// bootstrap takes its event over TCP, probes the pipes and posts what it read.
+#[tokio::test]
+async fn the_pipes_answer_wrong_requests_and_close_on_garbage() {
+    if !has_curl() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_secs(60));
+    let probe = r#"{
+  printf 'POST /nope HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc'
+  printf 'POST /2018-06-01/runtime/invocation/no-such-id/response HTTP/1.1\r\nContent-Length: 7340032\r\n\r\n'
+  head -c 7340032 /dev/zero
+  printf 'NOT HTTP\r\n\r\n'
+} >&4
+SEEN=$(timeout 10 cat <&3 | tr -d '\r' | grep -o 'HTTP/1.1 [0-9][0-9]*\|"errorType":"[A-Za-z]*"' | tr -d '"' | tr '\n' ' ')
+curl -sS "$api/$REQUEST_ID/response" -d "{\"seen\":\"$SEEN\"}" > /dev/null
+sleep 60"#;
+    let app = deploy(
+        &backend,
+        dir.path(),
+        "probe",
+        &[("bootstrap", &one_event_bootstrap(probe))],
+        &config(json!({"runtime": "provided.al2023", "handler": "function.handler"})),
+    )
+    .await;
+    let result = backend.invoke(&app, b"{}".to_vec()).await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&result).unwrap()["seen"],
+        "HTTP/1.1 404 errorType:NotFound HTTP/1.1 400 errorType:InvalidRequestID \
+         HTTP/1.1 400 errorType:BadRequest "
+    );
 }
 
 /// Answers one event (with its pid), then goes quiet for a minute before

@@ -152,7 +152,8 @@ enum Parsed {
 
 fn parse(buf: &[u8]) -> Parsed {
     use axum::http::StatusCode;
-    let broken = |status, message: &str| Parsed::Broken(Answer::error(status, "BadRequest", message));
+    let broken =
+        |status, message: &str| Parsed::Broken(Answer::error(status, "BadRequest", message));
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let head_len = match request.parse(buf) {
@@ -352,5 +353,92 @@ impl Connection {
                 buffer.shrink_to(READ_CHUNK);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    fn head(buf: &[u8]) -> Head {
+        match parse(buf) {
+            Parsed::Head(head) => head,
+            Parsed::Partial => panic!("partial"),
+            Parsed::Broken(answer) => panic!("broken: {answer:?}"),
+        }
+    }
+
+    fn broken(buf: &[u8]) -> StatusCode {
+        match parse(buf) {
+            Parsed::Broken(answer) => answer.status,
+            _ => panic!("not broken"),
+        }
+    }
+
+    #[test]
+    fn requests_are_parsed_with_their_body_length_and_error_type() {
+        let post = b"POST /2018-06-01/runtime/invocation/r-1/error HTTP/1.1\r\nHost: x\r\n\
+            content-length: 12\r\nLambda-Runtime-Function-Error-Type: TypeError\r\n\r\n{}";
+        let parsed = head(post);
+        assert_eq!(parsed.call.ok(), Some(Call::Error("r-1".into())));
+        assert_eq!(parsed.error_type.as_deref(), Some("TypeError"));
+        assert_eq!((parsed.head_len, parsed.body_len), (post.len() - 2, 12));
+        let next = head(b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\n\r\n");
+        assert_eq!((next.call.ok(), next.body_len), (Some(Call::Next), 0));
+        let wrong = head(b"GET /elsewhere HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            wrong.call.err().map(|a| a.status),
+            Some(StatusCode::NOT_FOUND)
+        );
+    }
+
+    #[test]
+    fn incomplete_heads_wait_and_broken_ones_are_refused() {
+        assert!(matches!(
+            parse(b"GET /2018-06-01/runtime/inv"),
+            Parsed::Partial
+        ));
+        assert!(matches!(parse(b""), Parsed::Partial));
+        assert_eq!(broken(b"NOT HTTP\r\n\r\n"), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            broken(b"POST / HTTP/1.1\r\nContent-Length: lots\r\n\r\n"),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            broken(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            StatusCode::NOT_IMPLEMENTED
+        );
+        let endless = [b"GET / HTTP/1.1\r\nx: ".as_slice(), &[b'y'; MAX_HEAD]].concat();
+        assert_eq!(
+            broken(&endless),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("h{i}: v\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(
+            broken(many.as_bytes()),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+    }
+
+    #[test]
+    fn answers_are_written_as_http_responses() {
+        let answer = Answer {
+            status: StatusCode::OK,
+            headers: vec![
+                ("lambda-runtime-aws-request-id", "r-1".into()),
+                ("x-split", "a\r\nb".into()),
+            ],
+            body: bytes::Bytes::from_static(b"{}"),
+        };
+        let mut out = Vec::new();
+        encode(&answer, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\
+             lambda-runtime-aws-request-id: r-1\r\n\r\n{}"
+        );
     }
 }
