@@ -217,13 +217,10 @@ fn encode(answer: &Answer, out: &mut Vec<u8>) {
         answer.body.len()
     );
     for (name, value) in &answer.headers {
-        // Our own values; one that could split the head is left out.
-        if value.bytes().all(|b| b >= b' ' && b != 0x7f) {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&answer.body);
@@ -427,10 +424,10 @@ mod tests {
     fn answers_are_written_as_http_responses() {
         let answer = Answer {
             status: StatusCode::OK,
-            headers: vec![
-                ("lambda-runtime-aws-request-id", "r-1".into()),
-                ("x-split", "a\r\nb".into()),
-            ],
+            headers: vec![(
+                "lambda-runtime-aws-request-id",
+                axum::http::HeaderValue::from_static("r-1"),
+            )],
             body: bytes::Bytes::from_static(b"{}"),
         };
         let mut out = Vec::new();

@@ -58,13 +58,16 @@ impl Call {
             )
         };
         let route = path.strip_prefix(PREFIX).ok_or_else(not_found)?;
-        let (call, wants) = match route.split('/').collect::<Vec<_>>()[..] {
-            ["invocation", "next"] => (Call::Next, Method::GET),
-            ["init", "error"] => (Call::InitError, Method::POST),
-            ["invocation", id, "response"] if !id.is_empty() => {
+        // Up to four segments, without collecting them (two calls an invocation).
+        let mut segments = route.split('/');
+        let segments = [(); 4].map(|()| segments.next());
+        let (call, wants) = match segments {
+            [Some("invocation"), Some("next"), None, None] => (Call::Next, Method::GET),
+            [Some("init"), Some("error"), None, None] => (Call::InitError, Method::POST),
+            [Some("invocation"), Some(id), Some("response"), None] if !id.is_empty() => {
                 (Call::Response(id.to_owned()), Method::POST)
             }
-            ["invocation", id, "error"] if !id.is_empty() => {
+            [Some("invocation"), Some(id), Some("error"), None] if !id.is_empty() => {
                 (Call::Error(id.to_owned()), Method::POST)
             }
             _ => return Err(not_found()),
@@ -88,8 +91,9 @@ pub struct TooLarge;
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
-    /// Besides `content-type` and `content-length`.
-    pub headers: Vec<(&'static str, String)>,
+    /// Besides `content-type` and `content-length` (valid values only, for
+    /// either transport).
+    pub headers: Vec<(&'static str, HeaderValue)>,
     pub body: Bytes,
 }
 
@@ -142,9 +146,7 @@ impl IntoResponse for Answer {
         )
             .into_response();
         for (name, value) in self.headers {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                response.headers_mut().insert(name, value);
-            }
+            response.headers_mut().insert(name, value);
         }
         response
     }
@@ -263,12 +265,20 @@ impl Api {
             )),
             _ => None,
         };
-        let mut headers = vec![
-            ("lambda-runtime-aws-request-id", request_id),
-            ("lambda-runtime-deadline-ms", deadline_ms.to_string()),
-            ("lambda-runtime-invoked-function-arn", self.arn.clone()),
+        let headers = [
+            ("lambda-runtime-aws-request-id", Some(request_id)),
+            ("lambda-runtime-deadline-ms", Some(deadline_ms.to_string())),
+            (
+                "lambda-runtime-invoked-function-arn",
+                Some(self.arn.clone()),
+            ),
+            ("lambda-runtime-trace-id", trace),
         ];
-        headers.extend(trace.map(|t| ("lambda-runtime-trace-id", t)));
+        // A value that is not a valid header (none of ours should be) is left out.
+        let headers = headers
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, HeaderValue::try_from(value?).ok()?)))
+            .collect();
         Answer {
             status: StatusCode::OK,
             headers,
