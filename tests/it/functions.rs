@@ -480,10 +480,14 @@ async fn beyond_one_worker_per_cpu_short_invocations_share_the_warm_workers() {
     );
     // Longer than a worker's start: one started late would be counted by now.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(
-        backend.idle_workers(&app),
-        pids.len(),
-        "no third worker started"
+    // Both eager workers start in the first round, but on a loaded machine
+    // the first one up may serve every call before the second is ready: the
+    // second then idles unused, which is fine. A third is not.
+    let workers = backend.idle_workers(&app);
+    assert!(
+        (pids.len()..=2).contains(&workers),
+        "no third worker started: {workers} workers, {} served",
+        pids.len()
     );
 }
 
