@@ -269,6 +269,10 @@ impl AppService {
                 .await?;
             return Err(err);
         }
+        // A new app (or one not served) is `DEPLOYED` until now.
+        self.store
+            .set_app_status(name.as_str(), AppStatus::Active, None, crate::now_ms())
+            .await?;
         self.set_active(name.as_str(), Some((config.payload_format, version)));
         tracing::info!(app = %name, version, runtime = %config.runtime, "app deployed");
         self.view(&name, false).await
@@ -497,9 +501,14 @@ impl AppService {
     }
 
     /// At start: runs every app left `ACTIVE` (its code comes from the store).
+    /// One left `DEPLOYED` stays so: its deploy did not finish (or is under
+    /// way on another replica); activating or deploying it again serves it.
     pub async fn restore(&self) -> Result<usize, AppError> {
         let mut restored = 0;
         for record in self.store.list_apps().await? {
+            if record.status == AppStatus::Deployed {
+                tracing::info!(app = %record.name, version = record.current_version, "app left DEPLOYED: not served until activated or deployed again");
+            }
             if record.status != AppStatus::Active {
                 continue;
             }

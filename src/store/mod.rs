@@ -170,8 +170,10 @@ pub trait Store: Send + Sync + 'static {
         lease_until_ms: i64,
     ) -> Result<(), StoreError>;
 
-    /// Records a new version of an app's code and makes it current (status
-    /// `ACTIVE`); returns the version number.
+    /// Records a new version of an app's code and makes it current; returns
+    /// the version number. An `ACTIVE` app stays `ACTIVE` (it is served while
+    /// the new version gets ready); any other becomes `DEPLOYED` until the
+    /// deploy sets it `ACTIVE`.
     async fn add_app_version(
         &self,
         name: &str,

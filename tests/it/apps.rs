@@ -6,6 +6,10 @@ use std::io::Write;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use orchestrator::apps::AppName;
+use orchestrator::functions::local::{LocalFunctions, LocalOptions, Scaling};
+use orchestrator::functions::{Deployment, FunctionBackend, FunctionError};
+
 use crate::common::{assert_error, TestApp};
 
 const SEED: &str = include_str!("../fixtures/seed-app.js");
@@ -444,6 +448,116 @@ async fn concurrent_deploys_of_one_app_never_corrupt_it() {
     assert_eq!(served.0, 200);
     let current = details["version"].as_i64().unwrap();
     assert!(served.1.starts_with('v'), "{served:?} (version {current})");
+}
+
+/// The real local backend, with each deploy held until the test lets it go.
+struct GatedDeploys {
+    local: std::sync::Arc<LocalFunctions>,
+    gate: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl FunctionBackend for GatedDeploys {
+    fn name(&self) -> &'static str {
+        "gated-local"
+    }
+    async fn deploy(&self, deployment: Deployment<'_>) -> Result<(), FunctionError> {
+        self.gate
+            .acquire()
+            .await
+            .map_err(|e| FunctionError::Unavailable(e.to_string()))?
+            .forget();
+        self.local.deploy(deployment).await
+    }
+    async fn remove(&self, app: &AppName) -> Result<(), FunctionError> {
+        self.local.remove(app).await
+    }
+    async fn invoke(&self, app: &AppName, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
+        self.local.invoke(app, event).await
+    }
+}
+
+/// An app is `DEPLOYED` (listed, not served) until its first deploy is
+/// done; one being served stays `ACTIVE` and keeps serving its running
+/// version while the next one deploys; an inactive one redeployed is
+/// `DEPLOYED` again until it is ready.
+#[tokio::test]
+async fn an_app_is_deployed_until_its_function_is_ready() {
+    let runtimes = tempfile::tempdir().unwrap();
+    let backend = std::sync::Arc::new(GatedDeploys {
+        local: LocalFunctions::start(LocalOptions {
+            runtimes_dir: runtimes.path().join("runtimes"),
+            scaling: Scaling {
+                max_workers: 2,
+                eager_workers: 2,
+                delay: std::time::Duration::from_millis(20),
+            },
+            idle_timeout: std::time::Duration::from_secs(60),
+            batch_scheduling: false,
+            region: "us-east-1".into(),
+        })
+        .unwrap(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    let gated = backend.clone();
+    let app = TestApp::start_with(|_, _| {}, move |b| b.function_backend(gated)).await;
+    let code = |body: &str| {
+        zip_of(&[(
+            "index.js",
+            &format!("exports.handler = async () => ({{ statusCode: 200, body: '{body}' }});"),
+        )])
+    };
+    let deploy_in_background = |body: &str| {
+        let request = app
+            .client
+            .post(format!("{}/apps/deploy", app.url))
+            .json(&json!({"name": "gated", "archive": code(body)}));
+        tokio::spawn(async move { crate::common::status_json(request.send().await.unwrap()).await })
+    };
+    let status_is = |want: &'static str, version: i64| {
+        let app = &app;
+        move || async move {
+            let (code, body) = app.get("/apps/gated").await;
+            (code == 200 && body["status"] == want && body["version"] == version).then_some(())
+        }
+    };
+    let served = || text(to_app(&app, "gated", reqwest::Method::GET, "/"));
+
+    let first = deploy_in_background("one");
+    crate::common::eventually(status_is("DEPLOYED", 1)).await;
+    let (_, listed) = app.get("/apps").await;
+    assert_eq!(listed[0]["status"], "DEPLOYED", "{listed}");
+    assert_eq!(
+        served().await.0,
+        404,
+        "not served before its deploy is done"
+    );
+    backend.gate.add_permits(1);
+    let (code, body) = first.await.unwrap();
+    assert_eq!((code, &body["status"]), (200, &json!("ACTIVE")), "{body}");
+    assert_eq!(served().await, (200, "one".into()));
+
+    let second = deploy_in_background("two");
+    crate::common::eventually(status_is("ACTIVE", 2)).await;
+    assert_eq!(
+        served().await,
+        (200, "one".into()),
+        "the running version serves while the next deploys"
+    );
+    backend.gate.add_permits(1);
+    assert_eq!(second.await.unwrap().0, 200);
+    assert_eq!(served().await, (200, "two".into()));
+
+    let (code, _) = app.post("/apps/gated/deactivate", &json!({})).await;
+    assert_eq!(code, 200);
+    let third = deploy_in_background("three");
+    crate::common::eventually(status_is("DEPLOYED", 3)).await;
+    assert_eq!(served().await.0, 404);
+    backend.gate.add_permits(1);
+    assert_eq!(third.await.unwrap().0, 200);
+    assert_eq!(served().await, (200, "three".into()));
+    let (_, status) = app.get("/apps/gated/status").await;
+    assert_eq!(status, json!({"name": "gated", "status": "ACTIVE"}));
 }
 
 /// As on Lambda, a slow cold start does not eat into the function's timeout:

@@ -715,6 +715,12 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(v1, 1);
+    let app = store.get_app("hello").await.unwrap().unwrap();
+    assert_eq!(
+        app.status,
+        AppStatus::Deployed,
+        "a new app waits for its deploy"
+    );
     store
         .set_app_status("hello", AppStatus::Error, Some("init failed"), 1_500)
         .await
@@ -737,7 +743,11 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(v2, 2);
     let app = store.get_app("hello").await.unwrap().unwrap();
-    assert_eq!(app.status, AppStatus::Active, "a new version is current");
+    assert_eq!(
+        app.status,
+        AppStatus::Deployed,
+        "a new version is current, not served until its deploy is done"
+    );
     assert_eq!(app.last_error, None);
     assert_eq!(app.current_version, 2);
     assert_eq!(app.config, r#"{"runtime":"python3.12"}"#);
@@ -783,6 +793,21 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
         "by name, byte order"
     );
     assert_eq!(apps[3].status, AppStatus::Inactive);
+
+    // An app being served stays ACTIVE while its next version deploys.
+    store
+        .set_app_status("a-app", AppStatus::Active, None, 5_000)
+        .await
+        .unwrap();
+    store
+        .add_app_version("a-app", "{}", b"y", "sha", 6_000)
+        .await
+        .unwrap();
+    let app = store.get_app("a-app").await.unwrap().unwrap();
+    assert_eq!(
+        (app.status, app.current_version, app.updated_at_ms),
+        (AppStatus::Active, 2, 6_000)
+    );
 }
 
 // PostgreSQL only: what replicas sharing one database need beyond the contract.

@@ -40,13 +40,16 @@ pub async fn add_version(
     sqlx::query(
         "INSERT INTO apps (name, status, current_version, config, last_error, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, NULL, ?5, ?5) \
-         ON CONFLICT (name) DO UPDATE SET status = ?2, current_version = ?3, config = ?4, last_error = NULL, updated_at = ?5",
+         ON CONFLICT (name) DO UPDATE SET \
+         status = CASE apps.status WHEN ?6 THEN ?6 ELSE ?2 END, \
+         current_version = ?3, config = ?4, last_error = NULL, updated_at = ?5",
     )
     .bind(name)
-    .bind(AppStatus::Active.as_str())
+    .bind(AppStatus::Deployed.as_str())
     .bind(version)
     .bind(config)
     .bind(now_ms)
+    .bind(AppStatus::Active.as_str())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
