@@ -10,7 +10,9 @@ macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+        // utoipa does not read serde's rename when it comes through this
+        // macro; its own spelling puts the wire names in the OpenAPI enum.
+        pub enum $name { $(#[serde(rename = $text)] #[schema(rename = $text)] $variant),+ }
 
         impl $name {
             /// The wire and database spelling.

@@ -64,3 +64,30 @@ async fn served_spec_documents_every_route_with_errors() {
         );
     }
 }
+
+/// Every enum in the spec lists the spellings the API sends and reads.
+#[test]
+fn the_spec_enums_are_the_wire_spellings() {
+    use orchestrator::store::{AppStatus, EventStatus, JobKind, JobStatus};
+    fn check<T>(spec: &Value, schema: &str, expected: usize)
+    where
+        T: std::str::FromStr + serde::Serialize,
+    {
+        let values = spec["components"]["schemas"][schema]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema} is an enum in the spec"));
+        assert_eq!(values.len(), expected, "{schema}: {values:?}");
+        for value in values {
+            let text = value.as_str().unwrap();
+            let parsed: T = text
+                .parse()
+                .unwrap_or_else(|_| panic!("{schema}: '{text}' is not a wire spelling"));
+            assert_eq!(serde_json::to_value(parsed).unwrap(), *value, "{schema}");
+        }
+    }
+    let spec = checked_in();
+    check::<AppStatus>(&spec, "AppStatus", 5);
+    check::<EventStatus>(&spec, "EventStatus", 5);
+    check::<JobKind>(&spec, "JobKind", 3);
+    check::<JobStatus>(&spec, "JobStatus", 4);
+}
