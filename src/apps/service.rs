@@ -264,18 +264,54 @@ impl AppService {
                 AppStatus::Error
             };
             let note = format!("deploying version {version} failed: {err}");
+            // Unless another replica changed the app meanwhile: its change stands.
             self.store
-                .set_app_status(name.as_str(), status, Some(&note), crate::now_ms())
+                .settle_app_deploy(name.as_str(), version, status, Some(&note), crate::now_ms())
                 .await?;
             return Err(err);
         }
         // A new app (or one not served) is `DEPLOYED` until now.
-        self.store
-            .set_app_status(name.as_str(), AppStatus::Active, None, crate::now_ms())
+        let settled = self
+            .store
+            .settle_app_deploy(
+                name.as_str(),
+                version,
+                AppStatus::Active,
+                None,
+                crate::now_ms(),
+            )
             .await?;
+        if !settled {
+            return Err(self.superseded(&name, version).await);
+        }
         self.set_active(name.as_str(), Some((config.payload_format, version)));
         tracing::info!(app = %name, version, runtime = %config.runtime, "app deployed");
         self.view(&name, false).await
+    }
+
+    /// Another replica deactivated, removed or redeployed the app while
+    /// `version` was deploying here: what it did stands. The workers started
+    /// for `version` stop if the app is not to be served; a newer version is
+    /// picked up by [`AppService::follow_store`].
+    async fn superseded(&self, name: &AppName, version: i64) -> AppError {
+        let record = match self.store.get_app(name.as_str()).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return AppError::NotFound(name.to_string()),
+            Err(err) => return err.into(),
+        };
+        if self.wanted_version(&record).is_none() {
+            self.set_active(name.as_str(), None);
+            if !self.backend.reconciles() {
+                if let Err(err) = self.stop(name).await {
+                    tracing::warn!(app = %name, error = %err, "could not stop a superseded deploy's workers");
+                }
+            }
+        }
+        tracing::warn!(app = %name, version, status = %record.status, current = record.current_version, "app changed elsewhere while it deployed");
+        AppError::Conflict(format!(
+            "app '{name}' changed while version {version} was deploying: it is now {} at version {}",
+            record.status, record.current_version
+        ))
     }
 
     async fn record(&self, name: &str) -> Result<(AppName, AppRecord), AppError> {

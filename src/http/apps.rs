@@ -22,7 +22,7 @@ pub const MAX_DEPLOY_BYTES: usize = 72 * 1024 * 1024;
         (status = 200, description = "Deployed and active", body = AppView),
         (status = 400, description = "Invalid name, settings or archive", body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 409, description = "Another deploy of this app is in progress", body = ErrorBody),
+        (status = 409, description = "Another deploy of this app is in progress, or another replica changed the app while this one ran", body = ErrorBody),
         (status = 413, description = "Archive over 50 MB zipped or 250 MB unzipped", body = ErrorBody),
     ),
     security((), ("bearer" = []))

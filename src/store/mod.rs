@@ -187,6 +187,17 @@ pub trait Store: Send + Sync + 'static {
     async fn app_versions(&self, name: &str) -> Result<Vec<AppVersionRecord>, StoreError>;
     /// The code of one version.
     async fn app_code(&self, name: &str, version: i64) -> Result<Vec<u8>, StoreError>;
+    /// Sets the outcome of deploying `version` (`ACTIVE`, or `ERROR` with
+    /// the reason) if nothing changed the app meanwhile: `version` is still
+    /// current and the app still `DEPLOYED` or `ACTIVE`. Whether it did.
+    async fn settle_app_deploy(
+        &self,
+        name: &str,
+        version: i64,
+        status: AppStatus,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// Sets an app's status (and error); `NotFound` for an unknown app.
     async fn set_app_status(
         &self,

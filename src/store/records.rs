@@ -67,8 +67,7 @@ string_enum!(
 string_enum!(
     /// An app's state, as the app-orchestrator API reports it. `DEPLOYED`:
     /// its code is stored and its function is not ready yet (not served);
-    /// `ACTIVE`: served (a redeploy keeps it so until the new version is
-    /// ready); `ERROR`: see `lastError`.
+    /// `ACTIVE`: served (a redeploy keeps it so); `ERROR`: see `lastError`.
     AppStatus {
         Deployed => "DEPLOYED",
         Active => "ACTIVE",

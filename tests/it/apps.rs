@@ -9,6 +9,9 @@ use serde_json::{json, Value};
 use orchestrator::apps::AppName;
 use orchestrator::functions::local::{LocalFunctions, LocalOptions, Scaling};
 use orchestrator::functions::{Deployment, FunctionBackend, FunctionError};
+use orchestrator::store::postgres::PgStore;
+use orchestrator::store::sqlite::SqliteStore;
+use orchestrator::store::{AppStatus, Store};
 
 use crate::common::{assert_error, TestApp};
 
@@ -558,6 +561,35 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
     assert_eq!(served().await, (200, "three".into()));
     let (_, status) = app.get("/apps/gated/status").await;
     assert_eq!(status, json!({"name": "gated", "status": "ACTIVE"}));
+
+    // Another replica deactivates it while version 4 deploys here: its
+    // change stands, this deploy is told so, and the app is not served.
+    let fourth = deploy_in_background("four");
+    crate::common::eventually(status_is("ACTIVE", 4)).await;
+    other_replica_store(&app)
+        .await
+        .set_app_status("gated", AppStatus::Inactive, None, orchestrator::now_ms())
+        .await
+        .unwrap();
+    backend.gate.add_permits(1);
+    let (code, body) = fourth.await.unwrap();
+    assert_error(&body, 409, "conflict");
+    assert_eq!(code, 409);
+    let (_, status) = app.get("/apps/gated/status").await;
+    assert_eq!(status["status"], "INACTIVE");
+    assert_eq!(served().await.0, 404);
+}
+
+/// A connection of its own to the service's store, as another replica has.
+async fn other_replica_store(app: &TestApp) -> std::sync::Arc<dyn Store> {
+    match &app.database_url {
+        Some(url) => std::sync::Arc::new(PgStore::connect(url).await.unwrap()),
+        None => {
+            let file = app.path().join("data").join("orchestrator.db");
+            let url = format!("sqlite://{}", file.display());
+            std::sync::Arc::new(SqliteStore::connect(&url).await.unwrap())
+        }
+    }
 }
 
 /// As on Lambda, a slow cold start does not eat into the function's timeout:

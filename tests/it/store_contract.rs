@@ -114,6 +114,7 @@ contract! {
         jobs_are_started_and_finished_once,
         abandoned_jobs_are_taken_once,
         app_versions_and_code_round_trip,
+        a_deploy_settles_only_what_nothing_changed,
     ],
     database: [
         requeue_abandoned_respects_live_leases,
@@ -808,6 +809,77 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
         (app.status, app.current_version, app.updated_at_ms),
         (AppStatus::Active, 2, 6_000)
     );
+}
+
+/// A deploy's outcome is written only if its version is still current and
+/// the app still `DEPLOYED` or `ACTIVE`: a deactivation, removal or newer
+/// deploy made meanwhile (by another replica) stands.
+async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
+    let settle = |version, status, error: Option<&'static str>, at| {
+        let store = store.clone();
+        async move {
+            store
+                .settle_app_deploy("app", version, status, error, at)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        !settle(1, AppStatus::Active, None, 1_000).await,
+        "no such app"
+    );
+    store
+        .add_app_version("app", "{}", b"1", "sha", 1_000)
+        .await
+        .unwrap();
+    assert!(settle(1, AppStatus::Active, None, 1_100).await);
+    let app = store.get_app("app").await.unwrap().unwrap();
+    assert_eq!((app.status, app.updated_at_ms), (AppStatus::Active, 1_100));
+
+    store
+        .add_app_version("app", "{}", b"2", "sha", 2_000)
+        .await
+        .unwrap();
+    assert!(
+        !settle(1, AppStatus::Error, Some("late failure of v1"), 2_100).await,
+        "version 1 is no longer current"
+    );
+    let app = store.get_app("app").await.unwrap().unwrap();
+    assert_eq!(
+        (app.status, app.last_error, app.current_version),
+        (AppStatus::Active, None, 2)
+    );
+    assert!(settle(2, AppStatus::Error, Some("v2 failed"), 2_200).await);
+    let app = store.get_app("app").await.unwrap().unwrap();
+    assert_eq!(
+        (app.status, app.last_error.as_deref()),
+        (AppStatus::Error, Some("v2 failed"))
+    );
+
+    for elsewhere in [AppStatus::Inactive, AppStatus::Removed] {
+        store
+            .add_app_version("app", "{}", b"n", "sha", 3_000)
+            .await
+            .unwrap();
+        let version = store.get_app("app").await.unwrap().unwrap().current_version;
+        store
+            .set_app_status("app", elsewhere, None, 3_100)
+            .await
+            .unwrap();
+        assert!(!settle(version, AppStatus::Active, None, 3_200).await);
+        let app = store.get_app("app").await.unwrap().unwrap();
+        assert_eq!((app.status, app.updated_at_ms), (elsewhere, 3_100));
+        // Deployed again, it waits for that deploy.
+        store
+            .add_app_version("app", "{}", b"m", "sha", 3_300)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_app("app").await.unwrap().unwrap().status,
+            AppStatus::Deployed,
+            "{elsewhere} then deployed"
+        );
+    }
 }
 
 // PostgreSQL only: what replicas sharing one database need beyond the contract.

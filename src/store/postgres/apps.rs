@@ -135,3 +135,29 @@ pub async fn set_status(
     }
     Ok(())
 }
+
+/// Sets the outcome of deploying `version`, if it is still the current
+/// version and the app is still `DEPLOYED` or `ACTIVE`; whether it was.
+pub async fn settle_deploy(
+    pool: &PgPool,
+    name: &str,
+    version: i64,
+    status: AppStatus,
+    error: Option<&str>,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE apps SET status = $3, last_error = $4, updated_at = $5 \
+         WHERE name = $1 AND current_version = $2 AND status IN ($6, $7)",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(status.as_str())
+    .bind(error)
+    .bind(now_ms)
+    .bind(AppStatus::Deployed.as_str())
+    .bind(AppStatus::Active.as_str())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -366,6 +366,17 @@ impl Store for SqliteStore {
         apps::code(&self.pool, name, version).await
     }
 
+    async fn settle_app_deploy(
+        &self,
+        name: &str,
+        version: i64,
+        status: AppStatus,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        apps::settle_deploy(&self.pool, name, version, status, error, now_ms).await
+    }
+
     async fn set_app_status(
         &self,
         name: &str,
