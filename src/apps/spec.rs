@@ -87,8 +87,14 @@ fn reserved(name: &str) -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct DeployRequest {
     /// The app's name: a lowercase DNS label, served at `<name>.<base_domain>`.
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+    )]
     pub name: String,
     /// The code: a zip archive, base64-encoded.
+    #[schema(min_length = 1, format = Byte)]
     pub archive: String,
     /// Default `nodejs20.x`.
     pub runtime: Option<String>,
@@ -98,10 +104,13 @@ pub struct DeployRequest {
     #[schema(value_type = Option<Object>)]
     pub environment: Option<Value>,
     /// MB, 128 to 10240 (default 128).
+    #[schema(minimum = 128, maximum = 10240)]
     pub memory_size: Option<u32>,
     /// Seconds, 1 to 900 (default 30).
+    #[schema(minimum = 1, maximum = 900)]
     pub timeout: Option<u32>,
     /// `1.0` (REST API event, default) or `2.0` (HTTP API event).
+    #[schema(value_type = Option<crate::proxy::PayloadFormat>)]
     pub payload_format: Option<String>,
 }
 

@@ -1,5 +1,7 @@
 //! Reading request bodies: an EventBridge envelope or a bare detail object.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -25,12 +27,15 @@ pub enum EnvelopeError {
 pub struct Incoming<'a> {
     /// The body as received, validated as UTF-8 JSON.
     pub text: &'a str,
+    /// Whether it is an EventBridge envelope (`detail-type` and a `detail`
+    /// object), not a bare detail.
+    pub envelope: bool,
     /// Envelope `id`, used as the event id (and deduplication key).
-    pub id: Option<&'a str>,
-    /// Envelope `detail-type`.
-    pub detail_type: Option<&'a str>,
+    pub id: Option<Cow<'a, str>>,
+    /// `detail-type` (read from a bare detail too).
+    pub detail_type: Option<Cow<'a, str>>,
     /// Envelope `source`.
-    pub source: Option<&'a str>,
+    pub source: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -45,21 +50,25 @@ struct Shape<'a> {
     detail: Option<&'a RawValue>,
 }
 
-fn plain_string<'a>(
+/// A string field: borrowed from the body, or decoded when it has escapes
+/// (`\u00e9`, as encoders that write ASCII only send it).
+fn string_field<'a>(
     raw: Option<&'a RawValue>,
     field: &str,
-) -> Result<Option<&'a str>, EnvelopeError> {
+) -> Result<Option<Cow<'a, str>>, EnvelopeError> {
     let Some(raw) = raw else { return Ok(None) };
     let text = raw.get();
     if text == "null" {
         return Ok(None);
     }
-    // Borrow only strings without escapes; anything else is refused (ids and types never need escapes).
+    let not_a_string =
+        || EnvelopeError::Invalid(format!("envelope field '{field}' must be a string"));
     match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(inner) if !inner.contains('\\') => Ok(Some(inner)),
-        _ => Err(EnvelopeError::Invalid(format!(
-            "envelope field '{field}' must be a plain string"
-        ))),
+        Some(inner) if !inner.contains('\\') => Ok(Some(Cow::Borrowed(inner))),
+        Some(_) => serde_json::from_str::<String>(text)
+            .map(|s| Some(Cow::Owned(s)))
+            .map_err(|_| not_a_string()),
+        None => Err(not_a_string()),
     }
 }
 
@@ -78,7 +87,7 @@ pub fn read(body: &[u8]) -> Result<Incoming<'_>, EnvelopeError> {
     }
     let shape: Shape<'_> =
         serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-    let detail_type = plain_string(shape.detail_type, "detail-type")?;
+    let detail_type = string_field(shape.detail_type, "detail-type")?;
     let envelope = detail_type.is_some() && shape.detail.is_some();
     if envelope {
         let detail = shape.detail.map(RawValue::get).unwrap_or("null");
@@ -89,11 +98,11 @@ pub fn read(body: &[u8]) -> Result<Incoming<'_>, EnvelopeError> {
         }
     }
     let id = if envelope {
-        plain_string(shape.id, "id")?
+        string_field(shape.id, "id")?
     } else {
         None
     };
-    if let Some(id) = id {
+    if let Some(id) = id.as_deref() {
         if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(|c| c.is_control() || c == '/')
         {
             return Err(EnvelopeError::Invalid(format!(
@@ -102,12 +111,13 @@ pub fn read(body: &[u8]) -> Result<Incoming<'_>, EnvelopeError> {
         }
     }
     let source = if envelope {
-        plain_string(shape.source, "source")?
+        string_field(shape.source, "source")?
     } else {
         None
     };
     Ok(Incoming {
         text,
+        envelope,
         id,
         detail_type,
         source,
@@ -149,17 +159,38 @@ mod tests {
     fn reads_envelope_fields() {
         let body = br#"{"version":"0","id":"abc-1","detail-type":"TENANT_PROVISIONING","source":"tms","detail":{"tenantId":"t1"}}"#;
         let inc = read(body).unwrap();
-        assert_eq!(inc.id, Some("abc-1"));
-        assert_eq!(inc.detail_type, Some("TENANT_PROVISIONING"));
-        assert_eq!(inc.source, Some("tms"));
+        assert!(inc.envelope);
+        assert_eq!(inc.id.as_deref(), Some("abc-1"));
+        assert_eq!(inc.detail_type.as_deref(), Some("TENANT_PROVISIONING"));
+        assert_eq!(inc.source.as_deref(), Some("tms"));
         assert_eq!(detail_of(inc.text).unwrap()["tenantId"], "t1");
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let body = br#"{"id":"caf\u00e9-1","detail-type":"TENANT_\u0050ROVISIONING","source":"a\"b","detail":{}}"#;
+        let inc = read(body).unwrap();
+        assert_eq!(inc.id.as_deref(), Some("café-1"));
+        assert_eq!(inc.detail_type.as_deref(), Some("TENANT_PROVISIONING"));
+        assert_eq!(inc.source.as_deref(), Some("a\"b"));
+        // What an escape spells is checked as if it came plain.
+        for id in [r#""a\/b""#, r#""a\u0007""#, r#""""#] {
+            let body = format!(r#"{{"id":{id},"detail-type":"X","detail":{{}}}}"#);
+            assert!(
+                matches!(read(body.as_bytes()), Err(EnvelopeError::Invalid(_))),
+                "{id}"
+            );
+        }
     }
 
     #[test]
     fn bare_detail_is_the_detail() {
         let inc = read(br#" {"tenantId":"t1","id":"x"}"#).unwrap();
+        assert!(!inc.envelope);
         assert_eq!(inc.id, None, "a bare detail's id is not an envelope id");
         assert_eq!(detail_of(inc.text).unwrap()["id"], "x");
+        let inc = read(br#"{"detail-type":"X","detail":null}"#).unwrap();
+        assert!(!inc.envelope, "a null detail is no envelope's");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub const MAX_DEPLOY_BYTES: usize = 72 * 1024 * 1024;
         (status = 401, body = ErrorBody),
         (status = 409, description = "Another deploy of this app is in progress, or another replica changed the app while this one ran", body = ErrorBody),
         (status = 413, description = "Archive over 50 MB zipped or 250 MB unzipped", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]

@@ -1,5 +1,7 @@
 //! `/events`: ingestion (EventBridge API destinations, ARC SaaS) and the inbox API.
 
+use std::borrow::Cow;
+
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::Json;
@@ -25,6 +27,61 @@ pub struct Accepted {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
 }
+
+/// An event type a client may post, matched exactly (case-sensitive, as in
+/// ARC SaaS). The list is [`EventType::ALL`] less the internal ones.
+pub struct PostableEventType;
+
+impl utoipa::PartialSchema for PostableEventType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names = EventType::ALL
+            .into_iter()
+            .map(EventType::as_str)
+            .filter(|name| EventType::accepted_from_clients(name).is_some());
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .description(Some(
+                "An event type a client may post, matched exactly (case-sensitive).",
+            ))
+            .into()
+    }
+}
+
+/// `POST /events`: an EventBridge event as an API destination delivers it.
+pub struct EventEnvelope;
+
+impl utoipa::PartialSchema for EventEnvelope {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::Type;
+        use utoipa::openapi::ObjectBuilder;
+        let id = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(256))
+            .pattern(Some(r"^[^/\u0000-\u001f\u007f-\u009f]+$"))
+            .description(Some(
+                "The deduplication key: a redelivery with this id is acknowledged and not \
+                 processed again. Generated when absent.",
+            ));
+        let detail = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some("The event's payload (as ARC SaaS sends it)."));
+        ObjectBuilder::new()
+            .description(Some(
+                "An EventBridge event; fields not named here are kept as received.",
+            ))
+            .property("id", id)
+            .property("detail-type", PostableEventType::schema())
+            .property("source", ObjectBuilder::new().schema_type(Type::String))
+            .property("detail", detail)
+            .required("detail-type")
+            .required("detail")
+            .into()
+    }
+}
+
+impl ToSchema for EventEnvelope {}
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
@@ -82,16 +139,25 @@ async fn ingest(
         None => {
             let name = incoming
                 .detail_type
+                .as_deref()
                 .ok_or_else(|| ApiError::bad_request("invalid_body", "missing 'detail-type': POST to /events/{eventType} or send an EventBridge envelope"))?;
-            EventType::accepted_from_clients(name).ok_or_else(|| unsupported(name))?
+            let event_type =
+                EventType::accepted_from_clients(name).ok_or_else(|| unsupported(name))?;
+            if !incoming.envelope {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    "an EventBridge envelope needs a 'detail' object (or POST the bare detail to /events/{eventType})",
+                ));
+            }
+            event_type
         }
     };
     let event = NewEvent {
         id: incoming
             .id
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned),
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), Cow::into_owned),
         event_type: event_type.as_str().to_owned(),
-        source: incoming.source.map(str::to_owned),
+        source: incoming.source.map(Cow::into_owned),
         payload: incoming.text.to_owned(),
         received_at_ms: crate::now_ms(),
     };
@@ -111,7 +177,7 @@ async fn ingest(
 /// processed twice.
 #[utoipa::path(
     post, path = "/events/{event}", tag = "events",
-    params(("event" = String, Path, description = "Event type, e.g. `TENANT_PROVISIONING`")),
+    params(("event" = inline(PostableEventType), Path, description = "Event type, e.g. `TENANT_PROVISIONING`")),
     request_body(content = Object, content_type = "application/json", description = "EventBridge envelope or bare detail"),
     responses(
         (status = 200, description = "Recorded", body = Accepted),
@@ -137,7 +203,7 @@ pub async fn post_event(
 /// Also accepts `CodeBuild Build State Change` events, which complete the matching build job.
 #[utoipa::path(
     post, path = "/events", tag = "events",
-    request_body(content = Object, content_type = "application/json", description = "EventBridge envelope"),
+    request_body(content = inline(EventEnvelope), content_type = "application/json", description = "EventBridge envelope"),
     responses(
         (status = 200, description = "Recorded", body = Accepted),
         (status = 400, description = "Missing or unknown detail-type, malformed JSON", body = ErrorBody),
@@ -161,8 +227,10 @@ pub async fn post_envelope(
 #[into_params(parameter_in = Query)]
 pub struct ListEvents {
     /// `received`, `processing`, `succeeded`, `failed` or `dead`.
+    #[param(value_type = Option<EventStatus>)]
     pub status: Option<String>,
     /// At most this many (default 100, at most 1000), newest first.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

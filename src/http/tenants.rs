@@ -16,6 +16,7 @@ use crate::tenants::view::{JobView, TenantView};
 #[into_params(parameter_in = Query)]
 pub struct ListTenants {
     /// At most this many (default 100, at most 1000), most recently updated first.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

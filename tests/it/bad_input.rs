@@ -62,7 +62,31 @@ async fn bodies_that_are_not_json_objects_are_400() {
         "an envelope without detail-type cannot be routed"
     );
     assert_error(&body, 400, "invalid_body");
+    for detail in [json!(null), json!("text")] {
+        let body = json!({"id": "e1", "detail-type": "TENANT_PROVISIONING", "detail": detail});
+        let (status, answer) = app.post("/events", &body).await;
+        assert_eq!(status, 400, "/events takes envelopes only: {detail}");
+        assert_error(&answer, 400, "invalid_body");
+    }
     assert_eq!(stored_events(&app).await, 0);
+}
+
+/// Envelope strings an ASCII-only encoder escapes (as Python's `json.dumps`
+/// does by default) are read as what they spell.
+#[tokio::test]
+async fn escaped_envelope_strings_are_decoded() {
+    let app = TestApp::start(|_, _| {}).await;
+    let body = r#"{"id":"caf\u00e9-1","detail-type":"TENANT_PROVISIONIN\u0047","source":"tenant-\u00e9","detail":{}}"#;
+    let (status, answer) = app.post_raw("/events", body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["eventId"], "café-1");
+    let (status, event) = app.get("/events/caf%C3%A9-1").await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(
+        (&event["type"], &event["source"]),
+        (&json!("TENANT_PROVISIONING"), &json!("tenant-é")),
+        "{event}"
+    );
 }
 
 #[tokio::test]

@@ -91,3 +91,33 @@ fn the_spec_enums_are_the_wire_spellings() {
     check::<JobKind>(&spec, "JobKind", 3);
     check::<JobStatus>(&spec, "JobStatus", 4);
 }
+
+/// Every `$ref` in the spec names a schema it defines.
+#[test]
+fn every_reference_resolves() {
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get("$ref") {
+                    out.push(target);
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let spec = checked_in();
+    let mut found = Vec::new();
+    refs(&spec, &mut found);
+    assert!(found.len() > 20, "the spec uses references: {found:?}");
+    for target in found {
+        let name = target
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{target} points into the components' schemas"));
+        assert!(
+            spec["components"]["schemas"][name].is_object(),
+            "{target} is defined"
+        );
+    }
+}
