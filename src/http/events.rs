@@ -55,8 +55,11 @@ impl utoipa::PartialSchema for EventEnvelope {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::Type;
         use utoipa::openapi::ObjectBuilder;
+        // `null` reads as absent.
+        let string_or_null =
+            || utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]);
         let id = ObjectBuilder::new()
-            .schema_type(Type::String)
+            .schema_type(string_or_null())
             .min_length(Some(1))
             .max_length(Some(256))
             .pattern(Some(r"^[^/\u0000-\u001f\u007f-\u009f]+$"))
@@ -73,7 +76,7 @@ impl utoipa::PartialSchema for EventEnvelope {
             ))
             .property("id", id)
             .property("detail-type", PostableEventType::schema())
-            .property("source", ObjectBuilder::new().schema_type(Type::String))
+            .property("source", ObjectBuilder::new().schema_type(string_or_null()))
             .property("detail", detail)
             .required("detail-type")
             .required("detail")
