@@ -185,6 +185,54 @@ async fn node_handlers_in_every_style() {
     }
 }
 
+/// The runtime's own connection (descriptors 3 and 4 at exec) does not
+/// leak into the processes a handler starts: a child that looks for them
+/// finds neither, in Node (whose spawn does not pass them on) and in Python
+/// (whose client makes them close-on-exec; `subprocess` is told to keep
+/// what is inheritable).
+#[tokio::test]
+async fn a_handlers_child_processes_do_not_get_the_runtime_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local(dir.path(), Duration::from_secs(60));
+    let probe =
+        r#"for fd in 3 4; do [ -e /proc/self/fd/$fd ] && printf "fd$fd "; done; printf listed"#;
+    let node = format!(
+        "const {{ execFileSync }} = require('node:child_process');\n\
+         exports.handler = async () => ({{ statusCode: 200, body: execFileSync('sh', ['-c', '{probe}']).toString() }});"
+    );
+    let python = format!(
+        "import subprocess\n\
+         def handler(event, context):\n    \
+             out = subprocess.run(['sh', '-c', '{probe}'], capture_output=True, close_fds=False)\n    \
+             return {{'statusCode': 200, 'body': out.stdout.decode()}}\n"
+    );
+    let cases = [
+        ("node-child", "index.js", node, json!({})),
+        (
+            "python-child",
+            "index.py",
+            python,
+            json!({"runtime": "python3.12"}),
+        ),
+    ];
+    for (name, file, code, settings) in cases {
+        let app = deploy(
+            &backend,
+            dir.path(),
+            name,
+            &[(file, &code)],
+            &config(settings),
+        )
+        .await;
+        // Twice: the first and a warm invocation.
+        for _ in 0..2 {
+            let result = backend.invoke(&app, b"{}".to_vec()).await.unwrap();
+            let body: Value = serde_json::from_slice(&result).unwrap();
+            assert_eq!(body["body"], "listed", "{name}: {body}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_node_worker_is_frozen_between_invocations_as_on_lambda() {
     let dir = tempfile::tempdir().unwrap();
