@@ -383,13 +383,11 @@ fn rust_lambda_bootstrap() -> std::path::PathBuf {
     let target = std::env::var("RUST_LAMBDA_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| std::env::temp_dir().join("orchestrator-rust-lambda-target"));
-    let manifest = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/rust-lambda/Cargo.toml"
-    );
+    let manifest = crate::common::checkout().join("tests/fixtures/rust-lambda/Cargo.toml");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--manifest-path", manifest])
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(&manifest)
         .env("CARGO_TARGET_DIR", &target)
         .status()
         .expect("cargo runs");

@@ -272,6 +272,15 @@ pub async fn eventually<T, F: Future<Output = Option<T>>>(mut f: impl FnMut() ->
     }
 }
 
+/// The checkout the tests run from: cargo says so when it runs them, so a
+/// test binary built from another checkout (sharing a `CARGO_TARGET_DIR`)
+/// still reads this one's files.
+pub fn checkout() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The path of the compiled binary.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_orchestrator"))

@@ -5,7 +5,7 @@ use serde_json::Value;
 use crate::common::{binary, TestApp};
 
 fn checked_in() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
+    let path = crate::common::checkout().join("openapi/openapi.json");
     serde_json::from_str(
         &std::fs::read_to_string(path).expect("openapi/openapi.json is checked in"),
     )
