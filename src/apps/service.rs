@@ -265,9 +265,14 @@ impl AppService {
             };
             let note = format!("deploying version {version} failed: {err}");
             // Unless another replica changed the app meanwhile: its change stands.
-            self.store
+            let settled = self
+                .store
                 .settle_app_deploy(name.as_str(), version, status, Some(&note), crate::now_ms())
                 .await?;
+            if !settled {
+                // The failure is still what the caller learns.
+                let _ = self.superseded(&name, version).await;
+            }
             return Err(err);
         }
         // A new app (or one not served) is `DEPLOYED` until now.
@@ -290,28 +295,56 @@ impl AppService {
     }
 
     /// Another replica deactivated, removed or redeployed the app while
-    /// `version` was deploying here: what it did stands. The workers started
-    /// for `version` stop if the app is not to be served; a newer version is
-    /// picked up by [`AppService::follow_store`].
+    /// `version` was deploying here: what it did stands, and this process
+    /// follows it now (the caller holds the app's lock). Gives the `409`.
     async fn superseded(&self, name: &AppName, version: i64) -> AppError {
         let record = match self.store.get_app(name.as_str()).await {
             Ok(Some(record)) => record,
             Ok(None) => return AppError::NotFound(name.to_string()),
             Err(err) => return err.into(),
         };
-        if self.wanted_version(&record).is_none() {
-            self.set_active(name.as_str(), None);
-            if !self.backend.reconciles() {
-                if let Err(err) = self.stop(name).await {
-                    tracing::warn!(app = %name, error = %err, "could not stop a superseded deploy's workers");
-                }
-            }
-        }
         tracing::warn!(app = %name, version, status = %record.status, current = record.current_version, "app changed elsewhere while it deployed");
+        if let Err(err) = self.follow_record(name, &record, true).await {
+            tracing::warn!(app = %name, error = %err, "could not follow the change made elsewhere");
+        }
         AppError::Conflict(format!(
             "app '{name}' changed while version {version} was deploying: it is now {} at version {}",
             record.status, record.current_version
         ))
+    }
+
+    /// Serves what the store says of the app (the caller holds its lock):
+    /// its `ACTIVE` version, or nothing. `overtaken`: this process has just
+    /// deployed a version the store no longer wants, so a platform function
+    /// gets the wanted code again, and is deleted if the app was removed.
+    async fn follow_record(
+        &self,
+        app: &AppName,
+        record: &AppRecord,
+        overtaken: bool,
+    ) -> Result<(), AppError> {
+        if let Some(version) = self.wanted_version(record) {
+            let config = config_of(record)?;
+            let zip = if overtaken {
+                Some(self.store.app_code(app.as_str(), version).await?)
+            } else {
+                None
+            };
+            self.run_version(app, version, &config, zip).await?;
+            self.set_active(app.as_str(), Some((config.payload_format, version)));
+            return Ok(());
+        }
+        self.set_active(app.as_str(), None);
+        let removed = record.status == AppStatus::Removed;
+        // Workers here stop; a platform function is the business of whoever
+        // deactivated or removed the app, unless this process recreated it.
+        if !self.backend.reconciles() || (overtaken && removed) {
+            self.stop(app).await?;
+        }
+        if removed {
+            let _ = tokio::fs::remove_dir_all(self.code_root.join(app.as_str())).await;
+        }
+        Ok(())
     }
 
     async fn record(&self, name: &str) -> Result<(AppName, AppRecord), AppError> {
@@ -615,27 +648,20 @@ impl AppService {
             let Some(record) = self.store.get_app(app.as_str()).await? else {
                 continue;
             };
-            match self.wanted_version(&record) {
-                want if want == self.running_version(app.as_str()) => continue,
+            let wanted = self.wanted_version(&record);
+            if wanted == self.running_version(app.as_str()) {
+                continue;
+            }
+            if let Err(err) = self.follow_record(&app, &record, false).await {
+                tracing::warn!(app = %app, status = %record.status, version = record.current_version, error = %err, "could not follow an app changed by another replica");
+                continue;
+            }
+            match wanted {
                 Some(version) => {
-                    let config = config_of(&record)?;
-                    if let Err(err) = self.run_version(&app, version, &config, None).await {
-                        tracing::warn!(app = %app, version, error = %err, "could not run an app changed by another replica");
-                        continue;
-                    }
-                    self.set_active(app.as_str(), Some((config.payload_format, version)));
                     tracing::info!(app = %app, version, "app changed by another replica: serving it");
                 }
                 None => {
-                    self.set_active(app.as_str(), None);
-                    // Workers here stop; a platform function is the deployer's business.
-                    if !self.backend.reconciles() {
-                        self.stop(&app).await?;
-                    }
-                    if record.status == AppStatus::Removed {
-                        let _ = tokio::fs::remove_dir_all(self.code_root.join(app.as_str())).await;
-                    }
-                    tracing::info!(app = %app, status = ?record.status, "app changed by another replica: not serving it");
+                    tracing::info!(app = %app, status = %record.status, "app changed by another replica: not serving it");
                 }
             }
             changed += 1;

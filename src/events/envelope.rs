@@ -8,6 +8,8 @@ use serde_json::{Map, Value};
 
 /// Longest envelope id we keep as the event id.
 const MAX_ID_LEN: usize = 256;
+/// Longest envelope source (EventBridge allows 256).
+const MAX_SOURCE_LEN: usize = 256;
 
 /// Why a body was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -72,6 +74,24 @@ fn string_field<'a>(
     }
 }
 
+/// Whether a JSON text spells a NUL character (`\u0000`, not `\\u0000`).
+fn has_nul_escape(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while let Some(found) = bytes[at..].iter().position(|&b| b == b'\\') {
+        let escape = at + found;
+        if bytes.get(escape + 1..escape + 6) == Some(b"u0000".as_slice()) {
+            return true;
+        }
+        // Past the escaped character, so `\\` does not start another escape.
+        at = escape + 2;
+        if at >= bytes.len() {
+            return false;
+        }
+    }
+    false
+}
+
 /// Validates `body` and extracts the envelope fields without building a full JSON tree.
 pub fn read(body: &[u8]) -> Result<Incoming<'_>, EnvelopeError> {
     let text = std::str::from_utf8(body).map_err(|_| EnvelopeError::NotUtf8)?;
@@ -84,6 +104,12 @@ pub fn read(body: &[u8]) -> Result<Incoming<'_>, EnvelopeError> {
             Ok(_) => Err(EnvelopeError::NotAnObject),
             Err(e) => Err(EnvelopeError::Malformed(e.to_string())),
         };
+    }
+    if has_nul_escape(text) {
+        // PostgreSQL's text cannot hold it: refused here, not failed later.
+        return Err(EnvelopeError::Invalid(
+            "JSON strings must not contain the NUL character (\\u0000)".into(),
+        ));
     }
     let shape: Shape<'_> =
         serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
@@ -103,7 +129,9 @@ pub fn read(body: &[u8]) -> Result<Incoming<'_>, EnvelopeError> {
         None
     };
     if let Some(id) = id.as_deref() {
-        if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(|c| c.is_control() || c == '/')
+        if id.is_empty()
+            || id.chars().count() > MAX_ID_LEN
+            || id.chars().any(|c| c.is_control() || c == '/')
         {
             return Err(EnvelopeError::Invalid(format!(
                 "envelope 'id' must be 1 to {MAX_ID_LEN} characters without '/' or control characters"
@@ -115,6 +143,13 @@ pub fn read(body: &[u8]) -> Result<Incoming<'_>, EnvelopeError> {
     } else {
         None
     };
+    if let Some(source) = source.as_deref() {
+        if source.chars().count() > MAX_SOURCE_LEN || source.chars().any(char::is_control) {
+            return Err(EnvelopeError::Invalid(format!(
+                "envelope 'source' must be at most {MAX_SOURCE_LEN} characters without control characters"
+            )));
+        }
+    }
     Ok(Incoming {
         text,
         envelope,
@@ -181,6 +216,46 @@ mod tests {
                 "{id}"
             );
         }
+        for source in [r#""a\u0000b""#, r#""line\nbreak""#] {
+            let body = format!(r#"{{"source":{source},"detail-type":"X","detail":{{}}}}"#);
+            assert!(
+                matches!(read(body.as_bytes()), Err(EnvelopeError::Invalid(_))),
+                "{source}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_nul_character_is_refused_wherever_it_is() {
+        for body in [
+            r#"{"detail-type":"X","detail":{"tenant":{"id":"t\u0000"}}}"#,
+            r#"{"tenantId":"\u0000"}"#,
+            r#"{"k\\\u0000":1}"#,
+        ] {
+            assert!(
+                matches!(read(body.as_bytes()), Err(EnvelopeError::Invalid(_))),
+                "{body}"
+            );
+        }
+        // An escaped backslash before `u0000` is text, and other escapes are fine.
+        for body in [r#"{"path":"C:\\u0000"}"#, r#"{"a":"\u0001\\","b":"\""}"#] {
+            assert!(read(body.as_bytes()).is_ok(), "{body}");
+        }
+    }
+
+    #[test]
+    fn lengths_are_counted_in_characters() {
+        let envelope = |id: &str| format!(r#"{{"id":"{id}","detail-type":"X","detail":{{}}}}"#);
+        let longest = "é".repeat(MAX_ID_LEN);
+        assert_eq!(
+            read(envelope(&longest).as_bytes()).unwrap().id.as_deref(),
+            Some(longest.as_str())
+        );
+        let over = "é".repeat(MAX_ID_LEN + 1);
+        assert!(matches!(
+            read(envelope(&over).as_bytes()),
+            Err(EnvelopeError::Invalid(_))
+        ));
     }
 
     #[test]

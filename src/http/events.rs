@@ -76,7 +76,13 @@ impl utoipa::PartialSchema for EventEnvelope {
             ))
             .property("id", id)
             .property("detail-type", PostableEventType::schema())
-            .property("source", ObjectBuilder::new().schema_type(string_or_null()))
+            .property(
+                "source",
+                ObjectBuilder::new()
+                    .schema_type(string_or_null())
+                    .max_length(Some(256))
+                    .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f]*$")),
+            )
             .property("detail", detail)
             .required("detail-type")
             .required("detail")

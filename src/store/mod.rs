@@ -189,7 +189,9 @@ pub trait Store: Send + Sync + 'static {
     async fn app_code(&self, name: &str, version: i64) -> Result<Vec<u8>, StoreError>;
     /// Sets the outcome of deploying `version` (`ACTIVE`, or `ERROR` with
     /// the reason) if nothing changed the app meanwhile: `version` is still
-    /// current and the app still `DEPLOYED` or `ACTIVE`. Whether it did.
+    /// current and the app was not deactivated or removed. (`ERROR` at that
+    /// version is a verdict on the function this deploy replaces, say by
+    /// reconciliation: the deploy's outcome wins over it.) Whether it did.
     async fn settle_app_deploy(
         &self,
         name: &str,

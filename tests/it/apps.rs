@@ -502,7 +502,7 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
     });
     let gated = backend.clone();
     let app = TestApp::start_with(|_, _| {}, move |b| b.function_backend(gated)).await;
-    let code = |body: &str| {
+    let archive = |body: &str| {
         zip_of(&[(
             "index.js",
             &format!("exports.handler = async () => ({{ statusCode: 200, body: '{body}' }});"),
@@ -512,7 +512,7 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
         let request = app
             .client
             .post(format!("{}/apps/deploy", app.url))
-            .json(&json!({"name": "gated", "archive": code(body)}));
+            .json(&json!({"name": "gated", "archive": archive(body)}));
         tokio::spawn(async move { crate::common::status_json(request.send().await.unwrap()).await })
     };
     let status_is = |want: &'static str, version: i64| {
@@ -576,6 +576,45 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
     let (_, status) = app.get("/apps/gated/status").await;
     assert_eq!(status["status"], "INACTIVE");
     assert_eq!(served().await.0, 404);
+
+    // Another replica deploys version 6 (and finishes) while version 5
+    // deploys here: this one is told so and serves version 6 at once.
+    let other = other_replica_store(&app).await;
+    let fifth = deploy_in_background("five");
+    crate::common::eventually(status_is("DEPLOYED", 5)).await;
+    let config = other.get_app("gated").await.unwrap().unwrap().config;
+    let six = base64::engine::general_purpose::STANDARD
+        .decode(archive("six"))
+        .unwrap();
+    let now = orchestrator::now_ms();
+    let version = other
+        .add_app_version("gated", &config, &six, "sha-six", now)
+        .await
+        .unwrap();
+    assert_eq!(version, 6);
+    other
+        .set_app_status("gated", AppStatus::Active, None, now)
+        .await
+        .unwrap();
+    backend.gate.add_permits(2);
+    let (code_five, body) = fifth.await.unwrap();
+    assert_eq!(code_five, 409, "{body}");
+    assert_eq!(served().await, (200, "six".into()));
+
+    // Removed elsewhere while version 7 deploys here: it stays removed,
+    // unserved, its unpacked code gone.
+    let seventh = deploy_in_background("seven");
+    crate::common::eventually(status_is("ACTIVE", 7)).await;
+    other
+        .set_app_status("gated", AppStatus::Removed, None, orchestrator::now_ms())
+        .await
+        .unwrap();
+    backend.gate.add_permits(1);
+    assert_eq!(seventh.await.unwrap().0, 409);
+    let (_, status) = app.get("/apps/gated/status").await;
+    assert_eq!(status["status"], "REMOVED");
+    assert_eq!(served().await.0, 404);
+    assert!(!app.path().join("data/apps/gated").exists());
 }
 
 /// A connection of its own to the service's store, as another replica has.

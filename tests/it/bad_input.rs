@@ -87,6 +87,24 @@ async fn escaped_envelope_strings_are_decoded() {
         (&json!("TENANT_PROVISIONING"), &json!("tenant-é")),
         "{event}"
     );
+    // What an escape spells is held to the plain rules: no control
+    // characters (PostgreSQL's text cannot even store a NUL).
+    for (id, source) in [(r#""e2""#, r#""a\u0000b""#), (r#""e\u0000""#, r#""s""#)] {
+        let body = format!(
+            r#"{{"id":{id},"source":{source},"detail-type":"TENANT_PROVISIONING","detail":{{}}}}"#
+        );
+        let (status, answer) = app.post_raw("/events", body).await;
+        assert_eq!(status, 400, "{id} {source}: {answer}");
+        assert_error(&answer, 400, "invalid_body");
+    }
+    // Nor in the detail, where the handler would meet it.
+    let nul_in_detail = r#"{"tenantId":"t\u0000","tier":"basic"}"#;
+    let (status, answer) = app
+        .post_raw("/events/TENANT_PROVISIONING", nul_in_detail)
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_error(&answer, 400, "invalid_body");
+    assert_eq!(stored_events(&app).await, 1);
 }
 
 #[tokio::test]

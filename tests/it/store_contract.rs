@@ -812,7 +812,7 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
 }
 
 /// A deploy's outcome is written only if its version is still current and
-/// the app still `DEPLOYED` or `ACTIVE`: a deactivation, removal or newer
+/// the app was not deactivated or removed: a deactivation, removal or newer
 /// deploy made meanwhile (by another replica) stands.
 async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
     let settle = |version, status, error: Option<&'static str>, at| {
@@ -855,6 +855,11 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
         (app.status, app.last_error.as_deref()),
         (AppStatus::Error, Some("v2 failed"))
     );
+    // An ERROR at the deploy's own version (reconciliation's verdict on the
+    // function it replaces) gives way to its outcome.
+    assert!(settle(2, AppStatus::Active, None, 2_300).await);
+    let app = store.get_app("app").await.unwrap().unwrap();
+    assert_eq!((app.status, app.last_error), (AppStatus::Active, None));
 
     for elsewhere in [AppStatus::Inactive, AppStatus::Removed] {
         store

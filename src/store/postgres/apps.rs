@@ -137,7 +137,7 @@ pub async fn set_status(
 }
 
 /// Sets the outcome of deploying `version`, if it is still the current
-/// version and the app is still `DEPLOYED` or `ACTIVE`; whether it was.
+/// version and the app is not `INACTIVE` or `REMOVED`; whether it was.
 pub async fn settle_deploy(
     pool: &PgPool,
     name: &str,
@@ -148,7 +148,7 @@ pub async fn settle_deploy(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE apps SET status = $3, last_error = $4, updated_at = $5 \
-         WHERE name = $1 AND current_version = $2 AND status IN ($6, $7)",
+         WHERE name = $1 AND current_version = $2 AND status IN ($6, $7, $8)",
     )
     .bind(name)
     .bind(version)
@@ -157,6 +157,7 @@ pub async fn settle_deploy(
     .bind(now_ms)
     .bind(AppStatus::Deployed.as_str())
     .bind(AppStatus::Active.as_str())
+    .bind(AppStatus::Error.as_str())
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
