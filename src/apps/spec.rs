@@ -65,6 +65,21 @@ const RUNTIMES: [(&str, RuntimeKind); 11] = [
     ("provided.al2023", RuntimeKind::Provided),
 ];
 
+/// A runtime we run, as the OpenAPI document lists them.
+pub struct RuntimeName;
+
+impl utoipa::PartialSchema for RuntimeName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(RUNTIMES.iter().map(|(name, _)| *name)))
+            .description(Some("A Lambda runtime identifier this service runs."))
+            .into()
+    }
+}
+
+impl ToSchema for RuntimeName {}
+
 /// The kind of a runtime name, if it is one we run.
 pub fn runtime_kind(runtime: &str) -> Option<RuntimeKind> {
     RUNTIMES
@@ -97,8 +112,10 @@ pub struct DeployRequest {
     #[schema(min_length = 1, format = Byte)]
     pub archive: String,
     /// Default `nodejs20.x`.
+    #[schema(value_type = Option<RuntimeName>)]
     pub runtime: Option<String>,
-    /// Default `index.handler`.
+    /// `path/module.function`; default `index.handler`.
+    #[schema(min_length = 1, max_length = 128)]
     pub handler: Option<String>,
     /// Environment variables (string values).
     #[schema(value_type = Option<Object>)]
@@ -221,7 +238,7 @@ fn check_handler(handler: &str, kind: RuntimeKind) -> Result<(), String> {
         ))
     };
     if handler.is_empty()
-        || handler.len() > 128
+        || handler.chars().count() > 128
         || handler.chars().any(|c| c.is_control() || c.is_whitespace())
     {
         return bad("1 to 128 characters without spaces");

@@ -90,6 +90,17 @@ fn the_spec_enums_are_the_wire_spellings() {
     check::<EventStatus>(&spec, "EventStatus", 5);
     check::<JobKind>(&spec, "JobKind", 3);
     check::<JobStatus>(&spec, "JobStatus", 4);
+    let runtimes = spec["components"]["schemas"]["RuntimeName"]["enum"]
+        .as_array()
+        .expect("RuntimeName is an enum in the spec");
+    assert!(runtimes.len() >= 11, "{runtimes:?}");
+    for runtime in runtimes {
+        let name = runtime.as_str().unwrap();
+        assert!(
+            orchestrator::apps::spec::runtime_kind(name).is_some(),
+            "{name} is a runtime the service runs"
+        );
+    }
 }
 
 /// Every `$ref` in the spec names a schema it defines.
