@@ -7,9 +7,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Longest envelope id we keep as the event id.
-const MAX_ID_LEN: usize = 256;
+pub const MAX_ID_LEN: usize = 256;
 /// Longest envelope source (EventBridge allows 256).
-const MAX_SOURCE_LEN: usize = 256;
+pub const MAX_SOURCE_LEN: usize = 256;
 
 /// Why a body was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

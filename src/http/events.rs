@@ -61,7 +61,7 @@ impl utoipa::PartialSchema for EventEnvelope {
         let id = ObjectBuilder::new()
             .schema_type(string_or_null())
             .min_length(Some(1))
-            .max_length(Some(256))
+            .max_length(Some(envelope::MAX_ID_LEN))
             .pattern(Some(r"^[^/\u0000-\u001f\u007f-\u009f]+$"))
             .description(Some(
                 "The deduplication key: a redelivery with this id is acknowledged and not \
@@ -80,7 +80,7 @@ impl utoipa::PartialSchema for EventEnvelope {
                 "source",
                 ObjectBuilder::new()
                     .schema_type(string_or_null())
-                    .max_length(Some(256))
+                    .max_length(Some(envelope::MAX_SOURCE_LEN))
                     .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f]*$")),
             )
             .property("detail", detail)
