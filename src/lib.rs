@@ -12,6 +12,7 @@ pub mod apps;
 pub mod aws;
 pub mod builder;
 pub mod config;
+pub mod envvars;
 pub mod events;
 pub mod functions;
 pub mod http;
@@ -40,7 +41,7 @@ use crate::events::{
     Dispatcher, EventHandler, EventType, HandlerSet, Inbox, RetryPolicy, Services,
 };
 use crate::functions::aws::AwsLambda;
-use crate::functions::local::{LocalFunctions, LocalOptions, Scaling};
+use crate::functions::local::{sandbox, LocalFunctions, LocalOptions, Scaling};
 use crate::functions::FunctionBackend;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
@@ -232,6 +233,15 @@ impl OrchestratorBuilder {
             )?),
             None => None,
         };
+        let local_functions = self.functions.is_none() && config.functions.backend == "local";
+        let sandbox = match local_functions {
+            true => choose_sandbox(&config)?,
+            false => None,
+        };
+        let isolation = local_functions.then_some(match sandbox {
+            Some(_) => "sandbox",
+            None => "none",
+        });
         let functions: Arc<dyn FunctionBackend> =
             match (self.functions, &sdk, &config.functions.role_arn) {
                 (Some(functions), _, _) => functions,
@@ -239,6 +249,9 @@ impl OrchestratorBuilder {
                     AwsLambda::new(sdk, role.clone(), config.functions.architecture.as_deref()),
                 ),
                 (None, _, _) => LocalFunctions::start(LocalOptions {
+                    sandbox: sandbox.clone(),
+                    max_queue: config.functions.max_queue,
+                    max_queue_wait: Duration::from_millis(config.functions.max_queue_wait_ms),
                     runtimes_dir: config.data_dir.join("runtimes"),
                     scaling: Scaling {
                         max_workers: config.functions.max_workers,
@@ -281,6 +294,7 @@ impl OrchestratorBuilder {
             handlers: Arc::new(self.handlers),
             jobs_work_dir,
             apps,
+            isolation,
         })
     }
 }
@@ -329,6 +343,38 @@ pub struct Orchestrator {
     handlers: Arc<HandlerSet>,
     jobs_work_dir: PathBuf,
     apps: Arc<AppService>,
+    /// How local functions run (`None`: not on this machine).
+    isolation: Option<&'static str>,
+}
+
+/// The sandbox local workers run in, as `functions.isolation` asks: `auto`
+/// takes it where this machine allows and warns once where it does not;
+/// `sandbox` refuses to start without it.
+fn choose_sandbox(config: &Config) -> anyhow::Result<Option<Arc<sandbox::Sandbox>>> {
+    let options = sandbox::SandboxOptions {
+        uid_base: config.functions.sandbox_uid_base,
+        uid_count: config.functions.sandbox_uid_count,
+        max_processes: config.functions.max_processes,
+        tmp_size_bytes: config.functions.tmp_size_mb * 1024 * 1024,
+    };
+    match config.functions.isolation {
+        config::Isolation::None => {
+            tracing::warn!(
+                "functions.isolation = none: app code runs unconfined, as the service's user"
+            );
+            Ok(None)
+        }
+        config::Isolation::Auto => match sandbox::Sandbox::probe(options) {
+            Ok(sandbox) => Ok(Some(sandbox)),
+            Err(why) => {
+                tracing::warn!(reason = %why, "functions run WITHOUT a sandbox (functions.isolation = auto): app code can read the service's files and reach its processes");
+                Ok(None)
+            }
+        },
+        config::Isolation::Sandbox => sandbox::Sandbox::probe(options)
+            .map(Some)
+            .map_err(|why| anyhow::anyhow!("functions.isolation = sandbox, but {why}")),
+    }
 }
 
 impl Orchestrator {
@@ -349,6 +395,7 @@ impl Orchestrator {
             apps: self.apps.clone(),
             inbox: self.services.inbox.clone(),
             jobs_work_dir: self.jobs_work_dir.clone(),
+            isolation: self.isolation,
         };
         let proxy = role
             .serves_proxy()

@@ -279,14 +279,7 @@ fn check_environment(value: Option<&Value>) -> Result<BTreeMap<String, String>, 
     let mut env = BTreeMap::new();
     let mut size = 0;
     for (key, value) in map {
-        let valid = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(format!(
-                "environment variable name '{}' is invalid",
-                key.escape_debug()
-            ));
-        }
+        crate::envvars::check_name(key).map_err(|e| e.to_string())?;
         if reserved(key) {
             return Err(format!(
                 "environment variable '{key}' is reserved by Lambda"

@@ -83,6 +83,9 @@ impl BuilderService for LocalJobs {
     #[tracing::instrument(skip_all, fields(job = %request.job_id, identifier = %request.job_identifier, attempt = request.attempt), err)]
     async fn start_job(&self, request: JobRequest) -> Result<JobHandle, BuilderError> {
         let program = self.executable(&request.job_identifier)?;
+        // Checked at ingestion already; a job never starts with a name that could steer it.
+        crate::envvars::check_names(request.params.keys().map(String::as_str))
+            .map_err(|e| BuilderError::Invalid(e.to_string()))?;
         let dir = self.work_dir.join(&request.job_id);
         let unavailable =
             |what: &str, e: std::io::Error| BuilderError::Unavailable(format!("{what}: {e}"));

@@ -13,7 +13,8 @@ use serde_json::{Map, Value};
 
 mod sections;
 pub use sections::{
-    AuthConfig, BuilderConfig, CallbacksConfig, FunctionsConfig, InboxConfig, TierDetailsConfig,
+    AuthConfig, BuilderConfig, CallbacksConfig, FunctionsConfig, InboxConfig, Isolation,
+    TierDetailsConfig,
 };
 
 /// A value that must never be printed.
@@ -213,6 +214,11 @@ impl Config {
             &mut self.functions.batch_scheduling,
         )?;
         parse_into(
+            "ORCHESTRATOR_FUNCTIONS_ISOLATION",
+            get("ORCHESTRATOR_FUNCTIONS_ISOLATION"),
+            &mut self.functions.isolation,
+        )?;
+        parse_into(
             "ORCHESTRATOR_MIGRATE_ON_START",
             get("ORCHESTRATOR_MIGRATE_ON_START"),
             &mut self.migrate_on_start,
@@ -315,6 +321,31 @@ impl Config {
                     format!("'{other}' (expected local or aws)"),
                 ))
             }
+        }
+        let functions = &self.functions;
+        if functions.max_processes < 16 {
+            return Err(invalid("functions.max_processes", "must be at least 16"));
+        }
+        if functions.sandbox_uid_base < 1000
+            || functions.sandbox_uid_count == 0
+            || functions
+                .sandbox_uid_base
+                .checked_add(functions.sandbox_uid_count)
+                .is_none_or(|end| end > u32::MAX - 2)
+        {
+            return Err(invalid(
+                "functions.sandbox_uid_base",
+                "the worker user ids must lie between 1000 and 4294967293",
+            ));
+        }
+        if functions.max_queue == 0 || functions.max_queue_wait_ms == 0 {
+            return Err(invalid(
+                "functions.max_queue",
+                "max_queue and max_queue_wait_ms must be at least 1",
+            ));
+        }
+        if functions.tmp_size_mb == 0 {
+            return Err(invalid("functions.tmp_size_mb", "must be at least 1"));
         }
         match self.builder.backend.as_str() {
             "local" => {}

@@ -30,6 +30,51 @@ pub struct FunctionsConfig {
     pub architecture: Option<String>,
     /// AWS Lambda: how often active apps are checked against their functions.
     pub reconcile_secs: u64,
+    /// Local runtime: how workers are confined (see [`Isolation`]).
+    pub isolation: Isolation,
+    /// Local runtime, sandboxed: the first of the user ids workers run as
+    /// (one per worker, claimed through a lock file, never the service's).
+    pub sandbox_uid_base: u32,
+    /// Local runtime, sandboxed: how many user ids from `sandbox_uid_base` may be used.
+    pub sandbox_uid_count: u32,
+    /// Local runtime: most processes and threads one worker may run (Lambda: 1024).
+    pub max_processes: u32,
+    /// Local runtime, sandboxed: size of a worker's private `/tmp` in MiB
+    /// (Lambda's default ephemeral storage: 512).
+    pub tmp_size_mb: u64,
+    /// Local runtime: most invocations an app may have waiting for a worker;
+    /// beyond it the proxy answers `429`, as API Gateway does for a throttled function.
+    pub max_queue: usize,
+    /// Local runtime: longest an invocation waits for a worker before it is
+    /// answered `429` instead.
+    pub max_queue_wait_ms: u64,
+}
+
+/// How local workers are confined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Sandboxed where this machine allows it; otherwise one warning at start
+    /// and `isolation: "none"` on `/health`.
+    #[default]
+    Auto,
+    /// Sandboxed, or the service refuses to start.
+    Sandbox,
+    /// Plain child processes of the service (trusted code only).
+    None,
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            "sandbox" => Ok(Self::Sandbox),
+            "none" => Ok(Self::None),
+            other => Err(format!("unknown isolation '{other}' (auto, sandbox, none)")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +152,13 @@ impl Default for FunctionsConfig {
             sync_interval_ms: 1000,
             architecture: None,
             reconcile_secs: 60,
+            isolation: Isolation::Auto,
+            sandbox_uid_base: 3_000_000,
+            sandbox_uid_count: 65_536,
+            max_processes: 1024,
+            tmp_size_mb: 512,
+            max_queue: 100,
+            max_queue_wait_ms: 10_000,
         }
     }
 }

@@ -40,6 +40,9 @@ pub enum FunctionError {
     /// Request or response over Lambda's 6 MB.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// Too many invocations waiting, or one waited too long (API Gateway: 429).
+    #[error("function throttled: {0}")]
+    Throttled(String),
 }
 
 /// What the backend knows of an app's function (AWS Lambda: its configuration).

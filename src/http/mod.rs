@@ -39,6 +39,8 @@ pub struct AppState {
     pub inbox: Inbox,
     /// Where local job logs live.
     pub jobs_work_dir: PathBuf,
+    /// How local functions are confined (`sandbox`, `none`), if they run here.
+    pub isolation: Option<&'static str>,
 }
 
 #[derive(OpenApi)]

@@ -12,12 +12,20 @@ use super::AppState;
 pub struct Health {
     #[schema(example = "ok")]
     pub status: &'static str,
+    /// How local functions are confined: `sandbox`, or `none` (unconfined);
+    /// absent when functions do not run on this machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "sandbox")]
+    pub isolation: Option<&'static str>,
 }
 
 /// 200 while the process runs.
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Health)))]
-pub async fn health() -> Json<Health> {
-    Json(Health { status: "ok" })
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        isolation: state.isolation,
+    })
 }
 
 /// 200 when the store answers, else 503.
@@ -27,7 +35,10 @@ pub async fn health() -> Json<Health> {
 )]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     match state.store.ping().await {
-        Ok(()) => Ok(Json(Health { status: "ready" })),
+        Ok(()) => Ok(Json(Health {
+            status: "ready",
+            isolation: None,
+        })),
         Err(err) => {
             tracing::warn!(error = %err, "readiness check failed");
             Err(ApiError::unavailable("the store is not answering"))

@@ -128,6 +128,17 @@ async fn serve(proxy: &ProxyState, app: &str, request: Request) -> Response {
         Err(FunctionError::NotFound) => {
             ApiError::not_found(format!("no active app '{app}'")).into_response()
         }
+        Err(FunctionError::Throttled(why)) => {
+            tracing::warn!(app, reason = %why, "invocation throttled");
+            let mut response = gateway(
+                StatusCode::TOO_MANY_REQUESTS,
+                r#"{"message":"Too Many Requests"}"#,
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
         Err(err) => {
             tracing::warn!(app, error = %err, "function failed");
             gateway(StatusCode::BAD_GATEWAY, INTERNAL_SERVER_ERROR)

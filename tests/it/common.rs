@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use orchestrator::config::Config;
+use orchestrator::functions::local::sandbox::{Sandbox, SandboxOptions};
 use orchestrator::{OrchestratorBuilder, Role};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -38,7 +39,36 @@ pub fn test_config(dir: &Path) -> Config {
     config.inbox.backoff_base_ms = 50;
     config.inbox.backoff_max_ms = 200;
     config.inbox.max_attempts = 4;
+    if std::env::var_os(REQUIRE_SANDBOX).is_some() {
+        config.functions.isolation = orchestrator::config::Isolation::Sandbox;
+    }
     config
+}
+
+/// Set by `.ci/run`: the sandbox must be available (a test fails rather than run unconfined).
+pub const REQUIRE_SANDBOX: &str = "ORCHESTRATOR_TEST_REQUIRE_SANDBOX";
+
+/// The function sandbox with the default settings, as the service would
+/// probe it; `None` (said visibly) where this machine cannot sandbox,
+/// unless `.ci/run` requires it.
+pub fn sandbox() -> Option<Arc<Sandbox>> {
+    let defaults = orchestrator::config::FunctionsConfig::default();
+    let options = SandboxOptions {
+        uid_base: defaults.sandbox_uid_base,
+        uid_count: defaults.sandbox_uid_count,
+        max_processes: defaults.max_processes,
+        tmp_size_bytes: defaults.tmp_size_mb * 1024 * 1024,
+    };
+    match Sandbox::probe(options) {
+        Ok(sandbox) => Some(sandbox),
+        Err(why) if std::env::var_os(REQUIRE_SANDBOX).is_some() => {
+            panic!("{REQUIRE_SANDBOX} is set but the sandbox is unavailable: {why}")
+        }
+        Err(why) => {
+            eprintln!("SANDBOX UNAVAILABLE on this machine ({why}): functions run unconfined");
+            None
+        }
+    }
 }
 
 /// Writes an executable shell script `jobs/<name>`.

@@ -20,8 +20,18 @@ fn config(extra: Value) -> FunctionConfig {
     validate(&request).unwrap().1
 }
 
+/// Sandboxed workers where the machine allows it (as the service runs them).
 fn local(dir: &Path, idle: Duration) -> std::sync::Arc<LocalFunctions> {
-    local_with_cap(dir, idle, 4)
+    backend(dir, idle, cap(4), crate::common::sandbox())
+}
+
+/// A worker per CPU up to `max_workers`, started as soon as the queue needs them.
+fn cap(max_workers: usize) -> Scaling {
+    Scaling {
+        max_workers,
+        eager_workers: max_workers,
+        delay: Duration::from_millis(20),
+    }
 }
 
 /// As if on a machine with a CPU per worker: workers start as soon as the
@@ -42,13 +52,32 @@ fn local_with_cap(
     )
 }
 
+/// Unconfined workers, for tests that meet their handlers through files in
+/// the test's directory or tell workers apart by process id (in the sandbox
+/// neither is visible: each worker has its own `/tmp` and is process 2).
 fn local_with(dir: &Path, idle: Duration, scaling: Scaling) -> std::sync::Arc<LocalFunctions> {
+    backend(dir, idle, scaling, None)
+}
+
+fn local_unconfined(dir: &Path, idle: Duration) -> std::sync::Arc<LocalFunctions> {
+    local_with(dir, idle, cap(4))
+}
+
+fn backend(
+    dir: &Path,
+    idle: Duration,
+    scaling: Scaling,
+    sandbox: Option<std::sync::Arc<orchestrator::functions::local::sandbox::Sandbox>>,
+) -> std::sync::Arc<LocalFunctions> {
     LocalFunctions::start(LocalOptions {
         runtimes_dir: dir.join("runtimes"),
         scaling,
         idle_timeout: idle,
         batch_scheduling: true,
         region: "us-east-1".into(),
+        sandbox,
+        max_queue: 100,
+        max_queue_wait: Duration::from_secs(10),
     })
     .unwrap()
 }
@@ -655,7 +684,7 @@ async fn a_runtime_that_answers_and_never_asks_again_does_not_hold_up_the_queue(
     }
     let dir = tempfile::tempdir().unwrap();
     // Idle timeout 600 ms: the reaper looks every 300 ms.
-    let backend = local(dir.path(), Duration::from_millis(600));
+    let backend = local_unconfined(dir.path(), Duration::from_millis(600));
     let app = deploy(
         &backend,
         dir.path(),
@@ -949,7 +978,7 @@ async fn invocations_queued_before_a_redeploy_are_still_served() {
 #[tokio::test]
 async fn a_caller_that_goes_away_does_not_cancel_its_invocation() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = local(dir.path(), Duration::from_secs(60));
+    let backend = local_unconfined(dir.path(), Duration::from_secs(60));
     let marker = dir.path().join("ran");
     let code = format!(
         r#"const fs = require('fs');

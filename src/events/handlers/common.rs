@@ -84,12 +84,7 @@ pub fn job_params<'a>(
 ) -> Result<BTreeMap<String, String>, HandlerError> {
     let mut params = BTreeMap::new();
     for (key, value) in layers {
-        if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(HandlerError::Permanent(format!(
-                "parameter name '{}' cannot be an environment variable name",
-                key.escape_debug()
-            )));
-        }
+        crate::envvars::check_name(key).map_err(|e| HandlerError::Permanent(e.to_string()))?;
         let value = env_value(value);
         if value.contains('\0') {
             return Err(HandlerError::Permanent(format!(

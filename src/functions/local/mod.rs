@@ -3,9 +3,11 @@
 //! work. Node.js and Python use our own small runtime clients (shipped in the
 //! binary, see `bootstraps/`); `provided.*` runs the zip's `bootstrap`.
 
+mod peer;
 mod pipes;
 mod pool;
 mod runtime_api;
+pub mod sandbox;
 mod worker;
 
 use std::collections::HashMap;
@@ -37,6 +39,12 @@ pub struct LocalOptions {
     pub batch_scheduling: bool,
     /// `AWS_REGION` the functions see.
     pub region: String,
+    /// Workers run confined (`None`: as plain child processes).
+    pub sandbox: Option<Arc<sandbox::Sandbox>>,
+    /// Most invocations waiting for a worker, per app.
+    pub max_queue: usize,
+    /// Longest an invocation waits for a worker.
+    pub max_queue_wait: Duration,
 }
 
 /// Runs functions on this machine.
@@ -62,6 +70,9 @@ impl LocalFunctions {
             include_str!("bootstraps/python-bootstrap.py"),
         )
         .map_err(io)?;
+        if options.sandbox.is_some() {
+            sandbox::make_readable(&options.runtimes_dir).map_err(io)?;
+        }
         let this = Arc::new(Self {
             options,
             pools: RwLock::default(),
@@ -103,6 +114,14 @@ impl FunctionBackend for LocalFunctions {
     }
 
     async fn deploy(&self, deployment: Deployment<'_>) -> Result<(), FunctionError> {
+        if self.options.sandbox.is_some() {
+            // The worker's own user reads the code (whatever modes the zip carried).
+            let dir = deployment.code_dir.to_owned();
+            tokio::task::spawn_blocking(move || sandbox::make_readable(&dir))
+                .await
+                .map_err(|e| FunctionError::Unavailable(format!("preparing the code: {e}")))?
+                .map_err(|e| FunctionError::Unavailable(format!("preparing the code: {e}")))?;
+        }
         let spec = WorkerSpec {
             app: deployment.app.to_string(),
             version: deployment.version,
@@ -113,8 +132,16 @@ impl FunctionBackend for LocalFunctions {
                 .unwrap_or_else(|_| self.options.runtimes_dir.clone()),
             region: self.options.region.clone(),
             batch_scheduling: self.options.batch_scheduling,
+            sandbox: self.options.sandbox.clone(),
         };
-        let pool = Arc::new(Pool::new(spec, self.options.scaling));
+        let pool = Arc::new(Pool::new(
+            spec,
+            self.options.scaling,
+            pool::Bounds {
+                max_queue: self.options.max_queue,
+                max_wait: self.options.max_queue_wait,
+            },
+        ));
         let old = self
             .pools
             .write()

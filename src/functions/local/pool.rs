@@ -31,6 +31,15 @@ pub struct Pool {
     shared: Arc<Shared>,
 }
 
+/// How much an app's queue may hold, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Most invocations waiting for a worker.
+    pub max_queue: usize,
+    /// Longest one waits for a worker.
+    pub max_wait: Duration,
+}
+
 /// How far and how fast a pool grows.
 #[derive(Debug, Clone, Copy)]
 pub struct Scaling {
@@ -70,6 +79,7 @@ enum Asker {
 pub struct Shared {
     pub spec: WorkerSpec,
     scaling: Scaling,
+    bounds: Bounds,
     state: Mutex<State>,
 }
 
@@ -98,6 +108,26 @@ struct Waiter {
 }
 
 impl State {
+    /// The oldest queued invocation whose client still waits for it (the
+    /// others are dropped: nobody would read their answers).
+    fn take_next(&mut self) -> Option<Invocation> {
+        while let Some(invocation) = self.queued.pop_front() {
+            if !invocation.reply.is_closed() {
+                return Some(invocation);
+            }
+        }
+        None
+    }
+
+    /// Takes a still-queued invocation out of the queue.
+    fn withdraw(&mut self, request_id: &str) -> Option<Invocation> {
+        let at = self
+            .queued
+            .iter()
+            .position(|i| i.request_id == request_id)?;
+        self.queued.remove(at)
+    }
+
     fn set_busy(&mut self, worker: &Worker, busy: bool) {
         if worker.busy.swap(busy, Ordering::AcqRel) != busy {
             if busy {
@@ -199,6 +229,12 @@ impl Shared {
                     Err(back) => invocation = back,
                 }
             }
+            if state.queued.len() >= self.bounds.max_queue {
+                drop(state);
+                let why = format!("{} invocations are waiting already", self.bounds.max_queue);
+                invocation.fail(&self.spec.app, FunctionError::Throttled(why));
+                return;
+            }
             state.queued.push_back(invocation);
             state.wants_worker(&self.scaling)
         };
@@ -281,7 +317,7 @@ impl Shared {
             if worker.mark_ready() {
                 state.starting -= 1;
             }
-            if let Some(invocation) = state.queued.pop_front() {
+            if let Some(invocation) = state.take_next() {
                 state.moved_at = Some(Instant::now());
                 state.set_busy(worker, true);
                 return Some(invocation);
@@ -351,10 +387,14 @@ impl Shared {
 }
 
 impl Pool {
-    pub fn new(spec: WorkerSpec, scaling: Scaling) -> Self {
+    pub fn new(spec: WorkerSpec, scaling: Scaling, bounds: Bounds) -> Self {
         Self {
             shared: Arc::new(Shared {
                 spec,
+                bounds: Bounds {
+                    max_queue: bounds.max_queue.max(1),
+                    max_wait: bounds.max_wait,
+                },
                 scaling: Scaling {
                     max_workers: scaling.max_workers.max(1),
                     eager_workers: scaling.eager_workers.max(1),
@@ -423,19 +463,62 @@ impl Pool {
     }
 
     /// Runs one invocation. The worker that takes it enforces its timeout
-    /// and logs it; dropping this future (a client hanging up) leaves the
-    /// invocation to run to its end, as API Gateway does.
+    /// and logs it. One still queued after the queue's longest wait is
+    /// answered as throttled; dropping this future (a client hanging up)
+    /// takes it out of the queue, but one a worker has taken runs to its
+    /// end, as API Gateway does.
     pub async fn invoke(&self, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
+        let request_id = crate::request_uuid();
+        let mut queued = Queued {
+            shared: &self.shared,
+            request_id: request_id.clone(),
+            armed: true,
+        };
         self.shared.dispatch(Invocation {
-            request_id: crate::request_uuid(),
+            request_id,
             event,
             reply,
             queued_at: Instant::now(),
         });
-        answer
-            .await
-            .unwrap_or_else(|_| Err(FunctionError::Failed("the runtime exited".into())))
+        let gone = |_| Err(FunctionError::Failed("the runtime exited".into()));
+        let result = match tokio::time::timeout(self.shared.bounds.max_wait, &mut answer).await {
+            Ok(result) => result.unwrap_or_else(gone),
+            Err(_) => match queued.withdraw() {
+                Some(_) => Err(FunctionError::Throttled(format!(
+                    "no worker took it within {} ms",
+                    self.shared.bounds.max_wait.as_millis()
+                ))),
+                None => answer.await.unwrap_or_else(gone),
+            },
+        };
+        queued.armed = false;
+        result
+    }
+}
+
+/// An invocation this pool's caller waits for; if the caller goes first,
+/// it leaves the queue with it.
+struct Queued<'a> {
+    shared: &'a Arc<Shared>,
+    request_id: String,
+    armed: bool,
+}
+
+impl Queued<'_> {
+    fn withdraw(&mut self) -> Option<Invocation> {
+        self.armed = false;
+        self.shared.state().withdraw(&self.request_id)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // Dropped outside the lock: its reply channel is closed already.
+            let withdrawn = self.withdraw();
+            drop(withdrawn);
+        }
     }
 }
 

@@ -8,14 +8,16 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::peer::OwnedBy;
 use super::pipes::{RuntimePipes, RUNTIME_FDS, RUNTIME_FDS_ENV};
 use super::pool::Shared;
 use super::runtime_api::{watchdog, Api};
+use super::sandbox::{self, Cell, Sandbox};
 use crate::apps::{FunctionConfig, RuntimeKind};
 use crate::functions::FunctionError;
 
@@ -28,6 +30,47 @@ pub struct WorkerSpec {
     pub runtimes_dir: PathBuf,
     pub region: String,
     pub batch_scheduling: bool,
+    /// Confines each worker (`None`: a plain child process).
+    pub sandbox: Option<Arc<Sandbox>>,
+}
+
+/// Longest line of function output logged as one; longer ones are split.
+const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// Where a worker finds its code and our runtime clients, and what else it
+/// sees of the machine: the real paths, or the sandbox's.
+struct Layout {
+    task_root: PathBuf,
+    runtime_dir: PathBuf,
+    path: String,
+    home: String,
+}
+
+impl Layout {
+    fn of(spec: &WorkerSpec, confined: bool) -> Layout {
+        if confined {
+            return Layout {
+                task_root: sandbox::TASK_ROOT.into(),
+                runtime_dir: sandbox::RUNTIME_DIR.into(),
+                path: sandbox::PATH.into(),
+                home: "/tmp".into(),
+            };
+        }
+        Layout {
+            task_root: spec.code_dir.clone(),
+            runtime_dir: spec.runtimes_dir.clone(),
+            path: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            home: std::env::temp_dir().display().to_string(),
+        }
+    }
+
+    /// The interpreter `name`: the sandbox's own, or the first on `PATH`.
+    fn interpreter(&self, name: &str, confined: bool) -> PathBuf {
+        match confined {
+            true => sandbox::interpreter(name).unwrap_or_else(|| name.into()),
+            false => name.into(),
+        }
+    }
 }
 
 pub(super) type Reply = oneshot::Sender<Result<Vec<u8>, FunctionError>>;
@@ -68,14 +111,13 @@ pub struct Worker {
     stopped_because: Mutex<Option<String>>,
 }
 
-fn environment(spec: &WorkerSpec, api_addr: &str) -> Vec<(String, String)> {
+fn environment(spec: &WorkerSpec, layout: &Layout, api_addr: &str) -> Vec<(String, String)> {
     let config = &spec.config;
     let mut env: Vec<(String, String)> = config
         .environment
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let stream = format!(
         "{}/[{}]{}",
         chrono::Utc::now().format("%Y/%m/%d"),
@@ -85,10 +127,10 @@ fn environment(spec: &WorkerSpec, api_addr: &str) -> Vec<(String, String)> {
     for (key, value) in [
         ("AWS_LAMBDA_RUNTIME_API", api_addr.to_owned()),
         ("_HANDLER", config.handler.clone()),
-        ("LAMBDA_TASK_ROOT", spec.code_dir.display().to_string()),
+        ("LAMBDA_TASK_ROOT", layout.task_root.display().to_string()),
         (
             "LAMBDA_RUNTIME_DIR",
-            spec.runtimes_dir.display().to_string(),
+            layout.runtime_dir.display().to_string(),
         ),
         ("AWS_LAMBDA_FUNCTION_NAME", spec.app.clone()),
         ("AWS_LAMBDA_FUNCTION_VERSION", spec.version.to_string()),
@@ -111,8 +153,8 @@ fn environment(spec: &WorkerSpec, api_addr: &str) -> Vec<(String, String)> {
         ("AWS_DEFAULT_REGION", spec.region.clone()),
         ("TZ", ":UTC".into()),
         ("LANG", "en_US.UTF-8".into()),
-        ("PATH", path),
-        ("HOME", std::env::temp_dir().display().to_string()),
+        ("PATH", layout.path.clone()),
+        ("HOME", layout.home.clone()),
     ] {
         env.push((key.to_owned(), value));
     }
@@ -125,12 +167,26 @@ impl Worker {
         let spec = &pool.spec;
         let unavailable =
             |what: &str, e: std::io::Error| FunctionError::Unavailable(format!("{what}: {e}"));
+        let cell = match &spec.sandbox {
+            Some(sandbox) => Some(
+                sandbox
+                    .cell(spec.config.memory_size)
+                    .map_err(|e| unavailable("preparing the sandbox", e))?,
+            ),
+            None => None,
+        };
+        let layout = Layout::of(spec, cell.is_some());
+        // Only the worker's own user may dial its port (unconfined: the service's user).
+        // SAFETY: no arguments, no memory.
+        let owner = cell
+            .as_ref()
+            .map_or_else(|| unsafe { libc::geteuid() }, |c| c.uid);
         let listener = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .and_then(tokio::net::TcpListener::from_std)
+            .and_then(|l| OwnedBy::new(l, owner))
             .map_err(|e| unavailable("binding the runtime API", e))?;
-        let addr = listener
-            .local_addr()
+        let addr = axum::serve::Listener::local_addr(&listener)
             .map_err(|e| unavailable("binding the runtime API", e))?
             .to_string();
         let RuntimePipes {
@@ -169,27 +225,45 @@ impl Worker {
                 .await;
         });
 
+        let confined = cell.is_some();
         let (program, args): (PathBuf, Vec<PathBuf>) = match spec.config.kind() {
             // A small young generation keeps each worker near Node's 40 MiB
-            // baseline under load (the default lets it grow by tens of MiB).
+            // baseline under load (the default lets it grow by tens of MiB);
+            // the old one stops within memorySize, as Lambda's runtime sets it.
             RuntimeKind::Node => (
-                "node".into(),
+                layout.interpreter("node", confined),
                 vec![
                     "--max-semi-space-size=1".into(),
-                    spec.runtimes_dir.join(super::NODE_BOOTSTRAP),
+                    format!("--max-old-space-size={}", spec.config.memory_size * 9 / 10).into(),
+                    layout.runtime_dir.join(super::NODE_BOOTSTRAP),
                 ],
             ),
             RuntimeKind::Python => (
-                "python3".into(),
-                vec![spec.runtimes_dir.join(super::PYTHON_BOOTSTRAP)],
+                layout.interpreter("python3", confined),
+                vec![layout.runtime_dir.join(super::PYTHON_BOOTSTRAP)],
             ),
-            RuntimeKind::Provided => (spec.code_dir.join("bootstrap"), Vec::new()),
+            RuntimeKind::Provided => (layout.task_root.join("bootstrap"), Vec::new()),
         };
-        let mut command = Command::new(&program);
+        let (launcher, launch_args) = match &cell {
+            Some(cell) => (
+                cell.program().to_owned(),
+                cell.arguments(&spec.code_dir, &spec.runtimes_dir, &program, &args),
+            ),
+            None => (
+                program.clone(),
+                args.iter().map(|a| a.as_os_str().to_owned()).collect(),
+            ),
+        };
+        let joiner = cell
+            .as_ref()
+            .map(Cell::joiner)
+            .transpose()
+            .map_err(|e| unavailable("joining the worker's cgroups", e))?;
+        let mut command = Command::new(&launcher);
         command
-            .args(&args)
+            .args(&launch_args)
             .env_clear()
-            .envs(environment(spec, &addr))
+            .envs(environment(spec, &layout, &addr))
             .env(
                 RUNTIME_FDS_ENV,
                 format!("{},{}", RUNTIME_FDS[0], RUNTIME_FDS[1]),
@@ -206,6 +280,9 @@ impl Worker {
         // stays open until after the spawn.
         unsafe {
             command.pre_exec(move || {
+                if let Some(joiner) = &joiner {
+                    joiner.join()?;
+                }
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 // A worker woken by its next event then does not preempt the
                 // thread that wrote it, which goes on to the next request.
@@ -226,7 +303,7 @@ impl Worker {
         }
         let mut child = command.spawn().map_err(|e| {
             stop.cancel();
-            FunctionError::Failed(format!("could not start {}: {e}", program.display()))
+            FunctionError::Failed(format!("could not start {}: {e}", launcher.display()))
         })?;
         // The child holds its ends now; ours closing lets the server see the child go.
         drop(theirs);
@@ -237,7 +314,7 @@ impl Worker {
             child
                 .stdout
                 .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+                .map(|s| Box::new(s) as Box<dyn AsyncRead + Send + Unpin>),
             child.stderr.take().map(|s| Box::new(s) as _),
         ]
         .into_iter()
@@ -245,21 +322,27 @@ impl Worker {
         {
             let app = spec.app.clone();
             let current = current.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let request = current
-                        .lock()
-                        .ok()
-                        .and_then(|c| c.clone())
-                        .unwrap_or_else(|| "-".into());
-                    tracing::info!(target: "function", app = %app, request_id = %request, "{line}");
-                }
-            });
+            tokio::spawn(forward_lines(stream, move |line| {
+                let request = current
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.clone())
+                    .unwrap_or_else(|| "-".into());
+                tracing::info!(target: "function", app = %app, request_id = %request, "{line}");
+            }));
         }
         let app = spec.app.clone();
+        let memory_size = spec.config.memory_size;
         tokio::spawn(async move {
             let status = child.wait().await;
+            let out_of_memory = cell.as_ref().is_some_and(Cell::ran_out_of_memory);
+            if out_of_memory {
+                if let Ok(mut slot) = api.worker.stopped_because.lock() {
+                    slot.get_or_insert(format!(
+                        "Runtime exited: out of memory (memorySize {memory_size} MB)"
+                    ));
+                }
+            }
             let worker = api.worker.clone();
             worker.alive.store(false, Ordering::Release);
             worker.stop.cancel();
@@ -276,6 +359,10 @@ impl Worker {
             tracing::info!(app = %app, reason = %why, "function worker stopped");
             api.fail_in_flight(&why);
             api.pool.worker_exited(&worker, &why);
+            // Whatever the runtime left behind goes with it; then its user id is free.
+            if let Some(cell) = cell {
+                cell.clear().await;
+            }
         });
         Ok(worker)
     }
@@ -302,5 +389,58 @@ impl Worker {
             }
         }
         self.stop.cancel();
+    }
+}
+
+/// Logs a worker's output line by line, whatever it writes: lines longer
+/// than [`MAX_LINE_BYTES`] are split, invalid UTF-8 is replaced, and the
+/// pipe is read to its end so the worker never blocks on it.
+async fn forward_lines(stream: impl AsyncRead + Unpin, mut emit: impl FnMut(&str)) {
+    let mut reader = BufReader::with_capacity(MAX_LINE_BYTES, stream);
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let buffer = match reader.fill_buf().await {
+            Ok(buffer) if !buffer.is_empty() => buffer,
+            _ => break,
+        };
+        let end = buffer.iter().position(|&b| b == b'\n');
+        let chunk = &buffer[..end.unwrap_or(buffer.len())];
+        let take = chunk.len().min(MAX_LINE_BYTES - line.len());
+        line.extend_from_slice(&chunk[..take]);
+        let complete = end.is_some() && take == chunk.len();
+        reader.consume(if complete { take + 1 } else { take });
+        if complete || line.len() >= MAX_LINE_BYTES {
+            let text = String::from_utf8_lossy(&line);
+            emit(text.trim_end_matches('\r'));
+            line.clear();
+        }
+    }
+    if !line.is_empty() {
+        emit(&String::from_utf8_lossy(&line));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines_of(bytes: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        forward_lines(bytes, |line| out.push(line.to_owned())).await;
+        out
+    }
+
+    #[tokio::test]
+    async fn output_is_split_into_bounded_lossy_lines() {
+        assert_eq!(lines_of(b"a\r\nb\n\nc").await, ["a", "b", "", "c"]);
+        assert_eq!(
+            lines_of(b"ok \xff\xfe end\nnext\n").await,
+            ["ok \u{fffd}\u{fffd} end", "next"]
+        );
+        let long = vec![b'x'; MAX_LINE_BYTES * 2 + 10];
+        let lines = lines_of(&long).await;
+        assert_eq!(lines.len(), 3);
+        assert!(lines.iter().all(|l| l.len() <= MAX_LINE_BYTES));
+        assert_eq!(lines.iter().map(String::len).sum::<usize>(), long.len());
     }
 }
