@@ -598,20 +598,27 @@ impl Orchestrator {
         let router = self.router_for(role);
         tracing::info!(role = ?role, "listening on http://{addr}");
         let cancel = token.clone();
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let server = &self.config.server;
+        let limits = http::server::Limits {
+            header_timeout: Duration::from_secs(server.header_timeout_secs),
+            max_connections: match server.max_connections {
+                0 => http::server::default_max_connections(),
+                n => n,
+            },
+            shutdown_timeout: Duration::from_secs(server.shutdown_timeout_secs),
+        };
+        http::server::serve(listener, router, limits, async move {
             shutdown.await;
             cancel.cancel();
         })
-        .await
-        .context("serving HTTP")?;
+        .await;
         token.cancel();
+        // Jobs this process runs are stopped, not orphaned: they run again
+        // elsewhere or after a restart, when their lease ends.
+        self.services
+            .builder
+            .stop_running(Duration::from_secs(server.job_stop_grace_secs))
+            .await;
         if let Some(workers) = workers {
             let _ = workers.await;
         }

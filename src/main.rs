@@ -134,6 +134,7 @@ fn main() -> ExitCode {
                 tracing::warn!(error = %err, "could not run as batch work (SCHED_BATCH); running as a normal process");
             }
         }
+        orchestrator::http::server::raise_file_limit();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.runtime_threads(serves_proxy, orchestrator::cpus()))
             .enable_all()

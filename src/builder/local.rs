@@ -5,10 +5,11 @@
 //! started, and `PR_SET_PDEATHSIG` so it dies with the service (it is re-run on
 //! restart rather than left orphaned). Output goes to `<data_dir>/jobs/<id>/log`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,8 +30,10 @@ pub struct LocalJobs {
     jobs_dir: PathBuf,
     work_dir: PathBuf,
     timeout: Duration,
-    /// Ids of the jobs whose processes are running now.
-    running: Arc<Mutex<HashSet<String>>>,
+    /// The jobs whose processes are running now, with their process groups.
+    running: Arc<Mutex<HashMap<String, Option<i32>>>>,
+    /// Set at shutdown: jobs that end now are interrupted, not finished.
+    stopping: Arc<AtomicBool>,
 }
 
 impl LocalJobs {
@@ -43,6 +46,7 @@ impl LocalJobs {
             work_dir: absolute(work_dir),
             timeout,
             running: Arc::default(),
+            stopping: Arc::default(),
         }
     }
 
@@ -143,7 +147,8 @@ impl BuilderService for LocalJobs {
         let handle = JobHandle {
             external_id: request.job_id.clone(),
         };
-        let running = RunningJob::new(&self.running, &request.job_id);
+        let running = RunningJob::new(&self.running, &request.job_id, pid);
+        let stopping = self.stopping.clone();
         tokio::spawn(async move {
             let (status, exit_code, error) = match tokio::time::timeout(timeout, child.wait()).await
             {
@@ -189,6 +194,11 @@ impl BuilderService for LocalJobs {
                 log_tail: read_tail(&log_path, LOG_TAIL_BYTES).await,
                 error,
             };
+            if stopping.load(Ordering::Acquire) {
+                tracing::warn!(job = %request.job_id, "local job interrupted by shutdown: it runs again when its lease ends");
+                drop(running);
+                return;
+            }
             tracing::info!(job = %request.job_id, status = status.as_str(), exit_code, "local job finished");
             request.reporter.report(completion).await;
             drop(running);
@@ -198,21 +208,59 @@ impl BuilderService for LocalJobs {
 
     fn jobs_running_here(&self) -> Option<Vec<String>> {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        Some(running.iter().cloned().collect())
+        Some(running.keys().cloned().collect())
+    }
+
+    async fn stop_running(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::Release);
+        let groups = |signal: i32| {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            for (job, pgid) in running.iter() {
+                if let Some(pgid) = pgid {
+                    if signal == libc::SIGTERM {
+                        tracing::warn!(job = %job, pgid, "stopping a running local job (shutdown)");
+                    }
+                    // SAFETY: signalling the process group of a job we started.
+                    unsafe { libc::kill(-pgid, signal) };
+                }
+            }
+            running.len()
+        };
+        if groups(libc::SIGTERM) == 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            if self
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = groups(libc::SIGKILL);
+        tracing::warn!(
+            jobs = left,
+            "local jobs still running after the grace period were killed"
+        );
     }
 }
 
 /// A job in the running set until its completion is reported.
 struct RunningJob {
-    set: Arc<Mutex<HashSet<String>>>,
+    set: Arc<Mutex<HashMap<String, Option<i32>>>>,
     id: String,
 }
 
 impl RunningJob {
-    fn new(set: &Arc<Mutex<HashSet<String>>>, id: &str) -> Self {
+    fn new(set: &Arc<Mutex<HashMap<String, Option<i32>>>>, id: &str, pid: Option<u32>) -> Self {
+        let pgid = pid.and_then(|p| i32::try_from(p).ok());
         set.lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned());
+            .insert(id.to_owned(), pgid);
         Self {
             set: set.clone(),
             id: id.to_owned(),

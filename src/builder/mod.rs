@@ -66,6 +66,10 @@ pub trait BuilderService: Send + Sync {
     fn jobs_running_here(&self) -> Option<Vec<String>> {
         None
     }
+    /// At shutdown: stops the jobs whose processes run inside this process
+    /// (`SIGTERM`, then `SIGKILL` after `grace`) without reporting them
+    /// finished, so they run again once their lease ends.
+    async fn stop_running(&self, _grace: std::time::Duration) {}
     /// Follows a job started before this process (re)started, for backends
     /// whose jobs outlive it (CodeBuild polls the build again).
     fn follow(&self, _job: &crate::store::JobRecord, _reporter: JobReporter) {}

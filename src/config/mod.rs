@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 mod sections;
 pub use sections::{
     AuthConfig, BuilderConfig, CallbacksConfig, FunctionsConfig, InboxConfig, Isolation,
-    TierDetailsConfig,
+    ServerConfig, TierDetailsConfig,
 };
 
 /// A value that must never be printed.
@@ -70,6 +70,7 @@ pub struct Config {
     pub callbacks: CallbacksConfig,
     pub auth: AuthConfig,
     pub inbox: InboxConfig,
+    pub server: ServerConfig,
 }
 
 impl Default for Config {
@@ -89,6 +90,7 @@ impl Default for Config {
             callbacks: CallbacksConfig::default(),
             auth: AuthConfig::default(),
             inbox: InboxConfig::default(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -343,6 +345,9 @@ impl Config {
                 "functions.max_queue",
                 "max_queue and max_queue_wait_ms must be at least 1",
             ));
+        }
+        if self.server.header_timeout_secs == 0 {
+            return Err(invalid("server.header_timeout_secs", "must be at least 1"));
         }
         if functions.tmp_size_mb == 0 {
             return Err(invalid("functions.tmp_size_mb", "must be at least 1"));

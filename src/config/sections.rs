@@ -217,3 +217,30 @@ impl Default for InboxConfig {
         }
     }
 }
+
+/// `[server]`: how the HTTP server treats its connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A connection that has not sent a whole request head this long after
+    /// it opened or after its last response (idle keep-alive) is closed.
+    pub header_timeout_secs: u64,
+    /// Most connections open at once; 0: half the process's file descriptor
+    /// limit. Beyond it new connections wait in the listen backlog.
+    pub max_connections: usize,
+    /// At shutdown, how long open requests may take before their connections are dropped.
+    pub shutdown_timeout_secs: u64,
+    /// At shutdown, how long running local jobs have between `SIGTERM` and `SIGKILL`.
+    pub job_stop_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_secs: 10,
+            max_connections: 0,
+            shutdown_timeout_secs: 10,
+            job_stop_grace_secs: 5,
+        }
+    }
+}

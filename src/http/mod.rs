@@ -8,6 +8,7 @@ mod events;
 mod extract;
 mod ops;
 pub mod proxy;
+pub mod server;
 mod tenants;
 
 use std::path::PathBuf;
