@@ -143,6 +143,8 @@ async fn ingest(
         .transpose()?;
     check_content_type(headers)?;
     let incoming = envelope::read(body)?;
+    crate::events::handlers::check_override_names(incoming.text)
+        .map_err(|message| ApiError::bad_request("invalid_environment", message))?;
     let event_type = match path_type {
         Some(t) => t,
         None => {

@@ -115,12 +115,24 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().oneshot(request)
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let header_timeout = limits.header_timeout;
         connections.spawn(async move {
-            let _ = connection.await;
+            // Telling HTTP/1 from HTTP/2 waits for the first bytes, outside
+            // hyper's head deadline: a connection that sends nothing goes here.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                drop(permit);
+                return;
+            }
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let _ = watcher.watch(connection).await;
             drop(permit);
         });
         while connections.try_join_next().is_some() {}

@@ -29,7 +29,8 @@ pub fn zip_one(name: &str, content: &str) -> String {
     zip_of(&[(name, content)])
 }
 
-fn zip_of(files: &[(&str, &str)]) -> String {
+/// Files as a deployable archive (base64 zip).
+pub fn zip_of(files: &[(&str, &str)]) -> String {
     let mut out = std::io::Cursor::new(Vec::new());
     {
         let mut zip = zip::ZipWriter::new(&mut out);

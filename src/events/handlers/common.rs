@@ -55,6 +55,20 @@ pub fn environment_override(detail: &Map<String, Value>) -> Map<String, Value> {
     }
 }
 
+/// Refuses a body whose environment override names a variable the rule of
+/// [`crate::envvars`] refuses, before it is stored: the message names it.
+/// Bodies that cannot spell the key (neither the word nor an escape) are
+/// not parsed again.
+pub fn check_override_names(payload: &str) -> Result<(), String> {
+    if !payload.contains("nvironment") && !payload.contains("\\u") {
+        return Ok(());
+    }
+    let detail = crate::events::envelope::detail_of(payload).map_err(|e| e.to_string())?;
+    let overrides = environment_override(&detail);
+    crate::envvars::check_names(overrides.keys().map(String::as_str))
+        .map_err(|e| format!("builderConfig.config.environmentOverride: {e}"))
+}
+
 /// ARC SaaS's `secret` and `context`: in `detail`, or in the environment override.
 pub fn callback_credentials(
     detail: &Map<String, Value>,
