@@ -11,15 +11,18 @@ COPY bench ./bench
 RUN cargo build --release --locked --bin orchestrator \
     && strip target/release/orchestrator
 
-# Runtime stage: slim Debian with node and python3 for the local function runtime.
+# Runtime stage: slim Debian with node and python3 for the local function runtime, and
+# bubblewrap for its sandbox. The service runs as root inside the container so that each
+# function worker can run as a user of its own (see README, Security model); run it with
+# `--cap-add SYS_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined`
+# for the sandbox, or `--user 10001` with functions.isolation = none / functions.backend = aws.
 FROM debian:bookworm-slim
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates nodejs python3 tini \
+    && apt-get install -y --no-install-recommends ca-certificates nodejs python3 tini bubblewrap \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin orchestrator \
-    && mkdir -p /data /jobs && chown orchestrator /data
+    && mkdir -p /data /jobs && chown orchestrator /data && chmod 0700 /data
 COPY --from=build /src/target/release/orchestrator /usr/local/bin/orchestrator
-USER orchestrator
 WORKDIR /data
 ENV ORCHESTRATOR_LISTEN=0.0.0.0:8080 \
     ORCHESTRATOR_DATA_DIR=/data \
