@@ -10,6 +10,17 @@ use serde_json::{Map, Value};
 pub const MAX_ID_LEN: usize = 256;
 /// Longest envelope source (EventBridge allows 256).
 pub const MAX_SOURCE_LEN: usize = 256;
+/// The `source` of the events the service raises itself; it and
+/// `orchestrator.*` are refused from clients, as EventBridge keeps `aws.*`
+/// for AWS's own events. Handlers can therefore trust it.
+pub const INTERNAL_SOURCE: &str = "orchestrator";
+
+/// Whether `source` is one only the service itself may give its events.
+pub fn is_reserved_source(source: &str) -> bool {
+    source
+        .strip_prefix(INTERNAL_SOURCE)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
 
 /// Why a body was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -149,6 +160,11 @@ pub fn read(body: &[u8]) -> Result<Incoming<'_>, EnvelopeError> {
                 "envelope 'source' must be at most {MAX_SOURCE_LEN} characters without control characters"
             )));
         }
+        if is_reserved_source(source) {
+            return Err(EnvelopeError::Invalid(format!(
+                "envelope 'source' '{source}' is reserved for events the service raises itself"
+            )));
+        }
     }
     Ok(Incoming {
         text,
@@ -178,7 +194,7 @@ pub fn internal_envelope(id: &str, detail_type: &str, detail: Value) -> String {
         "version": "0",
         "id": id,
         "detail-type": detail_type,
-        "source": "orchestrator",
+        "source": INTERNAL_SOURCE,
         "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "resources": [],
         "detail": detail,
@@ -291,5 +307,27 @@ mod tests {
             read(br#"{"detail-type":"X","detail":{},"id":5}"#).unwrap_err(),
             EnvelopeError::Invalid(_)
         ));
+    }
+
+    #[test]
+    fn the_services_own_sources_are_refused_from_clients() {
+        for source in ["orchestrator", "orchestrator.builder", "orchestrator.x"] {
+            assert!(is_reserved_source(source), "{source}");
+            let body = format!(r#"{{"source":"{source}","detail-type":"X","detail":{{}}}}"#);
+            assert!(
+                matches!(read(body.as_bytes()), Err(EnvelopeError::Invalid(m)) if m.contains("reserved")),
+                "{source}"
+            );
+        }
+        for source in [
+            "orchestrators",
+            "my.orchestrator",
+            "Orchestrator-x",
+            "aws.codebuild",
+        ] {
+            assert!(!is_reserved_source(source), "{source}");
+        }
+        // A bare detail's `source` is data, not the event's source.
+        assert!(read(br#"{"source":"orchestrator.builder","tenantId":"t"}"#).is_ok());
     }
 }
