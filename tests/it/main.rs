@@ -11,6 +11,7 @@ mod aws;
 mod bad_input;
 mod callbacks;
 mod functions;
+mod hardening_http;
 mod inbox;
 mod library;
 mod lifecycle;
