@@ -17,6 +17,10 @@ use super::{
 };
 use crate::aws::{describe, error_code};
 
+/// The backend's name, stored on its jobs: the only jobs a CodeBuild state-change
+/// event from outside the service may complete.
+pub const NAME: &str = "codebuild";
+
 /// BatchGetBuilds takes at most 100 ids.
 const BATCH: usize = 100;
 
@@ -88,7 +92,7 @@ impl CodeBuildJobs {
 #[async_trait]
 impl BuilderService for CodeBuildJobs {
     fn name(&self) -> &'static str {
-        "codebuild"
+        NAME
     }
 
     async fn start_job(&self, request: JobRequest) -> Result<JobHandle, BuilderError> {

@@ -3,6 +3,11 @@
 //! A backend starts a job and later reports its end through the [`JobReporter`]
 //! it was given, as a CodeBuild `Build State Change` event recorded in the
 //! inbox. One handler completes jobs of every backend.
+//!
+//! A completion recorded here carries [`COMPLETION_SOURCE`], which ingestion
+//! refuses from clients, and an id with a `/`, which client event ids cannot
+//! have: a client can neither pass for the service nor take a completion's id
+//! first. Clients' `Build State Change` events complete CodeBuild jobs only.
 
 pub mod codebuild;
 pub mod local;
@@ -137,6 +142,17 @@ impl JobCompletion {
     }
 }
 
+/// The `source` of the completions [`JobReporter`] records: reserved (see
+/// [`crate::events::envelope::is_reserved_source`]), so only the service
+/// itself records events with it.
+pub const COMPLETION_SOURCE: &str = "orchestrator.builder";
+
+/// The inbox id of a completion: deterministic (a second report of the same
+/// run is a duplicate), with a `/` no client event id may contain.
+pub fn completion_event_id(external_id: &str, attempt: i64) -> String {
+    format!("{external_id}:{attempt}/completed")
+}
+
 /// Records job completions in the inbox.
 #[derive(Clone)]
 pub struct JobReporter {
@@ -150,10 +166,7 @@ impl JobReporter {
 
     /// Records the completion, retrying while the store is unavailable.
     pub async fn report(&self, completion: JobCompletion) {
-        let id = format!(
-            "{}:{}:completed",
-            completion.external_id, completion.attempt
-        );
+        let id = completion_event_id(&completion.external_id, completion.attempt);
         let event = NewEvent {
             payload: internal_envelope(
                 &id,
@@ -162,7 +175,7 @@ impl JobReporter {
             ),
             id,
             event_type: EventType::BuildStateChange.as_str().to_owned(),
-            source: Some("orchestrator.builder".to_owned()),
+            source: Some(COMPLETION_SOURCE.to_owned()),
             received_at_ms: crate::now_ms(),
         };
         let mut delay = Duration::from_millis(200);

@@ -81,7 +81,11 @@ impl utoipa::PartialSchema for EventEnvelope {
                 ObjectBuilder::new()
                     .schema_type(string_or_null())
                     .max_length(Some(envelope::MAX_SOURCE_LEN))
-                    .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f]*$")),
+                    .pattern(Some(r"^[^\u0000-\u001f\u007f-\u009f]*$"))
+                    .description(Some(
+                        "Who sent the event. `orchestrator` and `orchestrator.*` are reserved \
+                         for the events the service raises itself (400).",
+                    )),
             )
             .property("detail", detail)
             .required("detail-type")
@@ -192,7 +196,7 @@ async fn ingest(
     request_body(content = Object, content_type = "application/json", description = "EventBridge envelope or bare detail"),
     responses(
         (status = 200, description = "Recorded", body = Accepted),
-        (status = 400, description = "Unknown event type, malformed JSON or not an object", body = ErrorBody),
+        (status = 400, description = "Unknown event type, malformed JSON or not an object, JSON the handlers could not read (nested deeper than 127 levels, a number out of range, a lone surrogate), or an envelope with a reserved source; nothing is stored", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
@@ -217,7 +221,7 @@ pub async fn post_event(
     request_body(content = inline(EventEnvelope), content_type = "application/json", description = "EventBridge envelope"),
     responses(
         (status = 200, description = "Recorded", body = Accepted),
-        (status = 400, description = "Missing or unknown detail-type, malformed JSON", body = ErrorBody),
+        (status = 400, description = "Missing or unknown detail-type, malformed JSON, JSON the handlers could not read (nested deeper than 127 levels, a number out of range, a lone surrogate), or a reserved source; nothing is stored", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 413, description = "Body over 1 MiB", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),

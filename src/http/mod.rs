@@ -183,6 +183,6 @@ pub fn router(
             proxy,
             proxy::route_by_host,
         )),
-        None => router,
+        None => router.layer(axum::middleware::from_fn(proxy::refuse_duplicate_host)),
     }
 }

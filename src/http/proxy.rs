@@ -1,13 +1,19 @@
-//! The proxy: a request whose `Host` is `<app>.<base_domain>` (any port) is
-//! turned into an API Gateway event, sent to the app's function, and the
+//! The proxy: a request whose authority is `<app>.<base_domain>` (any port)
+//! is turned into an API Gateway event, sent to the app's function, and the
 //! result mapped back as API Gateway does.
+//!
+//! The authority is the request target's when it has one (HTTP/2's
+//! `:authority`, an HTTP/1.1 absolute-form target such as
+//! `GET http://shop.example.test/ HTTP/1.1`), else the `Host` header
+//! (RFC 9112 §3.2.2). A request with more than one `Host` header is refused
+//! with `400` (RFC 9112 §3.2), whatever it asks for.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -57,24 +63,60 @@ fn gateway(status: StatusCode, body: &'static str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// The middleware: app hosts go to the proxy, everything else to the API.
+/// The request's one `Host` header, if any; more than one names no single
+/// authority, which RFC 9112 §3.2 answers with `400`.
+fn single_host(headers: &HeaderMap) -> Result<Option<&HeaderValue>, ApiError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_host",
+            "the request has more than one Host header",
+        ));
+    }
+    Ok(host)
+}
+
+/// The authority `request` is for: its target's (HTTP/2, absolute-form), else
+/// its `Host` header (empty when it has none).
+fn authority(request: &Request) -> Result<&str, ApiError> {
+    let host = single_host(request.headers())?;
+    if let Some(authority) = request.uri().authority() {
+        // Without any `user@` part, which names no host.
+        let text = authority.as_str();
+        return Ok(text.rsplit_once('@').map_or(text, |(_, host)| host));
+    }
+    Ok(host.and_then(|h| h.to_str().ok()).unwrap_or_default())
+}
+
+/// The middleware: app authorities go to the proxy, everything else to the API.
 pub async fn route_by_host(
     State(proxy): State<ProxyState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    match app_label(host, &proxy.suffix) {
-        Some(app) => serve(&proxy, &app, request).await,
+    let app = match authority(&request) {
+        // Owned only for app requests: most requests are for the API.
+        Ok(authority) => app_label(authority, &proxy.suffix).map(|app| (app, authority.to_owned())),
+        Err(err) => return err.into_response(),
+    };
+    match app {
+        Some((app, authority)) => serve(&proxy, &app, &authority, request).await,
         None => next.run(request).await,
     }
 }
 
-async fn serve(proxy: &ProxyState, app: &str, request: Request) -> Response {
+/// The middleware of a process that serves no apps: only refuses requests
+/// with more than one `Host` header, as [`route_by_host`] does.
+pub async fn refuse_duplicate_host(request: Request, next: Next) -> Response {
+    match single_host(request.headers()) {
+        Ok(_) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+/// Serves `request` (for `host`, the authority it names) with app `app`.
+async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> Response {
     let (Some(format), Ok(name)) = (proxy.apps.route(app), AppName::parse(app)) else {
         return ApiError::not_found(format!("no active app '{app}'")).into_response();
     };
@@ -89,25 +131,11 @@ async fn serve(proxy: &ProxyState, app: &str, request: Request) -> Response {
             r#"{"message":"Request Too Long"}"#,
         );
     };
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
     let incoming = IncomingRequest {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         raw_query: parts.uri.query().unwrap_or_default().to_owned(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
+        headers: event_headers(&parts.headers, host),
         body: body.to_vec(),
         source_ip: source_ip.unwrap_or_else(|| "127.0.0.1".into()),
         domain_name: host.rsplit_once(':').map_or(host, |(h, _)| h).to_owned(),
@@ -144,6 +172,25 @@ async fn serve(proxy: &ProxyState, app: &str, request: Request) -> Response {
             gateway(StatusCode::BAD_GATEWAY, INTERNAL_SERVER_ERROR)
         }
     }
+}
+
+/// The request's headers for the event, with `host` set to the authority
+/// when the request carried it only in its target (HTTP/2 has no `Host`), as
+/// API Gateway always shows one.
+fn event_headers(headers: &HeaderMap, authority: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    if !headers.contains_key(header::HOST) {
+        out.push((header::HOST.as_str().to_owned(), authority.to_owned()));
+    }
+    out
 }
 
 const HOP_BY_HOP: [&str; 6] = [
@@ -195,5 +242,44 @@ mod tests {
         assert_eq!(app("a.b.localhost"), None);
         assert_eq!(app("127.0.0.1:8080"), None);
         assert_eq!(app(".localhost"), None);
+    }
+
+    fn request(uri: &str, hosts: &[&str]) -> Request {
+        let mut builder = Request::builder().uri(uri);
+        for host in hosts {
+            builder = builder.header(header::HOST, *host);
+        }
+        builder.body(Body::empty()).expect("a valid request")
+    }
+
+    #[test]
+    fn the_authority_is_the_targets_else_the_host_header() {
+        let of =
+            |uri: &str, hosts: &[&str]| authority(&request(uri, hosts)).ok().map(str::to_owned);
+        assert_eq!(
+            of("/x", &["shop.localhost:8080"]).as_deref(),
+            Some("shop.localhost:8080")
+        );
+        assert_eq!(of("/x", &[]).as_deref(), Some(""));
+        // Absolute-form (and HTTP/2, whose `:authority` hyper puts in the URI): the target wins.
+        assert_eq!(
+            of("http://shop.localhost:8080/x", &["api.localhost"]).as_deref(),
+            Some("shop.localhost:8080")
+        );
+        assert_eq!(
+            of("http://user@shop.localhost/x", &[]).as_deref(),
+            Some("shop.localhost")
+        );
+        let code =
+            |uri: &str, hosts: &[&str]| authority(&request(uri, hosts)).err().map(|e| e.code);
+        assert_eq!(
+            code("/x", &["a.localhost", "a.localhost"]),
+            Some("invalid_host")
+        );
+        assert_eq!(
+            code("http://a.localhost/", &["a.localhost", "b.localhost"]),
+            Some("invalid_host"),
+            "two Host headers are refused whatever the target"
+        );
     }
 }

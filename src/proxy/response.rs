@@ -54,15 +54,63 @@ fn header_value(name: &str, value: &Value) -> Result<String, MappingError> {
     }
 }
 
+/// A final status (200–599). A 1xx is no answer to a request (it would leave
+/// the client waiting, or switch protocols), so API Gateway treats it as an
+/// invalid Lambda response, as any other out-of-range code.
 fn status_code(value: Option<&Value>) -> Result<u16, MappingError> {
     let code = match value {
         Some(Value::Number(n)) => n.as_u64(),
         Some(Value::String(s)) => s.trim().parse().ok(),
         _ => None,
     };
-    code.and_then(|c| u16::try_from(c).ok())
-        .filter(|c| (100..=599).contains(c))
-        .ok_or_else(|| malformed("statusCode must be an integer between 100 and 599"))
+    match code.and_then(|c| u16::try_from(c).ok()) {
+        Some(code @ 200..=599) => Ok(code),
+        Some(code @ 100..=199) => Err(malformed(format!(
+            "statusCode {code} is informational (1xx), not a final response"
+        ))),
+        _ => Err(malformed(
+            "statusCode must be an integer between 200 and 599",
+        )),
+    }
+}
+
+/// `Content-Type` of a REST (1.0) result that names none: API Gateway's REST
+/// proxy sends `application/json` (as SAM's local emulation does).
+const V1_DEFAULT_CONTENT_TYPE: &str = "application/json";
+/// `Content-Type` of an HTTP API (2.0) result without `statusCode` (a plain
+/// value): `application/json`, as AWS documents for payload 2.0.
+const V2_PLAIN_CONTENT_TYPE: &str = "application/json";
+/// `Content-Type` of an HTTP API (2.0) result with `statusCode` that names
+/// none. AWS's documentation is silent; HTTP APIs answer
+/// `text/plain; charset=utf-8`, and so do we.
+const V2_DEFAULT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+/// Statuses whose responses never carry content (RFC 9110 §15.3.5, §15.4.5).
+const NO_CONTENT: [u16; 2] = [204, 304];
+
+/// The response to send: `default_type` as `Content-Type` unless the
+/// function named one, and no body for 204 and 304 whatever the function
+/// returned as body.
+fn response(
+    status: u16,
+    mut headers: Vec<(String, String)>,
+    mut body: Vec<u8>,
+    default_type: &str,
+) -> MappedResponse {
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        headers.push(("content-type".to_owned(), default_type.to_owned()));
+    }
+    if NO_CONTENT.contains(&status) {
+        body.clear();
+    }
+    MappedResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn body_bytes(body: Option<&Value>, base64: Option<&Value>) -> Result<Vec<u8>, MappingError> {
@@ -137,11 +185,8 @@ fn map_v1(fields: &Map<String, Value>) -> Result<MappedResponse, MappingError> {
         }
     }
     headers.extend(cookies(fields)?);
-    Ok(MappedResponse {
-        status,
-        headers,
-        body: body_bytes(fields.get("body"), fields.get("isBase64Encoded"))?,
-    })
+    let body = body_bytes(fields.get("body"), fields.get("isBase64Encoded"))?;
+    Ok(response(status, headers, body, V1_DEFAULT_CONTENT_TYPE))
 }
 
 /// HTTP API (2.0): a result with `statusCode` is a response; any other JSON is
@@ -158,22 +203,21 @@ fn map_v2(result: Value) -> Result<MappedResponse, MappingError> {
         headers.push((name.clone(), header_value(name, value)?));
     }
     headers.extend(cookies(&fields)?);
-    Ok(MappedResponse {
-        status,
-        headers,
-        body: body_bytes(fields.get("body"), fields.get("isBase64Encoded"))?,
-    })
+    let body = body_bytes(fields.get("body"), fields.get("isBase64Encoded"))?;
+    Ok(response(status, headers, body, V2_DEFAULT_CONTENT_TYPE))
 }
 
 fn json_body(body: Vec<u8>) -> MappedResponse {
-    MappedResponse {
-        status: 200,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body,
-    }
+    response(200, Vec::new(), body, V2_PLAIN_CONTENT_TYPE)
 }
 
 /// Maps a function's raw result payload.
+///
+/// `Content-Type`, when the function names none, is what API Gateway sends:
+/// `application/json` for REST (1.0) results and for HTTP API (2.0) plain
+/// values, `text/plain; charset=utf-8` for 2.0 results with `statusCode`.
+/// A 1xx `statusCode` is malformed (API Gateway answers 502); 204 and 304 go
+/// out without a body.
 pub fn map_result(format: PayloadFormat, payload: &[u8]) -> Result<MappedResponse, MappingError> {
     let result: Value =
         serde_json::from_slice(payload).map_err(|_| malformed("the result is not JSON"))?;
@@ -224,7 +268,8 @@ mod tests {
             vec![
                 ("x-a".into(), "1".into()),
                 ("Set-Cookie".into(), "a=1".into()),
-                ("Set-Cookie".into(), "b=2".into())
+                ("Set-Cookie".into(), "b=2".into()),
+                ("content-type".into(), "application/json".into())
             ]
         );
     }
@@ -271,7 +316,8 @@ mod tests {
             vec![
                 ("location".into(), "/home".into()),
                 ("set-cookie".into(), "a=1; Path=/".into()),
-                ("set-cookie".into(), "b=2".into())
+                ("set-cookie".into(), "b=2".into()),
+                ("content-type".into(), "text/plain; charset=utf-8".into())
             ]
         );
     }
@@ -292,5 +338,73 @@ mod tests {
         assert_eq!(v2("[1,2]").unwrap().body, b"[1,2]");
         assert!(v2("not json").is_err());
         assert!(v2(r#"{"statusCode":700}"#).is_err());
+    }
+
+    fn content_type(r: &MappedResponse) -> Vec<&str> {
+        r.headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn a_missing_content_type_is_what_api_gateway_sends() {
+        let plain = r#"{"statusCode":200,"body":"hi"}"#;
+        assert_eq!(content_type(&v1(plain).unwrap()), ["application/json"]);
+        assert_eq!(
+            content_type(&v2(plain).unwrap()),
+            ["text/plain; charset=utf-8"]
+        );
+        assert_eq!(
+            content_type(&v2(r#"{"a":1}"#).unwrap()),
+            ["application/json"]
+        );
+        assert_eq!(
+            content_type(&v2(r#""text""#).unwrap()),
+            ["application/json"]
+        );
+        // The function's own, in any case and from either header map, stays alone.
+        for given in [
+            r#"{"statusCode":200,"headers":{"CONTENT-TYPE":"text/html"}}"#,
+            r#"{"statusCode":200,"multiValueHeaders":{"Content-type":["text/html"]}}"#,
+        ] {
+            assert_eq!(content_type(&v1(given).unwrap()), ["text/html"], "{given}");
+        }
+        let r = v2(r#"{"statusCode":200,"headers":{"content-type":"image/png"}}"#).unwrap();
+        assert_eq!(content_type(&r), ["image/png"]);
+    }
+
+    #[test]
+    fn informational_statuses_are_malformed_in_both_formats() {
+        for code in ["100", "101", "103", "199", r#""101""#] {
+            let result = format!(r#"{{"statusCode":{code},"body":"x"}}"#);
+            for mapped in [v1(&result), v2(&result)] {
+                let err = mapped.expect_err(&result);
+                assert!(err.0.contains("informational"), "{result}: {err}");
+            }
+        }
+        assert_eq!(v1(r#"{"statusCode":200}"#).unwrap().status, 200);
+        assert!(v1(r#"{"statusCode":600}"#).is_err());
+    }
+
+    #[test]
+    fn no_content_and_not_modified_carry_no_body() {
+        for status in [204, 304] {
+            let text = format!(r#"{{"statusCode":{status},"body":"ignored"}}"#);
+            let base64 = format!(
+                r#"{{"statusCode":{status},"body":"aWdub3JlZA==","isBase64Encoded":true}}"#
+            );
+            for result in [&text, &base64] {
+                for mapped in [v1(result).unwrap(), v2(result).unwrap()] {
+                    assert_eq!(mapped.status, status);
+                    assert!(mapped.body.is_empty(), "{result}");
+                }
+            }
+        }
+        assert_eq!(
+            v1(r#"{"statusCode":205,"body":"kept"}"#).unwrap().body,
+            b"kept"
+        );
     }
 }

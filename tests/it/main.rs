@@ -12,6 +12,7 @@ mod bad_input;
 mod callbacks;
 mod functions;
 mod hardening;
+mod hardening_http;
 mod inbox;
 mod library;
 mod lifecycle;

@@ -17,6 +17,8 @@ mod callbacks;
 mod common;
 #[path = "../it/gate.rs"]
 mod gate;
+#[path = "../it/hardening_http.rs"]
+mod hardening_http;
 #[path = "../it/inbox.rs"]
 mod inbox;
 #[path = "../it/library.rs"]

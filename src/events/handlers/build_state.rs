@@ -1,12 +1,21 @@
 //! `CodeBuild Build State Change`: finishes the matching job exactly once and
-//! raises its `*_SUCCESS` / `*_FAILURE` event. Local jobs report the same way.
+//! raises its `*_SUCCESS` / `*_FAILURE` event. Local jobs report the same way,
+//! through the service's own [`JobReporter`](crate::builder::JobReporter).
+//!
+//! Who sent the event decides which job it may finish. A completion the
+//! service recorded itself ([`COMPLETION_SOURCE`], a source clients cannot
+//! post) finishes the job it names, on any backend. One from outside (EventBridge
+//! forwarding CodeBuild's event, or anyone holding an event key) finishes only a
+//! CodeBuild job whose build id is its `build-id`; anything else is ignored, and
+//! the event's note says why.
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use super::jobs::finish;
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
-use crate::store::{JobFinish, JobStatus};
+use crate::builder::{codebuild, COMPLETION_SOURCE};
+use crate::store::{JobFinish, JobRecord, JobStatus, StoreError};
 
 /// Completes build jobs.
 pub struct BuildStateHandler;
@@ -36,6 +45,26 @@ fn exported_variables(detail: &Map<String, Value>) -> Map<String, Value> {
         .collect()
 }
 
+/// The job a completion is for. The service's own completions name our job id
+/// (a job may finish before its build id is recorded); any other event is
+/// matched by its build id alone.
+async fn find_job(
+    services: &Services,
+    detail: &Map<String, Value>,
+    build_id: &str,
+    reported_here: bool,
+) -> Result<Option<JobRecord>, HandlerError> {
+    let own_id = detail.get("orchestrator-job-id").and_then(Value::as_str);
+    match own_id.filter(|_| reported_here) {
+        Some(id) => match services.store.get_job(id).await {
+            Ok(job) => Ok(Some(job)),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(err) => Err(err.into()),
+        },
+        None => Ok(services.store.find_job_by_external_id(build_id).await?),
+    }
+}
+
 #[async_trait]
 impl EventHandler for BuildStateHandler {
     async fn handle(
@@ -60,21 +89,19 @@ impl EventHandler for BuildStateHandler {
                 "ignored: build status '{status}' is not final"
             )));
         }
-        // Our own id when the backend reported it (it may finish before its
-        // build id is recorded); else CodeBuild's build id.
-        let job = match detail.get("orchestrator-job-id").and_then(Value::as_str) {
-            Some(id) => match services.store.get_job(id).await {
-                Ok(job) => Some(job),
-                Err(crate::store::StoreError::NotFound) => None,
-                Err(err) => return Err(err.into()),
-            },
-            None => services.store.find_job_by_external_id(build_id).await?,
-        };
-        let Some(job) = job else {
+        let reported_here = event.source.as_deref() == Some(COMPLETION_SOURCE);
+        let Some(job) = find_job(services, detail, build_id, reported_here).await? else {
             return Err(HandlerError::Permanent(format!(
                 "no job is waiting for build '{build_id}'"
             )));
         };
+        if !reported_here && job.backend != codebuild::NAME {
+            return Ok(Handled::note(format!(
+                "ignored: job {} runs on the {} backend, which reports its own completion; \
+                 a CodeBuild event from outside completes CodeBuild jobs only",
+                job.id, job.backend
+            )));
+        }
         if job.status.is_terminal() {
             return Ok(Handled::note(format!(
                 "ignored: job {} already {}",

@@ -242,7 +242,7 @@ pub fn follow_up(id: &str, event_type: EventType, detail: Value) -> NewEvent {
     NewEvent {
         id: id.to_owned(),
         event_type: event_type.as_str().to_owned(),
-        source: Some("orchestrator".into()),
+        source: Some(crate::events::envelope::INTERNAL_SOURCE.into()),
         payload: internal_envelope(id, event_type.as_str(), detail),
         received_at_ms: crate::now_ms(),
     }
