@@ -280,6 +280,12 @@ fn check_environment(value: Option<&Value>) -> Result<BTreeMap<String, String>, 
     let mut size = 0;
     for (key, value) in map {
         crate::envvars::check_name(key).map_err(|e| e.to_string())?;
+        if !key.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            // Lambda's own rule is narrower: a letter first.
+            return Err(format!(
+                "environment variable name '{key}' is invalid: Lambda needs a letter first"
+            ));
+        }
         if reserved(key) {
             return Err(format!(
                 "environment variable '{key}' is reserved by Lambda"
