@@ -737,3 +737,20 @@ async fn shutdown_drops_a_held_half_request_and_stops_running_jobs() {
     assert!(log.contains("stopping a running local job"), "{log}");
     drop(held);
 }
+
+#[tokio::test]
+async fn health_says_how_functions_are_confined() {
+    let app = TestApp::start(|config, _| {
+        config.functions.isolation = orchestrator::config::Isolation::None;
+    })
+    .await;
+    let (status, health) = app.get("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["isolation"], "none", "{health}");
+    let confined = TestApp::start(|_, _| {}).await;
+    let (_, health) = confined.get("/health").await;
+    assert!(
+        health["isolation"] == "sandbox" || health["isolation"] == "none",
+        "{health}"
+    );
+}
