@@ -169,6 +169,10 @@ impl From<AppError> for ApiError {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
             }
             err @ AppError::NotFound(_) => Self::not_found(err.to_string()),
+            AppError::Io(message) => {
+                tracing::error!(error = %message, "writing an app's code failed");
+                Self::unavailable("the app's code could not be written; retry later")
+            }
             AppError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
             AppError::Store(err) => Self::from_store(&err),
             AppError::Backend(FunctionError::Conflict(message)) => {

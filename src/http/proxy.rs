@@ -75,7 +75,7 @@ pub async fn route_by_host(
 }
 
 async fn serve(proxy: &ProxyState, app: &str, request: Request) -> Response {
-    let (Some(format), Ok(name)) = (proxy.apps.route(app), AppName::parse(app)) else {
+    let (Some(format), Ok(name)) = (proxy.apps.route(app).await, AppName::parse(app)) else {
         return ApiError::not_found(format!("no active app '{app}'")).into_response();
     };
     let source_ip = request
