@@ -11,6 +11,8 @@ mod aws;
 mod bad_input;
 mod callbacks;
 mod functions;
+mod gate;
+mod hardening_store;
 mod inbox;
 mod library;
 mod lifecycle;

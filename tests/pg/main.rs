@@ -17,6 +17,8 @@ mod callbacks;
 mod common;
 #[path = "../it/gate.rs"]
 mod gate;
+#[path = "../it/hardening_store.rs"]
+mod hardening_store;
 #[path = "../it/inbox.rs"]
 mod inbox;
 #[path = "../it/library.rs"]
