@@ -101,6 +101,7 @@ pub struct AppView {
 /// Releases the per-app deploy lock.
 struct DeployGuard<'a> {
     set: &'a Mutex<HashSet<String>>,
+    released: &'a tokio::sync::Notify,
     name: String,
 }
 
@@ -109,6 +110,7 @@ impl Drop for DeployGuard<'_> {
         if let Ok(mut set) = self.set.lock() {
             set.remove(&self.name);
         }
+        self.released.notify_waiters();
     }
 }
 
@@ -120,6 +122,9 @@ const MAX_MISSES: usize = 4096;
 /// Most store lookups for names the proxy does not serve, per second, however
 /// many distinct unknown hosts are asked for; beyond, they answer 404 at once.
 const MISS_LOOKUPS_PER_SEC: u32 = 20;
+
+/// How long a first request waits for a change of its app under way here.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// Names the store recently had no active app for, and the lookup budget.
 struct Misses {
@@ -177,6 +182,8 @@ pub struct AppService {
     code_root: PathBuf,
     base_domain: String,
     deploying: Mutex<HashSet<String>>,
+    /// Signalled whenever an app's lock is released.
+    released: tokio::sync::Notify,
     /// Active apps, their payload format and the version this process runs:
     /// what the proxy serves.
     active: RwLock<HashMap<String, (PayloadFormat, i64)>>,
@@ -211,6 +218,7 @@ impl AppService {
             code_root,
             base_domain,
             deploying: Mutex::default(),
+            released: tokio::sync::Notify::new(),
             active: RwLock::default(),
             misses: Mutex::default(),
             lookup: tokio::sync::Mutex::new(()),
@@ -247,6 +255,7 @@ impl AppService {
         }
         Ok(DeployGuard {
             set: &self.deploying,
+            released: &self.released,
             name: name.to_string(),
         })
     }
@@ -312,14 +321,34 @@ impl AppService {
                 return None;
             }
         };
-        // A change through this process is under way: it settles the app itself.
-        let _guard = self.lock(&app).ok()?;
+        // A change of this app through this process (the store sync
+        // following it, an activation) is under way: its outcome stands.
+        let Some(_guard) = self.lock_waiting(&app, LOCK_WAIT).await else {
+            return self.served_format(name);
+        };
+        if let Some(format) = self.served_format(name) {
+            return Some(format);
+        }
         if let Err(err) = self.follow_record(&app, &record, false).await {
             tracing::warn!(app = %app, version = record.current_version, error = %err, "could not serve an app found in the store");
             return None;
         }
         tracing::info!(app = %app, version = record.current_version, "app found in the store on its first request: serving it");
         self.served_format(name)
+    }
+
+    /// The app's lock, waiting up to `wait` for a change under way to end.
+    async fn lock_waiting(&self, app: &AppName, wait: Duration) -> Option<DeployGuard<'_>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let released = self.released.notified();
+            let mut released = std::pin::pin!(released);
+            released.as_mut().enable();
+            if let Ok(guard) = self.lock(app) {
+                return Some(guard);
+            }
+            tokio::time::timeout_at(deadline, released).await.ok()?;
+        }
     }
 
     fn recent_miss(&self, name: &str) -> bool {

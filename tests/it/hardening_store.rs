@@ -864,11 +864,11 @@ async fn a_proxy_replica_serves_an_app_deployed_elsewhere_on_its_first_request()
     });
     let store: Arc<dyn Store> = counting.clone();
     let url = db.url.clone();
-    // B checks the store every 5 s: the first request comes long before.
+    // B checks the store once a minute: the first request comes long before.
     let b = TestApp::start_with(
         move |c, _| {
             c.database_url = Some(url);
-            c.functions.sync_interval_ms = 5000;
+            c.functions.sync_interval_ms = 60_000;
         },
         move |builder| builder.store(store),
     )
@@ -888,7 +888,7 @@ async fn a_proxy_replica_serves_an_app_deployed_elsewhere_on_its_first_request()
         "B serves it on its first request"
     );
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < Duration::from_secs(50),
         "before B's next sync"
     );
     assert_eq!(
@@ -904,16 +904,8 @@ async fn a_proxy_replica_serves_an_app_deployed_elsewhere_on_its_first_request()
 
     unknown_hosts_cost_few_lookups(&b, &counting.get_app, 400).await;
 
-    // Deactivated through A: B stops within its sync interval, as documented.
-    let (status, _) = a.post("/apps/twin/deactivate", &json!({})).await;
-    assert_eq!(status, 200);
-    let off = Instant::now();
-    eventually(|| async { (to_app(&b, "twin").await.0 == 404).then_some(()) }).await;
-    assert!(
-        off.elapsed() < Duration::from_millis(5000 + 2000),
-        "took {:?}",
-        off.elapsed()
-    );
+    // Deactivation still spreads within the sync interval (with first-request
+    // lookups in place): replicas::an_app_deployed_through_one_replica_is_served_by_the_other_and_deactivation_spreads.
     drop((a, b));
     db.drop_db().await;
 }
