@@ -263,12 +263,18 @@ impl OrchestratorBuilder {
                     region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
                 })?,
             };
-        let apps = Arc::new(AppService::new(
-            store.clone(),
-            functions.clone(),
-            config.data_dir.join("apps"),
-            config.base_domain.clone(),
-        ));
+        let apps = Arc::new(
+            AppService::new(
+                store.clone(),
+                functions.clone(),
+                config.data_dir.join("apps"),
+                config.base_domain.clone(),
+            )
+            .with_deploy_lease(
+                Duration::from_secs(config.functions.deploy_lease_secs),
+                !config.uses_postgres(),
+            ),
+        );
         let restored = apps.restore().await.context("restoring active apps")?;
         tracing::info!(
             store = %redact_url(&config.database_url()),

@@ -1,7 +1,9 @@
 //! Deployment archives: checked before anything is written, then unpacked
-//! into the app's own directory and nowhere else.
+//! into a temporary directory beside the app's code (same filesystem) and
+//! renamed into place only once complete. A refused or failed unpack leaves
+//! nothing behind.
 
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use zip::ZipArchive;
@@ -30,8 +32,73 @@ pub enum ArchiveError {
     TooManyEntries,
     #[error("archive does not contain the handler's file: expected one of {0}")]
     MissingHandler(String),
-    #[error("archive could not be unpacked: {0}")]
+    #[error("archive entry '{0}' unpacks to more than its declared size")]
+    SizeMismatch(String),
+    #[error("archive entry '{0}' could not be read: {1}")]
+    Corrupt(String, String),
+    /// Writing the unpacked code failed (the service's disk, not the archive).
+    #[error("the app's code could not be written: {0}")]
     Io(String),
+}
+
+/// Name prefix of the temporary directories archives unpack into.
+pub const UNPACKING_PREFIX: &str = ".unpacking-";
+
+/// The marker written last into a complete unpacked version.
+pub const COMPLETE_MARKER: &str = ".complete";
+
+/// Code unpacked into a temporary directory: moved into place by
+/// [`Unpacked::install`], removed (with everything in it) when dropped
+/// otherwise.
+#[derive(Debug)]
+pub struct Unpacked {
+    dir: PathBuf,
+    installed: bool,
+}
+
+impl Unpacked {
+    /// Renames the unpacked code to `target` (replacing a stale directory
+    /// there), creating `target`'s parent. `target` must be on the same
+    /// filesystem as the temporary directory.
+    pub fn install(mut self, target: &Path) -> Result<(), ArchiveError> {
+        let io = |e: std::io::Error| ArchiveError::Io(e.to_string());
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        match std::fs::remove_dir_all(target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        std::fs::rename(&self.dir, target).map_err(io)?;
+        self.installed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Unpacked {
+    fn drop(&mut self) {
+        if !self.installed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Removes temporary unpacking directories left under `root` by a process
+/// that died while unpacking; how many.
+pub fn sweep_unpacking(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(UNPACKING_PREFIX)
+        })
+        .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
+        .count()
 }
 
 /// The relative path of an entry, refusing absolute paths and `..`.
@@ -106,19 +173,42 @@ impl Archive {
         &self.bytes
     }
 
-    /// Unpacks into `dir` (created). Sizes are counted while reading, so an
-    /// entry that lies about its size cannot unpack past the limit.
-    pub fn unpack(&self, dir: &Path) -> Result<(), ArchiveError> {
+    /// Unpacks into a fresh temporary directory under `parent` (created if
+    /// needed; on the filesystem the code will live on), with the
+    /// [`COMPLETE_MARKER`] written last. On any failure the directory is
+    /// gone again.
+    pub fn unpack_temp(&self, parent: &Path) -> Result<Unpacked, ArchiveError> {
+        let io = |e: std::io::Error| ArchiveError::Io(e.to_string());
+        std::fs::create_dir_all(parent).map_err(io)?;
+        let dir = parent.join(format!(
+            "{UNPACKING_PREFIX}{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir(&dir).map_err(io)?;
+        let unpacked = Unpacked {
+            dir,
+            installed: false,
+        };
+        self.unpack(&unpacked.dir)?;
+        std::fs::write(unpacked.dir.join(COMPLETE_MARKER), b"").map_err(io)?;
+        Ok(unpacked)
+    }
+
+    /// Unpacks into `dir` (which exists). Sizes are counted while reading:
+    /// an entry cannot unpack past its declared size, nor the archive past
+    /// the limit.
+    fn unpack(&self, dir: &Path) -> Result<(), ArchiveError> {
         let io = |e: std::io::Error| ArchiveError::Io(e.to_string());
         let mut zip = ZipArchive::new(Cursor::new(&self.bytes))
             .map_err(|e| ArchiveError::NotZip(e.to_string()))?;
-        std::fs::create_dir_all(dir).map_err(io)?;
         let mut budget = MAX_UNZIPPED;
+        let mut buffer = vec![0u8; 64 * 1024];
         for i in 0..zip.len() {
             let mut entry = zip
                 .by_index(i)
                 .map_err(|e| ArchiveError::NotZip(e.to_string()))?;
-            let target = dir.join(safe_path(entry.name())?);
+            let name = entry.name().to_owned();
+            let target = dir.join(safe_path(&name)?);
             if entry.is_dir() {
                 std::fs::create_dir_all(&target).map_err(io)?;
                 continue;
@@ -126,11 +216,24 @@ impl Archive {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(io)?;
             }
+            let declared = entry.size();
             let mut out = std::fs::File::create(&target).map_err(io)?;
-            let written =
-                std::io::copy(&mut (&mut entry).take(budget + 1), &mut out).map_err(io)?;
-            if written > budget {
-                return Err(ArchiveError::TooLargeUnzipped);
+            let mut written = 0u64;
+            loop {
+                let read = entry
+                    .read(&mut buffer)
+                    .map_err(|e| ArchiveError::Corrupt(name.clone(), e.to_string()))?;
+                if read == 0 {
+                    break;
+                }
+                written += read as u64;
+                if written > declared {
+                    return Err(ArchiveError::SizeMismatch(name));
+                }
+                if written > budget {
+                    return Err(ArchiveError::TooLargeUnzipped);
+                }
+                out.write_all(&buffer[..read]).map_err(io)?;
             }
             budget -= written;
             #[cfg(unix)]
@@ -178,11 +281,16 @@ pub mod tests {
         .unwrap();
         assert!(archive.contains("index.js") && archive.contains("src/api/main.js"));
         let dir = tempfile::tempdir().unwrap();
-        archive.unpack(dir.path()).unwrap();
-        assert_eq!(
-            std::fs::read(dir.path().join("src/api/main.js")).unwrap(),
-            b"x"
-        );
+        let target = dir.path().join("app/v1");
+        archive
+            .unpack_temp(dir.path())
+            .unwrap()
+            .install(&target)
+            .unwrap();
+        assert_eq!(std::fs::read(target.join("src/api/main.js")).unwrap(), b"x");
+        assert!(target.join(COMPLETE_MARKER).exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the installed app: {left:?}");
     }
 
     #[test]
@@ -229,5 +337,63 @@ pub mod tests {
             Archive::check(bytes).unwrap_err(),
             ArchiveError::TooLargeUnzipped
         );
+    }
+
+    /// A zip whose central directory says `declared` bytes for its one
+    /// entry while its data inflates to `real` bytes of zeros.
+    pub fn lying_zip(declared: u32, real: usize) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        {
+            let mut zip = zip::ZipWriter::new(&mut out);
+            zip.start_file("index.js", SimpleFileOptions::default())
+                .unwrap();
+            zip.write_all(&vec![0u8; real]).unwrap();
+            zip.finish().unwrap();
+        }
+        let mut bytes = out.into_inner();
+        // Local header: uncompressed size at offset 22; central directory
+        // header (signature PK\x01\x02): uncompressed size at offset 24.
+        bytes[22..26].copy_from_slice(&declared.to_le_bytes());
+        let central = bytes.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+        bytes[central + 24..central + 28].copy_from_slice(&declared.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn an_entry_lying_about_its_size_is_refused_and_nothing_is_left() {
+        let archive = Archive::check(lying_zip(100, 10 * 1024 * 1024)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let err = archive.unpack_temp(dir.path()).unwrap_err();
+        assert_eq!(err, ArchiveError::SizeMismatch("index.js".into()));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn corrupt_data_is_refused_and_nothing_is_left() {
+        let mut bytes = zip_of(&[("index.js", &[7u8; 4096])]);
+        // The compressed data starts after the 30-byte local header and the name.
+        for b in &mut bytes[38..48] {
+            *b ^= 0x5a;
+        }
+        let archive = Archive::check(bytes).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let err = archive.unpack_temp(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ArchiveError::Corrupt(..) | ArchiveError::SizeMismatch(_)
+            ),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn leftovers_of_a_crash_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".unpacking-x/a")).unwrap();
+        std::fs::create_dir_all(dir.path().join("app/v1")).unwrap();
+        assert_eq!(sweep_unpacking(dir.path()), 1);
+        assert!(dir.path().join("app/v1").exists());
     }
 }

@@ -2,9 +2,11 @@
 //! the code on disk and the function backend in step.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde::Serialize;
@@ -12,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
+use super::archive::{sweep_unpacking, Unpacked, COMPLETE_MARKER};
 use super::{validate, AppName, Archive, ArchiveError, DeployRequest, FunctionConfig};
 use crate::functions::{Deployment, FunctionBackend, FunctionError, FunctionInfo};
 use crate::proxy::PayloadFormat;
@@ -29,6 +32,9 @@ pub enum AppError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The app's code could not be written to this machine's disk.
+    #[error("{0}")]
+    Io(String),
     #[error("function backend: {0}")]
     Backend(#[from] FunctionError),
     #[error(transparent)]
@@ -41,6 +47,7 @@ impl From<ArchiveError> for AppError {
             ArchiveError::TooLarge | ArchiveError::TooLargeUnzipped => {
                 AppError::TooLarge(err.to_string())
             }
+            ArchiveError::Io(_) => AppError::Io(err.to_string()),
             other => AppError::Invalid(other.to_string()),
         }
     }
@@ -94,6 +101,7 @@ pub struct AppView {
 /// Releases the per-app deploy lock.
 struct DeployGuard<'a> {
     set: &'a Mutex<HashSet<String>>,
+    released: &'a tokio::sync::Notify,
     name: String,
 }
 
@@ -102,6 +110,68 @@ impl Drop for DeployGuard<'_> {
         if let Ok(mut set) = self.set.lock() {
             set.remove(&self.name);
         }
+        self.released.notify_waiters();
+    }
+}
+
+/// How long the proxy remembers that the store had no active app by a name
+/// (an unknown host, or an app not `ACTIVE`) before it looks again.
+const MISS_TTL: Duration = Duration::from_secs(3);
+/// Most names remembered as misses; beyond, expired ones go, then all.
+const MAX_MISSES: usize = 4096;
+/// Most store lookups for names the proxy does not serve, per second, however
+/// many distinct unknown hosts are asked for; beyond, they answer 404 at once.
+const MISS_LOOKUPS_PER_SEC: u32 = 20;
+
+/// How long a first request waits for a change of its app under way here.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Names the store recently had no active app for, and the lookup budget.
+struct Misses {
+    names: HashMap<String, Instant>,
+    window: Instant,
+    lookups_in_window: u32,
+}
+
+impl Default for Misses {
+    fn default() -> Self {
+        Self {
+            names: HashMap::new(),
+            window: Instant::now(),
+            lookups_in_window: 0,
+        }
+    }
+}
+
+impl Misses {
+    /// Whether the store had no active app by `name` a moment ago.
+    fn recent(&self, name: &str) -> bool {
+        self.names
+            .get(name)
+            .is_some_and(|at| at.elapsed() < MISS_TTL)
+    }
+
+    /// Whether the lookup budget allows one more lookup now (and takes it).
+    fn take_lookup(&mut self) -> bool {
+        if self.window.elapsed() >= Duration::from_secs(1) {
+            self.window = Instant::now();
+            self.lookups_in_window = 0;
+        }
+        if self.lookups_in_window >= MISS_LOOKUPS_PER_SEC {
+            return false;
+        }
+        self.lookups_in_window += 1;
+        true
+    }
+
+    fn remember(&mut self, name: &str) {
+        if self.names.len() >= MAX_MISSES {
+            self.names.retain(|_, at| at.elapsed() < MISS_TTL);
+            if self.names.len() >= MAX_MISSES {
+                self.names.clear();
+            }
+        }
+        self.names.insert(name.to_owned(), Instant::now());
     }
 }
 
@@ -112,9 +182,23 @@ pub struct AppService {
     code_root: PathBuf,
     base_domain: String,
     deploying: Mutex<HashSet<String>>,
+    /// Signalled whenever an app's lock is released.
+    released: tokio::sync::Notify,
     /// Active apps, their payload format and the version this process runs:
     /// what the proxy serves.
     active: RwLock<HashMap<String, (PayloadFormat, i64)>>,
+    /// Names the proxy asked for that the store had no active app for.
+    misses: Mutex<Misses>,
+    /// One store lookup for a name the proxy does not serve at a time.
+    lookup: tokio::sync::Mutex<()>,
+    /// Store lookups made for names the proxy did not serve.
+    miss_lookups: AtomicU64,
+    /// A deploy renews its heartbeat every third of this; one silent for
+    /// longer was interrupted and is settled by whoever takes it.
+    deploy_lease: Duration,
+    /// One process owns the store (SQLite): every deploy it finds
+    /// unsettled at start was interrupted.
+    sole_owner: bool,
 }
 
 fn config_of(record: &AppRecord) -> Result<FunctionConfig, AppError> {
@@ -134,8 +218,29 @@ impl AppService {
             code_root,
             base_domain,
             deploying: Mutex::default(),
+            released: tokio::sync::Notify::new(),
             active: RwLock::default(),
+            misses: Mutex::default(),
+            lookup: tokio::sync::Mutex::new(()),
+            miss_lookups: AtomicU64::new(0),
+            deploy_lease: Duration::from_secs(30),
+            sole_owner: false,
         }
+    }
+
+    /// How long a deploy may go without renewing its heartbeat before it
+    /// counts as interrupted, and whether this process alone uses the store
+    /// (then every deploy found unsettled at start was interrupted).
+    pub fn with_deploy_lease(mut self, lease: Duration, sole_owner: bool) -> Self {
+        self.deploy_lease = lease;
+        self.sole_owner = sole_owner;
+        self
+    }
+
+    /// How many times the proxy looked in the store for an app it did not
+    /// serve (bounded by a short negative cache and a rate limit).
+    pub fn miss_lookups(&self) -> u64 {
+        self.miss_lookups.load(Ordering::Relaxed)
     }
 
     fn lock(&self, name: &AppName) -> Result<DeployGuard<'_>, AppError> {
@@ -150,6 +255,7 @@ impl AppService {
         }
         Ok(DeployGuard {
             set: &self.deploying,
+            released: &self.released,
             name: name.to_string(),
         })
     }
@@ -167,9 +273,89 @@ impl AppService {
         self.active.read().ok()?.get(name).map(|(_, v)| *v)
     }
 
-    /// The payload format of an active app, or `None` (the proxy answers 404).
-    pub fn route(&self, name: &str) -> Option<PayloadFormat> {
+    /// The payload format of an app this process serves.
+    fn served_format(&self, name: &str) -> Option<PayloadFormat> {
         self.active.read().ok()?.get(name).map(|(f, _)| *f)
+    }
+
+    /// The payload format of an active app, or `None` (the proxy answers 404).
+    ///
+    /// An app this process does not serve yet (deployed through another
+    /// replica since the last sync) is looked up in the store and, if it is
+    /// `ACTIVE`, served from this request on. Names the store has no active
+    /// app for are remembered for [`MISS_TTL`], and lookups are rate-limited,
+    /// so unknown hosts cannot hammer the store.
+    pub async fn route(&self, name: &str) -> Option<PayloadFormat> {
+        if let Some(format) = self.served_format(name) {
+            return Some(format);
+        }
+        let app = AppName::parse(name).ok()?;
+        if self.recent_miss(name) {
+            return None;
+        }
+        // Concurrent first requests wait for one lookup, then find the app
+        // served (or remembered as a miss).
+        let _one_at_a_time = self.lookup.lock().await;
+        if let Some(format) = self.served_format(name) {
+            return Some(format);
+        }
+        let allowed = self
+            .misses
+            .lock()
+            .map(|mut misses| !misses.recent(name) && misses.take_lookup())
+            .unwrap_or(false);
+        if !allowed {
+            return None;
+        }
+        self.miss_lookups.fetch_add(1, Ordering::Relaxed);
+        let record = match self.store.get_app(name).await {
+            Ok(Some(record)) if record.status == AppStatus::Active => record,
+            Ok(_) => {
+                if let Ok(mut misses) = self.misses.lock() {
+                    misses.remember(name);
+                }
+                return None;
+            }
+            Err(err) => {
+                tracing::warn!(app = name, error = %err, "could not look up an app in the store");
+                return None;
+            }
+        };
+        // A change of this app through this process (the store sync
+        // following it, an activation) is under way: its outcome stands.
+        let Some(_guard) = self.lock_waiting(&app, LOCK_WAIT).await else {
+            return self.served_format(name);
+        };
+        if let Some(format) = self.served_format(name) {
+            return Some(format);
+        }
+        if let Err(err) = self.follow_record(&app, &record, false).await {
+            tracing::warn!(app = %app, version = record.current_version, error = %err, "could not serve an app found in the store");
+            return None;
+        }
+        tracing::info!(app = %app, version = record.current_version, "app found in the store on its first request: serving it");
+        self.served_format(name)
+    }
+
+    /// The app's lock, waiting up to `wait` for a change under way to end.
+    async fn lock_waiting(&self, app: &AppName, wait: Duration) -> Option<DeployGuard<'_>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let released = self.released.notified();
+            let mut released = std::pin::pin!(released);
+            released.as_mut().enable();
+            if let Ok(guard) = self.lock(app) {
+                return Some(guard);
+            }
+            tokio::time::timeout_at(deadline, released).await.ok()?;
+        }
+    }
+
+    fn recent_miss(&self, name: &str) -> bool {
+        self.misses
+            .lock()
+            .map(|misses| misses.recent(name))
+            .unwrap_or(true)
     }
 
     /// Invokes an active app.
@@ -201,35 +387,31 @@ impl AppService {
             return Ok(());
         }
         let dir = self.code_dir(name, version);
+        let code_dir = dir.clone();
         let zip = match zip {
             Some(zip) => zip,
             None => self.store.app_code(name.as_str(), version).await?,
         };
-        if !dir.join(".complete").exists() {
-            let target = dir.clone();
+        if !dir.join(COMPLETE_MARKER).exists() {
+            let root = self.code_root.clone();
             let bytes = zip.clone();
-            tokio::task::spawn_blocking(move || -> Result<(), ArchiveError> {
-                let _ = std::fs::remove_dir_all(&target);
-                Archive::check(bytes)?.unpack(&target)?;
-                std::fs::write(target.join(".complete"), b"")
-                    .map_err(|e| ArchiveError::Io(e.to_string()))
-            })
-            .await
-            .map_err(|e| AppError::Invalid(format!("unpacking failed: {e}")))??;
+            blocking(move || Archive::check(bytes)?.unpack_temp(&root)?.install(&dir)).await?;
         }
         self.backend
             .deploy(Deployment {
                 app: name,
                 version,
                 zip: &zip,
-                code_dir: &dir,
+                code_dir: &code_dir,
                 config,
             })
             .await?;
         Ok(())
     }
 
-    /// Validates, stores a new version and runs it.
+    /// Validates and unpacks the archive, then stores it as a new version
+    /// and runs it. An archive refused at any step (including while it
+    /// unpacks) leaves nothing behind: no version, no files, the app as it was.
     pub async fn deploy(&self, request: DeployRequest) -> Result<AppView, AppError> {
         let (name, config) = validate(&request).map_err(AppError::Invalid)?;
         let zip = base64::engine::general_purpose::STANDARD
@@ -244,19 +426,46 @@ impl AppService {
         let config_json = serde_json::to_string(&config)
             .map_err(|e| AppError::Store(StoreError::Other(e.into())))?;
         let sha = hex::encode(Sha256::digest(archive.bytes()));
+        // Unpacked and checked before anything is stored.
+        let root = self.code_root.clone();
+        let (archive, unpacked) = blocking(move || {
+            let unpacked = archive.unpack_temp(&root)?;
+            Ok((archive, unpacked))
+        })
+        .await?;
         let zip = archive.bytes().to_vec();
-        let version = self
+        drop(archive);
+        let stored = self
             .store
             .add_app_version(name.as_str(), &config_json, &zip, &sha, crate::now_ms())
-            .await?;
-        if let Err(err) = self.run_version(&name, version, &config, Some(zip)).await {
+            .await;
+        let version = match stored {
+            Ok(version) => version,
+            Err(err) => {
+                discard(unpacked).await;
+                return Err(err.into());
+            }
+        };
+        let target = self.code_dir(&name, version);
+        if let Err(err) = blocking(move || unpacked.install(&target)).await {
+            // `run_version` unpacks it again from the zip.
+            tracing::warn!(app = %name, version, error = %err, "could not move the unpacked code into place");
+        }
+        let ran = self
+            .beating(
+                &name,
+                version,
+                self.run_version(&name, version, &config, Some(zip)),
+            )
+            .await;
+        if let Err(err) = ran {
             // A conflict or throttling left the running function as it was:
             // an app being served stays served, with the failure noted.
             let transient = matches!(
                 err,
                 AppError::Backend(FunctionError::Conflict(_) | FunctionError::Unavailable(_))
             );
-            let serving = self.route(name.as_str()).is_some();
+            let serving = self.served_format(name.as_str()).is_some();
             let status = if transient && serving {
                 AppStatus::Active
             } else {
@@ -570,13 +779,22 @@ impl AppService {
     }
 
     /// At start: runs every app left `ACTIVE` (its code comes from the store).
-    /// One left `DEPLOYED` stays so: its deploy did not finish (or is under
-    /// way on another replica); activating or deploying it again serves it.
+    /// One left `DEPLOYED` is settled by [`AppService::follow_store`] once its
+    /// deploy counts as interrupted (see [`AppService::settle_interrupted`]).
     pub async fn restore(&self) -> Result<usize, AppError> {
+        let root = self.code_root.clone();
+        let swept = blocking(move || {
+            std::fs::create_dir_all(&root).map_err(|e| ArchiveError::Io(e.to_string()))?;
+            Ok(sweep_unpacking(&root))
+        })
+        .await?;
+        if swept > 0 {
+            tracing::info!(swept, "removed code a stopped process was unpacking");
+        }
         let mut restored = 0;
         for record in self.store.list_apps().await? {
             if record.status == AppStatus::Deployed {
-                tracing::info!(app = %record.name, version = record.current_version, "app left DEPLOYED: not served until activated or deployed again");
+                tracing::info!(app = %record.name, version = record.current_version, "app left DEPLOYED: settled once its deploy counts as interrupted");
             }
             if record.status != AppStatus::Active {
                 continue;
@@ -614,16 +832,139 @@ impl AppService {
 
     /// Keeps this process in step with apps changed by other replicas sharing
     /// the store, checking every `every` until `shutdown`.
+    /// Also settles deploys that were interrupted (see
+    /// [`AppService::settle_interrupted`]), the first time at once.
     pub async fn follow_store(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
-            if let Err(err) = self.sync_from_store().await {
-                tracing::warn!(error = %err, "could not check the store for app changes");
+            let deploying = match self.sync_listed().await {
+                Ok((_, deploying)) => deploying,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not check the store for app changes");
+                    continue;
+                }
+            };
+            if !deploying {
+                first = false;
+                continue;
+            }
+            // The sole user of the store finds every unsettled deploy at
+            // start interrupted; replicas only those whose heartbeat stopped.
+            let expired_before = if first && self.sole_owner {
+                i64::MAX
+            } else {
+                crate::now_ms().saturating_sub(millis(self.deploy_lease))
+            };
+            first = false;
+            match self
+                .store
+                .take_abandoned_deploys(expired_before, crate::now_ms())
+                .await
+            {
+                Ok(records) => {
+                    for record in records {
+                        tokio::spawn(self.clone().settle_interrupted(record, shutdown.clone()));
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not check the store for interrupted deploys");
+                }
+            }
+        }
+    }
+
+    /// Settles an app left `DEPLOYED` by a deploy that was interrupted (its
+    /// process died: kill -9, a crash): deploys its stored version again and
+    /// serves it (`ACTIVE`), or marks it `ERROR` with the reason in
+    /// `lastError`. Its heartbeat is this process's while it runs.
+    pub async fn settle_interrupted(
+        self: Arc<Self>,
+        record: AppRecord,
+        shutdown: CancellationToken,
+    ) {
+        let Ok(app) = AppName::parse(&record.name) else {
+            return;
+        };
+        // A deploy through this process is under way: it settles the app itself.
+        let Ok(_guard) = self.lock(&app) else {
+            return;
+        };
+        let version = record.current_version;
+        // Read again under the lock: a local deploy may have settled it since.
+        match self.store.get_app(app.as_str()).await {
+            Ok(Some(now))
+                if now.status == AppStatus::Deployed && now.current_version == version => {}
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(app = %app, error = %err, "could not read an app whose deploy was interrupted");
+                return;
+            }
+        }
+        tracing::warn!(app = %app, version, "the deploy of this version was interrupted: deploying it again");
+        let run = async {
+            let config = config_of(&record)?;
+            let zip = self.store.app_code(app.as_str(), version).await?;
+            self.run_version(&app, version, &config, Some(zip)).await?;
+            Ok::<_, AppError>(config)
+        };
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            outcome = self.beating(&app, version, run) => outcome,
+        };
+        let (status, note, serve) = match outcome {
+            Ok(config) => (AppStatus::Active, None, Some(config.payload_format)),
+            Err(err) => {
+                let note = format!("deploying version {version} was interrupted, and deploying it again failed: {err}");
+                tracing::warn!(app = %app, version, error = %err, "could not settle an interrupted deploy: app marked ERROR");
+                (AppStatus::Error, Some(note), None)
+            }
+        };
+        match self
+            .store
+            .settle_app_deploy(
+                app.as_str(),
+                version,
+                status,
+                note.as_deref(),
+                crate::now_ms(),
+            )
+            .await
+        {
+            Ok(true) => {
+                self.set_active(app.as_str(), serve.map(|format| (format, version)));
+                if serve.is_some() {
+                    tracing::info!(app = %app, version, "interrupted deploy settled: app served");
+                }
+            }
+            Ok(false) => {
+                let _ = self.superseded(&app, version).await;
+            }
+            Err(err) => {
+                tracing::warn!(app = %app, error = %err, "could not record the outcome of an interrupted deploy");
+            }
+        }
+    }
+
+    /// Runs `work` (a deploy of `version`) while renewing the app's deploy
+    /// heartbeat every third of the lease, so no other process takes it as
+    /// interrupted.
+    async fn beating<T>(&self, app: &AppName, version: i64, work: impl Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        let every = self.deploy_lease / 3;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep(every) => {
+                    if let Err(err) = self.store.renew_app_deploy(app.as_str(), version, crate::now_ms()).await {
+                        tracing::warn!(app = %app, version, error = %err, "could not renew the deploy's heartbeat");
+                    }
+                }
             }
         }
     }
@@ -632,8 +973,15 @@ impl AppService {
     /// elsewhere, stops those deactivated or removed elsewhere. Returns how
     /// many apps changed here.
     pub async fn sync_from_store(&self) -> Result<usize, AppError> {
+        Ok(self.sync_listed().await?.0)
+    }
+
+    /// [`AppService::sync_from_store`], also saying whether some app is `DEPLOYED`.
+    async fn sync_listed(&self) -> Result<(usize, bool), AppError> {
         let mut changed = 0;
-        for listed in self.store.list_apps().await? {
+        let listed = self.store.list_apps().await?;
+        let deploying = listed.iter().any(|r| r.status == AppStatus::Deployed);
+        for listed in listed {
             if self.wanted_version(&listed) == self.running_version(&listed.name) {
                 continue;
             }
@@ -666,10 +1014,29 @@ impl AppService {
             }
             changed += 1;
         }
-        Ok(changed)
+        Ok((changed, deploying))
     }
 
     fn wanted_version(&self, record: &AppRecord) -> Option<i64> {
         (record.status == AppStatus::Active).then_some(record.current_version)
     }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Runs archive work (unpacking, moving, removing trees) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ArchiveError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AppError::Io(format!("unpacking stopped: {e}")))?
+        .map_err(AppError::from)
+}
+
+/// Removes unpacked code that will not be used, off the async threads.
+async fn discard(unpacked: Unpacked) {
+    let _ = tokio::task::spawn_blocking(move || drop(unpacked)).await;
 }

@@ -425,6 +425,9 @@ impl Config {
         if self.functions.reconcile_secs == 0 {
             return Err(invalid("functions.reconcile_secs", "must be at least 1"));
         }
+        if self.functions.deploy_lease_secs == 0 {
+            return Err(invalid("functions.deploy_lease_secs", "must be at least 1"));
+        }
         if self.functions.sync_interval_ms < 50 {
             return Err(invalid("functions.sync_interval_ms", "must be at least 50"));
         }

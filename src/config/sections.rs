@@ -26,6 +26,10 @@ pub struct FunctionsConfig {
     /// How often a proxy checks the store for apps changed by other replicas
     /// (deployed, deactivated, removed): the most a change takes to reach every replica.
     pub sync_interval_ms: u64,
+    /// A deploy renews its heartbeat in the store every third of this; an app
+    /// left `DEPLOYED` whose deploy went silent for longer (its process died)
+    /// is deployed again by a proxy replica (at once on SQLite's next start).
+    pub deploy_lease_secs: u64,
     /// AWS Lambda: `x86_64` (Lambda's default) or `arm64`.
     pub architecture: Option<String>,
     /// AWS Lambda: how often active apps are checked against their functions.
@@ -150,6 +154,7 @@ impl Default for FunctionsConfig {
             idle_timeout_secs: 300,
             batch_scheduling: true,
             sync_interval_ms: 1000,
+            deploy_lease_secs: 30,
             architecture: None,
             reconcile_secs: 60,
             isolation: Isolation::Auto,

@@ -13,8 +13,9 @@ pub const MAX_DEPLOY_BYTES: usize = 72 * 1024 * 1024;
 
 /// Create or update an app from a zipped Lambda handler.
 ///
-/// Stores a new version (earlier ones are kept), unpacks it and serves it at
-/// `<name>.<base_domain>`.
+/// Unpacks and checks the archive, then stores it as a new version (earlier
+/// ones are kept) and serves it at `<name>.<base_domain>`. A refused archive
+/// leaves nothing behind: no version, no files, the served version serving.
 #[utoipa::path(
     post, path = "/apps/deploy", tag = "apps",
     request_body = DeployRequest,
@@ -25,6 +26,7 @@ pub const MAX_DEPLOY_BYTES: usize = 72 * 1024 * 1024;
         (status = 409, description = "Another deploy of this app is in progress, or another replica changed the app while this one ran", body = ErrorBody),
         (status = 413, description = "Archive over 50 MB zipped or 250 MB unzipped", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 503, description = "Store unavailable, or the code could not be written; retry (see Retry-After)", body = ErrorBody),
     ),
     security((), ("bearer" = []))
 )]

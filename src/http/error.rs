@@ -146,9 +146,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Recording an event is the write path clients retry on: whatever kept the
+/// store from recording it is a `503` with `Retry-After`, never an
+/// acknowledgement and never a bare `500`.
 impl From<InboxError> for ApiError {
     fn from(err: InboxError) -> Self {
-        Self::from_store(&err.0)
+        match err.0 {
+            StoreError::Other(_) => {
+                tracing::error!(error = %err.0, cause = %crate::error_chain(&err.0), "recording an event failed");
+                Self::unavailable("the store could not record the event; retry later")
+            }
+            other => Self::from_store(&other),
+        }
     }
 }
 
@@ -160,6 +169,10 @@ impl From<AppError> for ApiError {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
             }
             err @ AppError::NotFound(_) => Self::not_found(err.to_string()),
+            AppError::Io(message) => {
+                tracing::error!(error = %message, "writing an app's code failed");
+                Self::unavailable("the app's code could not be written; retry later")
+            }
             AppError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
             AppError::Store(err) => Self::from_store(&err),
             AppError::Backend(FunctionError::Conflict(message)) => {

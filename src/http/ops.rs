@@ -28,10 +28,14 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
     })
 }
 
-/// 200 when the store answers, else 503.
+/// 200 when the store answers and takes writes, else 503 (with `Retry-After`).
+///
+/// The store proves it takes writes by updating a heartbeat row (at most once
+/// a second); SQLite also checks that its file and WAL are still the files at
+/// their paths and writable (not removed, replaced or made read-only).
 #[utoipa::path(
     get, path = "/ready", tag = "operations",
-    responses((status = 200, body = Health), (status = 503, description = "Store unavailable", body = ErrorBody))
+    responses((status = 200, body = Health), (status = 503, description = "Store unavailable or not taking writes", body = ErrorBody))
 )]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     match state.store.ping().await {
@@ -41,7 +45,9 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiErr
         })),
         Err(err) => {
             tracing::warn!(error = %err, "readiness check failed");
-            Err(ApiError::unavailable("the store is not answering"))
+            Err(ApiError::unavailable(
+                "the store is not answering or cannot take writes",
+            ))
         }
     }
 }

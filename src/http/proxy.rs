@@ -117,7 +117,7 @@ pub async fn refuse_duplicate_host(request: Request, next: Next) -> Response {
 
 /// Serves `request` (for `host`, the authority it names) with app `app`.
 async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> Response {
-    let (Some(format), Ok(name)) = (proxy.apps.route(app), AppName::parse(app)) else {
+    let (Some(format), Ok(name)) = (proxy.apps.route(app).await, AppName::parse(app)) else {
         return ApiError::not_found(format!("no active app '{app}'")).into_response();
     };
     let source_ip = request

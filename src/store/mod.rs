@@ -9,6 +9,10 @@ mod records;
 mod rows;
 pub mod sqlite;
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
 use async_trait::async_trait;
 pub use records::{
     json_object, AppRecord, AppStatus, AppVersionRecord, EventRecord, EventStatus, JobFinish,
@@ -36,13 +40,15 @@ impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match err {
             sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                StoreError::Unavailable(err.into())
-            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err.into()),
             sqlx::Error::Database(ref db) => {
                 let class = match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
                     Some(pg) => postgres::classify(pg.code()),
-                    None if is_busy(db.code().as_deref()) => ErrorClass::Unavailable,
+                    None if sqlite_unavailable(db.code().as_deref()) => ErrorClass::Unavailable,
                     None => ErrorClass::Other,
                 };
                 match class {
@@ -69,9 +75,46 @@ enum ErrorClass {
     Other,
 }
 
-/// SQLITE_BUSY / SQLITE_LOCKED and their extended codes.
-fn is_busy(code: Option<&str>) -> bool {
-    matches!(code, Some(c) if c == "5" || c == "6" || c.parse::<i32>().is_ok_and(|n| n & 0xff == 5 || n & 0xff == 6))
+/// SQLite result codes (and their extended codes) that say the database
+/// cannot take the work now, whatever the statement: busy or locked, out of
+/// memory, read-only, I/O error, corrupt, disk full, cannot open, locking
+/// protocol, not a database. Constraint violations, SQL errors and the like
+/// are not among them.
+fn sqlite_unavailable(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|n| matches!(n & 0xff, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14 | 15 | 26))
+}
+
+/// How often a store's readiness check writes (its heartbeat row) at most;
+/// checks in between share the last outcome, so polling `/ready` cannot
+/// turn into a stream of commits.
+const WRITE_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs a store's write probe at most once per [`WRITE_PROBE_EVERY`].
+#[derive(Default)]
+pub(crate) struct WriteProbe {
+    last: tokio::sync::Mutex<Option<(Instant, Option<String>)>>,
+}
+
+impl WriteProbe {
+    pub(crate) async fn run<F: Future<Output = Result<(), StoreError>>>(
+        &self,
+        probe: impl FnOnce() -> F,
+    ) -> Result<(), StoreError> {
+        let mut last = self.last.lock().await;
+        if let Some((at, outcome)) = &*last {
+            if at.elapsed() < WRITE_PROBE_EVERY {
+                return match outcome {
+                    None => Ok(()),
+                    Some(message) => Err(StoreError::Unavailable(anyhow!("{message}"))),
+                };
+            }
+        }
+        let outcome = probe().await;
+        let failure = outcome.as_ref().err().map(|e| crate::error_chain(e));
+        *last = Some((Instant::now(), failure));
+        outcome
+    }
 }
 
 /// One atomic unit of work produced by an event handler: the tenant's new
@@ -102,7 +145,10 @@ pub type Claimed = Vec<EventRecord>;
 /// The store seam. Every method is a short transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Checks the database answers (for `/ready`).
+    /// Checks the database answers and still takes writes (for `/ready`):
+    /// a write to a heartbeat row (at most once a second, sharing the last
+    /// outcome in between) and, for SQLite, that the files it has open are
+    /// still the ones at their paths and writable.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Records one event durably before returning: `true` if it is new,
@@ -200,6 +246,22 @@ pub trait Store: Send + Sync + 'static {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<bool, StoreError>;
+    /// Takes over apps left `DEPLOYED` whose deploy stopped beating before
+    /// `expired_before` (its process died: see [`Store::renew_app_deploy`]);
+    /// each returned app now beats at `now_ms`, so one process alone settles
+    /// it. A deploy beats from the moment its version is stored.
+    async fn take_abandoned_deploys(
+        &self,
+        expired_before: i64,
+        now_ms: i64,
+    ) -> Result<Vec<AppRecord>, StoreError>;
+    /// Keeps the deploy of `version` beating while the app is `DEPLOYED` at it.
+    async fn renew_app_deploy(
+        &self,
+        name: &str,
+        version: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
     /// Sets an app's status (and error); `NotFound` for an unknown app.
     async fn set_app_status(
         &self,

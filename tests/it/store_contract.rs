@@ -115,11 +115,14 @@ contract! {
         abandoned_jobs_are_taken_once,
         app_versions_and_code_round_trip,
         a_deploy_settles_only_what_nothing_changed,
+        interrupted_deploys_are_taken_once_their_heartbeat_stops,
     ],
     database: [
         requeue_abandoned_respects_live_leases,
         concurrent_claims_never_overlap,
         concurrent_deploys_of_one_app_get_distinct_versions,
+        an_interrupted_deploy_is_taken_by_one_replica,
+        ready_and_writes_fail_as_unavailable_when_the_store_cannot_take_writes,
     ],
 }
 
@@ -885,6 +888,126 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
             "{elsewhere} then deployed"
         );
     }
+}
+
+/// A deploy beats from the moment its version is stored; one whose heartbeat
+/// stopped is taken (and beats for its taker); `ACTIVE` apps never are.
+async fn interrupted_deploys_are_taken_once_their_heartbeat_stops(store: Arc<dyn Store>) {
+    let names = |apps: Vec<orchestrator::store::AppRecord>| {
+        apps.into_iter().map(|a| a.name).collect::<Vec<_>>()
+    };
+    store
+        .add_app_version("cut", "{}", b"1", "sha", 1_000)
+        .await
+        .unwrap();
+    store
+        .add_app_version("done", "{}", b"1", "sha", 1_000)
+        .await
+        .unwrap();
+    assert!(store
+        .settle_app_deploy("done", 1, AppStatus::Active, None, 1_100)
+        .await
+        .unwrap());
+    assert_eq!(
+        names(store.take_abandoned_deploys(1_000, 1_500).await.unwrap()),
+        Vec::<String>::new(),
+        "stored at 1000: still beating"
+    );
+    store.renew_app_deploy("cut", 1, 5_000).await.unwrap();
+    assert!(store
+        .take_abandoned_deploys(4_000, 6_000)
+        .await
+        .unwrap()
+        .is_empty());
+    let taken = store.take_abandoned_deploys(5_001, 7_000).await.unwrap();
+    assert_eq!(names(taken.clone()), ["cut"]);
+    assert_eq!(
+        (taken[0].status, taken[0].current_version),
+        (AppStatus::Deployed, 1)
+    );
+    assert!(
+        store
+            .take_abandoned_deploys(5_001, 7_001)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the taker's heartbeat is at 7000"
+    );
+    // Renewing a version that is no longer current changes nothing.
+    store
+        .add_app_version("cut", "{}", b"2", "sha", 8_000)
+        .await
+        .unwrap();
+    store.renew_app_deploy("cut", 1, 20_000).await.unwrap();
+    assert_eq!(
+        names(store.take_abandoned_deploys(8_001, 9_000).await.unwrap()),
+        ["cut"]
+    );
+    // Settled, it is no longer taken, whatever the threshold.
+    assert!(store
+        .settle_app_deploy("cut", 2, AppStatus::Error, Some("failed"), 9_100)
+        .await
+        .unwrap());
+    assert!(store
+        .take_abandoned_deploys(i64::MAX, 10_000)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Replicas looking for interrupted deploys at once: one takes each.
+async fn an_interrupted_deploy_is_taken_by_one_replica(db: Database) {
+    let (a, b) = (db.open().await, db.open().await);
+    for name in ["one", "two", "three"] {
+        a.add_app_version(name, "{}", b"1", "sha", 1_000)
+            .await
+            .unwrap();
+    }
+    let (from_a, from_b) = futures::join!(
+        a.take_abandoned_deploys(2_000, 3_000),
+        b.take_abandoned_deploys(2_000, 3_000)
+    );
+    let mut taken: Vec<String> = from_a
+        .unwrap()
+        .into_iter()
+        .chain(from_b.unwrap())
+        .map(|r| r.name)
+        .collect();
+    taken.sort();
+    assert_eq!(taken, ["one", "three", "two"]);
+}
+
+/// `ping` (readiness) and writes fail as `Unavailable` once the store
+/// cannot take writes: SQLite's file removed under it, PostgreSQL gone.
+async fn ready_and_writes_fail_as_unavailable_when_the_store_cannot_take_writes(db: Database) {
+    let store = db.open().await;
+    store.ping().await.unwrap();
+    store.insert_event(event("ok", 1)).await.unwrap();
+    match db.dialect {
+        Dialect::Sqlite => {
+            let file = db.url.trim_start_matches("sqlite://");
+            std::fs::remove_file(file).unwrap();
+        }
+        Dialect::Postgres => {
+            // The pool closed: what an unreachable server looks like to callers.
+            let pg = PgStore::connect(&db.url).await.unwrap();
+            pg.close().await;
+            assert!(matches!(pg.ping().await, Err(StoreError::Unavailable(_))));
+            return;
+        }
+    }
+    assert!(matches!(
+        store.ping().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.insert_event(event("lost", 2)).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.add_app_version("x", "{}", b"1", "sha", 3).await,
+        Err(StoreError::Unavailable(_))
+    ));
 }
 
 // PostgreSQL only: what replicas sharing one database need beyond the contract.

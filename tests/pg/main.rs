@@ -19,6 +19,8 @@ mod common;
 mod gate;
 #[path = "../it/hardening_http.rs"]
 mod hardening_http;
+#[path = "../it/hardening_store.rs"]
+mod hardening_store;
 #[path = "../it/inbox.rs"]
 mod inbox;
 #[path = "../it/library.rs"]

@@ -55,11 +55,12 @@ pub async fn add_version(
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "INSERT INTO apps (name, status, current_version, config, last_error, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, NULL, $5, $5) \
+        "INSERT INTO apps (name, status, current_version, config, last_error, created_at, updated_at, deploy_heartbeat_at) \
+         VALUES ($1, $2, $3, $4, NULL, $5, $5, $5) \
          ON CONFLICT (name) DO UPDATE SET \
          status = CASE apps.status WHEN $6 THEN $6 ELSE $2 END, \
-         current_version = $3, config = $4, last_error = NULL, updated_at = $5",
+         current_version = $3, config = $4, last_error = NULL, updated_at = $5, \
+         deploy_heartbeat_at = $5",
     )
     .bind(name)
     .bind(AppStatus::Deployed.as_str())
@@ -161,4 +162,48 @@ pub async fn settle_deploy(
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Apps left `DEPLOYED` whose deploy stopped beating before `expired_before`,
+/// now beating at `now_ms` for the caller.
+pub async fn take_abandoned_deploys(
+    pool: &PgPool,
+    expired_before: i64,
+    now_ms: i64,
+) -> Result<Vec<AppRecord>, StoreError> {
+    let sql = format!(
+        "UPDATE apps SET deploy_heartbeat_at = $2 \
+         WHERE status = $3 AND COALESCE(deploy_heartbeat_at, updated_at) < $1 \
+         RETURNING {APP_COLUMNS}"
+    );
+    let mut apps = sqlx::query(&sql)
+        .bind(expired_before)
+        .bind(now_ms)
+        .bind(AppStatus::Deployed.as_str())
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(app_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    apps.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(apps)
+}
+
+pub async fn renew_deploy(
+    pool: &PgPool,
+    name: &str,
+    version: i64,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE apps SET deploy_heartbeat_at = $3 \
+         WHERE name = $1 AND current_version = $2 AND status = $4",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(now_ms)
+    .bind(AppStatus::Deployed.as_str())
+    .execute(pool)
+    .await?;
+    Ok(())
 }

@@ -24,7 +24,7 @@ use sqlx::PgPool;
 
 use super::{
     AppRecord, AppStatus, AppVersionRecord, Claimed, Commit, ErrorClass, EventOutcome, EventRecord,
-    EventStatus, JobRecord, NewEvent, Store, StoreError, TenantRecord,
+    EventStatus, JobRecord, NewEvent, Store, StoreError, TenantRecord, WriteProbe,
 };
 
 /// Connections per process: the dispatcher's concurrency, the HTTP handlers
@@ -42,6 +42,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("src/store/migrations/postgres");
 pub struct PgStore {
     pool: PgPool,
     inserts: Arc<batch::Batcher>,
+    probe: Arc<WriteProbe>,
 }
 
 impl PgStore {
@@ -60,7 +61,11 @@ impl PgStore {
             .await
             .map_err(StoreError::from)?;
         let inserts = Arc::new(batch::Batcher::start(pool.clone()));
-        Ok(Self { pool, inserts })
+        Ok(Self {
+            pool,
+            inserts,
+            probe: Arc::default(),
+        })
     }
 
     /// Applies the embedded migrations (`migrations/postgres`). sqlx's
@@ -124,8 +129,12 @@ pub(super) fn classify(sqlstate: &str) -> ErrorClass {
         "25006" | "55P03" => ErrorClass::Unavailable,
         // connection exceptions, insufficient resources (too many connections,
         // disk full, out of memory), operator intervention (shutdown,
-        // cannot connect now, statement timeout)
-        code if code.starts_with("08") || code.starts_with("53") || code.starts_with("57") => {
+        // cannot connect now, statement timeout), system errors (I/O)
+        code if code.starts_with("08")
+            || code.starts_with("53")
+            || code.starts_with("57")
+            || code.starts_with("58") =>
+        {
             ErrorClass::Unavailable
         }
         _ => ErrorClass::Other,
@@ -136,7 +145,18 @@ pub(super) fn classify(sqlstate: &str) -> ErrorClass {
 impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.probe
+            .run(|| async {
+                sqlx::query(
+                    "INSERT INTO store_heartbeat (id, beat_at) VALUES (1, $1) \
+                     ON CONFLICT (id) DO UPDATE SET beat_at = excluded.beat_at",
+                )
+                .bind(crate::now_ms())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            })
+            .await
     }
 
     async fn insert_event(&self, event: NewEvent) -> Result<bool, StoreError> {
@@ -268,6 +288,23 @@ impl Store for PgStore {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         apps::settle_deploy(&self.pool, name, version, status, error, now_ms).await
+    }
+
+    async fn take_abandoned_deploys(
+        &self,
+        expired_before: i64,
+        now_ms: i64,
+    ) -> Result<Vec<AppRecord>, StoreError> {
+        apps::take_abandoned_deploys(&self.pool, expired_before, now_ms).await
+    }
+
+    async fn renew_app_deploy(
+        &self,
+        name: &str,
+        version: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        apps::renew_deploy(&self.pool, name, version, now_ms).await
     }
 
     async fn set_app_status(

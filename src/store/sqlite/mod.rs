@@ -6,11 +6,13 @@
 //! prepared single-row inserts, without sqlx's per-query hops.
 
 mod apps;
+mod guard;
 mod rows;
 mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,14 +24,22 @@ use self::rows::{
 };
 use super::{
     AppRecord, AppStatus, AppVersionRecord, Claimed, Commit, EventOutcome, EventRecord,
-    EventStatus, JobRecord, NewEvent, Store, StoreError, TenantRecord,
+    EventStatus, JobRecord, NewEvent, Store, StoreError, TenantRecord, WriteProbe,
 };
 
 /// SQLite implementation of [`Store`].
+///
+/// Every write first checks that the database file and its WAL are still
+/// the files opened at start, and writable ([`guard`]): a write into a
+/// removed file would be lost at the next start, so it is refused as
+/// `Unavailable` instead; event ingestion checks again after its commit
+/// before it acknowledges.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: writer::EventWriter,
+    files: Arc<guard::FileGuard>,
+    probe: Arc<WriteProbe>,
 }
 
 impl SqliteStore {
@@ -59,8 +69,22 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Other(e.into()))?;
-        let writer = writer::EventWriter::open(Path::new(options.get_filename()))?;
-        Ok(Self { pool, writer })
+        let path = Path::new(options.get_filename());
+        // The pool keeps the WAL the migrations created open, and the
+        // writer's connection keeps it from here on.
+        let files = Arc::new(guard::FileGuard::record(path)?);
+        let writer = writer::EventWriter::open(path, files.clone())?;
+        Ok(Self {
+            pool,
+            writer,
+            files,
+            probe: Arc::default(),
+        })
+    }
+
+    /// `Unavailable` when a write now would not be in the files read at the next start.
+    fn writable(&self) -> Result<(), StoreError> {
+        self.files.check()
     }
 
     /// Closes the store: every later call fails as `Unavailable` (used by fault tests).
@@ -88,8 +112,20 @@ fn push_event_values<'a>(builder: &mut QueryBuilder<'a, Sqlite>, events: &'a [Ne
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
+        self.writable()?;
         sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.probe
+            .run(|| async {
+                sqlx::query(
+                    "INSERT INTO store_heartbeat (id, beat_at) VALUES (1, ?1) \
+                     ON CONFLICT (id) DO UPDATE SET beat_at = excluded.beat_at",
+                )
+                .bind(crate::now_ms())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            })
+            .await
     }
 
     async fn insert_event(&self, event: NewEvent) -> Result<bool, StoreError> {
@@ -102,6 +138,7 @@ impl Store for SqliteStore {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Claimed, StoreError> {
+        self.writable()?;
         let sql = format!(
             "UPDATE events SET status = 'processing', attempts = attempts + 1, lease_until = ?1 + ?2, updated_at = ?1 \
              WHERE id IN (SELECT id FROM events \
@@ -131,6 +168,7 @@ impl Store for SqliteStore {
         outcome: EventOutcome,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        self.writable()?;
         let (status, error, note, next) = match outcome {
             EventOutcome::Succeeded { note } => (EventStatus::Succeeded, None, note, now_ms),
             EventOutcome::Failed { error } => (EventStatus::Failed, Some(error), None, now_ms),
@@ -155,6 +193,7 @@ impl Store for SqliteStore {
     }
 
     async fn requeue_abandoned(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.writable()?;
         let done = sqlx::query(
             "UPDATE events SET status = 'received', lease_until = NULL, next_attempt_at = ?1, updated_at = ?1 \
              WHERE status = 'processing'",
@@ -197,6 +236,7 @@ impl Store for SqliteStore {
     }
 
     async fn retry_event(&self, id: &str, now_ms: i64) -> Result<EventRecord, StoreError> {
+        self.writable()?;
         let sql = format!(
             "UPDATE events SET status = 'received', attempts = 0, next_attempt_at = ?2, lease_until = NULL, \
              updated_at = ?2 WHERE id = ?1 AND status IN ('failed', 'dead', 'succeeded') RETURNING {EVENT_COLUMNS}"
@@ -271,6 +311,7 @@ impl Store for SqliteStore {
         expired_before: i64,
         lease_until_ms: i64,
     ) -> Result<Vec<JobRecord>, StoreError> {
+        self.writable()?;
         let sql = format!(
             "UPDATE jobs SET lease_until = ?3 \
              WHERE status = 'running' AND backend = ?1 \
@@ -296,6 +337,7 @@ impl Store for SqliteStore {
         ids: &[String],
         lease_until_ms: i64,
     ) -> Result<(), StoreError> {
+        self.writable()?;
         let mut tx = self.pool.begin().await?;
         for id in ids {
             sqlx::query("UPDATE jobs SET lease_until = ?2 WHERE id = ?1 AND status = 'running'")
@@ -316,6 +358,7 @@ impl Store for SqliteStore {
         now_ms: i64,
         lease_until_ms: i64,
     ) -> Result<(), StoreError> {
+        self.writable()?;
         // A job may already have finished (a fast job reports before this
         // runs): then only its backend id is recorded.
         let done = sqlx::query(
@@ -347,6 +390,7 @@ impl Store for SqliteStore {
         code_sha256: &str,
         now_ms: i64,
     ) -> Result<i64, StoreError> {
+        self.writable()?;
         apps::add_version(&self.pool, name, config, code, code_sha256, now_ms).await
     }
 
@@ -374,7 +418,27 @@ impl Store for SqliteStore {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        self.writable()?;
         apps::settle_deploy(&self.pool, name, version, status, error, now_ms).await
+    }
+
+    async fn take_abandoned_deploys(
+        &self,
+        expired_before: i64,
+        now_ms: i64,
+    ) -> Result<Vec<AppRecord>, StoreError> {
+        self.writable()?;
+        apps::take_abandoned_deploys(&self.pool, expired_before, now_ms).await
+    }
+
+    async fn renew_app_deploy(
+        &self,
+        name: &str,
+        version: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        apps::renew_deploy(&self.pool, name, version, now_ms).await
     }
 
     async fn set_app_status(
@@ -384,10 +448,12 @@ impl Store for SqliteStore {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        self.writable()?;
         apps::set_status(&self.pool, name, status, error, now_ms).await
     }
 
     async fn commit(&self, commit: Commit, now_ms: i64) -> Result<(), StoreError> {
+        self.writable()?;
         let mut tx = self.pool.begin().await?;
         if let Some(write) = &commit.tenant {
             let t = &write.record;

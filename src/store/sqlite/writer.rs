@@ -5,7 +5,10 @@
 //! `BEGIN IMMEDIATE` transaction, commits with a single fsync and answers each
 //! caller. While it commits, the next batch gathers, so batches grow with the
 //! load and latency stays at about two commits. `ON CONFLICT DO NOTHING` plus
-//! the row count tells new events from redeliveries exactly.
+//! the row count tells new events from redeliveries exactly. Each batch is
+//! refused (`Unavailable`) unless the database files are still the ones a
+//! restart reads ([`FileGuard`]), before the insert and again after the
+//! commit: an event is acknowledged only once it is in those files.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +19,7 @@ use anyhow::anyhow;
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 use tokio::sync::oneshot;
 
+use super::guard::FileGuard;
 use crate::store::{EventStatus, NewEvent, StoreError};
 
 /// Most events in one commit.
@@ -38,8 +42,14 @@ fn store_error(err: &rusqlite::Error) -> StoreError {
         Some(
             ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseLocked
+            | ErrorCode::OutOfMemory
+            | ErrorCode::ReadOnly
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DatabaseCorrupt
             | ErrorCode::DiskFull
-            | ErrorCode::CannotOpen,
+            | ErrorCode::CannotOpen
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::NotADatabase,
         ) => StoreError::Unavailable(cause),
         _ => StoreError::Other(cause),
     }
@@ -71,7 +81,7 @@ fn insert(conn: &mut Connection, events: &[NewEvent]) -> Result<Vec<bool>, rusql
 
 impl EventWriter {
     /// Opens a connection to the (already migrated) database and starts the thread.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, files: Arc<FileGuard>) -> Result<Self, StoreError> {
         let conn = Connection::open(path).map_err(|e| store_error(&e))?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(|e| store_error(&e))?;
@@ -100,16 +110,24 @@ impl EventWriter {
                             let _ = reply.send(Err(StoreError::Unavailable(anyhow!("the store is closed"))));
                         }
                     } else {
-                        match insert(&mut conn, &events) {
+                        let recorded = files.check().and_then(|()| {
+                            let flags = insert(&mut conn, &events).map_err(|e| {
+                                tracing::warn!(error = %e, batch = events.len(), "recording events failed");
+                                store_error(&e)
+                            })?;
+                            files.check().map(|()| flags)
+                        });
+                        match recorded {
                             Ok(flags) => {
                                 for (reply, new) in replies.drain(..).zip(flags) {
                                     let _ = reply.send(Ok(new));
                                 }
                             }
                             Err(err) => {
-                                tracing::warn!(error = %err, batch = events.len(), "recording events failed");
+                                let cause = crate::error_chain(&err);
+                                tracing::warn!(error = %cause, batch = events.len(), "events refused: the store cannot record them");
                                 for reply in replies.drain(..) {
-                                    let _ = reply.send(Err(store_error(&err)));
+                                    let _ = reply.send(Err(StoreError::Unavailable(anyhow!("{cause}"))));
                                 }
                             }
                         }
