@@ -38,7 +38,7 @@ PY
 
 declare -A URL
 for mode in sandbox none; do
-  ORCHESTRATOR_FUNCTIONS_ISOLATION=$mode RUST_LOG=warn \
+  ORCHESTRATOR_FUNCTIONS_ISOLATION=$mode \
     "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/$mode" > "$WORK/$mode.log" 2>&1 &
   PIDS+=($!)
   URL[$mode]=$(wait_url "$WORK/$mode.log")

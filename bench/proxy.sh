@@ -52,6 +52,7 @@ ARCHIVE=$(zip_seed)
 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/orch" > "$WORK/orch.log" 2>&1 &
 ORCH_PID=$!; PIDS+=($ORCH_PID)
 ORCH_URL=$(wait_url "$WORK/orch.log")
+echo "orchestrator /health: $(curl -sf "$ORCH_URL/health")" >&2
 curl -sf -XPOST "$ORCH_URL/apps/deploy" -H 'content-type: application/json' \
   -d "{\"name\":\"seed\",\"archive\":\"$ARCHIVE\"}" > /dev/null
 # plain node
@@ -96,9 +97,14 @@ for sys in orch node sls; do
 done
 
 idle_rss() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
+descendants() { # a process and all its descendants (a sandboxed worker is bwrap -> bwrap -> node)
+  local child
+  echo "$1"
+  for child in $(pgrep -P "$1" 2>/dev/null); do descendants "$child"; done
+}
 tree_hwm() { # sum of VmHWM (KiB) over a process and its descendants
   local total=0 pid
-  for pid in $1 $(pgrep -P "$1" 2>/dev/null) $(for c in $(pgrep -P "$1" 2>/dev/null); do pgrep -P "$c"; done); do
+  for pid in $(descendants "$1"); do
     total=$((total + $(awk '/VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)))
   done
   echo $total
@@ -106,7 +112,7 @@ tree_hwm() { # sum of VmHWM (KiB) over a process and its descendants
 
 tree_pss() { # sum of Pss (KiB) over a process and its descendants: shared pages (the node binary) counted once
   local total=0 pid
-  for pid in $1 $(pgrep -P "$1" 2>/dev/null); do
+  for pid in $(descendants "$1"); do
     total=$((total + $(awk '/^Pss:/ {print $2}' /proc/$pid/smaps_rollup 2>/dev/null || echo 0)))
   done
   echo $total
