@@ -3,6 +3,8 @@
 # envelopes (each recorded durably in SQLite, jobs not run: --role api),
 # side by side with a trivial axum handler (the machine's ceiling).
 # Usage: bench/events.sh [seconds-per-run] [reps]   (default 15 s, 3 reps)
+# BASELINE=/path/to/an/older/orchestrator runs that build too, in the same
+# round robin, for a before/after figure from one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-15}
@@ -37,6 +39,11 @@ start ceiling "$BIN/examples/bench_ceiling"
 start orch "$BIN/orchestrator" serve --role api --listen 127.0.0.1:0 --data-dir "$WORK/data"
 CEILING_URL=$ceiling_URL
 ORCH_URL=$orch_URL
+TARGETS="ceiling orch"
+if [ -n "${BASELINE:-}" ]; then
+  start base "$BASELINE" serve --role api --listen 127.0.0.1:0 --data-dir "$WORK/base"
+  TARGETS="ceiling orch base"
+fi
 echo "ceiling: $CEILING_URL  orchestrator: $ORCH_URL  (${DURATION}s x $REPS reps, $CONNS connections)" >&2
 idle_rss=$(awk '/VmRSS/ {print $2}' /proc/$orch_PID/status)
 
@@ -56,12 +63,13 @@ RUN=1
 wrk -t2 -c"$CONNS" -d5s -s bench/post_envelope.lua "$CEILING_URL/events/TENANT_PROVISIONING" -- "$RUN" >/dev/null
 DURATION_SAVED=$DURATION; DURATION=5
 read -r _ _ _ warm_reqs warm_bad < <(run "$ORCH_URL" 2)
+[ -n "${BASELINE:-}" ] && run "$base_URL" 2 > /dev/null
 DURATION=$DURATION_SAVED
 total_ok=0
 : > "$WORK/results"
 for rep in $(seq "$REPS"); do
-  for target in ceiling orch; do
-    url=$CEILING_URL; [ "$target" = orch ] && url=$ORCH_URL
+  for target in $TARGETS; do
+    case $target in ceiling) url=$CEILING_URL;; orch) url=$ORCH_URL;; base) url=$base_URL;; esac
     RUN=$((RUN + 1))
     read -r rps p50 p99 reqs bad < <(run "$url" "$((RUN + 1))")
     echo "$target $rps $p50 $p99 $reqs $bad" >> "$WORK/results"
@@ -86,5 +94,9 @@ echo "| axum ceiling (stores nothing) | $c_rps | $(awk '$1=="ceiling" {print $3}
 echo "| orchestrator --role api (SQLite, durable) | $o_rps | $o_p50 | $o_p99 | $((peak_rss / 1024)) MiB (idle $((idle_rss / 1024)) MiB) |"
 echo
 echo "ratio: $(awk -v a="$o_rps" -v b="$c_rps" 'BEGIN {printf "%.1f%%", 100*a/b}') of the ceiling"
+if [ -n "${BASELINE:-}" ]; then
+  b_rps=$(awk '$1=="base" {print $2}' "$WORK/results" | median)
+  echo "baseline ($BASELINE): $b_rps req/s, p50 $(awk '$1=="base" {print $3}' "$WORK/results" | median) ms, p99 $(awk '$1=="base" {print $4}' "$WORK/results" | median) ms: $(awk -v a="$b_rps" -v b="$c_rps" 'BEGIN {printf "%.1f%%", 100*a/b}') of the ceiling; this build = $(awk -v a="$o_rps" -v b="$b_rps" 'BEGIN {printf "%.1f%%", 100*a/b}') of the baseline"
+fi
 echo "events stored: $stored; acknowledged with 200 (warm-up included): $acked"
 [ "$stored" -ge "$acked" ] || { echo "FAIL: fewer events stored than acknowledged" >&2; exit 1; }

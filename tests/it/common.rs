@@ -138,6 +138,16 @@ impl TestApp {
         self.dir.path()
     }
 
+    /// `GET <path>` on app `name` through the proxy (`Host: <name>.localhost`).
+    pub async fn app_get(&self, name: &str, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .header("host", format!("{name}.localhost"))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// POSTs raw bytes with a JSON content type.
     pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
         let response = self

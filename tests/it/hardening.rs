@@ -46,13 +46,7 @@ async fn deploy_ok(app: &TestApp, name: &str, files: &[(&str, &str)], extra: Val
 
 /// `GET <path>` on app `name`; the status and the body.
 async fn call(app: &TestApp, name: &str, path: &str) -> (u16, String) {
-    let response = app
-        .client
-        .get(format!("{}{path}", app.url))
-        .header("host", format!("{name}.localhost"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.app_get(name, path).await;
     (
         response.status().as_u16(),
         response.text().await.unwrap_or_default(),

@@ -149,13 +149,7 @@ async fn a_process_serving_no_apps_refuses_two_hosts_too() {
 
 /// `GET /?{query}` on app `name`: status, headers and body.
 async fn call(app: &TestApp, name: &str, path: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let response = app
-        .client
-        .get(format!("{}{path}", app.url))
-        .header("host", format!("{name}.localhost"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.app_get(name, path).await;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     (status, headers, response.bytes().await.unwrap().to_vec())

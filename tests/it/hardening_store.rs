@@ -166,13 +166,7 @@ fn disk_usage(root: &Path) -> u64 {
 }
 
 async fn to_app(app: &TestApp, name: &str) -> (u16, String) {
-    let response = app
-        .client
-        .get(format!("{}/", app.url))
-        .header("host", format!("{name}.localhost"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.app_get(name, "/").await;
     (response.status().as_u16(), response.text().await.unwrap())
 }
 

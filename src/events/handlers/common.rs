@@ -55,17 +55,72 @@ pub fn environment_override(detail: &Map<String, Value>) -> Map<String, Value> {
     }
 }
 
+/// The one level of a body [`check_override_names`] walks down: the fields
+/// on the way to the override, each kept as raw text (skipped, not built).
+#[derive(serde::Deserialize)]
+struct Level<'a> {
+    #[serde(borrow, default)]
+    detail: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default, rename = "detail-type")]
+    detail_type: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default, rename = "builderConfig")]
+    builder_config: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    config: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default, rename = "environmentOverride")]
+    environment_override: Option<&'a serde_json::value::RawValue>,
+}
+
+/// An object's level, or `None` for any other value (which the handler ignores too).
+fn level(raw: Option<&serde_json::value::RawValue>) -> Result<Option<Level<'_>>, String> {
+    match raw.map(serde_json::value::RawValue::get) {
+        Some(text) if text.starts_with('{') => {
+            serde_json::from_str(text).map(Some).map_err(|e| e.to_string())
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Refuses a body whose environment override names a variable the rule of
 /// [`crate::envvars`] refuses, before it is stored: the message names it.
+/// The override is found where [`environment_override`] reads it (in
+/// `detail` for an envelope); the rest of the body is skipped, not built.
 /// Bodies that cannot spell the key (neither the word nor an escape) are
-/// not parsed again.
+/// not read again at all. A field on the way given twice is refused: the
+/// handler would read the last one.
 pub fn check_override_names(payload: &str) -> Result<(), String> {
     if !payload.contains("nvironment") && !payload.contains("\\u") {
         return Ok(());
     }
-    let detail = crate::events::envelope::detail_of(payload).map_err(|e| e.to_string())?;
-    let overrides = environment_override(&detail);
-    crate::envvars::check_names(overrides.keys().map(String::as_str))
+    if !payload.trim_start().starts_with('{') {
+        return Ok(());
+    }
+    let top: Level<'_> = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+    let envelope = top.detail_type.is_some()
+        && top
+            .detail
+            .is_some_and(|d| d.get().starts_with('{'));
+    let detail = match envelope {
+        true => level(top.detail)?,
+        false => Some(top),
+    };
+    let Some(config) = level(detail.and_then(|d| d.builder_config))?
+        .map(|b| level(b.config))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(());
+    };
+    let Some(overrides) = config
+        .environment_override
+        .map(serde_json::value::RawValue::get)
+        .filter(|text| text.starts_with('{'))
+    else {
+        return Ok(());
+    };
+    let names: std::collections::BTreeMap<std::borrow::Cow<'_, str>, serde::de::IgnoredAny> =
+        serde_json::from_str(overrides).map_err(|e| e.to_string())?;
+    crate::envvars::check_names(names.keys().map(|k| k.as_ref()))
         .map_err(|e| format!("builderConfig.config.environmentOverride: {e}"))
 }
 
@@ -174,6 +229,36 @@ mod tests {
 
     fn detail(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn override_names_are_checked_where_the_handler_reads_them() {
+        let bad = json!({"builderConfig": {"config": {"environmentOverride": {"LD_PRELOAD": "x"}}}});
+        let ok = json!({"builderConfig": {"config": {"environmentOverride": {"REGION": "eu"}}}});
+        let envelope = |detail: &Value| {
+            json!({"id": "1", "detail-type": "TENANT_PROVISIONING", "detail": detail}).to_string()
+        };
+        for body in [bad.to_string(), envelope(&bad)] {
+            let err = check_override_names(&body).unwrap_err();
+            assert!(err.contains("'LD_PRELOAD'"), "{err}");
+        }
+        for body in [ok.to_string(), envelope(&ok)] {
+            assert_eq!(check_override_names(&body), Ok(()));
+        }
+        // An escaped key is the same key to the handler.
+        let escaped = r#"{"builderConfig":{"config":{"environment\u004fverride":{"BASH_ENV":"x"}}}}"#;
+        assert!(check_override_names(escaped).is_err());
+        // Where the handler finds no object, there is nothing to check.
+        for body in [
+            r#"{"builderConfig": "environment"}"#,
+            r#"{"builderConfig": {"config": {"environmentOverride": ["LD_PRELOAD"]}}}"#,
+            r#"{"environmentOverride": {"LD_PRELOAD": "x"}}"#,
+        ] {
+            assert_eq!(check_override_names(body), Ok(()), "{body}");
+        }
+        // Given twice, a field on the way is ambiguous: refused.
+        let twice = r#"{"builderConfig":{"config":{"environmentOverride":{"A":"1"}},"config":{}}}"#;
+        assert!(check_override_names(twice).is_err());
     }
 
     #[test]
