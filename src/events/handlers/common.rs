@@ -89,9 +89,34 @@ fn level(raw: Option<&serde_json::value::RawValue>) -> Result<Option<Level<'_>>,
 /// not read again at all. A field on the way given twice is refused: the
 /// handler would read the last one.
 pub fn check_override_names(payload: &str) -> Result<(), String> {
-    if !payload.contains("nvironment") && !payload.contains("\\u") {
-        return Ok(());
+    if payload.contains("\\u") {
+        // An escape could spell the key: walk the handler's own path.
+        return check_override_path(payload);
     }
+    // Without escapes the key is spelled as is: each object that follows it
+    // is checked, wherever it stands (a superset of the handler's path), and
+    // the rest of the body is not read again.
+    for (at, _) in payload.match_indices("\"environmentOverride\"") {
+        let rest = payload[at + "\"environmentOverride\"".len()..].trim_start();
+        let Some(value) = rest.strip_prefix(':').map(str::trim_start) else {
+            continue;
+        };
+        if !value.starts_with('{') {
+            continue;
+        }
+        let mut objects = serde_json::Deserializer::from_str(value)
+            .into_iter::<std::collections::BTreeMap<std::borrow::Cow<'_, str>, serde::de::IgnoredAny>>();
+        if let Some(Ok(names)) = objects.next() {
+            crate::envvars::check_names(names.keys().map(|k| k.as_ref()))
+                .map_err(|e| format!("builderConfig.config.environmentOverride: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// [`check_override_names`] for a body with escapes: the override is found
+/// where [`environment_override`] reads it.
+fn check_override_path(payload: &str) -> Result<(), String> {
     if !payload.trim_start().starts_with('{') {
         return Ok(());
     }
@@ -248,16 +273,19 @@ mod tests {
         // An escaped key is the same key to the handler.
         let escaped = r#"{"builderConfig":{"config":{"environment\u004fverride":{"BASH_ENV":"x"}}}}"#;
         assert!(check_override_names(escaped).is_err());
-        // Where the handler finds no object, there is nothing to check.
+        // Where there is no override object, there is nothing to check.
         for body in [
             r#"{"builderConfig": "environment"}"#,
             r#"{"builderConfig": {"config": {"environmentOverride": ["LD_PRELOAD"]}}}"#,
-            r#"{"environmentOverride": {"LD_PRELOAD": "x"}}"#,
+            r#"{"note": "\"environmentOverride\": {\"LD_PRELOAD\": 1}"}"#,
         ] {
             assert_eq!(check_override_names(body), Ok(()), "{body}");
         }
-        // Given twice, a field on the way is ambiguous: refused.
-        let twice = r#"{"builderConfig":{"config":{"environmentOverride":{"A":"1"}},"config":{}}}"#;
+        // An override object anywhere is held to the rule (a superset of the handler's path).
+        let elsewhere = r#"{"environmentOverride": {"LD_PRELOAD": "x"}}"#;
+        assert!(check_override_names(elsewhere).is_err());
+        // With escapes, the handler's path is walked; a field on it given twice is refused.
+        let twice = r#"{"builderConfig":{"config":{"environmentOverride":{"A":"\u0031"}},"config":{}}}"#;
         assert!(check_override_names(twice).is_err());
     }
 
