@@ -74,9 +74,9 @@ struct Level<'a> {
 /// An object's level, or `None` for any other value (which the handler ignores too).
 fn level(raw: Option<&serde_json::value::RawValue>) -> Result<Option<Level<'_>>, String> {
     match raw.map(serde_json::value::RawValue::get) {
-        Some(text) if text.starts_with('{') => {
-            serde_json::from_str(text).map(Some).map_err(|e| e.to_string())
-        }
+        Some(text) if text.starts_with('{') => serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| e.to_string()),
         _ => Ok(None),
     }
 }
@@ -121,10 +121,8 @@ fn check_override_path(payload: &str) -> Result<(), String> {
         return Ok(());
     }
     let top: Level<'_> = serde_json::from_str(payload).map_err(|e| e.to_string())?;
-    let envelope = top.detail_type.is_some()
-        && top
-            .detail
-            .is_some_and(|d| d.get().starts_with('{'));
+    let envelope =
+        top.detail_type.is_some() && top.detail.is_some_and(|d| d.get().starts_with('{'));
     let detail = match envelope {
         true => level(top.detail)?,
         false => Some(top),
@@ -258,7 +256,8 @@ mod tests {
 
     #[test]
     fn override_names_are_checked_where_the_handler_reads_them() {
-        let bad = json!({"builderConfig": {"config": {"environmentOverride": {"LD_PRELOAD": "x"}}}});
+        let bad =
+            json!({"builderConfig": {"config": {"environmentOverride": {"LD_PRELOAD": "x"}}}});
         let ok = json!({"builderConfig": {"config": {"environmentOverride": {"REGION": "eu"}}}});
         let envelope = |detail: &Value| {
             json!({"id": "1", "detail-type": "TENANT_PROVISIONING", "detail": detail}).to_string()
@@ -271,7 +270,8 @@ mod tests {
             assert_eq!(check_override_names(&body), Ok(()));
         }
         // An escaped key is the same key to the handler.
-        let escaped = r#"{"builderConfig":{"config":{"environment\u004fverride":{"BASH_ENV":"x"}}}}"#;
+        let escaped =
+            r#"{"builderConfig":{"config":{"environment\u004fverride":{"BASH_ENV":"x"}}}}"#;
         assert!(check_override_names(escaped).is_err());
         // Where there is no override object, there is nothing to check.
         for body in [
@@ -285,7 +285,8 @@ mod tests {
         let elsewhere = r#"{"environmentOverride": {"LD_PRELOAD": "x"}}"#;
         assert!(check_override_names(elsewhere).is_err());
         // With escapes, the handler's path is walked; a field on it given twice is refused.
-        let twice = r#"{"builderConfig":{"config":{"environmentOverride":{"A":"\u0031"}},"config":{}}}"#;
+        let twice =
+            r#"{"builderConfig":{"config":{"environmentOverride":{"A":"\u0031"}},"config":{}}}"#;
         assert!(check_override_names(twice).is_err());
     }
 
