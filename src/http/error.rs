@@ -75,14 +75,6 @@ impl ApiError {
         }
     }
 
-    fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal server error",
-        )
-    }
-
     fn from_store(err: &StoreError) -> Self {
         match err {
             StoreError::NotFound => Self::not_found("not found"),
@@ -92,9 +84,11 @@ impl ApiError {
             StoreError::Unavailable(_) => {
                 Self::unavailable("the store is unavailable; retry later")
             }
+            // Whatever else kept the store from answering is on the store's side, not the
+            // client's: a 503 the client may retry, never a bare 500.
             StoreError::Other(_) => {
                 tracing::error!(error = %err, cause = %crate::error_chain(err), "store error");
-                Self::internal()
+                Self::unavailable("the store failed; retry later")
             }
         }
     }
@@ -212,5 +206,25 @@ impl From<QueryRejection> for ApiError {
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         Self::bad_request("invalid_path", rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_store_failure_is_a_retryable_503() {
+        for err in [
+            StoreError::Unavailable(anyhow::anyhow!("pool timed out")),
+            StoreError::Other(anyhow::anyhow!("disk I/O error")),
+        ] {
+            let response = ApiError::from(err).into_response();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        }
+        let conflict = ApiError::from(StoreError::Conflict("changed".into())).into_response();
+        assert_eq!(conflict.status(), StatusCode::CONFLICT);
+        assert!(conflict.headers().get(header::RETRY_AFTER).is_none());
     }
 }
