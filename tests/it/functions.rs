@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::eventually;
 use orchestrator::apps::{validate, AppName, DeployRequest, FunctionConfig};
 use orchestrator::functions::local::{LocalFunctions, LocalOptions, Scaling};
 use orchestrator::functions::{Deployment, FunctionBackend, FunctionError};
@@ -175,9 +176,10 @@ async fn the_seed_lambda_runs_on_node_and_stays_warm() {
         let result = backend.invoke(&pid, b"{}".to_vec()).await.unwrap();
         pids.insert(map_result(PayloadFormat::V1, &result).unwrap().body);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(pids.len(), 1, "one worker served every call");
-    assert_eq!(backend.idle_workers(&pid), 1, "and no other was started");
+    // Every call was answered and nothing is queued: no later start can happen.
+    assert_eq!(backend.workers_started(&pid), 1, "and no other was started");
+    assert_eq!(backend.idle_workers(&pid), 1);
 }
 
 #[tokio::test]
@@ -555,12 +557,11 @@ async fn beyond_one_worker_per_cpu_short_invocations_share_the_warm_workers() {
         (1..=2).contains(&pids.len()),
         "16 concurrent short invocations stay on the CPUs' two workers: {pids:?}"
     );
-    // Longer than a worker's start: one started late would be counted by now.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
     // Both eager workers start in the first round, but on a loaded machine
     // the first one up may serve every call before the second is ready: the
-    // second then idles unused, which is fine. A third is not.
-    let workers = backend.idle_workers(&app);
+    // second then idles unused, which is fine. A third is not (and with
+    // every call answered, none can start later).
+    let workers = backend.workers_started(&app) as usize;
     assert!(
         (pids.len()..=2).contains(&workers),
         "no third worker started: {workers} workers, {} served",
@@ -569,14 +570,14 @@ async fn beyond_one_worker_per_cpu_short_invocations_share_the_warm_workers() {
 }
 
 /// The bash bootstraps below use curl, as AWS's tutorial does (`.ci/run`
-/// requires it; elsewhere those tests say they are skipped).
+/// requires it; see [`crate::require`]).
 fn has_curl() -> bool {
     let found = std::process::Command::new("curl")
         .arg("--version")
         .output()
         .is_ok();
     if !found {
-        eprintln!("skipped: curl is not installed");
+        crate::require::missing("curl is not installed (the bash bootstrap tests use it)");
     }
     found
 }
@@ -1012,8 +1013,12 @@ async fn a_caller_that_goes_away_does_not_cancel_its_invocation() {
     )
     .await;
     assert!(gave_up.is_err(), "the invocation takes 300 ms");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "done");
+    // Done, and the worker is back waiting for the next event.
+    eventually(|| async {
+        let done = std::fs::read_to_string(&marker).unwrap_or_default() == "done";
+        (done && backend.idle_workers(&app) == 1).then_some(())
+    })
+    .await;
     assert_eq!(
         pid(backend.invoke(&app, b"{}".to_vec()).await),
         warm,
@@ -1027,13 +1032,12 @@ async fn a_caller_that_goes_away_does_not_cancel_its_invocation() {
     )
     .await;
     assert!(gave_up.is_err());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The hung worker's process ends at the 1 s timeout (gone, or a zombie not reaped yet).
+    eventually(|| async {
+        let status = std::fs::read_to_string(format!("/proc/{warm}/status")).unwrap_or_default();
+        (status.is_empty() || status.contains("State:\tZ")).then_some(())
+    })
+    .await;
     let replaced = pid(backend.invoke(&app, b"{}".to_vec()).await);
     assert_ne!(replaced, warm, "the hung worker was stopped at its timeout");
-    // Gone, or a zombie not reaped yet.
-    let status = std::fs::read_to_string(format!("/proc/{warm}/status")).unwrap_or_default();
-    assert!(
-        status.is_empty() || status.contains("State:\tZ"),
-        "the hung worker's process is gone"
-    );
 }

@@ -22,4 +22,5 @@ mod moto;
 mod openapi;
 mod pg;
 mod recovery;
+mod require;
 mod store_contract;

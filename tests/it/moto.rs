@@ -1,10 +1,9 @@
 //! moto (a local AWS emulator, PyPI `moto[server]`) for the AWS backend
 //! tests: one server per test binary, on a free 127.0.0.1 port, dying with
 //! the tests. Tests share it, so each uses names of its own and nobody resets
-//! it. Without moto the tests say `SKIPPED` on stderr and pass; `.ci/run`
-//! installs it and exports `ORCHESTRATOR_TEST_MOTO`.
+//! it. Without moto the tests are skipped ([`crate::require`]: a failure
+//! under CI); `.ci/run` installs it and exports `ORCHESTRATOR_TEST_MOTO`.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -38,9 +37,8 @@ fn server_binary() -> Option<PathBuf> {
 
 async fn start() -> Option<Moto> {
     let Some(binary) = server_binary() else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: AWS backend test (no moto_server; `pip install 'moto[server]'` or set ORCHESTRATOR_TEST_MOTO)"
+        crate::require::missing(
+            "no moto_server for the AWS backend tests (`pip install 'moto[server]'` or set ORCHESTRATOR_TEST_MOTO)",
         );
         return None;
     };
@@ -93,7 +91,7 @@ async fn start() -> Option<Moto> {
     panic!("moto_server did not answer within 30 s");
 }
 
-/// The shared server, or `None` (after saying `SKIPPED`) without moto.
+/// The shared server, or `None` without moto (see [`crate::require`]).
 pub async fn moto() -> Option<&'static Moto> {
     MOTO.get_or_init(start).await.as_ref()
 }

@@ -1,9 +1,9 @@
 //! Throw-away PostgreSQL databases for tests: one fresh database per test on
 //! the server `ORCHESTRATOR_TEST_PG_URL` names (default
 //! `postgres://postgres@127.0.0.1:5432/test`), dropped at the end. Without a
-//! reachable server the test says `SKIPPED` on stderr and returns.
+//! reachable server a test of the `it` binary is skipped ([`crate::require`]:
+//! a failure under CI), and every test of the PostgreSQL suite (`tests/pg`) fails.
 
-use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -31,40 +31,44 @@ pub enum StoreKind {
 }
 
 /// A fresh database when this suite runs on PostgreSQL; `None` on SQLite.
-/// Without a reachable server the PostgreSQL suite stops here, saying so.
+/// The PostgreSQL suite exists to run on a server: without one its tests fail.
 pub async fn suite_database() -> Option<PgTestDb> {
     if crate::STORE == StoreKind::Sqlite {
         return None;
     }
-    match PgTestDb::create().await {
-        Some(db) => Some(db),
-        None => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: the PostgreSQL half of the end-to-end suite (no server); nothing was tested"
-            );
-            std::process::exit(0);
-        }
+    match PgTestDb::connect().await {
+        Ok(db) => Some(db),
+        Err(why) => panic!(
+            "{why}: the PostgreSQL half of the suite needs a server \
+             (`cargo test --test it` runs the SQLite half alone)"
+        ),
     }
 }
 
 impl PgTestDb {
-    /// Creates a fresh, empty database; `None` (after printing `SKIPPED` on
-    /// stderr) when the server cannot be reached.
+    /// Creates a fresh, empty database; `None` (see [`crate::require`]) when
+    /// the server cannot be reached.
     pub async fn create() -> Option<PgTestDb> {
+        match Self::connect().await {
+            Ok(db) => Some(db),
+            Err(why) => {
+                crate::require::missing(&why);
+                None
+            }
+        }
+    }
+
+    /// Creates a fresh, empty database, or says why the server cannot be reached.
+    async fn connect() -> Result<PgTestDb, String> {
         let admin_url = std::env::var("ORCHESTRATOR_TEST_PG_URL")
             .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
         let mut admin = match admin_connection(&admin_url).await {
             Ok(conn) => conn,
             Err(e @ (sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)) => {
-                // Straight to stderr: the test harness captures `eprintln!`
-                // of passing tests, and a skip must show.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED: PostgreSQL not reachable at {} ({e}); set ORCHESTRATOR_TEST_PG_URL",
+                return Err(format!(
+                    "PostgreSQL not reachable at {} ({e}); set ORCHESTRATOR_TEST_PG_URL",
                     redact(&admin_url)
-                );
-                return None;
+                ));
             }
             // Reachable but refusing (authentication, no such database): say so.
             Err(e) => panic!(
@@ -80,7 +84,7 @@ impl PgTestDb {
         let _ = admin.close().await;
         let mut url = reqwest::Url::parse(&admin_url).expect("ORCHESTRATOR_TEST_PG_URL is a URL");
         url.set_path(&format!("/{name}"));
-        Some(PgTestDb {
+        Ok(PgTestDb {
             url: url.to_string(),
             admin_url,
             name,

@@ -2,7 +2,8 @@
 //! that touches the store, each test on a database of its own, plus the
 //! multi-replica tests (real processes sharing one database). Without a
 //! reachable server (`ORCHESTRATOR_TEST_PG_URL`, default
-//! `postgres://postgres@127.0.0.1:5432/test`) it says `SKIPPED` and passes.
+//! `postgres://postgres@127.0.0.1:5432/test`) its tests fail, saying so;
+//! `cargo test --test it` runs the SQLite half alone.
 
 /// The store this copy of the suite runs on.
 pub const STORE: pg::StoreKind = pg::StoreKind::Postgres;
@@ -33,3 +34,5 @@ mod pg;
 mod recovery;
 #[path = "../it/replicas.rs"]
 mod replicas;
+#[path = "../it/require.rs"]
+mod require;

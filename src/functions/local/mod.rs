@@ -105,6 +105,11 @@ impl LocalFunctions {
     pub fn idle_workers(&self, app: &AppName) -> usize {
         self.pool(app).map_or(0, |p| p.idle_count())
     }
+
+    /// Workers started for an app's current version, ever (for tests and diagnostics).
+    pub fn workers_started(&self, app: &AppName) -> u64 {
+        self.pool(app).map_or(0, |p| p.started_count())
+    }
 }
 
 #[async_trait]

@@ -92,6 +92,8 @@ struct State {
     workers: usize,
     /// Workers started that have not asked for an event yet.
     starting: usize,
+    /// Workers this pool has decided to start, ever.
+    started: u64,
     /// Workers running an invocation (taken, result not posted yet).
     busy: usize,
     retired: bool,
@@ -183,6 +185,7 @@ impl State {
         }
         self.workers += 1;
         self.starting += 1;
+        self.started += 1;
         Grow::Now
     }
 
@@ -451,6 +454,13 @@ impl Pool {
         }
         self.shared.grow(start);
         stale.len()
+    }
+
+    /// Workers this pool has started (or decided to start), ever. A worker
+    /// is counted when the queue asks for it, so once every invocation has
+    /// been answered and the queue is empty, no later start can change it.
+    pub fn started_count(&self) -> u64 {
+        self.shared.state().started
     }
 
     /// Workers alive and not running an invocation (nor starting) now.
