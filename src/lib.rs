@@ -14,16 +14,17 @@ pub mod builder;
 pub mod config;
 pub mod envvars;
 pub mod events;
+pub mod function_config;
 pub mod functions;
 pub mod http;
 pub mod proxy;
 pub mod store;
+pub mod support;
 pub mod telemetry;
 pub mod tenants;
 pub mod tiers;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,65 +47,11 @@ use crate::functions::FunctionBackend;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+use crate::support::{cpus, now_ms};
 use crate::tenants::webhook::WebhookClient;
 use crate::tiers::config::ConfigTiers;
 use crate::tiers::dynamodb::DynamoDbTiers;
 use crate::tiers::TierSource;
-
-/// CPUs this process may use (cgroup quotas included): the runtime's
-/// threads and the local runtime's eager workers are counted from it.
-pub fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Makes the calling thread, and the threads and processes it starts from
-/// then on, batch work for the scheduler (`SCHED_BATCH`): the same share of
-/// the CPU, but a thread woken by another does not preempt it. A request
-/// through the local runtime wakes four threads in turn (the proxy, the
-/// Runtime API's thread, the worker and back); preempting the waker each
-/// time cost ~10 % of the proxy's throughput on 2 CPUs.
-pub fn run_as_batch_work() -> std::io::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: sets the calling thread's policy; `param` outlives the call.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// A random (version 4) UUID for request ids on hot paths: drawn from a
-/// fast per-thread generator instead of a `getrandom` system call per id.
-/// Unique, not secret: never use it for tokens.
-pub fn request_uuid() -> String {
-    let mut bytes = [0u8; 16];
-    fastrand::fill(&mut bytes);
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .to_string()
-}
-
-/// RFC 3339 with milliseconds, UTC.
-pub fn timestamp(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// An error's sources, joined, for logs.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        parts.push(cause.to_string());
-        source = cause.source();
-    }
-    parts.join(": ")
-}
 
 /// Which parts of the service a process runs. Every role serves `/health`
 /// and `/ready`; replicas of any roles share one PostgreSQL store.
@@ -298,7 +245,6 @@ impl OrchestratorBuilder {
             config,
             services,
             handlers: Arc::new(self.handlers),
-            jobs_work_dir,
             apps,
             isolation,
         })
@@ -347,7 +293,6 @@ pub struct Orchestrator {
     config: Config,
     services: Services,
     handlers: Arc<HandlerSet>,
-    jobs_work_dir: PathBuf,
     apps: Arc<AppService>,
     /// How local functions run (`None`: not on this machine).
     isolation: Option<&'static str>,
@@ -400,7 +345,7 @@ impl Orchestrator {
             store: self.services.store.clone(),
             apps: self.apps.clone(),
             inbox: self.services.inbox.clone(),
-            jobs_work_dir: self.jobs_work_dir.clone(),
+            builder: self.services.builder.clone(),
             isolation: self.isolation,
         };
         let proxy = role
@@ -480,7 +425,7 @@ impl Orchestrator {
             .await
             .context("listing running jobs")?;
         for job in &jobs {
-            builder.follow(job, builder::JobReporter::new(inbox.clone()));
+            builder.follow(job, builder::JobReporter::new(Arc::new(inbox.clone())));
         }
         Ok(jobs.len())
     }
@@ -632,19 +577,5 @@ impl Orchestrator {
             let _ = task.await;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn request_uuids_are_version_4_and_distinct() {
-        let ids: std::collections::HashSet<String> =
-            (0..1000).map(|_| super::request_uuid()).collect();
-        assert_eq!(ids.len(), 1000);
-        for id in ids.iter().take(10) {
-            let parsed = uuid::Uuid::parse_str(id).unwrap();
-            assert_eq!(parsed.get_version_num(), 4);
-        }
     }
 }

@@ -130,13 +130,13 @@ fn main() -> ExitCode {
         };
         if config.batch_scheduling(serves_proxy) {
             // Before the runtime starts, so that every thread it starts inherits it.
-            if let Err(err) = orchestrator::run_as_batch_work() {
+            if let Err(err) = orchestrator::support::run_as_batch_work() {
                 tracing::warn!(error = %err, "could not run as batch work (SCHED_BATCH); running as a normal process");
             }
         }
         orchestrator::http::server::raise_file_limit();
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.runtime_threads(serves_proxy, orchestrator::cpus()))
+            .worker_threads(config.runtime_threads(serves_proxy, orchestrator::support::cpus()))
             .enable_all()
             .build()
             .context("starting the runtime")?;

@@ -5,6 +5,7 @@ pub mod archive;
 pub mod service;
 pub mod spec;
 
+pub use crate::function_config::{AppName, FunctionConfig, RuntimeKind};
 pub use archive::{Archive, ArchiveError};
 pub use service::{AppError, AppService, AppStatusView, AppView};
-pub use spec::{validate, AppName, DeployRequest, FunctionConfig, RuntimeKind};
+pub use spec::{validate, DeployRequest};

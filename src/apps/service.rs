@@ -19,7 +19,7 @@ use super::{validate, AppName, Archive, ArchiveError, DeployRequest, FunctionCon
 use crate::functions::{Deployment, FunctionBackend, FunctionError, FunctionInfo};
 use crate::proxy::PayloadFormat;
 use crate::store::{AppRecord, AppStatus, Store, StoreError};
-use crate::timestamp;
+use crate::support::timestamp;
 
 /// Why an app operation failed; mapped to HTTP in `http::error`.
 #[derive(Debug, thiserror::Error)]
@@ -437,7 +437,13 @@ impl AppService {
         drop(archive);
         let stored = self
             .store
-            .add_app_version(name.as_str(), &config_json, &zip, &sha, crate::now_ms())
+            .add_app_version(
+                name.as_str(),
+                &config_json,
+                &zip,
+                &sha,
+                crate::support::now_ms(),
+            )
             .await;
         let version = match stored {
             Ok(version) => version,
@@ -476,7 +482,13 @@ impl AppService {
             // Unless another replica changed the app meanwhile: its change stands.
             let settled = self
                 .store
-                .settle_app_deploy(name.as_str(), version, status, Some(&note), crate::now_ms())
+                .settle_app_deploy(
+                    name.as_str(),
+                    version,
+                    status,
+                    Some(&note),
+                    crate::support::now_ms(),
+                )
                 .await?;
             if !settled {
                 // The failure is still what the caller learns.
@@ -492,7 +504,7 @@ impl AppService {
                 version,
                 AppStatus::Active,
                 None,
-                crate::now_ms(),
+                crate::support::now_ms(),
             )
             .await?;
         if !settled {
@@ -660,7 +672,7 @@ impl AppService {
                     app.as_str(),
                     AppStatus::Error,
                     Some(&problem),
-                    crate::now_ms(),
+                    crate::support::now_ms(),
                 )
                 .await?;
         }
@@ -722,7 +734,7 @@ impl AppService {
         status: AppStatus,
     ) -> Result<AppStatusView, AppError> {
         self.store
-            .set_app_status(app.as_str(), status, None, crate::now_ms())
+            .set_app_status(app.as_str(), status, None, crate::support::now_ms())
             .await?;
         Ok(AppStatusView {
             name: app.to_string(),
@@ -821,7 +833,7 @@ impl AppService {
                             app.as_str(),
                             AppStatus::Error,
                             Some(&err.to_string()),
-                            crate::now_ms(),
+                            crate::support::now_ms(),
                         )
                         .await?;
                 }
@@ -859,12 +871,12 @@ impl AppService {
             let expired_before = if first && self.sole_owner {
                 i64::MAX
             } else {
-                crate::now_ms().saturating_sub(millis(self.deploy_lease))
+                crate::support::now_ms().saturating_sub(millis(self.deploy_lease))
             };
             first = false;
             match self
                 .store
-                .take_abandoned_deploys(expired_before, crate::now_ms())
+                .take_abandoned_deploys(expired_before, crate::support::now_ms())
                 .await
             {
                 Ok(records) => {
@@ -932,7 +944,7 @@ impl AppService {
                 version,
                 status,
                 note.as_deref(),
-                crate::now_ms(),
+                crate::support::now_ms(),
             )
             .await
         {
@@ -961,7 +973,7 @@ impl AppService {
             tokio::select! {
                 out = &mut work => return out,
                 _ = tokio::time::sleep(every) => {
-                    if let Err(err) = self.store.renew_app_deploy(app.as_str(), version, crate::now_ms()).await {
+                    if let Err(err) = self.store.renew_app_deploy(app.as_str(), version, crate::support::now_ms()).await {
                         tracing::warn!(app = %app, version, error = %err, "could not renew the deploy's heartbeat");
                     }
                 }

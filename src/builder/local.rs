@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::process::Command;
 
 use super::{BuildStatus, BuilderError, BuilderService, JobCompletion, JobHandle, JobRequest};
+use crate::store::{JobRecord, JobStatus};
 
 /// Bytes of log kept on the job record.
 pub const LOG_TAIL_BYTES: u64 = 4096;
@@ -204,6 +205,13 @@ impl BuilderService for LocalJobs {
             drop(running);
         });
         Ok(handle)
+    }
+
+    async fn live_log(&self, job: &JobRecord) -> Option<String> {
+        if job.status != JobStatus::Running || job.backend != self.name() {
+            return None;
+        }
+        read_tail(&Self::log_path(&self.work_dir, &job.id), LOG_TAIL_BYTES).await
     }
 
     fn jobs_running_here(&self) -> Option<Vec<String>> {

@@ -1,26 +1,20 @@
 //! Build jobs: the [`BuilderService`] seam, and how a finished job reports back.
 //!
 //! A backend starts a job and later reports its end through the [`JobReporter`]
-//! it was given, as a CodeBuild `Build State Change` event recorded in the
-//! inbox. One handler completes jobs of every backend.
-//!
-//! A completion recorded here carries [`COMPLETION_SOURCE`], which ingestion
-//! refuses from clients, and an id with a `/`, which client event ids cannot
-//! have: a client can neither pass for the service nor take a completion's id
-//! first. Clients' `Build State Change` events complete CodeBuild jobs only.
+//! it was given. The reporter hands the completion to a [`CompletionSink`]:
+//! the events layer records it in the inbox as a CodeBuild `Build State
+//! Change` event, and one handler completes jobs of every backend. This
+//! module knows nothing of the inbox.
 
 pub mod codebuild;
 pub mod local;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-
-use crate::events::envelope::internal_envelope;
-use crate::events::{EventType, Inbox};
-use crate::store::NewEvent;
 
 /// What a backend needs to start one job.
 #[derive(Clone)]
@@ -78,6 +72,12 @@ pub trait BuilderService: Send + Sync {
     /// Follows a job started before this process (re)started, for backends
     /// whose jobs outlive it (CodeBuild polls the build again).
     fn follow(&self, _job: &crate::store::JobRecord, _reporter: JobReporter) {}
+    /// The live tail of a running job's log, where this backend can read it
+    /// (local jobs write it on this machine); `None` otherwise, and the API
+    /// shows the tail stored with the job.
+    async fn live_log(&self, _job: &crate::store::JobRecord) -> Option<String> {
+        None
+    }
 }
 
 /// How a job ended, in CodeBuild's terms.
@@ -142,52 +142,32 @@ impl JobCompletion {
     }
 }
 
-/// The `source` of the completions [`JobReporter`] records: reserved (see
-/// [`crate::events::envelope::is_reserved_source`]), so only the service
-/// itself records events with it.
-pub const COMPLETION_SOURCE: &str = "orchestrator.builder";
-
-/// The inbox id of a completion: deterministic (a second report of the same
-/// run is a duplicate), with a `/` no client event id may contain.
-pub fn completion_event_id(external_id: &str, attempt: i64) -> String {
-    format!("{external_id}:{attempt}/completed")
+/// Where finished jobs are recorded, durably (the events layer's inbox).
+#[async_trait]
+pub trait CompletionSink: Send + Sync {
+    /// Records the completion; an error means it was not recorded and may be retried.
+    async fn record(&self, completion: &JobCompletion) -> anyhow::Result<()>;
 }
 
-/// Records job completions in the inbox.
+/// What a backend reports a job's end through: records the completion in
+/// its sink, retrying (with backoff) until it is recorded.
 #[derive(Clone)]
 pub struct JobReporter {
-    inbox: Inbox,
+    sink: Arc<dyn CompletionSink>,
 }
 
 impl JobReporter {
-    pub fn new(inbox: Inbox) -> Self {
-        Self { inbox }
+    pub fn new(sink: Arc<dyn CompletionSink>) -> Self {
+        Self { sink }
     }
 
-    /// Records the completion, retrying while the store is unavailable.
+    /// Records the completion, retrying while the sink cannot take it.
     pub async fn report(&self, completion: JobCompletion) {
-        let id = completion_event_id(&completion.external_id, completion.attempt);
-        let event = NewEvent {
-            payload: internal_envelope(
-                &id,
-                EventType::BuildStateChange.as_str(),
-                completion.to_detail(),
-            ),
-            id,
-            event_type: EventType::BuildStateChange.as_str().to_owned(),
-            source: Some(COMPLETION_SOURCE.to_owned()),
-            received_at_ms: crate::now_ms(),
-        };
         let mut delay = Duration::from_millis(200);
-        loop {
-            match self.inbox.submit(event.clone()).await {
-                Ok(_) => return,
-                Err(err) => {
-                    tracing::warn!(job = %completion.external_id, error = %err, "recording job completion failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
+        while let Err(err) = self.sink.record(&completion).await {
+            tracing::warn!(job = %completion.external_id, error = %err, "recording job completion failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
         }
     }
 }

@@ -21,7 +21,7 @@ pub struct FunctionsConfig {
     /// Local runtime: an idle worker stops after this many seconds.
     pub idle_timeout_secs: u64,
     /// Local runtime: workers, and a process that proxies for them, run as
-    /// `SCHED_BATCH` (see [`crate::run_as_batch_work`]).
+    /// `SCHED_BATCH` (see [`crate::support::run_as_batch_work`]).
     pub batch_scheduling: bool,
     /// How often a proxy checks the store for apps changed by other replicas
     /// (deployed, deactivated, removed): the most a change takes to reach every replica.

@@ -1,6 +1,7 @@
 //! Tenant events: types, envelopes, the durable inbox, and the dispatcher that
 //! runs handlers from it with retries.
 
+pub mod completions;
 pub mod envelope;
 pub mod handlers;
 mod inbox;

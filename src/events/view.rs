@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::store::{EventRecord, EventStatus};
-use crate::timestamp;
+use crate::support::timestamp;
 
 /// An event in the inbox.
 #[derive(Debug, Serialize, ToSchema)]

@@ -62,7 +62,7 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let now = crate::now_ms();
+            let now = crate::support::now_ms();
             let lease = i64::try_from(this.lease.as_millis()).unwrap_or(i64::MAX);
             match this
                 .services
@@ -111,14 +111,14 @@ impl Dispatcher {
                 EventOutcome::Succeeded { note } => tracing::info!(note = note.as_deref().unwrap_or(""), "event handled"),
                 EventOutcome::Failed { error } => tracing::warn!(%error, "event failed permanently"),
                 EventOutcome::Retry { error, retry_at_ms } => {
-                    tracing::warn!(%error, in_ms = retry_at_ms - crate::now_ms(), "event will be retried")
+                    tracing::warn!(%error, in_ms = retry_at_ms - crate::support::now_ms(), "event will be retried")
                 }
                 EventOutcome::Dead { error } => tracing::error!(%error, "event is dead: attempts exhausted"),
             }
             let mut delay = Duration::from_millis(100);
             // Keep trying to record the outcome; if we cannot, the lease expires and the event runs again.
             for _ in 0..5 {
-                match self.services.store.finish_event(&record.id, outcome.clone(), crate::now_ms()).await {
+                match self.services.store.finish_event(&record.id, outcome.clone(), crate::support::now_ms()).await {
                     Ok(()) => return,
                     Err(err) => {
                         tracing::warn!(error = %err, "recording the event outcome failed");
@@ -179,7 +179,7 @@ impl Dispatcher {
                 }
             }
             Err(HandlerError::Transient(error)) => EventOutcome::Retry {
-                retry_at_ms: crate::now_ms() + backoff_ms(&self.retry, record.attempts),
+                retry_at_ms: crate::support::now_ms() + backoff_ms(&self.retry, record.attempts),
                 error,
             },
         }

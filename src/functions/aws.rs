@@ -11,8 +11,8 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, InvocationType, Runtime};
 
 use super::{Deployment, FunctionBackend, FunctionError, FunctionInfo};
-use crate::apps::{AppName, FunctionConfig};
 use crate::aws::{describe, error_code};
+use crate::function_config::{AppName, FunctionConfig};
 
 /// The longest a deploy waits for Lambda to settle a change.
 const SETTLE: Duration = Duration::from_secs(120);

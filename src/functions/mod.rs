@@ -8,7 +8,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 
-use crate::apps::{AppName, FunctionConfig};
+use crate::function_config::{AppName, FunctionConfig};
 
 /// What a deploy hands to the backend.
 pub struct Deployment<'a> {

@@ -87,7 +87,7 @@ impl ApiError {
             // Whatever else kept the store from answering is on the store's side, not the
             // client's: a 503 the client may retry, never a bare 500.
             StoreError::Other(_) => {
-                tracing::error!(error = %err, cause = %crate::error_chain(err), "store error");
+                tracing::error!(error = %err, cause = %crate::support::error_chain(err), "store error");
                 Self::unavailable("the store failed; retry later")
             }
         }
@@ -147,7 +147,7 @@ impl From<InboxError> for ApiError {
     fn from(err: InboxError) -> Self {
         match err.0 {
             StoreError::Other(_) => {
-                tracing::error!(error = %err.0, cause = %crate::error_chain(&err.0), "recording an event failed");
+                tracing::error!(error = %err.0, cause = %crate::support::error_chain(&err.0), "recording an event failed");
                 Self::unavailable("the store could not record the event; retry later")
             }
             other => Self::from_store(&other),

@@ -174,7 +174,7 @@ async fn ingest(
         event_type: event_type.as_str().to_owned(),
         source: incoming.source.map(Cow::into_owned),
         payload: incoming.text.to_owned(),
-        received_at_ms: crate::now_ms(),
+        received_at_ms: crate::support::now_ms(),
     };
     let submitted = state.inbox.submit(event).await?;
     Ok(Json(Accepted {
@@ -311,7 +311,7 @@ pub async fn retry_event(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EventView>, ApiError> {
-    match state.store.retry_event(&id, crate::now_ms()).await {
+    match state.store.retry_event(&id, crate::support::now_ms()).await {
         Ok(event) => {
             state.inbox.wake();
             Ok(Json(event.into()))

@@ -11,7 +11,6 @@ pub mod proxy;
 pub mod server;
 mod tenants;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -38,8 +37,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub apps: Arc<crate::apps::AppService>,
     pub inbox: Inbox,
-    /// Where local job logs live.
-    pub jobs_work_dir: PathBuf,
+    /// The build backend, asked for running jobs' live logs.
+    pub builder: Arc<dyn crate::builder::BuilderService>,
     /// How local functions are confined (`sandbox`, `none`), if they run here.
     pub isolation: Option<&'static str>,
 }

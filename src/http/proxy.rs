@@ -140,8 +140,8 @@ async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> R
         source_ip: source_ip.unwrap_or_else(|| "127.0.0.1".into()),
         domain_name: host.rsplit_once(':').map_or(host, |(h, _)| h).to_owned(),
         domain_prefix: app.to_owned(),
-        request_id: crate::request_uuid(),
-        time_epoch_ms: crate::now_ms(),
+        request_id: crate::support::request_uuid(),
+        time_epoch_ms: crate::support::now_ms(),
     };
     let event = match format {
         PayloadFormat::V1 => event_v1(&incoming),

@@ -8,8 +8,7 @@ use utoipa::IntoParams;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use super::AppState;
-use crate::builder::local::{read_tail, LocalJobs, LOG_TAIL_BYTES};
-use crate::store::{JobRecord, JobStatus, StoreError, TenantRecord};
+use crate::store::{JobRecord, StoreError, TenantRecord};
 use crate::tenants::view::{JobView, TenantView};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -20,17 +19,9 @@ pub struct ListTenants {
     pub limit: Option<i64>,
 }
 
-/// A running local job's live log tail; otherwise the stored one.
+/// A running job's live log tail where the builder can read it; otherwise the stored one.
 async fn job_view(state: &AppState, job: JobRecord) -> JobView {
-    let live = if job.status == JobStatus::Running && job.backend == "local" {
-        read_tail(
-            &LocalJobs::log_path(&state.jobs_work_dir, &job.id),
-            LOG_TAIL_BYTES,
-        )
-        .await
-    } else {
-        None
-    };
+    let live = state.builder.live_log(&job).await;
     JobView::new(job, live)
 }
 

@@ -111,7 +111,10 @@ impl WriteProbe {
             }
         }
         let outcome = probe().await;
-        let failure = outcome.as_ref().err().map(|e| crate::error_chain(e));
+        let failure = outcome
+            .as_ref()
+            .err()
+            .map(|e| crate::support::error_chain(e));
         *last = Some((Instant::now(), failure));
         outcome
     }

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use crate::store::{
     json_object, EventRecord, JobKind, JobRecord, JobStatus, TenantRecord, TenantState,
 };
-use crate::timestamp;
+use crate::support::timestamp;
 
 /// A tenant as ARC SaaS sees it, plus what the orchestrator knows.
 #[derive(Debug, Serialize, ToSchema)]

@@ -570,7 +570,12 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
     crate::common::eventually(status_is("ACTIVE", 4)).await;
     other_replica_store(&app)
         .await
-        .set_app_status("gated", AppStatus::Inactive, None, orchestrator::now_ms())
+        .set_app_status(
+            "gated",
+            AppStatus::Inactive,
+            None,
+            orchestrator::support::now_ms(),
+        )
         .await
         .unwrap();
     backend.gate.add_permits(1);
@@ -590,7 +595,7 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
     let six = base64::engine::general_purpose::STANDARD
         .decode(archive("six"))
         .unwrap();
-    let now = orchestrator::now_ms();
+    let now = orchestrator::support::now_ms();
     let version = other
         .add_app_version("gated", &config, &six, "sha-six", now)
         .await
@@ -610,7 +615,12 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
     let seventh = deploy_in_background("seven");
     crate::common::eventually(status_is("ACTIVE", 7)).await;
     other
-        .set_app_status("gated", AppStatus::Removed, None, orchestrator::now_ms())
+        .set_app_status(
+            "gated",
+            AppStatus::Removed,
+            None,
+            orchestrator::support::now_ms(),
+        )
         .await
         .unwrap();
     backend.gate.add_permits(1);

@@ -97,7 +97,7 @@ fn the_spec_enums_are_the_wire_spellings() {
     for runtime in runtimes {
         let name = runtime.as_str().unwrap();
         assert!(
-            orchestrator::apps::spec::runtime_kind(name).is_some(),
+            orchestrator::function_config::runtime_kind(name).is_some(),
             "{name} is a runtime the service runs"
         );
     }

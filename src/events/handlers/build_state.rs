@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 
 use super::jobs::finish;
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
-use crate::builder::{codebuild, COMPLETION_SOURCE};
+use crate::builder::codebuild;
+use crate::events::completions::COMPLETION_SOURCE;
 use crate::store::{JobFinish, JobRecord, JobStatus, StoreError};
 
 /// Completes build jobs.

@@ -205,8 +205,8 @@ pub fn new_tenant(id: &str, state: TenantState) -> TenantRecord {
         callback_context: None,
         callback_event_id: None,
         version: 0,
-        created_at_ms: crate::now_ms(),
-        updated_at_ms: crate::now_ms(),
+        created_at_ms: crate::support::now_ms(),
+        updated_at_ms: crate::support::now_ms(),
     }
 }
 

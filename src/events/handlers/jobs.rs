@@ -1,6 +1,7 @@
 //! Starting jobs for tenants and the events that follow them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
@@ -130,7 +131,7 @@ pub async fn launch(
         output: None,
         log_tail: None,
         error: None,
-        created_at_ms: crate::now_ms(),
+        created_at_ms: crate::support::now_ms(),
         started_at_ms: None,
         finished_at_ms: None,
     };
@@ -176,7 +177,7 @@ pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, Hand
         job_identifier: job.job_identifier.clone(),
         params,
         attempt,
-        reporter: JobReporter::new(services.inbox.clone()),
+        reporter: JobReporter::new(Arc::new(services.inbox.clone())),
     };
     match services.builder.start_job(request).await {
         Ok(handle) => {
@@ -186,7 +187,7 @@ pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, Hand
                     &job.id,
                     &handle.external_id,
                     attempt,
-                    crate::now_ms(),
+                    crate::support::now_ms(),
                     services.lease_end(),
                 )
                 .await?;
@@ -244,7 +245,7 @@ pub fn follow_up(id: &str, event_type: EventType, detail: Value) -> NewEvent {
         event_type: event_type.as_str().to_owned(),
         source: Some(crate::events::envelope::INTERNAL_SOURCE.into()),
         payload: internal_envelope(id, event_type.as_str(), detail),
-        received_at_ms: crate::now_ms(),
+        received_at_ms: crate::support::now_ms(),
     }
 }
 

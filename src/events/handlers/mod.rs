@@ -78,7 +78,9 @@ impl From<StoreError> for HandlerError {
             StoreError::NotFound => {
                 HandlerError::Permanent("a record the event refers to does not exist".into())
             }
-            other => HandlerError::Transient(format!("{other}: {}", crate::error_chain(&other))),
+            other => {
+                HandlerError::Transient(format!("{other}: {}", crate::support::error_chain(&other)))
+            }
         }
     }
 }
@@ -118,13 +120,13 @@ pub struct Services {
 impl Services {
     /// When a job lease taken now ends (ms since the epoch).
     pub fn lease_end(&self) -> i64 {
-        crate::now_ms() + i64::try_from(self.job_lease.as_millis()).unwrap_or(i64::MAX / 2)
+        crate::support::now_ms() + i64::try_from(self.job_lease.as_millis()).unwrap_or(i64::MAX / 2)
     }
 
     /// Applies `commit` and wakes the dispatcher for the events it raised.
     pub async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let raised = !commit.events.is_empty();
-        self.store.commit(commit, crate::now_ms()).await?;
+        self.store.commit(commit, crate::support::now_ms()).await?;
         if raised {
             self.inbox.wake();
         }

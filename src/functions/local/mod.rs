@@ -21,7 +21,7 @@ use self::pool::Pool;
 pub use self::pool::Scaling;
 use self::worker::WorkerSpec;
 use super::{Deployment, FunctionBackend, FunctionError};
-use crate::apps::AppName;
+use crate::function_config::AppName;
 
 const NODE_BOOTSTRAP: &str = "node-bootstrap.mjs";
 const PYTHON_BOOTSTRAP: &str = "python-bootstrap.py";
@@ -35,7 +35,7 @@ pub struct LocalOptions {
     pub scaling: Scaling,
     /// Idle workers stop after this long.
     pub idle_timeout: Duration,
-    /// Workers run as `SCHED_BATCH` (see [`crate::run_as_batch_work`]).
+    /// Workers run as `SCHED_BATCH` (see [`crate::support::run_as_batch_work`]).
     pub batch_scheduling: bool,
     /// `AWS_REGION` the functions see.
     pub region: String,

@@ -479,7 +479,7 @@ impl Pool {
     /// end, as API Gateway does.
     pub async fn invoke(&self, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
         let (reply, mut answer) = oneshot::channel();
-        let request_id = crate::request_uuid();
+        let request_id = crate::support::request_uuid();
         let mut queued = Queued {
             shared: &self.shared,
             request_id: request_id.clone(),

@@ -360,7 +360,7 @@ impl Api {
             *current = Some(request_id.clone());
         }
         let deadline_ms =
-            crate::now_ms() + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2);
+            crate::support::now_ms() + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2);
         Some((event, deadline_ms, request_id))
     }
 

@@ -18,7 +18,7 @@ use super::pipes::{RuntimePipes, RUNTIME_FDS, RUNTIME_FDS_ENV};
 use super::pool::Shared;
 use super::runtime_api::{watchdog, Api};
 use super::sandbox::{self, Cell, Sandbox};
-use crate::apps::{FunctionConfig, RuntimeKind};
+use crate::function_config::{FunctionConfig, RuntimeKind};
 use crate::functions::FunctionError;
 
 /// What a worker runs.
@@ -288,7 +288,7 @@ impl Worker {
                 // thread that wrote it, which goes on to the next request.
                 // Where it is refused, the worker runs as a normal process.
                 if batch {
-                    let _ = crate::run_as_batch_work();
+                    let _ = crate::support::run_as_batch_work();
                 }
                 // First out of the way (either may sit on 3 or 4), then into
                 // place: dup2 clears close-on-exec on the copies it makes.

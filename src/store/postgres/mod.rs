@@ -151,7 +151,7 @@ impl Store for PgStore {
                     "INSERT INTO store_heartbeat (id, beat_at) VALUES (1, $1) \
                      ON CONFLICT (id) DO UPDATE SET beat_at = excluded.beat_at",
                 )
-                .bind(crate::now_ms())
+                .bind(crate::support::now_ms())
                 .execute(&self.pool)
                 .await?;
                 Ok(())

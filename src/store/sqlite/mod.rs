@@ -120,7 +120,7 @@ impl Store for SqliteStore {
                     "INSERT INTO store_heartbeat (id, beat_at) VALUES (1, ?1) \
                      ON CONFLICT (id) DO UPDATE SET beat_at = excluded.beat_at",
                 )
-                .bind(crate::now_ms())
+                .bind(crate::support::now_ms())
                 .execute(&self.pool)
                 .await?;
                 Ok(())

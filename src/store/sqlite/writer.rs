@@ -124,7 +124,7 @@ impl EventWriter {
                                 }
                             }
                             Err(err) => {
-                                let cause = crate::error_chain(&err);
+                                let cause = crate::support::error_chain(&err);
                                 tracing::warn!(error = %cause, batch = events.len(), "events refused: the store cannot record them");
                                 for reply in replies.drain(..) {
                                     let _ = reply.send(Err(StoreError::Unavailable(anyhow!("{cause}"))));

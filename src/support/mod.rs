@@ -1,0 +1,12 @@
+//! Small helpers every layer may use: the bottom of the crate. Nothing here
+//! imports another module of the crate.
+
+mod clock;
+mod errors;
+mod host;
+mod ids;
+
+pub use clock::{now_ms, timestamp};
+pub use errors::error_chain;
+pub use host::{cpus, run_as_batch_work};
+pub use ids::request_uuid;
