@@ -37,7 +37,9 @@ use crate::apps::AppService;
 use crate::builder::codebuild::CodeBuildJobs;
 use crate::builder::local::LocalJobs;
 use crate::builder::BuilderService;
-use crate::config::Config;
+use crate::config::{
+    Architecture, BuilderBackend, Config, FunctionsBackend, StoreLocation, TierDetailsSource,
+};
 use crate::events::{
     Dispatcher, EventHandler, EventType, HandlerSet, Inbox, RetryPolicy, Services,
 };
@@ -147,31 +149,35 @@ impl OrchestratorBuilder {
             None => open_store(&config, config.migrate_on_start).await?,
         };
         let jobs_work_dir = config.data_dir.join("jobs");
-        let sdk = match config.uses_aws() {
-            true => Some(aws::sdk_config().await),
-            false => None,
-        };
-        let builder: Arc<dyn BuilderService> = match (self.builder, &sdk) {
+        // Loaded once, by the first backend that runs on AWS.
+        let sdk = tokio::sync::OnceCell::new();
+        let sdk = || sdk.get_or_init(aws::sdk_config);
+        let builder: Arc<dyn BuilderService> = match (self.builder, &config.builder.backend) {
             (Some(builder), _) => builder,
-            (None, Some(sdk)) if config.builder.backend == "codebuild" => Arc::new(
-                CodeBuildJobs::new(sdk, Duration::from_secs(config.builder.poll_secs)),
-            ),
-            (None, _) => Arc::new(LocalJobs::new(
+            (None, BuilderBackend::CodeBuild { poll_secs }) => Arc::new(CodeBuildJobs::new(
+                sdk().await,
+                Duration::from_secs(*poll_secs),
+            )),
+            (None, BuilderBackend::Local) => Arc::new(LocalJobs::new(
                 config.builder.jobs_dir.clone(),
-                jobs_work_dir.clone(),
+                jobs_work_dir,
                 config.job_timeout(),
             )),
         };
-        let tiers: Arc<dyn TierSource> = match (self.tiers, &sdk, &config.tier_details.table) {
-            (Some(tiers), _, _) => tiers,
-            (None, Some(sdk), Some(table)) if config.tier_details.source == "dynamodb" => {
-                Arc::new(DynamoDbTiers::new(
-                    sdk,
-                    table.clone(),
-                    Duration::from_secs(config.tier_details.cache_ttl_secs),
-                ))
-            }
-            (None, _, _) => Arc::new(ConfigTiers::new(config.tiers.clone())),
+        let tiers: Arc<dyn TierSource> = match (self.tiers, &config.tier_details.source) {
+            (Some(tiers), _) => tiers,
+            (
+                None,
+                TierDetailsSource::DynamoDb {
+                    table,
+                    cache_ttl_secs,
+                },
+            ) => Arc::new(DynamoDbTiers::new(
+                sdk().await,
+                table.clone(),
+                Duration::from_secs(*cache_ttl_secs),
+            )),
+            (None, TierDetailsSource::Config) => Arc::new(ConfigTiers::new(config.tiers.clone())),
         };
         let webhook = match &config.callbacks.webhook_url {
             Some(url) => Some(WebhookClient::new(
@@ -180,36 +186,24 @@ impl OrchestratorBuilder {
             )?),
             None => None,
         };
-        let local_functions = self.functions.is_none() && config.functions.backend == "local";
-        let sandbox = match local_functions {
-            true => choose_sandbox(&config)?,
-            false => None,
+        let mut isolation = None;
+        let functions: Arc<dyn FunctionBackend> = match (self.functions, &config.functions.backend)
+        {
+            (Some(functions), _) => functions,
+            (None, FunctionsBackend::Aws(aws)) => Arc::new(AwsLambda::new(
+                sdk().await,
+                aws.role_arn.clone(),
+                aws.architecture.map(Architecture::as_str),
+            )),
+            (None, FunctionsBackend::Local) => {
+                let sandbox = choose_sandbox(&config)?;
+                isolation = Some(match sandbox {
+                    Some(_) => "sandbox",
+                    None => "none",
+                });
+                LocalFunctions::start(local_options(&config, sandbox))?
+            }
         };
-        let isolation = local_functions.then_some(match sandbox {
-            Some(_) => "sandbox",
-            None => "none",
-        });
-        let functions: Arc<dyn FunctionBackend> =
-            match (self.functions, &sdk, &config.functions.role_arn) {
-                (Some(functions), _, _) => functions,
-                (None, Some(sdk), Some(role)) if config.functions.backend == "aws" => Arc::new(
-                    AwsLambda::new(sdk, role.clone(), config.functions.architecture.as_deref()),
-                ),
-                (None, _, _) => LocalFunctions::start(LocalOptions {
-                    sandbox: sandbox.clone(),
-                    max_queue: config.functions.max_queue,
-                    max_queue_wait: Duration::from_millis(config.functions.max_queue_wait_ms),
-                    runtimes_dir: config.data_dir.join("runtimes"),
-                    scaling: Scaling {
-                        max_workers: config.functions.max_workers,
-                        eager_workers: cpus(),
-                        delay: Duration::from_millis(config.functions.scale_out_delay_ms),
-                    },
-                    idle_timeout: Duration::from_secs(config.functions.idle_timeout_secs),
-                    batch_scheduling: config.functions.batch_scheduling,
-                    region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
-                })?,
-            };
         let apps = Arc::new(
             AppService::new(
                 store.clone(),
@@ -224,7 +218,7 @@ impl OrchestratorBuilder {
         );
         let restored = apps.restore().await.context("restoring active apps")?;
         tracing::info!(
-            store = %redact_url(&config.database_url()),
+            store = %config.store()?,
             functions = %functions.name(),
             apps = restored,
             builder = %builder.name(),
@@ -254,37 +248,28 @@ impl OrchestratorBuilder {
 /// Opens the store `database_url` names, applying its migrations when `migrate`
 /// (SQLite always migrates: one process owns the file).
 pub async fn open_store(config: &Config, migrate: bool) -> anyhow::Result<Arc<dyn Store>> {
-    let url = config.database_url();
-    let context = || format!("opening the store at {}", redact_url(&url));
-    if config.uses_postgres() {
-        let store = PgStore::connect(&url).await.with_context(context)?;
-        if migrate {
-            store
-                .migrate()
-                .await
-                .with_context(|| format!("migrating {}", redact_url(&url)))?;
-        } else {
-            let pending = store.pending_migrations().await.with_context(context)?;
-            anyhow::ensure!(
-                pending == 0,
-                "{}: {pending} migration(s) not applied; run `orchestrator migrate` first",
-                redact_url(&url)
-            );
+    let location = config.store()?;
+    let context = || format!("opening the store at {location}");
+    match &location {
+        StoreLocation::Postgres { url } => {
+            let store = PgStore::connect(url).await.with_context(context)?;
+            if migrate {
+                store
+                    .migrate()
+                    .await
+                    .with_context(|| format!("migrating {location}"))?;
+            } else {
+                let pending = store.pending_migrations().await.with_context(context)?;
+                anyhow::ensure!(
+                    pending == 0,
+                    "{location}: {pending} migration(s) not applied; run `orchestrator migrate` first"
+                );
+            }
+            Ok(Arc::new(store))
         }
-        Ok(Arc::new(store))
-    } else {
-        Ok(Arc::new(
-            SqliteStore::connect(&url).await.with_context(context)?,
-        ))
-    }
-}
-
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***{}", &url[..scheme], &url[at..])
-        }
-        _ => url.to_owned(),
+        StoreLocation::Sqlite { url } => Ok(Arc::new(
+            SqliteStore::connect(url).await.with_context(context)?,
+        )),
     }
 }
 
@@ -301,6 +286,25 @@ pub struct Orchestrator {
 /// The sandbox local workers run in, as `functions.isolation` asks: `auto`
 /// takes it where this machine allows and warns once where it does not;
 /// `sandbox` refuses to start without it.
+/// The local runtime's options, from `[functions]`.
+fn local_options(config: &Config, sandbox: Option<Arc<sandbox::Sandbox>>) -> LocalOptions {
+    let functions = &config.functions;
+    LocalOptions {
+        sandbox,
+        max_queue: functions.max_queue,
+        max_queue_wait: Duration::from_millis(functions.max_queue_wait_ms),
+        runtimes_dir: config.data_dir.join("runtimes"),
+        scaling: Scaling {
+            max_workers: functions.max_workers,
+            eager_workers: cpus(),
+            delay: Duration::from_millis(functions.scale_out_delay_ms),
+        },
+        idle_timeout: Duration::from_secs(functions.idle_timeout_secs),
+        batch_scheduling: functions.batch_scheduling,
+        region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+    }
+}
+
 fn choose_sandbox(config: &Config) -> anyhow::Result<Option<Arc<sandbox::Sandbox>>> {
     let options = sandbox::SandboxOptions {
         uid_base: config.functions.sandbox_uid_base,

@@ -93,10 +93,10 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
-    let addr = config.listen_addr()?;
-    let listener = tokio::net::TcpListener::bind(addr)
+    // A host name (`localhost:8080`) is resolved here; the first address that binds is used.
+    let listener = tokio::net::TcpListener::bind(config.listen.as_str())
         .await
-        .with_context(|| format!("binding {addr}"))?;
+        .with_context(|| format!("binding {}", config.listen))?;
     orchestrator::run(config, role, listener, shutdown_signal()).await
 }
 

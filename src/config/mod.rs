@@ -1,24 +1,31 @@
 //! Typed, layered settings: built-in defaults, then the TOML file, then the
-//! environment, then CLI flags. Validated once at start.
+//! environment (one rule for every key, see [`env`]), then CLI flags.
+//! Backends are enums carrying their own settings ([`backends`]); what is
+//! left to check across keys is checked once, in [`Config::validate`].
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod backends;
+pub mod env;
 mod sections;
+pub use backends::{
+    Architecture, AwsLambdaSettings, BuilderBackend, FunctionsBackend, StoreLocation,
+    TierDetailsSource,
+};
 pub use sections::{
     AuthConfig, BuilderConfig, CallbacksConfig, FunctionsConfig, InboxConfig, Isolation,
     ServerConfig, TierDetailsConfig,
 };
 
-/// A value that must never be printed.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+/// A value that must never be printed (its `Debug` is `***`). It is
+/// serialized as itself: only the environment layering writes one out.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(pub String);
 
@@ -29,7 +36,7 @@ impl fmt::Debug for Secret {
 }
 
 /// How logs are written.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -37,22 +44,11 @@ pub enum LogFormat {
     Json,
 }
 
-impl FromStr for LogFormat {
-    type Err = ();
-
-    fn from_str(text: &str) -> Result<Self, ()> {
-        match text {
-            "pretty" => Ok(LogFormat::Pretty),
-            "json" => Ok(LogFormat::Json),
-            _ => Err(()),
-        }
-    }
-}
-
 /// Everything the service can be told.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// `HOST:PORT`; the host may be a name (`localhost:8080`).
     pub listen: String,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
@@ -62,8 +58,20 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Threads of the async runtime; 0 picks them (see [`Config::runtime_threads`]).
     pub worker_threads: usize,
+    #[serde(
+        deserialize_with = "backends::read_functions",
+        serialize_with = "backends::write_functions"
+    )]
     pub functions: FunctionsConfig,
+    #[serde(
+        deserialize_with = "backends::read_builder",
+        serialize_with = "backends::write_builder"
+    )]
     pub builder: BuilderConfig,
+    #[serde(
+        deserialize_with = "backends::read_tier_details",
+        serialize_with = "backends::write_tier_details"
+    )]
     pub tier_details: TierDetailsConfig,
     /// `[tiers.<name>]`: `jobIdentifier` and any other keys.
     pub tiers: BTreeMap<String, Map<String, Value>>,
@@ -103,8 +111,12 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file's syntax or a value in it; the message names the line and the key.
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    /// A variable of the environment.
+    #[error("invalid environment variable {message}")]
+    Env { message: String },
     #[error("invalid value for {key}: {message}")]
     Invalid { key: &'static str, message: String },
 }
@@ -116,34 +128,20 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Sets `target` when the variable is present.
-fn assign<T: From<String>>(value: Option<String>, target: &mut T) {
-    if let Some(value) = value {
-        *target = value.into();
+/// Checks that a number is at least `min`.
+fn at_least(key: &'static str, value: u64, min: u64) -> Result<(), ConfigError> {
+    match value >= min {
+        true => Ok(()),
+        false => Err(invalid(key, format!("must be at least {min}"))),
     }
 }
 
-/// Parses and sets `target` when the variable is present.
-fn parse_into<T: FromStr>(
-    key: &'static str,
-    value: Option<String>,
-    target: &mut T,
-) -> Result<(), ConfigError> {
-    if let Some(text) = value {
-        *target = text
-            .trim()
-            .parse()
-            .map_err(|_| invalid(key, format!("cannot use '{text}'")))?;
+/// Checks that a number is at most `max`.
+fn at_most(key: &'static str, value: u64, max: u64) -> Result<(), ConfigError> {
+    match value <= max {
+        true => Ok(()),
+        false => Err(invalid(key, format!("must be at most {max}"))),
     }
-    Ok(())
-}
-
-fn list(text: &str) -> Vec<Secret> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| Secret(s.to_owned()))
-        .collect()
 }
 
 impl Config {
@@ -159,77 +157,33 @@ impl Config {
         })
     }
 
-    /// Parses TOML text over the defaults.
+    /// Parses TOML text over the defaults. The error names the line, shows
+    /// it, and says what is wrong with which key.
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.message().to_owned())
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
     }
 
-    /// Applies environment variables (`get` looks one up, so tests need not touch the process environment).
+    /// Applies the environment ([`env`]'s rule and aliases); `get` looks a
+    /// variable up, so tests need not touch the process environment.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        assign(get("ORCHESTRATOR_LISTEN"), &mut self.listen);
-        assign(get("ORCHESTRATOR_DATA_DIR"), &mut self.data_dir);
-        assign(get("DATABASE_URL"), &mut self.database_url);
-        assign(get("ORCHESTRATOR_BASE_DOMAIN"), &mut self.base_domain);
-        assign(
-            get("ORCHESTRATOR_FUNCTIONS_BACKEND"),
-            &mut self.functions.backend,
-        );
-        assign(get("AWS_LAMBDA_ROLE_ARN"), &mut self.functions.role_arn);
-        assign(
-            get("ORCHESTRATOR_BUILDER_BACKEND"),
-            &mut self.builder.backend,
-        );
-        assign(get("ORCHESTRATOR_JOBS_DIR"), &mut self.builder.jobs_dir);
-        assign(
-            get("ORCHESTRATOR_TIER_SOURCE"),
-            &mut self.tier_details.source,
-        );
-        assign(get("TIER_DETAILS_TABLE"), &mut self.tier_details.table);
-        assign(
-            get("ORCHESTRATOR_WEBHOOK_URL"),
-            &mut self.callbacks.webhook_url,
-        );
-        if let Some(v) = get("ORCHESTRATOR_API_TOKENS") {
-            self.auth.api_tokens = list(&v);
+        let env_error = |message: String| ConfigError::Env { message };
+        let as_value = |config: &Config| {
+            serde_json::to_value(config).map_err(|e| env_error(format!("(layering): {e}")))
+        };
+        let template = as_value(&Config::default())?;
+        let mut settings = as_value(self)?;
+        let applied = env::overlay(&mut settings, &template, &get).map_err(env_error)?;
+        if applied.is_empty() {
+            return Ok(());
         }
-        if let Some(v) = get("ORCHESTRATOR_EVENT_API_KEYS") {
-            self.auth.event_api_keys = list(&v);
-        }
-        parse_into(
-            "ORCHESTRATOR_LOG_FORMAT",
-            get("ORCHESTRATOR_LOG_FORMAT"),
-            &mut self.log_format,
-        )?;
-        parse_into(
-            "ORCHESTRATOR_JOB_TIMEOUT_SECS",
-            get("ORCHESTRATOR_JOB_TIMEOUT_SECS"),
-            &mut self.builder.job_timeout_secs,
-        )?;
-        parse_into(
-            "ORCHESTRATOR_WORKER_THREADS",
-            get("ORCHESTRATOR_WORKER_THREADS"),
-            &mut self.worker_threads,
-        )?;
-        parse_into(
-            "ORCHESTRATOR_FUNCTIONS_BATCH_SCHEDULING",
-            get("ORCHESTRATOR_FUNCTIONS_BATCH_SCHEDULING"),
-            &mut self.functions.batch_scheduling,
-        )?;
-        parse_into(
-            "ORCHESTRATOR_FUNCTIONS_ISOLATION",
-            get("ORCHESTRATOR_FUNCTIONS_ISOLATION"),
-            &mut self.functions.isolation,
-        )?;
-        parse_into(
-            "ORCHESTRATOR_MIGRATE_ON_START",
-            get("ORCHESTRATOR_MIGRATE_ON_START"),
-            &mut self.migrate_on_start,
-        )?;
-        parse_into(
-            "ORCHESTRATOR_ALLOW_ANONYMOUS",
-            get("ORCHESTRATOR_ALLOW_ANONYMOUS"),
-            &mut self.auth.allow_anonymous,
-        )?;
+        *self = serde_json::from_value(settings).map_err(|e| {
+            // Say which variables could have caused it (the message names the key).
+            let from: Vec<String> = applied
+                .iter()
+                .map(|a| format!("{} ({})", a.variable, a.path))
+                .collect();
+            env_error(format!("{}: {e}", from.join(", ")))
+        })?;
         Ok(())
     }
 
@@ -259,135 +213,92 @@ impl Config {
 
     /// A process in a role that serves the proxy, with the local function runtime.
     fn proxies_for_local_runtime(&self, serves_proxy: bool) -> bool {
-        serves_proxy && self.functions.backend == "local"
+        serves_proxy && self.functions.backend == FunctionsBackend::Local
     }
 
     /// Whether any backend runs on AWS (then the SDK configuration is loaded).
     pub fn uses_aws(&self) -> bool {
-        self.functions.backend == "aws"
-            || self.builder.backend == "codebuild"
-            || self.tier_details.source == "dynamodb"
+        matches!(self.functions.backend, FunctionsBackend::Aws(_))
+            || matches!(self.builder.backend, BuilderBackend::CodeBuild { .. })
+            || matches!(self.tier_details.source, TierDetailsSource::DynamoDb { .. })
+    }
+
+    /// The store `database_url` names (SQLite under `data_dir` by default).
+    pub fn store(&self) -> Result<StoreLocation, ConfigError> {
+        StoreLocation::from_url(self.database_url.as_deref(), &self.data_dir)
+            .map_err(|why| invalid("database_url", why))
     }
 
     /// Whether the store is PostgreSQL (shared by replicas) rather than SQLite.
     pub fn uses_postgres(&self) -> bool {
-        let url = self.database_url();
-        url.starts_with("postgres://") || url.starts_with("postgresql://")
-    }
-
-    /// The listen address.
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen
-            .parse()
-            .map_err(|_| invalid("listen", format!("'{}' is not HOST:PORT", self.listen)))
-    }
-
-    /// `database_url`, or the SQLite file under `data_dir`.
-    pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}",
-                self.data_dir.join("orchestrator.db").display()
-            )
-        })
+        matches!(self.store(), Ok(StoreLocation::Postgres { .. }))
     }
 
     pub fn job_timeout(&self) -> Duration {
         Duration::from_secs(self.builder.job_timeout_secs)
     }
 
-    /// Cross-field checks; the first problem found is reported.
+    /// Checks what the types cannot say; the first problem found is reported.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.listen_addr()?;
-        match self.functions.backend.as_str() {
-            "local" => {}
-            "aws" if self.functions.role_arn.is_none() => {
-                return Err(invalid(
-                    "functions.backend",
-                    "aws needs functions.role_arn (AWS_LAMBDA_ROLE_ARN)",
-                ));
-            }
-            "aws" => {
-                if let Some(arch) = &self.functions.architecture {
-                    if arch != "x86_64" && arch != "arm64" {
-                        return Err(invalid(
-                            "functions.architecture",
-                            format!("'{arch}' (expected x86_64 or arm64)"),
-                        ));
-                    }
-                }
-            }
-            other => {
-                return Err(invalid(
-                    "functions.backend",
-                    format!("'{other}' (expected local or aws)"),
-                ))
-            }
-        }
+        check_listen(&self.listen)?;
+        self.store()?;
         let functions = &self.functions;
-        if functions.max_processes < 16 {
-            return Err(invalid("functions.max_processes", "must be at least 16"));
-        }
+        at_least(
+            "functions.max_processes",
+            functions.max_processes.into(),
+            16,
+        )?;
+        let uid_end =
+            u64::from(functions.sandbox_uid_base) + u64::from(functions.sandbox_uid_count);
         if functions.sandbox_uid_base < 1000
             || functions.sandbox_uid_count == 0
-            || functions
-                .sandbox_uid_base
-                .checked_add(functions.sandbox_uid_count)
-                .is_none_or(|end| end > u32::MAX - 2)
+            || uid_end > u64::from(u32::MAX - 2)
         {
             return Err(invalid(
                 "functions.sandbox_uid_base",
                 "the worker user ids must lie between 1000 and 4294967293",
             ));
         }
-        if functions.max_queue == 0 || functions.max_queue_wait_ms == 0 {
-            return Err(invalid(
-                "functions.max_queue",
-                "max_queue and max_queue_wait_ms must be at least 1",
-            ));
-        }
-        if self.server.header_timeout_secs == 0 {
-            return Err(invalid("server.header_timeout_secs", "must be at least 1"));
-        }
-        if functions.tmp_size_mb == 0 {
-            return Err(invalid("functions.tmp_size_mb", "must be at least 1"));
-        }
-        match self.builder.backend.as_str() {
-            "local" => {}
-            "codebuild" if self.builder.poll_secs == 0 => {
-                return Err(invalid("builder.poll_secs", "must be at least 1"));
-            }
-            "codebuild" => {}
-            other => {
-                return Err(invalid(
-                    "builder.backend",
-                    format!("'{other}' (expected local or codebuild)"),
-                ))
-            }
-        }
-        match self.tier_details.source.as_str() {
-            "config" => {}
-            "dynamodb" if self.tier_details.table.is_none() => {
-                return Err(invalid(
-                    "tier_details.source",
-                    "dynamodb needs tier_details.table (TIER_DETAILS_TABLE)",
-                ));
-            }
-            "dynamodb" => {}
-            other => {
-                return Err(invalid(
-                    "tier_details.source",
-                    format!("'{other}' (expected config or dynamodb)"),
-                ))
-            }
-        }
-        let url = self.database_url();
-        if !url.starts_with("sqlite:") && !self.uses_postgres() {
-            return Err(invalid(
-                "database_url",
-                "expected sqlite://PATH or postgres://USER@HOST/DATABASE",
-            ));
-        }
+        at_least("functions.max_queue", functions.max_queue as u64, 1)?;
+        at_least(
+            "functions.max_queue_wait_ms",
+            functions.max_queue_wait_ms,
+            1,
+        )?;
+        at_least("functions.tmp_size_mb", functions.tmp_size_mb, 1)?;
+        at_least("functions.max_workers", functions.max_workers as u64, 1)?;
+        at_least(
+            "functions.idle_timeout_secs",
+            functions.idle_timeout_secs,
+            1,
+        )?;
+        at_most(
+            "functions.scale_out_delay_ms",
+            functions.scale_out_delay_ms,
+            60_000,
+        )?;
+        at_least("functions.reconcile_secs", functions.reconcile_secs, 1)?;
+        at_least(
+            "functions.deploy_lease_secs",
+            functions.deploy_lease_secs,
+            1,
+        )?;
+        at_least("functions.sync_interval_ms", functions.sync_interval_ms, 50)?;
+        at_least(
+            "server.header_timeout_secs",
+            self.server.header_timeout_secs,
+            1,
+        )?;
+        at_most("worker_threads", self.worker_threads as u64, 1024)?;
+        at_least(
+            "inbox.max_attempts",
+            self.inbox.max_attempts.max(0) as u64,
+            1,
+        )?;
+        at_least("inbox.concurrency", self.inbox.concurrency as u64, 1)?;
+        at_least("inbox.lease_secs", self.inbox.lease_secs, 2)?;
+        at_least("builder.job_lease_secs", self.builder.job_lease_secs, 3)?;
+        at_least("builder.job_timeout_secs", self.builder.job_timeout_secs, 1)?;
         if let Some(url) = &self.callbacks.webhook_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid(
@@ -407,30 +318,6 @@ impl Config {
                 "not a valid header name",
             ));
         }
-        if self.functions.max_workers < 1 || self.functions.idle_timeout_secs < 1 {
-            return Err(invalid(
-                "functions",
-                "max_workers and idle_timeout_secs must be at least 1",
-            ));
-        }
-        if self.functions.scale_out_delay_ms > 60_000 {
-            return Err(invalid(
-                "functions.scale_out_delay_ms",
-                "must be at most 60000",
-            ));
-        }
-        if self.worker_threads > 1024 {
-            return Err(invalid("worker_threads", "must be at most 1024"));
-        }
-        if self.functions.reconcile_secs == 0 {
-            return Err(invalid("functions.reconcile_secs", "must be at least 1"));
-        }
-        if self.functions.deploy_lease_secs == 0 {
-            return Err(invalid("functions.deploy_lease_secs", "must be at least 1"));
-        }
-        if self.functions.sync_interval_ms < 50 {
-            return Err(invalid("functions.sync_interval_ms", "must be at least 50"));
-        }
         if self.base_domain.is_empty()
             || self.base_domain.starts_with('.')
             || self.base_domain.contains(':')
@@ -439,18 +326,6 @@ impl Config {
                 "base_domain",
                 format!("'{}' is not a domain name", self.base_domain),
             ));
-        }
-        if self.inbox.max_attempts < 1 || self.inbox.concurrency < 1 || self.inbox.lease_secs < 2 {
-            return Err(invalid(
-                "inbox",
-                "max_attempts and concurrency must be at least 1, lease_secs at least 2",
-            ));
-        }
-        if self.builder.job_lease_secs < 3 {
-            return Err(invalid("builder.job_lease_secs", "must be at least 3"));
-        }
-        if self.builder.job_timeout_secs == 0 {
-            return Err(invalid("builder.job_timeout_secs", "must be at least 1"));
         }
         Ok(())
     }
@@ -461,9 +336,36 @@ impl Config {
     }
 }
 
+/// `HOST:PORT`, where the host is an IP address (IPv6 in brackets) or a name.
+fn check_listen(listen: &str) -> Result<(), ConfigError> {
+    let bad = || invalid("listen", format!("'{listen}' is not HOST:PORT"));
+    let (host, port) = listen.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    match name_ok || host.parse::<std::net::IpAddr>().is_ok() {
+        true => Ok(()),
+        false => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn aws() -> FunctionsBackend {
+        FunctionsBackend::Aws(AwsLambdaSettings {
+            role_arn: "arn:aws:iam::1:role/r".into(),
+            architecture: None,
+        })
+    }
 
     #[test]
     fn layers_file_then_env() {
@@ -476,6 +378,8 @@ mod tests {
         let env = |k: &str| match k {
             "ORCHESTRATOR_LISTEN" => Some("127.0.0.1:9001".to_owned()),
             "ORCHESTRATOR_EVENT_API_KEYS" => Some("a, b,".to_owned()),
+            "ORCHESTRATOR_INBOX__CONCURRENCY" => Some("3".to_owned()),
+            "ORCHESTRATOR_FUNCTIONS__MAX_WORKERS" => Some("7".to_owned()),
             _ => None,
         };
         config.apply_env(env).unwrap();
@@ -484,11 +388,126 @@ mod tests {
             config.auth.event_api_keys,
             vec![Secret("a".into()), Secret("b".into())]
         );
+        assert_eq!(
+            config.auth.api_tokens,
+            vec![Secret("t1".into())],
+            "kept from the file"
+        );
+        assert_eq!(config.tiers["basic"]["jobIdentifier"], "provision-basic");
+        assert_eq!(config.inbox.concurrency, 3, "every key has a variable");
+        assert_eq!(config.functions.max_workers, 7);
         assert!(config.validate().is_ok());
         assert!(
             !format!("{config:?}").contains("t1"),
             "tokens must not appear in Debug output"
         );
+    }
+
+    #[test]
+    fn backends_are_chosen_with_their_own_settings() {
+        let config = Config::from_toml(
+            "[functions]\nbackend = \"aws\"\nrole_arn = \"arn:r\"\narchitecture = \"arm64\"\n\
+             [builder]\nbackend = \"codebuild\"\npoll_secs = 5\n\
+             [tier_details]\nsource = \"dynamodb\"\ntable = \"tiers\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.functions.backend,
+            FunctionsBackend::Aws(AwsLambdaSettings {
+                role_arn: "arn:r".into(),
+                architecture: Some(Architecture::Arm64)
+            })
+        );
+        assert_eq!(
+            config.builder.backend,
+            BuilderBackend::CodeBuild { poll_secs: 5 }
+        );
+        assert_eq!(
+            config.tier_details.source,
+            TierDetailsSource::DynamoDb {
+                table: "tiers".into(),
+                cache_ttl_secs: 60
+            }
+        );
+        assert!(config.uses_aws());
+        // The same from the environment, by the old names.
+        let mut from_env = Config::default();
+        from_env
+            .apply_env(|k| match k {
+                "ORCHESTRATOR_FUNCTIONS_BACKEND" => Some("aws".to_owned()),
+                "AWS_LAMBDA_ROLE_ARN" => Some("arn:r".to_owned()),
+                "ORCHESTRATOR_TIER_SOURCE" => Some("dynamodb".to_owned()),
+                "TIER_DETAILS_TABLE" => Some("tiers".to_owned()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(
+            matches!(from_env.functions.backend, FunctionsBackend::Aws(ref a) if a.role_arn == "arn:r")
+        );
+        // A role in the environment does not stop a local run.
+        let mut local = Config::default();
+        local
+            .apply_env(|k| (k == "AWS_LAMBDA_ROLE_ARN").then(|| "arn:r".to_owned()))
+            .unwrap();
+        assert_eq!(local.functions.backend, FunctionsBackend::Local);
+    }
+
+    #[test]
+    fn a_backend_without_its_settings_cannot_be_built_and_the_error_names_the_line() {
+        let err = Config::from_toml("listen = \"127.0.0.1:1\"\n\n[functions]\nbackend = \"aws\"\n")
+            .unwrap_err();
+        assert!(err.contains("role_arn"), "{err}");
+        assert!(
+            err.contains("line 3"),
+            "the [functions] table's line: {err}"
+        );
+        let err = Config::from_toml("[tier_details]\nsource = \"dynamodb\"\n").unwrap_err();
+        assert!(err.contains("table"), "{err}");
+        let err = Config::from_toml("[builder]\nbackend = \"lambda\"\n").unwrap_err();
+        assert!(err.contains("local or codebuild"), "{err}");
+        let err = Config::from_toml("[inbox]\nconcurrency = \"many\"\n").unwrap_err();
+        assert!(err.contains("concurrency") && err.contains("line"), "{err}");
+        let err = Config::from_toml("worker_threads = \"x\"\n").unwrap_err();
+        assert!(
+            err.contains("line 1") && err.contains("worker_threads"),
+            "{err}"
+        );
+        let err = Config::from_toml("listen = \n").unwrap_err();
+        assert!(err.contains("line 1"), "syntax: {err}");
+        let err = Config::from_toml("[functions]\nmax_wokers = 3\n").unwrap_err();
+        assert!(err.contains("max_wokers"), "{err}");
+        let err = Config::default()
+            .apply_env(|k| (k == "ORCHESTRATOR_FUNCTIONS_BACKEND").then(|| "aws".to_owned()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ORCHESTRATOR_FUNCTIONS_BACKEND") && err.contains("role_arn"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listen_takes_host_names() {
+        for ok in [
+            "localhost:8080",
+            "0.0.0.0:80",
+            "[::1]:8080",
+            "api.internal:9000",
+        ] {
+            let config = Config {
+                listen: ok.into(),
+                ..Config::default()
+            };
+            assert!(config.validate().is_ok(), "{ok}");
+        }
+        for bad in ["localhost", ":8080", "host:port", "a b:1", "host:70000"] {
+            let config = Config {
+                listen: bad.into(),
+                ..Config::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("listen"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -498,7 +517,7 @@ mod tests {
         assert_eq!(config.runtime_threads(true, 8), 7);
         assert_eq!(config.runtime_threads(true, 1), 1);
         assert_eq!(config.runtime_threads(false, 2), 2, "no proxy: one per CPU");
-        config.functions.backend = "aws".into();
+        config.functions.backend = aws();
         assert_eq!(
             config.runtime_threads(true, 2),
             2,
@@ -531,13 +550,8 @@ mod tests {
             })
             .unwrap();
         assert!(!config.batch_scheduling(true), "turned off");
-        let config = Config {
-            functions: FunctionsConfig {
-                backend: "aws".into(),
-                ..FunctionsConfig::default()
-            },
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.functions.backend = aws();
         assert!(!config.batch_scheduling(true), "no local runtime");
         let err = Config::default()
             .apply_env(|k| {
@@ -554,6 +568,8 @@ mod tests {
             ("ORCHESTRATOR_JOB_TIMEOUT_SECS", "soon"),
             ("ORCHESTRATOR_WORKER_THREADS", "many"),
             ("ORCHESTRATOR_LOG_FORMAT", "xml"),
+            ("ORCHESTRATOR_FUNCTIONS_ISOLATION", "often"),
+            ("ORCHESTRATOR_INBOX__MAX_ATTEMPTS", "-"),
         ] {
             let err = Config::default()
                 .apply_env(|k| (k == key).then(|| value.to_owned()))
@@ -568,17 +584,22 @@ mod tests {
     }
 
     #[test]
-    fn rejects_unknown_keys_and_bad_combinations() {
+    fn rejects_unknown_keys_and_bad_stores() {
         assert!(Config::from_toml("lisen = \"x\"").is_err());
-        let mut config = Config::default();
-        config.functions.backend = "aws".into();
+        let config = Config {
+            database_url: Some("mysql://x".into()),
+            ..Config::default()
+        };
         assert!(config
             .validate()
             .unwrap_err()
             .to_string()
-            .contains("role_arn"));
-        let mut config = Config::default();
-        config.tier_details.source = "dynamodb".into();
-        assert!(config.validate().unwrap_err().to_string().contains("table"));
+            .contains("database_url"));
+        let config = Config {
+            database_url: Some("postgres://u:secret@db/x".into()),
+            ..Config::default()
+        };
+        assert!(config.uses_postgres());
+        assert_eq!(config.store().unwrap().to_string(), "postgres://***@db/x");
     }
 }

@@ -2,16 +2,19 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use super::backends::{BuilderBackend, FunctionsBackend, TierDetailsSource};
 use super::Secret;
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[functions]`: the backend (with its own settings), then the local
+/// runtime's settings, which only the local backend reads.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FunctionsConfig {
-    /// `local` (this machine, Lambda Runtime API) or `aws`.
-    pub backend: String,
-    pub role_arn: Option<String>,
+    /// `backend = "local"` (this machine, Lambda Runtime API) or `"aws"` with `role_arn`.
+    #[serde(skip)]
+    pub backend: FunctionsBackend,
     /// Local runtime: most workers per app; more concurrent requests queue.
     pub max_workers: usize,
     /// Local runtime: beyond one worker per CPU, another starts only once the
@@ -30,9 +33,8 @@ pub struct FunctionsConfig {
     /// left `DEPLOYED` whose deploy went silent for longer (its process died)
     /// is deployed again by a proxy replica (at once on SQLite's next start).
     pub deploy_lease_secs: u64,
-    /// AWS Lambda: `x86_64` (Lambda's default) or `arm64`.
-    pub architecture: Option<String>,
-    /// AWS Lambda: how often active apps are checked against their functions.
+    /// Backends whose functions live elsewhere (AWS Lambda): how often
+    /// active apps are checked against their functions.
     pub reconcile_secs: u64,
     /// Local runtime: how workers are confined (see [`Isolation`]).
     pub isolation: Isolation,
@@ -55,7 +57,7 @@ pub struct FunctionsConfig {
 }
 
 /// How local workers are confined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
     /// Sandboxed where this machine allows it; otherwise one warning at start
@@ -68,24 +70,13 @@ pub enum Isolation {
     None,
 }
 
-impl std::str::FromStr for Isolation {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "auto" => Ok(Self::Auto),
-            "sandbox" => Ok(Self::Sandbox),
-            "none" => Ok(Self::None),
-            other => Err(format!("unknown isolation '{other}' (auto, sandbox, none)")),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
+/// `[builder]`: the backend (with its own settings), then the local jobs' settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BuilderConfig {
-    /// `local` (processes) or `codebuild`.
-    pub backend: String,
+    /// `backend = "local"` (processes) or `"codebuild"` with `poll_secs`.
+    #[serde(skip)]
+    pub backend: BuilderBackend,
     /// Local job `X` runs `<jobs_dir>/X`.
     pub jobs_dir: PathBuf,
     /// A local job running longer is killed and fails.
@@ -93,22 +84,18 @@ pub struct BuilderConfig {
     /// A running local job's lease, renewed by its process every third of it;
     /// when the process dies, another replica re-runs the job once it expires.
     pub job_lease_secs: u64,
-    /// CodeBuild: how often running builds are polled (`BatchGetBuilds`); the
-    /// EventBridge state-change event, when it arrives first, wins.
-    pub poll_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[tier_details]`: where tier details come from.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TierDetailsConfig {
-    /// `config` (the `[tiers.*]` tables) or `dynamodb`.
-    pub source: String,
-    pub table: Option<String>,
-    /// DynamoDB: how long a tier's details are reused before reading them again.
-    pub cache_ttl_secs: u64,
+    /// `source = "config"` (the `[tiers.*]` tables) or `"dynamodb"` with `table`.
+    #[serde(skip)]
+    pub source: TierDetailsSource,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CallbacksConfig {
     /// ARC SaaS tenant-management `POST /webhook` URL.
@@ -116,7 +103,7 @@ pub struct CallbacksConfig {
     pub timeout_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Bearer tokens for the management routes (and accepted for events).
@@ -129,7 +116,7 @@ pub struct AuthConfig {
     pub allow_anonymous: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InboxConfig {
     /// Attempts before a transiently failing event is `dead`.
@@ -147,15 +134,13 @@ pub struct InboxConfig {
 impl Default for FunctionsConfig {
     fn default() -> Self {
         Self {
-            backend: "local".into(),
-            role_arn: None,
+            backend: FunctionsBackend::Local,
             max_workers: 4,
             scale_out_delay_ms: 20,
             idle_timeout_secs: 300,
             batch_scheduling: true,
             sync_interval_ms: 1000,
             deploy_lease_secs: 30,
-            architecture: None,
             reconcile_secs: 60,
             isolation: Isolation::Auto,
             sandbox_uid_base: 3_000_000,
@@ -171,21 +156,10 @@ impl Default for FunctionsConfig {
 impl Default for BuilderConfig {
     fn default() -> Self {
         Self {
-            backend: "local".into(),
+            backend: BuilderBackend::Local,
             jobs_dir: PathBuf::from("./jobs"),
             job_timeout_secs: 3600,
             job_lease_secs: 30,
-            poll_secs: 30,
-        }
-    }
-}
-
-impl Default for TierDetailsConfig {
-    fn default() -> Self {
-        Self {
-            source: "config".into(),
-            table: None,
-            cache_ttl_secs: 60,
         }
     }
 }
@@ -224,7 +198,7 @@ impl Default for InboxConfig {
 }
 
 /// `[server]`: how the HTTP server treats its connections.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// A connection that has not sent a whole request head this long after
