@@ -1,12 +1,13 @@
-//! Durable state behind one narrow trait: the event inbox, tenants and jobs.
+//! Durable state behind one narrow trait: the event inbox, tenants, jobs and apps.
 //!
-//! Two implementations: [`sqlite`] (embedded, one process) and [`postgres`]
-//! (shared by replicas). The trait uses leases, conditional updates and
-//! multi-row inserts only, so no dialect-specific behaviour leaks out.
+//! One implementation, [`sql::SqlStore`], on two databases: [`sqlite`]
+//! (embedded, one process) and [`postgres`] (shared by replicas). The
+//! statements are written once; the trait uses leases, conditional updates
+//! and multi-row inserts only, so no dialect-specific behaviour leaks out.
 
 pub mod postgres;
 mod records;
-mod rows;
+pub mod sql;
 pub mod sqlite;
 
 use std::future::Future;

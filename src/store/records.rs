@@ -25,6 +25,14 @@ macro_rules! string_enum {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
         }
 
+        /// Reading the column (see the records' `FromRow`).
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(text: String) -> Result<Self, String> {
+                text.parse()
+            }
+        }
+
         impl FromStr for $name {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
@@ -121,25 +129,30 @@ pub struct NewEvent {
 }
 
 /// An inbox row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRecord {
     pub id: String,
     pub event_type: String,
     pub source: Option<String>,
     pub payload: String,
+    #[sqlx(try_from = "String")]
     pub status: EventStatus,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub note: Option<String>,
+    #[sqlx(rename = "received_at")]
     pub received_at_ms: i64,
+    #[sqlx(rename = "updated_at")]
     pub updated_at_ms: i64,
+    #[sqlx(rename = "next_attempt_at")]
     pub next_attempt_at_ms: i64,
 }
 
 /// A tenant row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TenantRecord {
     pub id: String,
+    #[sqlx(try_from = "String")]
     pub state: TenantState,
     pub tier: Option<String>,
     pub current_job_id: Option<String>,
@@ -152,18 +165,22 @@ pub struct TenantRecord {
     pub callback_context: Option<String>,
     pub callback_event_id: Option<String>,
     pub version: i64,
+    #[sqlx(rename = "created_at")]
     pub created_at_ms: i64,
+    #[sqlx(rename = "updated_at")]
     pub updated_at_ms: i64,
 }
 
 /// A job row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRecord {
     pub id: String,
     pub tenant_id: String,
+    #[sqlx(try_from = "String")]
     pub kind: JobKind,
     pub job_identifier: String,
     pub backend: String,
+    #[sqlx(try_from = "String")]
     pub status: JobStatus,
     /// The event that asked for this job.
     pub event_id: String,
@@ -176,8 +193,11 @@ pub struct JobRecord {
     pub output: Option<String>,
     pub log_tail: Option<String>,
     pub error: Option<String>,
+    #[sqlx(rename = "created_at")]
     pub created_at_ms: i64,
+    #[sqlx(rename = "started_at")]
     pub started_at_ms: Option<i64>,
+    #[sqlx(rename = "finished_at")]
     pub finished_at_ms: Option<i64>,
 }
 
@@ -193,24 +213,28 @@ pub struct JobFinish {
 }
 
 /// An app row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AppRecord {
     pub name: String,
+    #[sqlx(try_from = "String")]
     pub status: AppStatus,
     pub current_version: i64,
     /// JSON of the current version's function configuration.
     pub config: String,
     pub last_error: Option<String>,
+    #[sqlx(rename = "created_at")]
     pub created_at_ms: i64,
+    #[sqlx(rename = "updated_at")]
     pub updated_at_ms: i64,
 }
 
 /// One deployed version of an app's code (without the code itself).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AppVersionRecord {
     pub version: i64,
     pub config: String,
     pub code_size: i64,
     pub code_sha256: String,
+    #[sqlx(rename = "created_at")]
     pub created_at_ms: i64,
 }

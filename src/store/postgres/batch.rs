@@ -7,10 +7,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use sqlx::{PgPool, QueryBuilder, Row};
+use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::events::{insert, push_event_values};
+use crate::store::sql::events::{insert_events, insert_one};
+use crate::store::sql::Ingestion;
 use crate::store::{NewEvent, StoreError};
 
 /// Most rows per statement (8 parameters each, far below PostgreSQL's 65 535).
@@ -32,14 +33,17 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the gathering task on the current Tokio runtime.
-    pub fn start(pool: PgPool) -> Self {
+    pub fn start(pool: AnyPool) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         tokio::spawn(gather(pool, rx));
         Self { queue }
     }
+}
 
+#[async_trait::async_trait]
+impl Ingestion for Batcher {
     /// Inserts one event; `false` when its id was already stored.
-    pub async fn insert(&self, event: NewEvent) -> Result<bool, StoreError> {
+    async fn insert(&self, event: NewEvent) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
         let gone = || StoreError::Unavailable(anyhow::anyhow!("the store is shutting down"));
         self.queue
@@ -50,7 +54,7 @@ impl Batcher {
     }
 }
 
-async fn gather(pool: PgPool, mut rx: mpsc::Receiver<Pending>) {
+async fn gather(pool: AnyPool, mut rx: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -72,7 +76,7 @@ async fn gather(pool: PgPool, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-async fn flush(pool: &PgPool, batch: Vec<Pending>) {
+async fn flush(pool: &AnyPool, batch: Vec<Pending>) {
     let (events, replies): (Vec<NewEvent>, Vec<_>) =
         batch.into_iter().map(|p| (p.event, p.reply)).unzip();
     match insert_many(pool, &events).await {
@@ -91,18 +95,16 @@ async fn flush(pool: &PgPool, batch: Vec<Pending>) {
         // One row the database refuses must not fail its neighbours: one by one.
         Err(_) => {
             for (event, reply) in events.iter().zip(replies) {
-                let _ = reply.send(insert(pool, event).await);
+                let _ = reply.send(insert_one(pool, event).await);
             }
         }
     }
 }
 
 /// The ids this statement inserted.
-async fn insert_many(pool: &PgPool, events: &[NewEvent]) -> Result<HashSet<String>, StoreError> {
-    let mut builder = QueryBuilder::new("");
-    push_event_values(&mut builder, events);
-    builder.push(" RETURNING id");
-    let rows = builder.build().fetch_all(pool).await?;
+async fn insert_many(pool: &AnyPool, events: &[NewEvent]) -> Result<HashSet<String>, StoreError> {
+    let (sql, bind) = insert_events(events, " RETURNING id");
+    let rows = bind(sqlx::query(&sql)).fetch_all(pool).await?;
     rows.iter()
         .map(|row| row.try_get::<String, _>("id").map_err(StoreError::from))
         .collect()

@@ -91,6 +91,12 @@ impl FileGuard {
     }
 }
 
+impl crate::store::sql::WriteGuard for FileGuard {
+    fn check(&self) -> Result<(), StoreError> {
+        FileGuard::check(self)
+    }
+}
+
 fn unavailable(path: &Path, what: &str) -> StoreError {
     StoreError::Unavailable(anyhow!(
         "the database file {} {what} while the service runs",

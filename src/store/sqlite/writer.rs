@@ -20,6 +20,7 @@ use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::guard::FileGuard;
+use crate::store::sql::Ingestion;
 use crate::store::{EventStatus, NewEvent, StoreError};
 
 /// Most events in one commit.
@@ -138,9 +139,12 @@ impl EventWriter {
             .map_err(|e| StoreError::Other(e.into()))?;
         Ok(Self { tx, closed })
     }
+}
 
+#[async_trait::async_trait]
+impl Ingestion for EventWriter {
     /// Records `event` in the next group commit; whether it was new.
-    pub async fn insert(&self, event: NewEvent) -> Result<bool, StoreError> {
+    async fn insert(&self, event: NewEvent) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((event, reply))
@@ -151,7 +155,7 @@ impl EventWriter {
     }
 
     /// Refuses every later batch.
-    pub fn close(&self) {
+    fn close(&self) {
         self.closed.store(true, Ordering::Release);
     }
 }

@@ -1,0 +1,215 @@
+//! Apps and every version of their code (kept in the store, so any replica
+//! can run an app and rollbacks stay possible).
+
+use sha2::{Digest, Sha256};
+use sqlx::{FromRow, Row};
+
+use super::{SqlStore, APP_COLUMNS};
+use crate::store::{AppRecord, AppStatus, AppVersionRecord, StoreError};
+
+/// First key of the two-key advisory locks PostgreSQL takes per app name
+/// (the two-key space is separate from the one-key locks sqlx's migrator takes).
+const APP_LOCK_SPACE: i32 = 0x4150_5053; // "APPS"
+
+/// A stable 32-bit key for `name`'s advisory lock.
+fn lock_key(name: &str) -> i32 {
+    let digest = Sha256::digest(name.as_bytes());
+    i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+fn decode(rows: &[sqlx::any::AnyRow]) -> Result<Vec<AppRecord>, StoreError> {
+    Ok(rows
+        .iter()
+        .map(AppRecord::from_row)
+        .collect::<Result<_, _>>()?)
+}
+
+impl SqlStore {
+    /// Concurrent deploys of one app (on any replica) would otherwise both
+    /// read the same next version and one would fail on the primary key:
+    /// they take turns instead (see [`super::Dialect::begin_app_write`]).
+    pub(super) async fn add_version(
+        &self,
+        name: &str,
+        config: &str,
+        code: &[u8],
+        code_sha256: &str,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let (begin, lock) = self.dialect.begin_app_write();
+        let mut tx = self.pool.begin_with(begin).await?;
+        if let Some(lock) = lock {
+            sqlx::query(lock)
+                .bind(APP_LOCK_SPACE)
+                .bind(lock_key(name))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let version: i64 = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM app_versions WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("next")?;
+        sqlx::query(
+            "INSERT INTO app_versions (name, version, config, code, code_size, code_sha256, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(name)
+        .bind(version)
+        .bind(config)
+        .bind(code)
+        .bind(i64::try_from(code.len()).unwrap_or(i64::MAX))
+        .bind(code_sha256)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO apps (name, status, current_version, config, last_error, created_at, updated_at, deploy_heartbeat_at) \
+             VALUES ($1, $2, $3, $4, NULL, $5, $5, $5) \
+             ON CONFLICT (name) DO UPDATE SET \
+             status = CASE apps.status WHEN $6 THEN $6 ELSE $2 END, \
+             current_version = $3, config = $4, last_error = NULL, updated_at = $5, \
+             deploy_heartbeat_at = $5",
+        )
+        .bind(name)
+        .bind(AppStatus::Deployed.as_str())
+        .bind(version)
+        .bind(config)
+        .bind(now_ms)
+        .bind(AppStatus::Active.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    pub(super) async fn app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
+        let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1");
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(AppRecord::from_row).transpose()?)
+    }
+
+    pub(super) async fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        let sql = format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name");
+        decode(&sqlx::query(&sql).fetch_all(&self.pool).await?)
+    }
+
+    pub(super) async fn versions(&self, name: &str) -> Result<Vec<AppVersionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT version, config, code_size, code_sha256, created_at FROM app_versions \
+             WHERE name = $1 ORDER BY version DESC",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(AppVersionRecord::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    pub(super) async fn code(&self, name: &str, version: i64) -> Result<Vec<u8>, StoreError> {
+        let row = sqlx::query("SELECT code FROM app_versions WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("code")?)
+    }
+
+    pub(super) async fn app_status(
+        &self,
+        name: &str,
+        status: AppStatus,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE apps SET status = $2, last_error = $3, updated_at = $4 WHERE name = $1",
+        )
+        .bind(name)
+        .bind(status.as_str())
+        .bind(error)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Sets the outcome of deploying `version`, if it is still the current
+    /// version and the app is not `INACTIVE` or `REMOVED`; whether it was.
+    pub(super) async fn settle_deploy(
+        &self,
+        name: &str,
+        version: i64,
+        status: AppStatus,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE apps SET status = $3, last_error = $4, updated_at = $5 \
+             WHERE name = $1 AND current_version = $2 AND status IN ($6, $7, $8)",
+        )
+        .bind(name)
+        .bind(version)
+        .bind(status.as_str())
+        .bind(error)
+        .bind(now_ms)
+        .bind(AppStatus::Deployed.as_str())
+        .bind(AppStatus::Active.as_str())
+        .bind(AppStatus::Error.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Apps left `DEPLOYED` whose deploy stopped beating before
+    /// `expired_before`, now beating at `now_ms` for the caller.
+    pub(super) async fn take_deploys(
+        &self,
+        expired_before: i64,
+        now_ms: i64,
+    ) -> Result<Vec<AppRecord>, StoreError> {
+        let sql = format!(
+            "UPDATE apps SET deploy_heartbeat_at = $2 \
+             WHERE status = $3 AND COALESCE(deploy_heartbeat_at, updated_at) < $1 \
+             RETURNING {APP_COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(expired_before)
+            .bind(now_ms)
+            .bind(AppStatus::Deployed.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut apps = decode(&rows)?;
+        apps.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(apps)
+    }
+
+    pub(super) async fn renew_deploy(
+        &self,
+        name: &str,
+        version: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE apps SET deploy_heartbeat_at = $3 \
+             WHERE name = $1 AND current_version = $2 AND status = $4",
+        )
+        .bind(name)
+        .bind(version)
+        .bind(now_ms)
+        .bind(AppStatus::Deployed.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

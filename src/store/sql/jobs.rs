@@ -1,0 +1,243 @@
+//! Tenants, jobs and the atomic [`Commit`].
+
+use sqlx::FromRow;
+
+use super::events::insert_events;
+use super::{SqlStore, JOB_COLUMNS, TENANT_COLUMNS};
+use crate::store::{Commit, JobRecord, StoreError, TenantRecord};
+
+impl SqlStore {
+    pub(super) async fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(TenantRecord::from_row).transpose()?)
+    }
+
+    pub(super) async fn tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError> {
+        let sql =
+            format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY updated_at DESC, id LIMIT $1");
+        let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(TenantRecord::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    pub(super) async fn job(&self, id: &str) -> Result<JobRecord, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id).fetch_one(&self.pool).await?;
+        Ok(JobRecord::from_row(&row)?)
+    }
+
+    pub(super) async fn job_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE external_id = $1 LIMIT 1");
+        let row = sqlx::query(&sql)
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(JobRecord::from_row).transpose()?)
+    }
+
+    pub(super) async fn tenant_jobs(&self, tenant_id: &str) -> Result<Vec<JobRecord>, StoreError> {
+        let sql =
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 ORDER BY created_at, id");
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(JobRecord::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// On PostgreSQL (READ COMMITTED) a concurrent taker waits for the first
+    /// one's row lock and then re-checks the lease, which is no longer
+    /// expired: each job goes to one replica only.
+    pub(super) async fn take_jobs(
+        &self,
+        backend: &str,
+        expired_before: i64,
+        lease_until_ms: i64,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let sql = format!(
+            "UPDATE jobs SET lease_until = $3 \
+             WHERE status = 'running' AND backend = $1 \
+               AND (lease_until IS NULL OR lease_until < $2) \
+             RETURNING {JOB_COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(backend)
+            .bind(expired_before)
+            .bind(lease_until_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut jobs = rows
+            .iter()
+            .map(JobRecord::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        jobs.sort_by_key(|j| j.created_at_ms);
+        Ok(jobs)
+    }
+
+    pub(super) async fn renew_jobs(
+        &self,
+        ids: &[String],
+        lease_until_ms: i64,
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = (0..ids.len()).map(|n| format!("${}", n + 2)).collect();
+        let sql = format!(
+            "UPDATE jobs SET lease_until = $1 WHERE status = 'running' AND id IN ({})",
+            list.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(lease_until_ms);
+        for id in ids {
+            query = query.bind(id.as_str());
+        }
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn job_running(
+        &self,
+        id: &str,
+        external_id: &str,
+        attempt: i64,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<(), StoreError> {
+        // A job may already have finished (a fast job reports before this
+        // runs): then only its backend id is recorded.
+        let sql = format!(
+            "UPDATE jobs SET external_id = $2, lease_until = $5, \
+                 status = CASE WHEN status IN ('pending', 'running') THEN 'running' ELSE status END, \
+                 attempt = {}(attempt, $3), \
+                 started_at = CASE WHEN status IN ('pending', 'running') OR started_at IS NULL \
+                                   THEN $4 ELSE started_at END \
+             WHERE id = $1",
+            self.dialect.greatest()
+        );
+        let done = sqlx::query(&sql)
+            .bind(id)
+            .bind(external_id)
+            .bind(attempt)
+            .bind(now_ms)
+            .bind(lease_until_ms)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// One transaction. On PostgreSQL (READ COMMITTED) a second writer of
+    /// the same tenant (or job) waits for the first to commit, then finds
+    /// the version (or status) changed and reports `Conflict`; on SQLite
+    /// writers take turns.
+    pub(super) async fn apply(&self, commit: Commit, now_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(write) = &commit.tenant {
+            let t = &write.record;
+            // Both statements take the row as $1..$10 and the time as $11; the
+            // update also checks the version read ($12).
+            let sql = match write.expected_version {
+                Some(_) => {
+                    "UPDATE tenants SET state = $2, tier = $3, current_job_id = $4, last_error = $5, \
+                     job_output = $6, params = $7, callback_secret = $8, callback_context = $9, \
+                     callback_event_id = $10, version = version + 1, updated_at = $11 \
+                     WHERE id = $1 AND version = $12"
+                }
+                None => {
+                    "INSERT INTO tenants (id, state, tier, current_job_id, last_error, job_output, params, \
+                     callback_secret, callback_context, callback_event_id, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $11) ON CONFLICT (id) DO NOTHING"
+                }
+            };
+            let mut query = sqlx::query(sql)
+                .bind(&t.id)
+                .bind(t.state.as_str())
+                .bind(&t.tier)
+                .bind(&t.current_job_id)
+                .bind(&t.last_error)
+                .bind(&t.job_output)
+                .bind(&t.params)
+                .bind(&t.callback_secret)
+                .bind(&t.callback_context)
+                .bind(&t.callback_event_id)
+                .bind(now_ms);
+            if let Some(version) = write.expected_version {
+                query = query.bind(version);
+            }
+            if query.execute(&mut *tx).await?.rows_affected() == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "tenant {} changed concurrently",
+                    t.id
+                )));
+            }
+        }
+        for job in &commit.new_jobs {
+            let sql = format!(
+                "INSERT INTO jobs ({JOB_COLUMNS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+            );
+            sqlx::query(&sql)
+                .bind(&job.id)
+                .bind(&job.tenant_id)
+                .bind(job.kind.as_str())
+                .bind(&job.job_identifier)
+                .bind(&job.backend)
+                .bind(job.status.as_str())
+                .bind(&job.event_id)
+                .bind(&job.params)
+                .bind(&job.external_id)
+                .bind(job.attempt)
+                .bind(job.exit_code)
+                .bind(&job.output)
+                .bind(&job.log_tail)
+                .bind(&job.error)
+                .bind(job.created_at_ms)
+                .bind(job.started_at_ms)
+                .bind(job.finished_at_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for finish in &commit.finished_jobs {
+            let changed = sqlx::query(
+                "UPDATE jobs SET status = $2, exit_code = $3, output = $4, log_tail = $5, error = $6, finished_at = $7 \
+                 WHERE id = $1 AND status IN ('pending', 'running')",
+            )
+            .bind(&finish.id)
+            .bind(finish.status.as_str())
+            .bind(finish.exit_code)
+            .bind(&finish.output)
+            .bind(&finish.log_tail)
+            .bind(&finish.error)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "job {} is already finished",
+                    finish.id
+                )));
+            }
+        }
+        if !commit.events.is_empty() {
+            let (sql, bind) = insert_events(&commit.events, "");
+            bind(sqlx::query(&sql)).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
