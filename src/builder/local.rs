@@ -19,11 +19,15 @@ use tokio::process::Command;
 
 use super::{BuildStatus, BuilderError, BuilderService, JobCompletion, JobHandle, JobRequest};
 use crate::store::{JobRecord, JobStatus};
+use crate::support::{spawn_supervised, stop_groups, ProcessGroup};
 
 /// Bytes of log kept on the job record.
 pub const LOG_TAIL_BYTES: u64 = 4096;
 /// Most bytes of `$JOB_OUTPUT` read back.
 const MAX_OUTPUT_BYTES: u64 = 64 * 1024;
+
+/// Running jobs by id, with their process groups.
+type RunningSet = HashMap<String, Option<ProcessGroup>>;
 
 /// Runs jobs as local processes.
 #[derive(Debug, Clone)]
@@ -32,7 +36,7 @@ pub struct LocalJobs {
     work_dir: PathBuf,
     timeout: Duration,
     /// The jobs whose processes are running now, with their process groups.
-    running: Arc<Mutex<HashMap<String, Option<i32>>>>,
+    running: Arc<Mutex<RunningSet>>,
     /// Set at shutdown: jobs that end now are interrupted, not finished.
     stopping: Arc<AtomicBool>,
 }
@@ -122,16 +126,8 @@ impl BuilderService for LocalJobs {
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(log_err)
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().map_err(|e| match e.kind() {
+            .stderr(log_err);
+        let (mut child, group) = spawn_supervised(&mut command).map_err(|e| match e.kind() {
             std::io::ErrorKind::PermissionDenied => BuilderError::Invalid(format!(
                 "job '{}' is not executable: {e}",
                 request.job_identifier
@@ -141,14 +137,13 @@ impl BuilderService for LocalJobs {
                 request.job_identifier
             )),
         })?;
-        let pid = child.id();
-        tracing::info!(pid, "local job started");
+        tracing::info!(pid = child.id(), "local job started");
 
         let timeout = self.timeout;
         let handle = JobHandle {
             external_id: request.job_id.clone(),
         };
-        let running = RunningJob::new(&self.running, &request.job_id, pid);
+        let running = RunningJob::new(&self.running, &request.job_id, group);
         let stopping = self.stopping.clone();
         tokio::spawn(async move {
             let (status, exit_code, error) = match tokio::time::timeout(timeout, child.wait()).await
@@ -172,9 +167,8 @@ impl BuilderService for LocalJobs {
                     Some(format!("waiting for the job failed: {e}")),
                 ),
                 Err(_) => {
-                    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-                        // SAFETY: signalling our own child's process group.
-                        unsafe { libc::kill(-pid, libc::SIGKILL) };
+                    if let Some(group) = group {
+                        group.kill();
                     }
                     let _ = child.wait().await;
                     (
@@ -221,54 +215,33 @@ impl BuilderService for LocalJobs {
 
     async fn stop_running(&self, grace: Duration) {
         self.stopping.store(true, Ordering::Release);
-        let groups = |signal: i32| {
-            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            for (job, pgid) in running.iter() {
-                if let Some(pgid) = pgid {
-                    if signal == libc::SIGTERM {
-                        tracing::warn!(job = %job, pgid, "stopping a running local job (shutdown)");
-                    }
-                    // SAFETY: signalling the process group of a job we started.
-                    unsafe { libc::kill(-pgid, signal) };
-                }
+        let running = || self.running.lock().unwrap_or_else(|p| p.into_inner());
+        for (job, group) in running().iter() {
+            if let Some(group) = group {
+                tracing::warn!(job = %job, pgid = group.id(), "stopping a running local job (shutdown)");
             }
-            running.len()
-        };
-        if groups(libc::SIGTERM) == 0 {
-            return;
         }
-        let deadline = tokio::time::Instant::now() + grace;
-        while tokio::time::Instant::now() < deadline {
-            if self
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let killed = stop_groups(|| running().values().flatten().copied().collect(), grace).await;
+        if killed > 0 {
+            tracing::warn!(
+                jobs = killed,
+                "local jobs still running after the grace period were killed"
+            );
         }
-        let left = groups(libc::SIGKILL);
-        tracing::warn!(
-            jobs = left,
-            "local jobs still running after the grace period were killed"
-        );
     }
 }
 
 /// A job in the running set until its completion is reported.
 struct RunningJob {
-    set: Arc<Mutex<HashMap<String, Option<i32>>>>,
+    set: Arc<Mutex<RunningSet>>,
     id: String,
 }
 
 impl RunningJob {
-    fn new(set: &Arc<Mutex<HashMap<String, Option<i32>>>>, id: &str, pid: Option<u32>) -> Self {
-        let pgid = pid.and_then(|p| i32::try_from(p).ok());
+    fn new(set: &Arc<Mutex<RunningSet>>, id: &str, group: Option<ProcessGroup>) -> Self {
         set.lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), pgid);
+            .insert(id.to_owned(), group);
         Self {
             set: set.clone(),
             id: id.to_owned(),

@@ -5,8 +5,10 @@ mod clock;
 mod errors;
 mod host;
 mod ids;
+mod process;
 
 pub use clock::{now_ms, timestamp};
 pub use errors::error_chain;
 pub use host::{cpus, run_as_batch_work};
 pub use ids::request_uuid;
+pub use process::{spawn_supervised, stop_groups, ProcessGroup};

@@ -3,11 +3,16 @@
 //! work. Node.js and Python use our own small runtime clients (shipped in the
 //! binary, see `bootstraps/`); `provided.*` runs the zip's `bootstrap`.
 
+mod handle;
+mod invocation;
 mod peer;
 mod pipes;
 mod pool;
+mod protocol;
+mod queue;
 mod runtime_api;
 pub mod sandbox;
+mod tcp;
 mod worker;
 
 use std::collections::HashMap;
@@ -18,13 +23,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use self::pool::Pool;
-pub use self::pool::Scaling;
-use self::worker::WorkerSpec;
+use self::queue::Bounds;
+pub use self::queue::Scaling;
+use self::worker::{Launcher, WorkerSpec};
 use super::{Deployment, FunctionBackend, FunctionError};
 use crate::function_config::AppName;
-
-const NODE_BOOTSTRAP: &str = "node-bootstrap.mjs";
-const PYTHON_BOOTSTRAP: &str = "python-bootstrap.py";
 
 /// Settings of the local runtime.
 #[derive(Debug, Clone)]
@@ -59,17 +62,7 @@ impl LocalFunctions {
         let io = |e: std::io::Error| {
             FunctionError::Unavailable(format!("writing the runtime clients: {e}"))
         };
-        std::fs::create_dir_all(&options.runtimes_dir).map_err(io)?;
-        std::fs::write(
-            options.runtimes_dir.join(NODE_BOOTSTRAP),
-            include_str!("bootstraps/node-bootstrap.mjs"),
-        )
-        .map_err(io)?;
-        std::fs::write(
-            options.runtimes_dir.join(PYTHON_BOOTSTRAP),
-            include_str!("bootstraps/python-bootstrap.py"),
-        )
-        .map_err(io)?;
+        worker::install_runtime_clients(&options.runtimes_dir).map_err(io)?;
         if options.sandbox.is_some() {
             sandbox::make_readable(&options.runtimes_dir).map_err(io)?;
         }
@@ -140,12 +133,13 @@ impl FunctionBackend for LocalFunctions {
             sandbox: self.options.sandbox.clone(),
         };
         let pool = Arc::new(Pool::new(
-            spec,
+            deployment.app.to_string(),
             self.options.scaling,
-            pool::Bounds {
+            Bounds {
                 max_queue: self.options.max_queue,
                 max_wait: self.options.max_queue_wait,
             },
+            Box::new(Launcher::new(spec)),
         ));
         let old = self
             .pools

@@ -13,9 +13,11 @@
 //! that sends `Content-Length` bodies and reads each answer whole. Parsing
 //! with `httparse` and writing the answers by hand costs a fraction of a
 //! general server's work per call, and each invocation makes two calls.
+//!
+//! Imports `runtime_api` and `protocol`.
 
 use std::future::Future;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
@@ -23,7 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
-use super::runtime_api::{Answer, Api, Call, TooLarge, ERROR_TYPE_HEADER, MAX_PAYLOAD};
+use super::protocol::{Answer, Call, TooLarge, ERROR_TYPE_HEADER, MAX_PAYLOAD};
+use super::runtime_api::Api;
 
 /// The descriptors on which a worker finds its connection: it reads the
 /// API's answers from the first and writes its requests to the second.
@@ -63,13 +66,7 @@ impl RuntimePipes {
 
 /// A pipe's read and write ends, closed on exec (passed on by hand).
 fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array it is given.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both are new descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// The thread that serves our runtimes' connections. A worker that posts a

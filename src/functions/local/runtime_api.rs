@@ -1,161 +1,31 @@
 //! The Lambda Runtime API (`2018-06-01`) as one worker's runtime sees it:
-//! its routes, what each call does to the invocation the worker runs, and
-//! the worker's deadlines. The calls come over HTTP/1.1 on a loopback TCP
-//! port (any runtime client, served by axum here) or on two pipes (our own
-//! clients, see `pipes`); both hand them to [`Api::answer`].
+//! an adapter over the pool's operations (`next_for`, `finished`,
+//! `requeue`) that does what each call means for the invocation the worker
+//! runs, with the worker's deadlines. Whichever transport brings a call (two
+//! pipes for our own clients, see `pipes`; loopback TCP for any other, see
+//! `tcp`) hands it to [`Api::answer`]. Imports `pool`, `handle`,
+//! `invocation` and `protocol`.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
-use bytes::Bytes;
-use serde_json::json;
+use axum::http::{HeaderValue, StatusCode};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::handle::WorkerHandle;
+use super::invocation::{log_failure, Invocation, Reply};
 use super::pool::Shared;
-use super::worker::{log_failure, Invocation, Worker};
+use super::protocol::{Answer, Call, TooLarge};
 use crate::functions::FunctionError;
 
 /// Lambda's budget for a runtime's initialisation (before its first event).
 pub const INIT_BUDGET: Duration = Duration::from_secs(10);
 
-/// Lambda's synchronous payload limit (as the emulator counts it).
-pub const MAX_PAYLOAD: usize = 6 * 1024 * 1024 + 100;
-
-/// The header a runtime names its error's type in.
-pub const ERROR_TYPE_HEADER: &str = "lambda-runtime-function-error-type";
-
-/// Where every route of the API starts.
-const PREFIX: &str = "/2018-06-01/runtime/";
-
-/// One call of the Runtime API.
-#[derive(Debug, PartialEq)]
-pub enum Call {
-    /// `GET invocation/next`
-    Next,
-    /// `POST invocation/{id}/response`
-    Response(String),
-    /// `POST invocation/{id}/error`
-    Error(String),
-    /// `POST init/error`
-    InitError,
-}
-
-impl Call {
-    /// The call a request line names, or the API's answer to a wrong one.
-    pub fn route(method: &str, path: &str) -> Result<Call, Answer> {
-        let not_found = || {
-            Answer::error(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                &format!("no Runtime API route {path}"),
-            )
-        };
-        let route = path.strip_prefix(PREFIX).ok_or_else(not_found)?;
-        // Up to four segments, without collecting them (two calls an invocation).
-        let mut segments = route.split('/');
-        let segments = [(); 4].map(|()| segments.next());
-        let (call, wants) = match segments {
-            [Some("invocation"), Some("next"), None, None] => (Call::Next, Method::GET),
-            [Some("init"), Some("error"), None, None] => (Call::InitError, Method::POST),
-            [Some("invocation"), Some(id), Some("response"), None] if !id.is_empty() => {
-                (Call::Response(id.to_owned()), Method::POST)
-            }
-            [Some("invocation"), Some(id), Some("error"), None] if !id.is_empty() => {
-                (Call::Error(id.to_owned()), Method::POST)
-            }
-            _ => return Err(not_found()),
-        };
-        if method != wants.as_str() {
-            return Err(Answer::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                &format!("{path} takes {wants}, not {method}"),
-            ));
-        }
-        Ok(call)
-    }
-}
-
-/// A posted body over the payload limit (not read).
-#[derive(Debug)]
-pub struct TooLarge;
-
-/// The API's answer to one call: always JSON.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: StatusCode,
-    /// Besides `content-type` and `content-length` (valid values only, for
-    /// either transport).
-    pub headers: Vec<(&'static str, HeaderValue)>,
-    pub body: Bytes,
-}
-
-impl Answer {
-    pub fn error(status: StatusCode, kind: &str, message: &str) -> Answer {
-        let body = json!({"errorType": kind, "errorMessage": message}).to_string();
-        Answer {
-            status,
-            headers: Vec::new(),
-            body: body.into(),
-        }
-    }
-
-    /// `202 {"status":"OK"}` for a posted result or error (a constant body:
-    /// it is on every invocation's path).
-    fn accepted() -> Answer {
-        Answer {
-            status: StatusCode::ACCEPTED,
-            headers: Vec::new(),
-            body: Bytes::from_static(br#"{"status":"OK"}"#),
-        }
-    }
-
-    /// A result or error posted for no waiting invocation.
-    fn unknown_request_id() -> Answer {
-        Answer::error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestID",
-            "no invocation is waiting for this id",
-        )
-    }
-
-    /// A posted result over the limit.
-    fn too_large() -> Answer {
-        let message = format!("Exceeded maximum allowed payload size ({MAX_PAYLOAD} bytes).");
-        Answer::error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            &message,
-        )
-    }
-}
-
-impl IntoResponse for Answer {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            Body::from(self.body),
-        )
-            .into_response();
-        for (name, value) in self.headers {
-            response.headers_mut().insert(name, value);
-        }
-        response
-    }
-}
-
 /// The invocation a worker's runtime has taken and not answered yet.
 struct Running {
     request_id: String,
-    reply: super::worker::Reply,
+    reply: Reply,
     started: Instant,
     deadline: Instant,
 }
@@ -176,13 +46,36 @@ pub enum Deadline {
 /// worker's watchdog: the caller only waits for the answer.
 pub struct Api {
     pub pool: Arc<Shared>,
-    pub worker: Arc<Worker>,
+    pub worker: Arc<WorkerHandle>,
+    function: Arc<Function>,
     running: Mutex<Option<Running>>,
     deadline: watch::Sender<Deadline>,
     pub init_error: Mutex<Option<String>>,
     /// The request id of the invocation taken last (for its output lines).
     pub current: Arc<Mutex<Option<String>>>,
-    arn: String,
+}
+
+/// What the API tells a runtime about its function, and how long an
+/// invocation may run: the same for every worker of a deployment.
+pub struct Function {
+    pub app: String,
+    pub version: i64,
+    /// Seconds an invocation may run.
+    pub timeout: u32,
+    pub memory_size: u32,
+    pub arn: String,
+}
+
+impl Function {
+    pub fn new(app: &str, version: i64, timeout: u32, memory_size: u32, region: &str) -> Function {
+        Function {
+            app: app.to_owned(),
+            version,
+            timeout,
+            memory_size,
+            arn: format!("arn:aws:lambda:{region}:000000000000:function:{app}"),
+        }
+    }
 }
 
 impl Api {
@@ -190,23 +83,20 @@ impl Api {
     /// on the receiver.
     pub fn new(
         pool: Arc<Shared>,
-        worker: Arc<Worker>,
+        worker: Arc<WorkerHandle>,
+        function: Arc<Function>,
         current: Arc<Mutex<Option<String>>>,
     ) -> (Api, watch::Receiver<Deadline>) {
         // As on Lambda, the runtime has its own budget to initialise.
         let (deadline, armed) = watch::channel(Deadline::Init(Instant::now() + INIT_BUDGET));
-        let arn = format!(
-            "arn:aws:lambda:{}:000000000000:function:{}",
-            pool.spec.region, pool.spec.app
-        );
         let api = Api {
             pool,
             worker,
+            function,
             running: Mutex::default(),
             deadline,
             init_error: Mutex::default(),
             current,
-            arn,
         };
         (api, armed)
     }
@@ -270,7 +160,7 @@ impl Api {
             ("lambda-runtime-deadline-ms", Some(deadline_ms.to_string())),
             (
                 "lambda-runtime-invoked-function-arn",
-                Some(self.arn.clone()),
+                Some(self.function.arn.clone()),
             ),
             ("lambda-runtime-trace-id", trace),
         ];
@@ -320,7 +210,7 @@ impl Api {
             queued_at,
         } = invocation;
         let now = Instant::now();
-        let timeout = Duration::from_secs(u64::from(self.pool.spec.config.timeout));
+        let timeout = Duration::from_secs(u64::from(self.function.timeout));
         let deadline = now + timeout;
         let abandoned = self.running().replace(Running {
             request_id: request_id.clone(),
@@ -342,7 +232,7 @@ impl Api {
             let orphan = self.running().take();
             if let Some(orphan) = orphan {
                 self.pool.requeue(
-                    &self.worker,
+                    &*self.worker,
                     Invocation {
                         request_id: orphan.request_id,
                         event,
@@ -354,8 +244,8 @@ impl Api {
             return None;
         }
         self.deadline.send_replace(Deadline::Invocation(deadline));
-        let spec = &self.pool.spec;
-        tracing::info!(target: "function", app = %spec.app, request_id = %request_id, "START RequestId: {request_id} Version: {}", spec.version);
+        let function = &*self.function;
+        tracing::info!(target: "function", app = %function.app, request_id = %request_id, "START RequestId: {request_id} Version: {}", function.version);
         if let Ok(mut current) = self.current.lock() {
             *current = Some(request_id.clone());
         }
@@ -373,21 +263,21 @@ impl Api {
                 _ => None,
             }
         }?;
-        self.pool.finished(&self.worker);
+        self.pool.finished(&*self.worker);
         Some(running)
     }
 
     /// Answers an invocation, with Lambda's END and REPORT lines.
     fn complete(&self, running: Running, outcome: Result<Vec<u8>, FunctionError>) {
-        let spec = &self.pool.spec;
-        let (app, request_id) = (&spec.app, &running.request_id);
+        let function = &*self.function;
+        let (app, request_id) = (&function.app, &running.request_id);
         let duration = running.started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(target: "function", app = %app, request_id = %request_id, "END RequestId: {request_id}");
         tracing::info!(
             target: "function", app = %app, request_id = %request_id,
             "REPORT RequestId: {request_id}\tDuration: {duration:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
             duration.ceil() as u64,
-            spec.config.memory_size
+            function.memory_size
         );
         if let Err(err) = &outcome {
             log_failure(app, request_id, err);
@@ -408,7 +298,7 @@ impl Api {
     fn expired(&self, deadline: Deadline) {
         match deadline {
             Deadline::Init(_) => {
-                if !self.worker.ready.load(Ordering::Acquire) {
+                if !self.worker.is_ready() {
                     self.worker.stop_because(format!(
                         "the runtime did not finish initialising within {} s",
                         INIT_BUDGET.as_secs()
@@ -424,7 +314,7 @@ impl Api {
                     }
                 };
                 if let Some(running) = timed_out {
-                    let seconds = self.pool.spec.config.timeout;
+                    let seconds = self.function.timeout;
                     self.worker
                         .stop_because(format!("the function timed out after {seconds} s"));
                     self.complete(running, Err(FunctionError::Timeout(seconds)));
@@ -474,69 +364,9 @@ fn describe_error(error_type: Option<&str>, body: &[u8]) -> String {
     }
 }
 
-/// The API over HTTP on TCP, for runtime clients other than ours.
-pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
-        .fallback(over_http)
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(api)
-}
-
-async fn over_http(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Answer {
-    let call = match Call::route(method.as_str(), uri.path()) {
-        Ok(call) => call,
-        Err(answer) => return answer,
-    };
-    let body = axum::body::to_bytes(body, MAX_PAYLOAD)
-        .await
-        .map(Vec::from)
-        .map_err(|_| TooLarge);
-    let error_type = headers.get(ERROR_TYPE_HEADER).and_then(|v| v.to_str().ok());
-    api.answer(call, error_type, body).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes_name_their_calls_and_wrong_ones_are_answered() {
-        let route = |m: &str, p: &str| Call::route(m, p).map_err(|a| a.status);
-        assert_eq!(
-            route("GET", "/2018-06-01/runtime/invocation/next"),
-            Ok(Call::Next)
-        );
-        assert_eq!(
-            route("POST", "/2018-06-01/runtime/invocation/a-1/response"),
-            Ok(Call::Response("a-1".into()))
-        );
-        assert_eq!(
-            route("POST", "/2018-06-01/runtime/invocation/a-1/error"),
-            Ok(Call::Error("a-1".into()))
-        );
-        assert_eq!(
-            route("POST", "/2018-06-01/runtime/init/error"),
-            Ok(Call::InitError)
-        );
-        assert_eq!(
-            route("POST", "/2018-06-01/runtime/invocation/next"),
-            Err(StatusCode::METHOD_NOT_ALLOWED)
-        );
-        for path in [
-            "/2018-06-01/runtime/invocation//response",
-            "/2018-06-01/runtime/invocation/a/b/response",
-            "/2020-01-01/runtime/invocation/next",
-            "/",
-        ] {
-            assert_eq!(route("POST", path), Err(StatusCode::NOT_FOUND), "{path}");
-        }
-    }
 
     #[test]
     fn a_reported_error_is_its_type_and_message() {
