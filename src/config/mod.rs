@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 mod backends;
 pub mod env;
+mod flat;
 mod sections;
 pub use backends::{
     Architecture, AwsLambdaSettings, BuilderBackend, FunctionsBackend, StoreLocation,
@@ -59,18 +60,18 @@ pub struct Config {
     /// Threads of the async runtime; 0 picks them (see [`Config::runtime_threads`]).
     pub worker_threads: usize,
     #[serde(
-        deserialize_with = "backends::read_functions",
-        serialize_with = "backends::write_functions"
+        deserialize_with = "flat::read_functions",
+        serialize_with = "flat::write_functions"
     )]
     pub functions: FunctionsConfig,
     #[serde(
-        deserialize_with = "backends::read_builder",
-        serialize_with = "backends::write_builder"
+        deserialize_with = "flat::read_builder",
+        serialize_with = "flat::write_builder"
     )]
     pub builder: BuilderConfig,
     #[serde(
-        deserialize_with = "backends::read_tier_details",
-        serialize_with = "backends::write_tier_details"
+        deserialize_with = "flat::read_tier_details",
+        serialize_with = "flat::write_tier_details"
     )]
     pub tier_details: TierDetailsConfig,
     /// `[tiers.<name>]`: `jobIdentifier` and any other keys.
