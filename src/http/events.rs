@@ -286,12 +286,9 @@ pub async fn get_event(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EventView>, ApiError> {
-    match state.store.get_event(&id).await {
-        Ok(event) => Ok(Json(EventView::with_detail(event))),
-        Err(crate::store::StoreError::NotFound) => {
-            Err(ApiError::not_found(format!("no event '{id}'")))
-        }
-        Err(err) => Err(err.into()),
+    match state.store.get_event(&id).await? {
+        Some(event) => Ok(Json(EventView::with_detail(event))),
+        None => Err(ApiError::not_found(format!("no event '{id}'"))),
     }
 }
 

@@ -8,7 +8,7 @@ use utoipa::IntoParams;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use super::AppState;
-use crate::store::{JobRecord, StoreError, TenantRecord};
+use crate::store::{JobRecord, TenantRecord};
 use crate::tenants::view::{JobView, TenantView};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -31,11 +31,7 @@ async fn tenant_view(state: &AppState, tenant: TenantRecord) -> Result<TenantVie
         jobs.push(job_view(state, job).await);
     }
     let callback = match &tenant.callback_event_id {
-        Some(id) => match state.store.get_event(id).await {
-            Ok(event) => Some(event),
-            Err(StoreError::NotFound) => None,
-            Err(err) => return Err(err.into()),
-        },
+        Some(id) => state.store.get_event(id).await?,
         None => None,
     };
     Ok(TenantView::new(tenant, jobs, callback))
@@ -88,9 +84,8 @@ pub async fn get_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    match state.store.get_job(&id).await {
-        Ok(job) => Ok(Json(job_view(&state, job).await)),
-        Err(StoreError::NotFound) => Err(ApiError::not_found(format!("no job '{id}'"))),
-        Err(err) => Err(err.into()),
+    match state.store.get_job(&id).await? {
+        Some(job) => Ok(Json(job_view(&state, job).await)),
+        None => Err(ApiError::not_found(format!("no job '{id}'"))),
     }
 }

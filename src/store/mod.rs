@@ -146,15 +146,22 @@ pub struct TenantWrite {
 /// Result of one attempt to claim due events.
 pub type Claimed = Vec<EventRecord>;
 
-/// The store seam. Every method is a short transaction.
+/// The store seam: one trait per aggregate, all of them together as
+/// [`Store`]. Every method is a short transaction. A lookup of something that
+/// does not exist answers `Ok(None)`; an action on it answers
+/// [`StoreError::NotFound`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: EventStore + TenantStore + JobStore + AppStore + 'static {
     /// Checks the database answers and still takes writes (for `/ready`):
     /// a write to a heartbeat row (at most once a second, sharing the last
     /// outcome in between) and, for SQLite, that the files it has open are
     /// still the ones at their paths and writable.
     async fn ping(&self) -> Result<(), StoreError>;
+}
 
+/// The event inbox.
+#[async_trait]
+pub trait EventStore: Send + Sync {
     /// Records one event durably before returning: `true` if it is new,
     /// `false` if an event with its id was already recorded. Implementations
     /// group concurrent calls into shared commits.
@@ -178,7 +185,7 @@ pub trait Store: Send + Sync + 'static {
     /// queue. SQLite (one process) takes them all; PostgreSQL only those whose
     /// lease has ended, since live replicas hold the others.
     async fn requeue_abandoned(&self, now_ms: i64) -> Result<u64, StoreError>;
-    async fn get_event(&self, id: &str) -> Result<EventRecord, StoreError>;
+    async fn get_event(&self, id: &str) -> Result<Option<EventRecord>, StoreError>;
     async fn list_events(
         &self,
         status: Option<EventStatus>,
@@ -186,10 +193,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<EventRecord>, StoreError>;
     /// Re-queues a terminal event (`failed`, `dead`, `succeeded`) with fresh attempts.
     async fn retry_event(&self, id: &str, now_ms: i64) -> Result<EventRecord, StoreError>;
+}
 
+/// Tenants, and the atomic [`Commit`] of a handler's work.
+#[async_trait]
+pub trait TenantStore: Send + Sync {
     async fn get_tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError>;
     async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError>;
-    async fn get_job(&self, id: &str) -> Result<JobRecord, StoreError>;
+    /// Applies a [`Commit`] atomically. Fails with `Conflict` when the tenant
+    /// changed since it was read or a job to finish is already finished.
+    async fn commit(&self, commit: Commit, now_ms: i64) -> Result<(), StoreError>;
+}
+
+/// Build jobs.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
     /// Finds a job by the backend's own id (CodeBuild build ARN, local job id).
     async fn find_job_by_external_id(
         &self,
@@ -219,7 +238,11 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         lease_until_ms: i64,
     ) -> Result<(), StoreError>;
+}
 
+/// Apps and the versions of their code.
+#[async_trait]
+pub trait AppStore: Send + Sync {
     /// Records a new version of an app's code and makes it current; returns
     /// the version number. An `ACTIVE` app stays `ACTIVE` (it is served while
     /// the new version gets ready); any other becomes `DEPLOYED` until the
@@ -274,10 +297,6 @@ pub trait Store: Send + Sync + 'static {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError>;
-
-    /// Applies a [`Commit`] atomically. Fails with `Conflict` when the tenant
-    /// changed since it was read or a job to finish is already finished.
-    async fn commit(&self, commit: Commit, now_ms: i64) -> Result<(), StoreError>;
 }
 
 /// What became of one processing attempt.

@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 use orchestrator::store::postgres::PgStore;
 use orchestrator::store::sqlite::SqliteStore;
 use orchestrator::store::{
-    AppRecord, AppStatus, AppVersionRecord, Claimed, Commit, EventOutcome, EventRecord,
-    EventStatus, JobRecord, NewEvent, Store, StoreError, TenantRecord,
+    AppRecord, AppStatus, AppStore, AppVersionRecord, Claimed, Commit, EventOutcome, EventRecord,
+    EventStatus, EventStore, JobRecord, JobStore, NewEvent, Store, StoreError, TenantRecord,
+    TenantStore,
 };
 
 use crate::common::{
@@ -662,6 +663,10 @@ impl Store for Counting {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+}
+
+#[async_trait::async_trait]
+impl EventStore for Counting {
     async fn insert_event(&self, event: NewEvent) -> Result<bool, StoreError> {
         self.inner.insert_event(event).await
     }
@@ -679,7 +684,7 @@ impl Store for Counting {
     async fn requeue_abandoned(&self, now: i64) -> Result<u64, StoreError> {
         self.inner.requeue_abandoned(now).await
     }
-    async fn get_event(&self, id: &str) -> Result<EventRecord, StoreError> {
+    async fn get_event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
         self.inner.get_event(id).await
     }
     async fn list_events(
@@ -692,13 +697,24 @@ impl Store for Counting {
     async fn retry_event(&self, id: &str, now: i64) -> Result<EventRecord, StoreError> {
         self.inner.retry_event(id, now).await
     }
+}
+
+#[async_trait::async_trait]
+impl TenantStore for Counting {
     async fn get_tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
         self.inner.get_tenant(id).await
     }
     async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError> {
         self.inner.list_tenants(limit).await
     }
-    async fn get_job(&self, id: &str) -> Result<JobRecord, StoreError> {
+    async fn commit(&self, commit: Commit, now: i64) -> Result<(), StoreError> {
+        self.inner.commit(commit, now).await
+    }
+}
+
+#[async_trait::async_trait]
+impl JobStore for Counting {
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         self.inner.get_job(id).await
     }
     async fn find_job_by_external_id(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -732,6 +748,10 @@ impl Store for Counting {
             .mark_job_running(id, external_id, attempt, now, lease_until)
             .await
     }
+}
+
+#[async_trait::async_trait]
+impl AppStore for Counting {
     async fn add_app_version(
         &self,
         name: &str,
@@ -787,9 +807,6 @@ impl Store for Counting {
         now: i64,
     ) -> Result<(), StoreError> {
         self.inner.set_app_status(name, status, error, now).await
-    }
-    async fn commit(&self, commit: Commit, now: i64) -> Result<(), StoreError> {
-        self.inner.commit(commit, now).await
     }
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use orchestrator::store::postgres::PgStore;
 use orchestrator::store::sqlite::SqliteStore;
 use orchestrator::store::{
-    AppStatus, Commit, EventOutcome, EventStatus, JobFinish, JobKind, JobRecord, JobStatus,
-    NewEvent, Store, StoreError, TenantRecord, TenantState, TenantWrite,
+    AppStatus, Commit, EventOutcome, EventStatus, EventStore, JobFinish, JobKind, JobRecord,
+    JobStatus, NewEvent, Store, StoreError, TenantRecord, TenantState, TenantWrite,
 };
 use tempfile::TempDir;
 
@@ -165,7 +165,7 @@ async fn concurrent_inserts_answer_each_caller(store: Arc<dyn Store>) {
         "each id inserted exactly once"
     );
     for i in 0..300 {
-        let stored = store.get_event(&format!("b-{i}")).await.unwrap();
+        let stored = store.get_event(&format!("b-{i}")).await.unwrap().unwrap();
         assert_eq!(stored.status, EventStatus::Received);
     }
 }
@@ -222,7 +222,7 @@ async fn events_are_recorded_once(store: Arc<dyn Store>) {
     assert!(store.insert_event(bare).await.unwrap());
     assert!(store.insert_event(event("e3", 1_500)).await.unwrap());
 
-    let e1 = store.get_event("e1").await.unwrap();
+    let e1 = store.get_event("e1").await.unwrap().unwrap();
     assert_eq!(e1.status, EventStatus::Received);
     assert_eq!(e1.event_type, "TENANT_PROVISIONING");
     assert_eq!(e1.source.as_deref(), Some("test"));
@@ -233,11 +233,11 @@ async fn events_are_recorded_once(store: Arc<dyn Store>) {
         (1_000, 1_000, 1_000),
         "the first delivery wins"
     );
-    assert_eq!(store.get_event("e2").await.unwrap().source, None);
-    assert!(matches!(
-        store.get_event("nope").await,
-        Err(StoreError::NotFound)
-    ));
+    assert_eq!(store.get_event("e2").await.unwrap().unwrap().source, None);
+    assert!(
+        matches!(store.get_event("nope").await, Ok(None)),
+        "absent: Ok(None)"
+    );
 
     // Newest first, whatever the event times.
     let all = store.list_events(None, 10).await.unwrap();
@@ -263,8 +263,14 @@ async fn events_are_recorded_once(store: Arc<dyn Store>) {
         ..Commit::default()
     };
     store.commit(commit, 5_000).await.unwrap();
-    assert_eq!(store.get_event("e1").await.unwrap().received_at_ms, 1_000);
-    assert_eq!(store.get_event("e4").await.unwrap().received_at_ms, 5_000);
+    assert_eq!(
+        store.get_event("e1").await.unwrap().unwrap().received_at_ms,
+        1_000
+    );
+    assert_eq!(
+        store.get_event("e4").await.unwrap().unwrap().received_at_ms,
+        5_000
+    );
     assert_eq!(store.list_events(None, 10).await.unwrap().len(), 4);
 }
 
@@ -299,7 +305,7 @@ async fn events_are_claimed_when_due_and_finished(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let a = store.get_event("a").await.unwrap();
+    let a = store.get_event("a").await.unwrap().unwrap();
     assert_eq!(a.status, EventStatus::Succeeded);
     assert_eq!(a.note.as_deref(), Some("done"));
     assert_eq!((a.updated_at_ms, a.next_attempt_at_ms), (3_100, 3_100));
@@ -315,7 +321,7 @@ async fn events_are_claimed_when_due_and_finished(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let b = store.get_event("b").await.unwrap();
+    let b = store.get_event("b").await.unwrap().unwrap();
     assert_eq!(b.status, EventStatus::Received);
     assert_eq!(b.last_error.as_deref(), Some("tier source down"));
     assert_eq!(b.next_attempt_at_ms, 5_000);
@@ -329,7 +335,7 @@ async fn events_are_claimed_when_due_and_finished(store: Arc<dyn Store>) {
         .finish_event("b", EventOutcome::Succeeded { note: None }, 5_100)
         .await
         .unwrap();
-    let b = store.get_event("b").await.unwrap();
+    let b = store.get_event("b").await.unwrap().unwrap();
     assert_eq!(b.status, EventStatus::Succeeded);
     assert_eq!(b.last_error.as_deref(), Some("tier source down"));
     let retried = store.retry_event("b", 6_000).await.unwrap();
@@ -373,7 +379,7 @@ async fn events_are_claimed_when_due_and_finished(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(ids(&failed, |e| &e.id), ["b"]);
-    let dead = store.get_event("later").await.unwrap();
+    let dead = store.get_event("later").await.unwrap().unwrap();
     assert_eq!(
         (dead.status, dead.last_error.as_deref()),
         (EventStatus::Dead, Some("gave up"))
@@ -415,10 +421,10 @@ async fn requeue_abandoned_respects_live_leases(db: Database) {
     );
 
     let requeued = store.requeue_abandoned(2_000).await.unwrap();
-    let short = store.get_event("short").await.unwrap();
+    let short = store.get_event("short").await.unwrap().unwrap();
     assert_eq!(short.status, EventStatus::Received);
     assert_eq!(short.next_attempt_at_ms, 2_000);
-    let long = store.get_event("long").await.unwrap();
+    let long = store.get_event("long").await.unwrap().unwrap();
     match db.dialect {
         Dialect::Sqlite => {
             assert_eq!(requeued, 2);
@@ -508,14 +514,14 @@ async fn tenant_writes_check_the_version(store: Arc<dyn Store>) {
             Err(StoreError::Conflict(_))
         ));
     }
-    assert!(matches!(
-        store.get_job("j-stale").await,
-        Err(StoreError::NotFound)
-    ));
-    assert!(matches!(
-        store.get_event("follow-stale").await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(
+        matches!(store.get_job("j-stale").await, Ok(None)),
+        "absent: Ok(None)"
+    );
+    assert!(
+        matches!(store.get_event("follow-stale").await, Ok(None)),
+        "absent: Ok(None)"
+    );
 
     let mut active = tenant("t1", TenantState::Active);
     active.job_output = r#"{"URL":"https://x"}"#.into();
@@ -562,7 +568,7 @@ async fn jobs_are_started_and_finished_once(store: Arc<dyn Store>) {
         ..Commit::default()
     };
     store.commit(commit, 1_000).await.unwrap();
-    let j1 = store.get_job("j1").await.unwrap();
+    let j1 = store.get_job("j1").await.unwrap().unwrap();
     assert_eq!(j1.status, JobStatus::Pending);
     assert_eq!(j1.kind, JobKind::Provisioning);
     assert_eq!(j1.params, r#"{"TENANT_ID":"t"}"#);
@@ -573,19 +579,19 @@ async fn jobs_are_started_and_finished_once(store: Arc<dyn Store>) {
     );
     assert!(store.jobs_for_tenant("other").await.unwrap().is_empty());
     assert_eq!(
-        store.get_event("follow-1").await.unwrap().status,
+        store.get_event("follow-1").await.unwrap().unwrap().status,
         EventStatus::Received
     );
-    assert!(matches!(
-        store.get_job("nope").await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(
+        matches!(store.get_job("nope").await, Ok(None)),
+        "absent: Ok(None)"
+    );
 
     store
         .mark_job_running("j1", "ext-1", 1, 2_000, 32_000)
         .await
         .unwrap();
-    let j1 = store.get_job("j1").await.unwrap();
+    let j1 = store.get_job("j1").await.unwrap().unwrap();
     assert_eq!(
         (j1.status, j1.attempt, j1.started_at_ms),
         (JobStatus::Running, 1, Some(2_000))
@@ -615,7 +621,7 @@ async fn jobs_are_started_and_finished_once(store: Arc<dyn Store>) {
         ..Commit::default()
     };
     store.commit(finish("j1"), 3_000).await.unwrap();
-    let j1 = store.get_job("j1").await.unwrap();
+    let j1 = store.get_job("j1").await.unwrap().unwrap();
     assert_eq!(
         (j1.status, j1.exit_code, j1.finished_at_ms),
         (JobStatus::Succeeded, Some(0), Some(3_000))
@@ -633,7 +639,7 @@ async fn jobs_are_started_and_finished_once(store: Arc<dyn Store>) {
         .mark_job_running("j0", "ext-0", 2, 5_000, 35_000)
         .await
         .unwrap();
-    let j0 = store.get_job("j0").await.unwrap();
+    let j0 = store.get_job("j0").await.unwrap().unwrap();
     assert_eq!(j0.status, JobStatus::Succeeded);
     assert_eq!(j0.external_id.as_deref(), Some("ext-0"));
     assert_eq!((j0.attempt, j0.started_at_ms), (2, Some(5_000)));
@@ -641,7 +647,7 @@ async fn jobs_are_started_and_finished_once(store: Arc<dyn Store>) {
         .mark_job_running("j1", "ext-1b", 1, 6_000, 36_000)
         .await
         .unwrap();
-    let j1 = store.get_job("j1").await.unwrap();
+    let j1 = store.get_job("j1").await.unwrap().unwrap();
     assert_eq!(
         (j1.status, j1.attempt, j1.started_at_ms),
         (JobStatus::Succeeded, 1, Some(2_000))
@@ -698,7 +704,7 @@ async fn abandoned_jobs_are_taken_once(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(ids(&all, |j| &j.id), ["alive", "dead", "late"]);
     assert_eq!(
-        store.get_job("pending").await.unwrap().status,
+        store.get_job("pending").await.unwrap().unwrap().status,
         JobStatus::Pending
     );
 }

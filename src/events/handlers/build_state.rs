@@ -16,7 +16,7 @@ use super::jobs::finish;
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::builder::codebuild;
 use crate::events::completions::COMPLETION_SOURCE;
-use crate::store::{JobFinish, JobRecord, JobStatus, StoreError};
+use crate::store::{JobFinish, JobRecord, JobStatus};
 
 /// Completes build jobs.
 pub struct BuildStateHandler;
@@ -57,11 +57,7 @@ async fn find_job(
 ) -> Result<Option<JobRecord>, HandlerError> {
     let own_id = detail.get("orchestrator-job-id").and_then(Value::as_str);
     match own_id.filter(|_| reported_here) {
-        Some(id) => match services.store.get_job(id).await {
-            Ok(job) => Ok(Some(job)),
-            Err(StoreError::NotFound) => Ok(None),
-            Err(err) => Err(err.into()),
-        },
+        Some(id) => Ok(services.store.get_job(id).await?),
         None => Ok(services.store.find_job_by_external_id(build_id).await?),
     }
 }

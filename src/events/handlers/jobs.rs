@@ -94,7 +94,11 @@ async fn resume(
     let Some(job_id) = tenant.and_then(|t| t.current_job_id.as_deref()) else {
         return Ok(None);
     };
-    let job = services.store.get_job(job_id).await?;
+    let job = services
+        .store
+        .get_job(job_id)
+        .await?
+        .ok_or(crate::store::StoreError::NotFound)?;
     if job.event_id != event.id {
         return Ok(None);
     }

@@ -5,7 +5,9 @@ use sha2::{Digest, Sha256};
 use sqlx::{FromRow, Row};
 
 use super::{SqlStore, APP_COLUMNS};
-use crate::store::{AppRecord, AppStatus, AppVersionRecord, StoreError};
+use async_trait::async_trait;
+
+use crate::store::{AppRecord, AppStatus, AppStore, AppVersionRecord, StoreError};
 
 /// First key of the two-key advisory locks PostgreSQL takes per app name
 /// (the two-key space is separate from the one-key locks sqlx's migrator takes).
@@ -24,11 +26,12 @@ fn decode(rows: &[sqlx::any::AnyRow]) -> Result<Vec<AppRecord>, StoreError> {
         .collect::<Result<_, _>>()?)
 }
 
-impl SqlStore {
+#[async_trait]
+impl AppStore for SqlStore {
     /// Concurrent deploys of one app (on any replica) would otherwise both
     /// read the same next version and one would fail on the primary key:
     /// they take turns instead (see [`super::Dialect::begin_app_write`]).
-    pub(super) async fn add_version(
+    async fn add_app_version(
         &self,
         name: &str,
         config: &str,
@@ -36,6 +39,7 @@ impl SqlStore {
         code_sha256: &str,
         now_ms: i64,
     ) -> Result<i64, StoreError> {
+        self.writable()?;
         let (begin, lock) = self.dialect.begin_app_write();
         let mut tx = self.pool.begin_with(begin).await?;
         if let Some(lock) = lock {
@@ -85,7 +89,7 @@ impl SqlStore {
         Ok(version)
     }
 
-    pub(super) async fn app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
+    async fn get_app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
         let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1");
         let row = sqlx::query(&sql)
             .bind(name)
@@ -94,12 +98,12 @@ impl SqlStore {
         Ok(row.as_ref().map(AppRecord::from_row).transpose()?)
     }
 
-    pub(super) async fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
         let sql = format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name");
         decode(&sqlx::query(&sql).fetch_all(&self.pool).await?)
     }
 
-    pub(super) async fn versions(&self, name: &str) -> Result<Vec<AppVersionRecord>, StoreError> {
+    async fn app_versions(&self, name: &str) -> Result<Vec<AppVersionRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT version, config, code_size, code_sha256, created_at FROM app_versions \
              WHERE name = $1 ORDER BY version DESC",
@@ -113,7 +117,7 @@ impl SqlStore {
             .collect::<Result<_, _>>()?)
     }
 
-    pub(super) async fn code(&self, name: &str, version: i64) -> Result<Vec<u8>, StoreError> {
+    async fn app_code(&self, name: &str, version: i64) -> Result<Vec<u8>, StoreError> {
         let row = sqlx::query("SELECT code FROM app_versions WHERE name = $1 AND version = $2")
             .bind(name)
             .bind(version)
@@ -122,13 +126,14 @@ impl SqlStore {
         Ok(row.try_get("code")?)
     }
 
-    pub(super) async fn app_status(
+    async fn set_app_status(
         &self,
         name: &str,
         status: AppStatus,
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        self.writable()?;
         let done = sqlx::query(
             "UPDATE apps SET status = $2, last_error = $3, updated_at = $4 WHERE name = $1",
         )
@@ -146,7 +151,7 @@ impl SqlStore {
 
     /// Sets the outcome of deploying `version`, if it is still the current
     /// version and the app is not `INACTIVE` or `REMOVED`; whether it was.
-    pub(super) async fn settle_deploy(
+    async fn settle_app_deploy(
         &self,
         name: &str,
         version: i64,
@@ -154,6 +159,7 @@ impl SqlStore {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
+        self.writable()?;
         let done = sqlx::query(
             "UPDATE apps SET status = $3, last_error = $4, updated_at = $5 \
              WHERE name = $1 AND current_version = $2 AND status IN ($6, $7, $8)",
@@ -173,11 +179,12 @@ impl SqlStore {
 
     /// Apps left `DEPLOYED` whose deploy stopped beating before
     /// `expired_before`, now beating at `now_ms` for the caller.
-    pub(super) async fn take_deploys(
+    async fn take_abandoned_deploys(
         &self,
         expired_before: i64,
         now_ms: i64,
     ) -> Result<Vec<AppRecord>, StoreError> {
+        self.writable()?;
         let sql = format!(
             "UPDATE apps SET deploy_heartbeat_at = $2 \
              WHERE status = $3 AND COALESCE(deploy_heartbeat_at, updated_at) < $1 \
@@ -194,12 +201,13 @@ impl SqlStore {
         Ok(apps)
     }
 
-    pub(super) async fn renew_deploy(
+    async fn renew_app_deploy(
         &self,
         name: &str,
         version: i64,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        self.writable()?;
         sqlx::query(
             "UPDATE apps SET deploy_heartbeat_at = $3 \
              WHERE name = $1 AND current_version = $2 AND status = $4",

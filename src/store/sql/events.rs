@@ -7,7 +7,11 @@ use sqlx::AnyPool;
 use sqlx::{Any, FromRow, Row};
 
 use super::{SqlStore, EVENT_COLUMNS};
-use crate::store::{Claimed, EventOutcome, EventRecord, EventStatus, NewEvent, StoreError};
+use async_trait::async_trait;
+
+use crate::store::{
+    Claimed, EventOutcome, EventRecord, EventStatus, EventStore, NewEvent, StoreError,
+};
 
 /// `($1, …, $cols), ($cols+1, …), …` for `rows` rows. sqlx's `QueryBuilder`
 /// writes `Any`'s placeholders as `?`, which PostgreSQL does not take.
@@ -82,13 +86,19 @@ pub(crate) async fn insert_one(pool: &AnyPool, event: &NewEvent) -> Result<bool,
     Ok(done.rows_affected() == 1)
 }
 
-impl SqlStore {
-    pub(super) async fn claim(
+#[async_trait]
+impl EventStore for SqlStore {
+    async fn insert_event(&self, event: NewEvent) -> Result<bool, StoreError> {
+        self.ingestion.insert(event).await
+    }
+
+    async fn claim_events(
         &self,
         now_ms: i64,
         lease_ms: i64,
         limit: i64,
     ) -> Result<Claimed, StoreError> {
+        self.writable()?;
         let rows = sqlx::query(&self.dialect.claim_events(EVENT_COLUMNS))
             .bind(now_ms)
             .bind(lease_ms)
@@ -103,12 +113,13 @@ impl SqlStore {
         Ok(events.into_iter().map(|(_, e)| e).collect())
     }
 
-    pub(super) async fn finish(
+    async fn finish_event(
         &self,
         id: &str,
         outcome: EventOutcome,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        self.writable()?;
         let (status, error, note, next) = match outcome {
             EventOutcome::Succeeded { note } => (EventStatus::Succeeded, None, note, now_ms),
             EventOutcome::Failed { error } => (EventStatus::Failed, Some(error), None, now_ms),
@@ -132,7 +143,8 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn requeue(&self, now_ms: i64) -> Result<u64, StoreError> {
+    async fn requeue_abandoned(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.writable()?;
         let sql = format!(
             "UPDATE events SET status = 'received', lease_until = NULL, next_attempt_at = $1, updated_at = $1 \
              WHERE {}",
@@ -142,14 +154,17 @@ impl SqlStore {
         Ok(done.rows_affected())
     }
 
-    pub(super) async fn event(&self, id: &str) -> Result<EventRecord, StoreError> {
+    async fn get_event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id).fetch_one(&self.pool).await?;
-        Ok(EventRecord::from_row(&row)?)
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(EventRecord::from_row).transpose()?)
     }
 
     /// Newest first.
-    pub(super) async fn events(
+    async fn list_events(
         &self,
         status: Option<EventStatus>,
         limit: i64,
@@ -176,7 +191,8 @@ impl SqlStore {
         decode(query.fetch_all(&self.pool).await?)
     }
 
-    pub(super) async fn retry(&self, id: &str, now_ms: i64) -> Result<EventRecord, StoreError> {
+    async fn retry_event(&self, id: &str, now_ms: i64) -> Result<EventRecord, StoreError> {
+        self.writable()?;
         let sql = format!(
             "UPDATE events SET status = 'received', attempts = 0, next_attempt_at = $2, lease_until = NULL, \
              updated_at = $2 WHERE id = $1 AND status IN ('failed', 'dead', 'succeeded') RETURNING {EVENT_COLUMNS}"
@@ -188,13 +204,13 @@ impl SqlStore {
             .await?
         {
             Some(row) => Ok(EventRecord::from_row(&row)?),
-            None => {
-                let current = self.event(id).await?;
-                Err(StoreError::Conflict(format!(
+            None => match self.get_event(id).await? {
+                Some(current) => Err(StoreError::Conflict(format!(
                     "event {id} is {} and cannot be retried now",
                     current.status
-                )))
-            }
+                ))),
+                None => Err(StoreError::NotFound),
+            },
         }
     }
 }

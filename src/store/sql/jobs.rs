@@ -4,10 +4,13 @@ use sqlx::FromRow;
 
 use super::events::insert_events;
 use super::{SqlStore, JOB_COLUMNS, TENANT_COLUMNS};
-use crate::store::{Commit, JobRecord, StoreError, TenantRecord};
+use async_trait::async_trait;
 
-impl SqlStore {
-    pub(super) async fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
+use crate::store::{Commit, JobRecord, JobStore, StoreError, TenantRecord, TenantStore};
+
+#[async_trait]
+impl TenantStore for SqlStore {
+    async fn get_tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
         let row = sqlx::query(&sql)
             .bind(id)
@@ -16,7 +19,7 @@ impl SqlStore {
         Ok(row.as_ref().map(TenantRecord::from_row).transpose()?)
     }
 
-    pub(super) async fn tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError> {
+    async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError> {
         let sql =
             format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY updated_at DESC, id LIMIT $1");
         let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
@@ -26,125 +29,8 @@ impl SqlStore {
             .collect::<Result<_, _>>()?)
     }
 
-    pub(super) async fn job(&self, id: &str) -> Result<JobRecord, StoreError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id).fetch_one(&self.pool).await?;
-        Ok(JobRecord::from_row(&row)?)
-    }
-
-    pub(super) async fn job_by_external_id(
-        &self,
-        external_id: &str,
-    ) -> Result<Option<JobRecord>, StoreError> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE external_id = $1 LIMIT 1");
-        let row = sqlx::query(&sql)
-            .bind(external_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(JobRecord::from_row).transpose()?)
-    }
-
-    pub(super) async fn tenant_jobs(&self, tenant_id: &str) -> Result<Vec<JobRecord>, StoreError> {
-        let sql =
-            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 ORDER BY created_at, id");
-        let rows = sqlx::query(&sql)
-            .bind(tenant_id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(JobRecord::from_row)
-            .collect::<Result<_, _>>()?)
-    }
-
-    /// On PostgreSQL (READ COMMITTED) a concurrent taker waits for the first
-    /// one's row lock and then re-checks the lease, which is no longer
-    /// expired: each job goes to one replica only.
-    pub(super) async fn take_jobs(
-        &self,
-        backend: &str,
-        expired_before: i64,
-        lease_until_ms: i64,
-    ) -> Result<Vec<JobRecord>, StoreError> {
-        let sql = format!(
-            "UPDATE jobs SET lease_until = $3 \
-             WHERE status = 'running' AND backend = $1 \
-               AND (lease_until IS NULL OR lease_until < $2) \
-             RETURNING {JOB_COLUMNS}"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(backend)
-            .bind(expired_before)
-            .bind(lease_until_ms)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut jobs = rows
-            .iter()
-            .map(JobRecord::from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        jobs.sort_by_key(|j| j.created_at_ms);
-        Ok(jobs)
-    }
-
-    pub(super) async fn renew_jobs(
-        &self,
-        ids: &[String],
-        lease_until_ms: i64,
-    ) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let list: Vec<String> = (0..ids.len()).map(|n| format!("${}", n + 2)).collect();
-        let sql = format!(
-            "UPDATE jobs SET lease_until = $1 WHERE status = 'running' AND id IN ({})",
-            list.join(", ")
-        );
-        let mut query = sqlx::query(&sql).bind(lease_until_ms);
-        for id in ids {
-            query = query.bind(id.as_str());
-        }
-        query.execute(&self.pool).await?;
-        Ok(())
-    }
-
-    pub(super) async fn job_running(
-        &self,
-        id: &str,
-        external_id: &str,
-        attempt: i64,
-        now_ms: i64,
-        lease_until_ms: i64,
-    ) -> Result<(), StoreError> {
-        // A job may already have finished (a fast job reports before this
-        // runs): then only its backend id is recorded.
-        let sql = format!(
-            "UPDATE jobs SET external_id = $2, lease_until = $5, \
-                 status = CASE WHEN status IN ('pending', 'running') THEN 'running' ELSE status END, \
-                 attempt = {}(attempt, $3), \
-                 started_at = CASE WHEN status IN ('pending', 'running') OR started_at IS NULL \
-                                   THEN $4 ELSE started_at END \
-             WHERE id = $1",
-            self.dialect.greatest()
-        );
-        let done = sqlx::query(&sql)
-            .bind(id)
-            .bind(external_id)
-            .bind(attempt)
-            .bind(now_ms)
-            .bind(lease_until_ms)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
-    /// One transaction. On PostgreSQL (READ COMMITTED) a second writer of
-    /// the same tenant (or job) waits for the first to commit, then finds
-    /// the version (or status) changed and reports `Conflict`; on SQLite
-    /// writers take turns.
-    pub(super) async fn apply(&self, commit: Commit, now_ms: i64) -> Result<(), StoreError> {
+    async fn commit(&self, commit: Commit, now_ms: i64) -> Result<(), StoreError> {
+        self.writable()?;
         let mut tx = self.pool.begin().await?;
         if let Some(write) = &commit.tenant {
             let t = &write.record;
@@ -238,6 +124,126 @@ impl SqlStore {
             bind(sqlx::query(&sql)).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobStore for SqlStore {
+    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(JobRecord::from_row).transpose()?)
+    }
+
+    async fn find_job_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE external_id = $1 LIMIT 1");
+        let row = sqlx::query(&sql)
+            .bind(external_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(JobRecord::from_row).transpose()?)
+    }
+
+    async fn jobs_for_tenant(&self, tenant_id: &str) -> Result<Vec<JobRecord>, StoreError> {
+        let sql =
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 ORDER BY created_at, id");
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(JobRecord::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn take_abandoned_jobs(
+        &self,
+        backend: &str,
+        expired_before: i64,
+        lease_until_ms: i64,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        self.writable()?;
+        let sql = format!(
+            "UPDATE jobs SET lease_until = $3 \
+             WHERE status = 'running' AND backend = $1 \
+               AND (lease_until IS NULL OR lease_until < $2) \
+             RETURNING {JOB_COLUMNS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(backend)
+            .bind(expired_before)
+            .bind(lease_until_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut jobs = rows
+            .iter()
+            .map(JobRecord::from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        jobs.sort_by_key(|j| j.created_at_ms);
+        Ok(jobs)
+    }
+
+    async fn renew_job_leases(
+        &self,
+        ids: &[String],
+        lease_until_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = (0..ids.len()).map(|n| format!("${}", n + 2)).collect();
+        let sql = format!(
+            "UPDATE jobs SET lease_until = $1 WHERE status = 'running' AND id IN ({})",
+            list.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(lease_until_ms);
+        for id in ids {
+            query = query.bind(id.as_str());
+        }
+        query.execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn mark_job_running(
+        &self,
+        id: &str,
+        external_id: &str,
+        attempt: i64,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        // A job may already have finished (a fast job reports before this
+        // runs): then only its backend id is recorded.
+        let sql = format!(
+            "UPDATE jobs SET external_id = $2, lease_until = $5, \
+                 status = CASE WHEN status IN ('pending', 'running') THEN 'running' ELSE status END, \
+                 attempt = {}(attempt, $3), \
+                 started_at = CASE WHEN status IN ('pending', 'running') OR started_at IS NULL \
+                                   THEN $4 ELSE started_at END \
+             WHERE id = $1",
+            self.dialect.greatest()
+        );
+        let done = sqlx::query(&sql)
+            .bind(id)
+            .bind(external_id)
+            .bind(attempt)
+            .bind(now_ms)
+            .bind(lease_until_ms)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
         Ok(())
     }
 }

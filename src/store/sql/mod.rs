@@ -18,10 +18,7 @@ use sqlx::migrate::Migrator;
 use sqlx::AnyPool;
 
 pub use self::dialect::Dialect;
-use super::{
-    AppRecord, AppStatus, AppVersionRecord, Claimed, Commit, EventOutcome, EventRecord,
-    EventStatus, JobRecord, NewEvent, Store, StoreError, TenantRecord, WriteProbe,
-};
+use super::{NewEvent, Store, StoreError, WriteProbe};
 
 pub(crate) const EVENT_COLUMNS: &str =
     "id, event_type, source, payload, status, attempts, last_error, note, \
@@ -111,7 +108,7 @@ impl SqlStore {
     }
 
     /// `Unavailable` when a write now would be lost.
-    fn writable(&self) -> Result<(), StoreError> {
+    pub(super) fn writable(&self) -> Result<(), StoreError> {
         match &self.guard {
             Some(guard) => guard.check(),
             None => Ok(()),
@@ -186,184 +183,5 @@ impl Store for SqlStore {
                 Ok(())
             })
             .await
-    }
-
-    async fn insert_event(&self, event: NewEvent) -> Result<bool, StoreError> {
-        self.ingestion.insert(event).await
-    }
-
-    async fn claim_events(
-        &self,
-        now_ms: i64,
-        lease_ms: i64,
-        limit: i64,
-    ) -> Result<Claimed, StoreError> {
-        self.writable()?;
-        self.claim(now_ms, lease_ms, limit).await
-    }
-
-    async fn finish_event(
-        &self,
-        id: &str,
-        outcome: EventOutcome,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.writable()?;
-        self.finish(id, outcome, now_ms).await
-    }
-
-    async fn requeue_abandoned(&self, now_ms: i64) -> Result<u64, StoreError> {
-        self.writable()?;
-        self.requeue(now_ms).await
-    }
-
-    async fn get_event(&self, id: &str) -> Result<EventRecord, StoreError> {
-        self.event(id).await
-    }
-
-    async fn list_events(
-        &self,
-        status: Option<EventStatus>,
-        limit: i64,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        self.events(status, limit).await
-    }
-
-    async fn retry_event(&self, id: &str, now_ms: i64) -> Result<EventRecord, StoreError> {
-        self.writable()?;
-        self.retry(id, now_ms).await
-    }
-
-    async fn get_tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
-        self.tenant(id).await
-    }
-
-    async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError> {
-        self.tenants(limit).await
-    }
-
-    async fn get_job(&self, id: &str) -> Result<JobRecord, StoreError> {
-        self.job(id).await
-    }
-
-    async fn find_job_by_external_id(
-        &self,
-        external_id: &str,
-    ) -> Result<Option<JobRecord>, StoreError> {
-        self.job_by_external_id(external_id).await
-    }
-
-    async fn jobs_for_tenant(&self, tenant_id: &str) -> Result<Vec<JobRecord>, StoreError> {
-        self.tenant_jobs(tenant_id).await
-    }
-
-    async fn take_abandoned_jobs(
-        &self,
-        backend: &str,
-        expired_before: i64,
-        lease_until_ms: i64,
-    ) -> Result<Vec<JobRecord>, StoreError> {
-        self.writable()?;
-        self.take_jobs(backend, expired_before, lease_until_ms)
-            .await
-    }
-
-    async fn renew_job_leases(
-        &self,
-        ids: &[String],
-        lease_until_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.writable()?;
-        self.renew_jobs(ids, lease_until_ms).await
-    }
-
-    async fn mark_job_running(
-        &self,
-        id: &str,
-        external_id: &str,
-        attempt: i64,
-        now_ms: i64,
-        lease_until_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.writable()?;
-        self.job_running(id, external_id, attempt, now_ms, lease_until_ms)
-            .await
-    }
-
-    async fn add_app_version(
-        &self,
-        name: &str,
-        config: &str,
-        code: &[u8],
-        code_sha256: &str,
-        now_ms: i64,
-    ) -> Result<i64, StoreError> {
-        self.writable()?;
-        self.add_version(name, config, code, code_sha256, now_ms)
-            .await
-    }
-
-    async fn get_app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
-        self.app(name).await
-    }
-
-    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
-        self.apps().await
-    }
-
-    async fn app_versions(&self, name: &str) -> Result<Vec<AppVersionRecord>, StoreError> {
-        self.versions(name).await
-    }
-
-    async fn app_code(&self, name: &str, version: i64) -> Result<Vec<u8>, StoreError> {
-        self.code(name, version).await
-    }
-
-    async fn settle_app_deploy(
-        &self,
-        name: &str,
-        version: i64,
-        status: AppStatus,
-        error: Option<&str>,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        self.writable()?;
-        self.settle_deploy(name, version, status, error, now_ms)
-            .await
-    }
-
-    async fn take_abandoned_deploys(
-        &self,
-        expired_before: i64,
-        now_ms: i64,
-    ) -> Result<Vec<AppRecord>, StoreError> {
-        self.writable()?;
-        self.take_deploys(expired_before, now_ms).await
-    }
-
-    async fn renew_app_deploy(
-        &self,
-        name: &str,
-        version: i64,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.writable()?;
-        self.renew_deploy(name, version, now_ms).await
-    }
-
-    async fn set_app_status(
-        &self,
-        name: &str,
-        status: AppStatus,
-        error: Option<&str>,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.writable()?;
-        self.app_status(name, status, error, now_ms).await
-    }
-
-    async fn commit(&self, commit: Commit, now_ms: i64) -> Result<(), StoreError> {
-        self.writable()?;
-        self.apply(commit, now_ms).await
     }
 }
