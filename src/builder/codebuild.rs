@@ -95,6 +95,7 @@ impl BuilderService for CodeBuildJobs {
         NAME
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(job = %request.job_id, project = %request.job_identifier, attempt = request.attempt), err(level = "debug"))]
     async fn start_job(&self, request: JobRequest) -> Result<JobHandle, BuilderError> {
         let overrides = request
             .params
@@ -125,19 +126,21 @@ impl BuilderService for CodeBuildJobs {
                     request.job_identifier,
                     describe(&err)
                 )),
-                _ => BuilderError::Unavailable(format!(
-                    "starting the CodeBuild build of '{}': {}",
-                    request.job_identifier,
-                    describe(&err)
-                )),
+                _ => BuilderError::unavailable(
+                    format!(
+                        "starting the CodeBuild build of '{}'",
+                        request.job_identifier
+                    ),
+                    Some(super::Cause::from(err)),
+                ),
             })?;
         let build = started.build_value().ok_or_else(|| {
-            BuilderError::Unavailable("CodeBuild answered StartBuild without a build".into())
+            BuilderError::unavailable("CodeBuild answered StartBuild without a build", None)
         })?;
         let arn = build
             .arn()
             .or(build.id())
-            .ok_or_else(|| BuilderError::Unavailable("CodeBuild build without an id".into()))?
+            .ok_or_else(|| BuilderError::unavailable("CodeBuild build without an id", None))?
             .to_owned();
         tracing::info!(job = %request.job_id, build = %arn, project = %request.job_identifier, "CodeBuild build started");
         self.watch(

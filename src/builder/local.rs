@@ -97,7 +97,7 @@ impl BuilderService for LocalJobs {
             .map_err(|e| BuilderError::Invalid(e.to_string()))?;
         let dir = self.work_dir.join(&request.job_id);
         let unavailable =
-            |what: &str, e: std::io::Error| BuilderError::Unavailable(format!("{what}: {e}"));
+            |what: &str, e: std::io::Error| BuilderError::unavailable(what, Some(e.into()));
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| unavailable("creating the job directory", e))?;

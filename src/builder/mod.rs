@@ -38,6 +38,9 @@ pub struct JobHandle {
     pub external_id: String,
 }
 
+/// An error behind a failure, kept with its own causes.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a job could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum BuilderError {
@@ -48,8 +51,22 @@ pub enum BuilderError {
     #[error("{0}")]
     Invalid(String),
     /// The backend cannot take the job now: retry.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl BuilderError {
+    /// The backend cannot take the job now, because of `cause`.
+    pub fn unavailable(message: impl Into<String>, cause: impl Into<Option<Cause>>) -> Self {
+        BuilderError::Unavailable {
+            message: message.into(),
+            cause: cause.into(),
+        }
+    }
 }
 
 /// Starts build jobs.

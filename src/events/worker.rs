@@ -103,6 +103,7 @@ impl Dispatcher {
         let _ = tokio::time::timeout(Duration::from_secs(10), permits.acquire_many(all)).await;
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(event = %record.id, event_type = %record.event_type, attempt = record.attempts))]
     async fn process(&self, record: EventRecord) {
         let span = tracing::info_span!("event", id = %record.id, r#type = %record.event_type, attempt = record.attempts);
         async {
@@ -164,8 +165,8 @@ impl Dispatcher {
         let limit = self.lease / 2;
         let result = match tokio::time::timeout(limit, run).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(HandlerError::Transient(format!("handler panicked: {join}"))),
-            Err(_) => Err(HandlerError::Transient(format!(
+            Ok(Err(join)) => Err(HandlerError::transient(format!("handler panicked: {join}"))),
+            Err(_) => Err(HandlerError::transient(format!(
                 "handler took longer than {}s",
                 limit.as_secs()
             ))),
@@ -173,14 +174,20 @@ impl Dispatcher {
         match result {
             Ok(handled) => EventOutcome::Succeeded { note: handled.note },
             Err(HandlerError::Permanent(error)) => EventOutcome::Failed { error },
-            Err(HandlerError::Transient(error)) if record.attempts >= self.retry.max_attempts => {
+            Err(err @ HandlerError::Transient { .. })
+                if record.attempts >= self.retry.max_attempts =>
+            {
                 EventOutcome::Dead {
-                    error: format!("{error} (gave up after {} attempts)", record.attempts),
+                    error: format!(
+                        "{} (gave up after {} attempts)",
+                        err.to_record(),
+                        record.attempts
+                    ),
                 }
             }
-            Err(HandlerError::Transient(error)) => EventOutcome::Retry {
+            Err(err @ HandlerError::Transient { .. }) => EventOutcome::Retry {
                 retry_at_ms: crate::support::now_ms() + backoff_ms(&self.retry, record.attempts),
-                error,
+                error: err.to_record(),
             },
         }
     }

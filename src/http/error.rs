@@ -175,9 +175,19 @@ impl From<AppError> for ApiError {
             AppError::Backend(FunctionError::NotFound) => {
                 Self::not_found("the function does not exist")
             }
-            AppError::Backend(FunctionError::Unavailable(message)) => Self::unavailable(message),
+            // The backend's own words go to the log (and the app's `lastError`),
+            // not into a 5xx body.
+            AppError::Backend(err @ FunctionError::Unavailable(_)) => {
+                tracing::error!(error = %err, cause = %crate::support::error_chain(&err), "function backend unavailable");
+                Self::unavailable("the function backend is unavailable; retry later")
+            }
             AppError::Backend(err) => {
-                Self::new(StatusCode::BAD_GATEWAY, "function_backend", err.to_string())
+                tracing::error!(error = %err, cause = %crate::support::error_chain(&err), "function backend failed");
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "function_backend",
+                    "the function backend failed; the service log has the details",
+                )
             }
         }
     }

@@ -55,6 +55,7 @@ impl TierSource for DynamoDbTiers {
         "dynamodb"
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tier = %tier, table = %self.table), err(level = "debug"))]
     async fn get(&self, tier: &str) -> Result<TierDetails, TierError> {
         if let Some(details) = self.cached(tier) {
             return Ok(details);
@@ -86,7 +87,10 @@ impl TierSource for DynamoDbTiers {
 }
 
 impl DynamoDbTiers {
-    fn error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    fn error<
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    >(
         &self,
         err: SdkError<E, R>,
     ) -> TierError {
@@ -103,17 +107,20 @@ impl DynamoDbTiers {
                         self.table,
                         message.unwrap_or_default()
                     )),
-                    _ => TierError::Unavailable(format!(
-                        "DynamoDB {}: {}",
-                        code.unwrap_or("error"),
-                        message.unwrap_or_default()
-                    )),
+                    _ => TierError::Unavailable {
+                        message: format!(
+                            "DynamoDB {}: {}",
+                            code.unwrap_or("error"),
+                            message.unwrap_or_default()
+                        ),
+                        cause: None,
+                    },
                 }
             }
-            _ => TierError::Unavailable(format!(
-                "DynamoDB unreachable: {}",
-                crate::aws::describe(&err)
-            )),
+            _ => TierError::Unavailable {
+                message: "DynamoDB unreachable".into(),
+                cause: Some(err.into()),
+            },
         }
     }
 }

@@ -64,8 +64,12 @@ pub enum TierError {
     #[error("{0}")]
     NotFound(String),
     /// The source cannot be reached now: retry.
-    #[error("tier details unavailable: {0}")]
-    Unavailable(String),
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 /// Where tier details come from.

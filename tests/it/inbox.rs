@@ -154,7 +154,10 @@ impl TierSource for FlakyTiers {
 
     async fn get(&self, tier: &str) -> Result<TierDetails, TierError> {
         if !self.up.load(Ordering::SeqCst) {
-            return Err(TierError::Unavailable("tier table is down".into()));
+            return Err(TierError::Unavailable {
+                message: "tier table is down".into(),
+                cause: None,
+            });
         }
         let mut values = Map::new();
         values.insert("jobIdentifier".into(), json!("provision-basic"));

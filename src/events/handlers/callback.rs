@@ -48,7 +48,10 @@ impl EventHandler for CallbackHandler {
             Err(err @ DeliveryError::Refused { .. }) => {
                 Err(HandlerError::Permanent(err.to_string()))
             }
-            Err(err @ DeliveryError::Transient(_)) => Err(HandlerError::Transient(err.to_string())),
+            Err(err @ DeliveryError::Transient(_)) => Err(HandlerError::transient_because(
+                format!("delivering to {}", webhook.url()),
+                err,
+            )),
         }
     }
 }

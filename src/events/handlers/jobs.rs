@@ -153,8 +153,8 @@ pub async fn launch(
 /// start is finished as failed, so its tenant does not wait forever.
 pub async fn rerun(services: &Services, job: &JobRecord) -> Result<Handled, HandlerError> {
     match start(services, job).await {
-        Err(HandlerError::Transient(msg)) => {
-            let error = format!("could not re-run after a restart: {msg}");
+        Err(err @ HandlerError::Transient { .. }) => {
+            let error = format!("could not re-run after a restart: {}", err.to_record());
             let failed = JobFinish {
                 id: job.id.clone(),
                 status: JobStatus::Failed,
@@ -164,7 +164,10 @@ pub async fn rerun(services: &Services, job: &JobRecord) -> Result<Handled, Hand
                 error: Some(error.clone()),
             };
             finish(services, job, failed, &Map::new()).await?;
-            Err(HandlerError::Transient(error))
+            Err(HandlerError::transient_because(
+                "could not re-run after a restart",
+                err,
+            ))
         }
         // Started, or finished as failed by `start` itself.
         other => other,
@@ -200,7 +203,10 @@ pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, Hand
                 job.kind, job.id, job.job_identifier
             )))
         }
-        Err(BuilderError::Unavailable(msg)) => Err(HandlerError::Transient(msg)),
+        Err(err @ BuilderError::Unavailable { .. }) => Err(HandlerError::transient_because(
+            format!("starting job {}", job.job_identifier),
+            err,
+        )),
         Err(BuilderError::NotFound(msg) | BuilderError::Invalid(msg)) => {
             let failed = JobFinish {
                 id: job.id.clone(),

@@ -61,6 +61,9 @@ impl Handled {
     }
 }
 
+/// The error behind a transient failure, kept with its own causes.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
 /// Why a handler failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HandlerError {
@@ -68,8 +71,42 @@ pub enum HandlerError {
     #[error("{0}")]
     Permanent(String),
     /// Retrying may help (store or backend unavailable): retried with backoff.
-    #[error("{0}")]
-    Transient(String),
+    #[error("{message}")]
+    Transient {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl HandlerError {
+    /// A transient failure with nothing behind it (a timeout, a panic).
+    pub fn transient(message: impl Into<String>) -> Self {
+        HandlerError::Transient {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// A transient failure caused by `cause`.
+    pub fn transient_because(
+        message: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        HandlerError::Transient {
+            message: message.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// What is recorded on the event (`lastError`): the message, then its causes.
+    pub fn to_record(&self) -> String {
+        let causes = crate::support::error_chain(self);
+        match causes.is_empty() {
+            true => self.to_string(),
+            false => format!("{self}: {causes}"),
+        }
+    }
 }
 
 impl From<StoreError> for HandlerError {
@@ -78,9 +115,7 @@ impl From<StoreError> for HandlerError {
             StoreError::NotFound => {
                 HandlerError::Permanent("a record the event refers to does not exist".into())
             }
-            other => {
-                HandlerError::Transient(format!("{other}: {}", crate::support::error_chain(&other)))
-            }
+            other => HandlerError::transient_because("the store failed", other),
         }
     }
 }
@@ -89,7 +124,7 @@ impl From<TierError> for HandlerError {
     fn from(err: TierError) -> Self {
         match err {
             TierError::NotFound(msg) => HandlerError::Permanent(msg),
-            TierError::Unavailable(msg) => HandlerError::Transient(msg),
+            unavailable => HandlerError::transient_because("tier details unavailable", unavailable),
         }
     }
 }

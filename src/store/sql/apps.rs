@@ -31,6 +31,7 @@ impl AppStore for SqlStore {
     /// Concurrent deploys of one app (on any replica) would otherwise both
     /// read the same next version and one would fail on the primary key:
     /// they take turns instead (see [`super::Dialect::begin_app_write`]).
+    #[tracing::instrument(level = "debug", skip_all, fields(name = %name), err(level = "debug"))]
     async fn add_app_version(
         &self,
         name: &str,
@@ -89,6 +90,7 @@ impl AppStore for SqlStore {
         Ok(version)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(name = %name), err(level = "debug"))]
     async fn get_app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
         let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1");
         let row = sqlx::query(&sql)
@@ -98,11 +100,13 @@ impl AppStore for SqlStore {
         Ok(row.as_ref().map(AppRecord::from_row).transpose()?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
         let sql = format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name");
         decode(&sqlx::query(&sql).fetch_all(&self.pool).await?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(name = %name), err(level = "debug"))]
     async fn app_versions(&self, name: &str) -> Result<Vec<AppVersionRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT version, config, code_size, code_sha256, created_at FROM app_versions \
@@ -117,6 +121,7 @@ impl AppStore for SqlStore {
             .collect::<Result<_, _>>()?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(name = %name, version), err(level = "debug"))]
     async fn app_code(&self, name: &str, version: i64) -> Result<Vec<u8>, StoreError> {
         let row = sqlx::query("SELECT code FROM app_versions WHERE name = $1 AND version = $2")
             .bind(name)
@@ -126,6 +131,7 @@ impl AppStore for SqlStore {
         Ok(row.try_get("code")?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(name = %name), err(level = "debug"))]
     async fn set_app_status(
         &self,
         name: &str,
@@ -151,6 +157,7 @@ impl AppStore for SqlStore {
 
     /// Sets the outcome of deploying `version`, if it is still the current
     /// version and the app is not `INACTIVE` or `REMOVED`; whether it was.
+    #[tracing::instrument(level = "debug", skip_all, fields(name = %name, version), err(level = "debug"))]
     async fn settle_app_deploy(
         &self,
         name: &str,
@@ -179,6 +186,7 @@ impl AppStore for SqlStore {
 
     /// Apps left `DEPLOYED` whose deploy stopped beating before
     /// `expired_before`, now beating at `now_ms` for the caller.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn take_abandoned_deploys(
         &self,
         expired_before: i64,
@@ -201,6 +209,7 @@ impl AppStore for SqlStore {
         Ok(apps)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(name = %name, version), err(level = "debug"))]
     async fn renew_app_deploy(
         &self,
         name: &str,

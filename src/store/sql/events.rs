@@ -88,10 +88,12 @@ pub(crate) async fn insert_one(pool: &AnyPool, event: &NewEvent) -> Result<bool,
 
 #[async_trait]
 impl EventStore for SqlStore {
+    // Not instrumented: the ingestion hot path.
     async fn insert_event(&self, event: NewEvent) -> Result<bool, StoreError> {
         self.ingestion.insert(event).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn claim_events(
         &self,
         now_ms: i64,
@@ -113,6 +115,7 @@ impl EventStore for SqlStore {
         Ok(events.into_iter().map(|(_, e)| e).collect())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
     async fn finish_event(
         &self,
         id: &str,
@@ -143,6 +146,7 @@ impl EventStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn requeue_abandoned(&self, now_ms: i64) -> Result<u64, StoreError> {
         self.writable()?;
         let sql = format!(
@@ -154,6 +158,7 @@ impl EventStore for SqlStore {
         Ok(done.rows_affected())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
     async fn get_event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
         let row = sqlx::query(&sql)
@@ -164,6 +169,7 @@ impl EventStore for SqlStore {
     }
 
     /// Newest first.
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn list_events(
         &self,
         status: Option<EventStatus>,
@@ -191,6 +197,7 @@ impl EventStore for SqlStore {
         decode(query.fetch_all(&self.pool).await?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
     async fn retry_event(&self, id: &str, now_ms: i64) -> Result<EventRecord, StoreError> {
         self.writable()?;
         let sql = format!(

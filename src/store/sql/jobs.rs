@@ -10,6 +10,7 @@ use crate::store::{Commit, JobRecord, JobStore, StoreError, TenantRecord, Tenant
 
 #[async_trait]
 impl TenantStore for SqlStore {
+    #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
     async fn get_tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
         let row = sqlx::query(&sql)
@@ -19,6 +20,7 @@ impl TenantStore for SqlStore {
         Ok(row.as_ref().map(TenantRecord::from_row).transpose()?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError> {
         let sql =
             format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY updated_at DESC, id LIMIT $1");
@@ -29,6 +31,7 @@ impl TenantStore for SqlStore {
             .collect::<Result<_, _>>()?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn commit(&self, commit: Commit, now_ms: i64) -> Result<(), StoreError> {
         self.writable()?;
         let mut tx = self.pool.begin().await?;
@@ -130,6 +133,7 @@ impl TenantStore for SqlStore {
 
 #[async_trait]
 impl JobStore for SqlStore {
+    #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
         let row = sqlx::query(&sql)
@@ -139,6 +143,7 @@ impl JobStore for SqlStore {
         Ok(row.as_ref().map(JobRecord::from_row).transpose()?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(external_id = %external_id), err(level = "debug"))]
     async fn find_job_by_external_id(
         &self,
         external_id: &str,
@@ -151,6 +156,7 @@ impl JobStore for SqlStore {
         Ok(row.as_ref().map(JobRecord::from_row).transpose()?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant_id), err(level = "debug"))]
     async fn jobs_for_tenant(&self, tenant_id: &str) -> Result<Vec<JobRecord>, StoreError> {
         let sql =
             format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 ORDER BY created_at, id");
@@ -164,6 +170,7 @@ impl JobStore for SqlStore {
             .collect::<Result<_, _>>()?)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(backend = %backend), err(level = "debug"))]
     async fn take_abandoned_jobs(
         &self,
         backend: &str,
@@ -191,6 +198,7 @@ impl JobStore for SqlStore {
         Ok(jobs)
     }
 
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn renew_job_leases(
         &self,
         ids: &[String],
@@ -213,6 +221,7 @@ impl JobStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(id = %id, external_id = %external_id), err(level = "debug"))]
     async fn mark_job_running(
         &self,
         id: &str,
