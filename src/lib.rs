@@ -370,20 +370,16 @@ impl Orchestrator {
             .requeue_abandoned(now_ms())
             .await
             .context("requeueing events left in progress")?;
-        // One SQLite process owns every job it finds running; replicas sharing
-        // PostgreSQL take only jobs whose owner stopped renewing their lease.
+        // One SQLite process holds every job it finds running; replicas sharing
+        // PostgreSQL take only jobs whose holder stopped renewing their lease.
         let expired_before = if self.config.uses_postgres() {
             now_ms()
         } else {
             i64::MAX
         };
-        let rerun = if self.services.builder.jobs_running_here().is_some() {
-            self.rerun_abandoned_jobs(expired_before).await?
-        } else {
-            self.follow_running_jobs().await?
-        };
-        if requeued > 0 || rerun > 0 {
-            tracing::info!(requeued, rerun, "recovered work from the previous run");
+        let resumed = self.job_keeper().resume_abandoned(expired_before).await?;
+        if requeued > 0 || resumed > 0 {
+            tracing::info!(requeued, resumed, "recovered work from the previous run");
         }
         let inbox = &self.config.inbox;
         let dispatcher = Dispatcher {
@@ -399,39 +395,11 @@ impl Orchestrator {
             poll: Duration::from_millis(inbox.poll_ms),
         };
         let dispatcher = tokio::spawn(dispatcher.run(shutdown.clone()));
-        let leases = self
-            .services
-            .builder
-            .jobs_running_here()
-            .is_some()
-            .then(|| {
-                let this = self.job_keeper();
-                tokio::spawn(this.run(shutdown))
-            });
+        let leases = tokio::spawn(self.job_keeper().run(shutdown));
         Ok(tokio::spawn(async move {
             let _ = dispatcher.await;
-            if let Some(leases) = leases {
-                let _ = leases.await;
-            }
+            let _ = leases.await;
         }))
-    }
-
-    /// Jobs of a backend they outlive (CodeBuild builds) are followed again, not re-run.
-    async fn follow_running_jobs(&self) -> anyhow::Result<usize> {
-        let Services {
-            store,
-            builder,
-            inbox,
-            ..
-        } = &self.services;
-        let jobs = store
-            .take_abandoned_jobs(builder.name(), i64::MAX, self.services.lease_end())
-            .await
-            .context("listing running jobs")?;
-        for job in &jobs {
-            builder.follow(job, builder::JobReporter::new(Arc::new(inbox.clone())));
-        }
-        Ok(jobs.len())
     }
 
     fn job_keeper(&self) -> JobKeeper {
@@ -439,15 +407,11 @@ impl Orchestrator {
             services: self.services.clone(),
         }
     }
-
-    /// Local jobs whose process died (lease ended before `expired_before`) are re-run from the start.
-    async fn rerun_abandoned_jobs(&self, expired_before: i64) -> anyhow::Result<usize> {
-        self.job_keeper().rerun_abandoned(expired_before).await
-    }
 }
 
-/// Keeps the leases of this process's running jobs alive and re-runs jobs
-/// whose owner died (another replica, or this process before a restart).
+/// Keeps the leases of the jobs this process holds alive, and takes over
+/// jobs whose holder stopped (another replica, or this process before a
+/// restart): the builder follows them again or says they must run again.
 struct JobKeeper {
     services: Services,
 }
@@ -460,11 +424,7 @@ impl JobKeeper {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let ids = self
-                .services
-                .builder
-                .jobs_running_here()
-                .unwrap_or_default();
+            let ids = self.services.builder.held_here();
             if !ids.is_empty() {
                 if let Err(err) = self
                     .services
@@ -475,19 +435,31 @@ impl JobKeeper {
                     tracing::warn!(error = %err, "could not renew job leases");
                 }
             }
-            if let Err(err) = self.rerun_abandoned(now_ms()).await {
+            if let Err(err) = self.resume_abandoned(now_ms()).await {
                 tracing::warn!(error = %err, "could not check for abandoned jobs");
             }
         }
     }
 
-    async fn rerun_abandoned(&self, expired_before: i64) -> anyhow::Result<usize> {
-        let Services { store, builder, .. } = &self.services;
+    /// Takes the running jobs whose lease ended before `expired_before` and
+    /// hands each to the builder; those it cannot follow run again from the start.
+    async fn resume_abandoned(&self, expired_before: i64) -> anyhow::Result<usize> {
+        let Services {
+            store,
+            builder,
+            inbox,
+            ..
+        } = &self.services;
         let jobs = store
             .take_abandoned_jobs(builder.name(), expired_before, self.services.lease_end())
             .await
             .context("listing interrupted jobs")?;
         for job in &jobs {
+            let reporter = builder::JobReporter::new(Arc::new(inbox.clone()));
+            if builder.resume(job, reporter) == builder::Resumed::Following {
+                tracing::info!(job = %job.id, "following a job whose holder stopped");
+                continue;
+            }
             match events::handlers::rerun(&self.services, job).await {
                 Ok(_) => {
                     tracing::info!(job = %job.id, attempt = job.attempt + 1, "re-running a job whose process stopped")

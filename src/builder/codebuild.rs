@@ -14,6 +14,7 @@ use aws_sdk_codebuild::types::{Build, EnvironmentVariable, EnvironmentVariableTy
 
 use super::{
     BuildStatus, BuilderError, BuilderService, JobCompletion, JobHandle, JobReporter, JobRequest,
+    Resumed,
 };
 use crate::aws::{describe, error_code};
 
@@ -153,9 +154,23 @@ impl BuilderService for CodeBuildJobs {
         Ok(JobHandle { external_id: arn })
     }
 
-    fn follow(&self, job: &crate::store::JobRecord, reporter: JobReporter) {
-        if let Some(arn) = &job.external_id {
-            self.watch(arn, &job.id, &job.job_identifier, job.attempt, reporter);
+    /// The builds this process polls.
+    fn held_here(&self) -> Vec<String> {
+        match self.watched.lock() {
+            Ok(watched) => watched.values().map(|w| w.build.job_id.clone()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The build still runs on AWS: it is polled again. A job with no build
+    /// id recorded never started one, so it must start.
+    fn resume(&self, job: &crate::store::JobRecord, reporter: JobReporter) -> Resumed {
+        match &job.external_id {
+            Some(arn) => {
+                self.watch(arn, &job.id, &job.job_identifier, job.attempt, reporter);
+                Resumed::Following
+            }
+            None => Resumed::MustRerun,
         }
     }
 }

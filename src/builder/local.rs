@@ -208,9 +208,14 @@ impl BuilderService for LocalJobs {
         read_tail(&Self::log_path(&self.work_dir, &job.id), LOG_TAIL_BYTES).await
     }
 
-    fn jobs_running_here(&self) -> Option<Vec<String>> {
+    fn held_here(&self) -> Vec<String> {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        Some(running.keys().cloned().collect())
+        running.keys().cloned().collect()
+    }
+
+    /// A local job's process died with its holder: it runs again.
+    fn resume(&self, _job: &JobRecord, _reporter: super::JobReporter) -> super::Resumed {
+        super::Resumed::MustRerun
     }
 
     async fn stop_running(&self, grace: Duration) {

@@ -76,25 +76,38 @@ pub trait BuilderService: Send + Sync {
     fn name(&self) -> &'static str;
     /// Starts the job and returns at once; the end is reported through `request.reporter`.
     async fn start_job(&self, request: JobRequest) -> Result<JobHandle, BuilderError>;
-    /// Job ids whose processes run inside this process, or `None` when jobs
-    /// run elsewhere (CodeBuild) and outlive it. With `Some`, the service keeps
-    /// these jobs' leases alive and re-runs jobs whose owner died.
-    fn jobs_running_here(&self) -> Option<Vec<String>> {
-        None
+    /// Jobs this process holds: a local job's process, a CodeBuild build it
+    /// polls. Their leases are renewed while they are held; a running job
+    /// whose lease ended lost its holder (a crash, kill -9, a replica gone)
+    /// and is given to [`BuilderService::resume`] by whoever takes it.
+    fn held_here(&self) -> Vec<String> {
+        Vec::new()
     }
     /// At shutdown: stops the jobs whose processes run inside this process
     /// (`SIGTERM`, then `SIGKILL` after `grace`) without reporting them
     /// finished, so they run again once their lease ends.
     async fn stop_running(&self, _grace: std::time::Duration) {}
-    /// Follows a job started before this process (re)started, for backends
-    /// whose jobs outlive it (CodeBuild polls the build again).
-    fn follow(&self, _job: &crate::store::JobRecord, _reporter: JobReporter) {}
+    /// Takes over a running job whose holder stopped. A backend whose jobs
+    /// outlive their holder (CodeBuild) follows it again; one whose jobs died
+    /// with it (local processes, and by default) answers that it must run again.
+    fn resume(&self, _job: &crate::store::JobRecord, _reporter: JobReporter) -> Resumed {
+        Resumed::MustRerun
+    }
     /// The live tail of a running job's log, where this backend can read it
     /// (local jobs write it on this machine); `None` otherwise, and the API
     /// shows the tail stored with the job.
     async fn live_log(&self, _job: &crate::store::JobRecord) -> Option<String> {
         None
     }
+}
+
+/// What [`BuilderService::resume`] did with a job whose holder stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// It still runs and is followed again; its end is reported as usual.
+    Following,
+    /// Its work died with its holder: the job must be started again.
+    MustRerun,
 }
 
 /// How a job ended, in CodeBuild's terms.
