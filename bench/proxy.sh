@@ -5,6 +5,7 @@
 # loopback, GET / and POST /testProxyingWithBody, rep-major round robin.
 # Also: idle RSS of the service with 100 deployed apps.
 # Usage: bench/proxy.sh [seconds-per-run] [reps]   (default 15 s, 3 reps)
+# BASELINE=/path/to/an/older/orchestrator adds that build ("base") to the same round robin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -55,6 +56,15 @@ ORCH_URL=$(wait_url "$WORK/orch.log")
 echo "orchestrator /health: $(curl -sf "$ORCH_URL/health")" >&2
 curl -sf -XPOST "$ORCH_URL/apps/deploy" -H 'content-type: application/json' \
   -d "{\"name\":\"seed\",\"archive\":\"$ARCHIVE\"}" > /dev/null
+SYSTEMS="orch node sls"
+if [ -n "${BASELINE:-}" ]; then
+  "$BASELINE" serve --listen 127.0.0.1:0 --data-dir "$WORK/base" > "$WORK/base.log" 2>&1 &
+  BASE_PID=$!; PIDS+=($BASE_PID)
+  BASE_URL=$(wait_url "$WORK/base.log")
+  curl -sf -XPOST "$BASE_URL/apps/deploy" -H 'content-type: application/json' \
+    -d "{\"name\":\"seed\",\"archive\":\"$ARCHIVE\"}" > /dev/null
+  SYSTEMS="orch base node sls"
+fi
 # plain node
 (cd bench && exec node plain-node-server.js) > "$WORK/node.log" 2>&1 &
 NODE_PID=$!; PIDS+=($NODE_PID)
@@ -90,8 +100,8 @@ for _ in $(seq 600); do curl -sf "http://127.0.0.1:$SLS_PORT/dev/" > /dev/null 2
 SLS_URL="http://127.0.0.1:$SLS_PORT/dev"
 
 # Functional check: every system answers the seed's routes alike.
-for sys in orch node sls; do
-  case $sys in orch) base=$ORCH_URL; host=(-H "Host: seed.localhost");; node) base=$NODE_URL; host=();; sls) base=$SLS_URL; host=();; esac
+for sys in $SYSTEMS; do
+  case $sys in orch) base=$ORCH_URL; host=(-H "Host: seed.localhost");; base) base=$BASE_URL; host=(-H "Host: seed.localhost");; node) base=$NODE_URL; host=();; sls) base=$SLS_URL; host=();; esac
   got="$(curl -s "${host[@]}" "$base/")|$(curl -s "${host[@]}" -XPOST "$base/testProxyingWithBody" -H 'content-type: application/json' -d '{"text":"hi"}')"
   [ "$got" = "success|hi" ] || { echo "$sys answered '$got'" >&2; exit 1; }
 done
@@ -130,7 +140,7 @@ sample_pss() {
 
 run() { # system route -> "req/s p50 p99 non2xx"
   local base extra=()
-  case $1 in orch) base=$ORCH_URL; extra=(-H "Host: seed.localhost");; node) base=$NODE_URL;; sls) base=$SLS_URL;; esac
+  case $1 in orch) base=$ORCH_URL; extra=(-H "Host: seed.localhost");; base) base=$BASE_URL; extra=(-H "Host: seed.localhost");; node) base=$NODE_URL;; sls) base=$SLS_URL;; esac
   case $2 in get) path=/; script=();; post) path=/testProxyingWithBody; script=(-s bench/post_text.lua);; esac
   wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "${extra[@]}" "${script[@]}" "$base$path" > "$WORK/wrk.out" &
   local wrk_pid=$!
@@ -143,12 +153,12 @@ run() { # system route -> "req/s p50 p99 non2xx"
 }
 
 echo "orchestrator $ORCH_URL, plain node $NODE_URL, serverless-offline $SLS_URL; ${DURATION}s x $REPS, -c$CONNS" >&2
-for sys in orch node sls; do for route in get post; do
+for sys in $SYSTEMS; do for route in get post; do
   DURATION_SAVED=$DURATION; DURATION=5; run $sys $route > /dev/null; DURATION=$DURATION_SAVED
 done; done
 : > "$WORK/results"
 for rep in $(seq "$REPS"); do
-  for sys in orch node sls; do for route in get post; do
+  for sys in $SYSTEMS; do for route in get post; do
     read -r rps p50 p99 bad < <(run $sys $route)
     echo "$sys $route $rps $p50 $p99 $bad" >> "$WORK/results"
     echo "rep $rep $sys $route: $rps req/s p50 ${p50}ms p99 ${p99}ms ($bad non-2xx)" >&2
@@ -161,7 +171,7 @@ orch_peak=$(tree_hwm $ORCH_PID); node_peak=$(tree_hwm $NODE_PID); sls_peak=$(tre
 echo
 echo "| system | route | req/s (median) | p50 ms | p99 ms |"
 echo "|---|---|---|---|---|"
-for sys in orch node sls; do for route in get post; do
+for sys in $SYSTEMS; do for route in get post; do
   echo "| $sys | $route | $(col $sys $route 3) | $(col $sys $route 4) | $(col $sys $route 5) |"
 done; done
 echo
@@ -170,6 +180,10 @@ echo "orchestrator+workers peak PSS under load (shared pages counted once, sampl
 for route in get post; do
   o=$(col orch $route 3); n=$(col node $route 3); s=$(col sls $route 3)
   echo "$route: orchestrator = $(awk -v a="$o" -v b="$n" 'BEGIN {printf "%.0f%%", 100*a/b}') of plain node, $(awk -v a="$o" -v b="$s" 'BEGIN {printf "%.1fx", a/b}') serverless-offline"
+  if [ -n "${BASELINE:-}" ]; then
+    b=$(col base $route 3)
+    echo "$route: BASELINE = $(awk -v a="$b" -v c="$n" 'BEGIN {printf "%.0f%%", 100*a/c}') of plain node; this build = $(awk -v a="$o" -v c="$b" 'BEGIN {printf "%.1f%%", 100*a/c}') of BASELINE"
+  fi
 done
 
 # Idle memory with 100 deployed apps, on a fresh instance.

@@ -7,6 +7,8 @@
 # Every process runs on this machine, PostgreSQL included.
 # Usage: bench/replicas.sh [seconds-per-run] [reps]   (default 10 s, 3 reps)
 # PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/test) must allow CREATE DATABASE.
+# BASELINE=/path/to/an/older/orchestrator adds that build's PostgreSQL ingestion (a database of
+# its own) to the same round robin, for a before/after figure from one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -29,6 +31,7 @@ kill_tree() {
 cleanup() {
   for pid in "${PIDS[@]}"; do kill_tree "$pid"; done
   psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS ${DB}_base WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -62,16 +65,24 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # 1. Ingestion.
 start sqlite "$BIN" serve --role api --listen 127.0.0.1:0 --data-dir "$WORK/sqlite"
 DATABASE_URL=$PG_URL start pg "$BIN" serve --role api --listen 127.0.0.1:0 --data-dir "$WORK/pg"
+STORES="sqlite pg"
+if [ -n "${BASELINE:-}" ]; then
+  psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE ${DB}_base" >/dev/null
+  DATABASE_URL=${PG_URL}_base start pgbase "$BASELINE" serve --role api --listen 127.0.0.1:0 --data-dir "$WORK/pgbase"
+  STORES="sqlite pg pgbase"
+fi
 ingest() { # url run-id -> summary (every run its own id, so no event id repeats)
   wrk -t2 -c50 -d"${DURATION}s" --latency -s bench/post_envelope.lua "$1/events/TENANT_PROVISIONING" -- "$2" > "$WORK/wrk.out"
   summary "$WORK/wrk.out"
 }
-DURATION_SAVED=$DURATION; DURATION=3; ingest "$sqlite_URL" 1 >/dev/null; ingest "$pg_URL" 2 >/dev/null; DURATION=$DURATION_SAVED
-RUN=2
+DURATION_SAVED=$DURATION; DURATION=3; ingest "$sqlite_URL" 1 >/dev/null; ingest "$pg_URL" 2 >/dev/null
+[ -n "${BASELINE:-}" ] && ingest "$pgbase_URL" 3 >/dev/null
+DURATION=$DURATION_SAVED
+RUN=3
 : > "$WORK/ingest"
 for rep in $(seq "$REPS"); do
-  for store in sqlite pg; do
-    url=$sqlite_URL; [ "$store" = pg ] && url=$pg_URL
+  for store in $STORES; do
+    url=$sqlite_URL; [ "$store" = pg ] && url=$pg_URL; [ "$store" = pgbase ] && url=$pgbase_URL
     RUN=$((RUN + 1))
     read -r rps p50 p99 reqs bad < <(ingest "$url" "$RUN")
     echo "$store $rps $p50 $p99 $reqs $bad" >> "$WORK/ingest"
@@ -80,7 +91,7 @@ for rep in $(seq "$REPS"); do
 done
 pg_stored=$(psql -qtA "$PG_URL" -c "select count(*) from events")
 pg_acked=$(awk '$1=="pg" {s+=$5-$6} END {print s}' "$WORK/ingest")
-kill_tree "$sqlite_PID"; kill_tree "$pg_PID"
+kill_tree "$sqlite_PID"; kill_tree "$pg_PID"; [ -n "${BASELINE:-}" ] && kill_tree "$pgbase_PID"
 
 # 2. Proxy: one replica, then two, same database.
 ARCHIVE=$(python3 - <<'PY'
@@ -120,8 +131,9 @@ col() { awk -v k="$1" -v c="$2" '$1==k {print $c}' "$3" | median; }
 echo
 echo "| ingestion (--role api, -c50) | req/s (median) | p50 ms | p99 ms | non-2xx |"
 echo "|---|---|---|---|---|"
-for store in sqlite pg; do
+for store in $STORES; do
   name="SQLite (WAL, synchronous=FULL)"; [ "$store" = pg ] && name="PostgreSQL (local server)"
+  [ "$store" = pgbase ] && name="PostgreSQL, BASELINE build"
   echo "| $name | $(col $store 2 "$WORK/ingest") | $(col $store 3 "$WORK/ingest") | $(col $store 4 "$WORK/ingest") | $(col $store 6 "$WORK/ingest") |"
 done
 echo
