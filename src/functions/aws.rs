@@ -153,10 +153,6 @@ impl FunctionBackend for AwsLambda {
         "aws"
     }
 
-    fn reconciles(&self) -> bool {
-        true
-    }
-
     async fn deploy(&self, deployment: Deployment<'_>) -> Result<(), FunctionError> {
         let name = deployment.app.as_str();
         match self.describe(deployment.app).await? {

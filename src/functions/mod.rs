@@ -126,8 +126,4 @@ pub trait FunctionBackend: Send + Sync {
             Err(err) => Err(err),
         }
     }
-    /// Whether functions can change outside the service (then they are reconciled).
-    fn reconciles(&self) -> bool {
-        false
-    }
 }

@@ -156,10 +156,12 @@ impl AppService {
         }
         self.set_active(app.as_str(), None);
         let removed = record.status == AppStatus::Removed;
-        // Workers here stop; a platform function is the business of whoever
+        // What runs here stops; a platform function is the business of whoever
         // deactivated or removed the app, unless this process recreated it.
-        if !self.backend.reconciles() || (overtaken && removed) {
+        if overtaken && removed {
             self.stop(app).await?;
+        } else {
+            self.backend.release(app).await?;
         }
         if removed {
             let _ = tokio::fs::remove_dir_all(self.code_root.join(app.as_str())).await;

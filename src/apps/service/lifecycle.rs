@@ -149,7 +149,8 @@ impl AppService {
         self.set_status(&app, AppStatus::Active).await
     }
 
-    /// Stops serving (the proxy answers 404) and stops the app's workers.
+    /// Stops serving (the proxy answers 404) and stops what runs here (the
+    /// local runtime's workers; a Lambda function stays).
     pub async fn deactivate(&self, name: &str) -> Result<AppStatusView, AppError> {
         let (app, record) = self.record(name).await?;
         if record.status == AppStatus::Removed {
@@ -157,10 +158,8 @@ impl AppService {
         }
         let _guard = self.lock(&app)?;
         self.set_active(name, None);
-        // Local workers stop; a platform function stays (as the seed leaves its Lambda).
-        if !self.backend.reconciles() {
-            self.stop(&app).await?;
-        }
+        // As the seed leaves its Lambda.
+        self.backend.release(&app).await?;
         self.set_status(&app, AppStatus::Inactive).await
     }
 

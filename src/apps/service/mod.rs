@@ -183,13 +183,11 @@ impl AppService {
         config: &FunctionConfig,
         zip: Option<Vec<u8>>,
     ) -> Result<(), AppError> {
-        // A platform function (AWS Lambda) shared by every replica is deployed
-        // once, by the deploy; restoring, activating or following the store
-        // only recreates it when it is gone.
-        if zip.is_none()
-            && self.backend.reconciles()
-            && self.backend.describe(name).await?.is_some()
-        {
+        // A function the platform holds (AWS Lambda), shared by every replica,
+        // is deployed once, by the deploy; restoring, activating or following
+        // the store only recreates it when it is gone. The local runtime
+        // reports none: each process deploys what it serves.
+        if zip.is_none() && self.backend.describe(name).await?.is_some() {
             return Ok(());
         }
         let dir = self.code_dir(name, version);

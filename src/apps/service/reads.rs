@@ -57,15 +57,13 @@ impl AppService {
         let (app, record) = self.record(name).await?;
         let versions = self.versions(&app).await?;
         let mut view = self.to_view(record, Some(versions))?;
-        if self.backend.reconciles() {
-            view.function = match self.backend.describe(&app).await {
-                Ok(info) => info,
-                Err(err) => {
-                    tracing::warn!(app = %app, error = %err, "could not describe the function");
-                    None
-                }
-            };
-        }
+        view.function = match self.backend.describe(&app).await {
+            Ok(info) => info,
+            Err(err) => {
+                tracing::warn!(app = %app, error = %err, "could not describe the function");
+                None
+            }
+        };
         Ok(view)
     }
 }

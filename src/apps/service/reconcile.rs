@@ -22,14 +22,10 @@ impl AppService {
     /// An active app whose function was deleted or failed outside the service
     /// becomes `ERROR`, with the reason; the proxy stops serving it.
     async fn reconcile(&self, app: &AppName, record: &AppRecord) -> Result<(), AppError> {
-        if !self.backend.reconciles() || record.status != AppStatus::Active {
+        if record.status != AppStatus::Active {
             return Ok(());
         }
-        let problem = match self.backend.describe(app).await? {
-            None => Some("the function was deleted outside the service".to_owned()),
-            Some(info) => info.problem(),
-        };
-        if let Some(problem) = problem {
+        if let Some(problem) = self.backend.problem(app).await? {
             tracing::warn!(app = %app, problem = %problem, "app marked ERROR by reconciliation");
             self.set_active(app.as_str(), None);
             self.store
@@ -44,34 +40,42 @@ impl AppService {
         Ok(())
     }
 
-    /// Reconciles every active app every `every` until `shutdown` (backends that reconcile only).
+    /// Reconciles every active app every `every` until `shutdown`, which
+    /// also ends a round under way (the next start reconciles again). On
+    /// the local runtime a round is one listing of the apps: its functions
+    /// never have a problem.
     pub async fn reconcile_periodically(
         self: Arc<Self>,
         every: Duration,
         shutdown: CancellationToken,
     ) {
-        if !self.backend.reconciles() {
-            return;
-        }
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let apps = match self.store.list_apps().await {
-                Ok(apps) => apps,
-                Err(err) => {
-                    tracing::warn!(error = %err, "reconciliation could not list apps");
-                    continue;
-                }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.reconcile_active() => {}
+            }
+        }
+    }
+
+    /// One round: every `ACTIVE` app checked against the platform.
+    async fn reconcile_active(&self) {
+        let apps = match self.store.list_apps().await {
+            Ok(apps) => apps,
+            Err(err) => {
+                tracing::warn!(error = %err, "reconciliation could not list apps");
+                return;
+            }
+        };
+        for record in apps.iter().filter(|r| r.status == AppStatus::Active) {
+            let Ok(app) = AppName::parse(&record.name) else {
+                continue;
             };
-            for record in apps.iter().filter(|r| r.status == AppStatus::Active) {
-                let Ok(app) = AppName::parse(&record.name) else {
-                    continue;
-                };
-                if let Err(err) = self.reconcile(&app, record).await {
-                    tracing::warn!(app = %app, error = %err, "could not reconcile the app");
-                }
+            if let Err(err) = self.reconcile(&app, record).await {
+                tracing::warn!(app = %app, error = %err, "could not reconcile the app");
             }
         }
     }
