@@ -153,10 +153,6 @@ impl FunctionBackend for AwsLambda {
         "aws"
     }
 
-    fn reconciles(&self) -> bool {
-        true
-    }
-
     async fn deploy(&self, deployment: Deployment<'_>) -> Result<(), FunctionError> {
         let name = deployment.app.as_str();
         match self.describe(deployment.app).await? {
@@ -201,6 +197,19 @@ impl FunctionBackend for AwsLambda {
             )));
         }
         Ok(payload)
+    }
+
+    /// Deactivating leaves the function on Lambda (deleting it is `remove`'s).
+    async fn release(&self, _app: &AppName) -> Result<(), FunctionError> {
+        Ok(())
+    }
+
+    /// Deleted outside the service, or in a state that cannot serve.
+    async fn problem(&self, app: &AppName) -> Result<Option<String>, FunctionError> {
+        Ok(match self.describe(app).await? {
+            None => Some("the function was deleted outside the service".to_owned()),
+            Some(info) => info.problem(),
+        })
     }
 
     async fn describe(&self, app: &AppName) -> Result<Option<FunctionInfo>, FunctionError> {

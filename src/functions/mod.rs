@@ -73,26 +73,57 @@ impl FunctionInfo {
 }
 
 /// Runs app code.
+///
+/// The two backends differ in where a function lives. The local runtime's
+/// functions are worker pools of this process: every process deploys what
+/// it serves, nothing outside changes them, and they stop when the app
+/// stops being served here. A Lambda function lives on the platform, shared
+/// by every replica: it is deployed once, by the deploy, stays when an app
+/// is deactivated, and can be deleted or broken behind our back. The
+/// methods below with defaults say so; the defaults are what suits
+/// functions that run in this process (the local runtime keeps them).
 #[async_trait]
 pub trait FunctionBackend: Send + Sync {
     /// Short name for logs (`local`, `aws`).
     fn name(&self) -> &'static str;
     /// Creates or updates the function; returns once it can be invoked.
     async fn deploy(&self, deployment: Deployment<'_>) -> Result<(), FunctionError>;
-    /// Stops and forgets the function.
+    /// Stops and forgets the function (Lambda: deletes it).
     async fn remove(&self, app: &AppName) -> Result<(), FunctionError>;
     /// Invokes synchronously (`RequestResponse`): the event in, the raw result out.
     async fn invoke(&self, app: &AppName, event: Vec<u8>) -> Result<Vec<u8>, FunctionError>;
-    /// The function as the platform reports it, `None` when it does not exist
-    /// there. Backends whose functions cannot change behind our back
-    /// (the local runtime) report nothing and are never reconciled.
+    /// The function the platform holds for the app, outside this process;
+    /// `None` when it holds none. A function reported here was deployed by
+    /// the deploy that made its version, for every replica: restoring at
+    /// start, activating and following the store do not deploy it again.
+    ///
+    /// Local (the default): always `None`, so every process deploys what it
+    /// serves. Lambda: the function's configuration, `None` when it does
+    /// not exist.
     async fn describe(&self, _app: &AppName) -> Result<Option<FunctionInfo>, FunctionError> {
-        Err(FunctionError::Unavailable(
-            "this backend does not describe functions".into(),
-        ))
+        Ok(None)
     }
-    /// Whether functions can change outside the service (then they are reconciled).
-    fn reconciles(&self) -> bool {
-        false
+    /// Why the app's function cannot serve because of a change made outside
+    /// the service, `None` when it can; reconciliation marks an active app
+    /// with a problem `ERROR`.
+    ///
+    /// Local (the default): never a problem, and no work (nothing outside
+    /// changes a pool). Lambda: the function was deleted, is `Failed` or
+    /// `Inactive`, or its last update failed ([`FunctionInfo::problem`]).
+    async fn problem(&self, _app: &AppName) -> Result<Option<String>, FunctionError> {
+        Ok(None)
+    }
+    /// Stops what runs on this machine for an app no longer served here
+    /// (deactivated, here or by another replica); an app with nothing
+    /// running is fine.
+    ///
+    /// Local (the default): stops its workers and forgets the function, as
+    /// [`FunctionBackend::remove`]. Lambda: nothing; the function stays on
+    /// the platform, ready for the app's activation.
+    async fn release(&self, app: &AppName) -> Result<(), FunctionError> {
+        match self.remove(app).await {
+            Ok(()) | Err(FunctionError::NotFound) => Ok(()),
+            Err(err) => Err(err),
+        }
     }
 }

@@ -105,6 +105,10 @@ impl LocalFunctions {
     }
 }
 
+/// `describe`, `problem` and `release` keep the trait's defaults: the pools
+/// are this process's (reported as no platform function, so every process
+/// deploys what it serves), nothing outside changes them, and an app no
+/// longer served here has its workers stopped, as by `remove`.
 #[async_trait]
 impl FunctionBackend for LocalFunctions {
     fn name(&self) -> &'static str {

@@ -1,0 +1,175 @@
+//! Following the store: this process serves what the store says, as other
+//! replicas change apps (`follow_store`, `sync_from_store`), and hands apps
+//! whose deploys were interrupted to `settle_interrupted`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{config_of, AppError, AppService};
+use crate::function_config::AppName;
+use crate::store::{AppRecord, AppStatus};
+
+impl AppService {
+    /// Keeps this process in step with apps changed by other replicas sharing
+    /// the store, checking every `every` until `shutdown`.
+    /// Also settles deploys that were interrupted (see
+    /// [`AppService::settle_interrupted`]), the first time at once.
+    pub async fn follow_store(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let deploying = match self.sync_listed().await {
+                Ok((_, deploying)) => deploying,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not check the store for app changes");
+                    continue;
+                }
+            };
+            if !deploying {
+                first = false;
+                continue;
+            }
+            // The sole user of the store finds every unsettled deploy at
+            // start interrupted; replicas only those whose heartbeat stopped.
+            let expired_before = if first && self.sole_owner {
+                i64::MAX
+            } else {
+                crate::support::now_ms().saturating_sub(millis(self.deploy_lease))
+            };
+            first = false;
+            match self
+                .store
+                .take_abandoned_deploys(expired_before, crate::support::now_ms())
+                .await
+            {
+                Ok(records) => {
+                    for record in records {
+                        tokio::spawn(self.clone().settle_interrupted(record, shutdown.clone()));
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not check the store for interrupted deploys");
+                }
+            }
+        }
+    }
+
+    /// Serves what the store says: runs apps made active (or redeployed)
+    /// elsewhere, stops those deactivated or removed elsewhere. Returns how
+    /// many apps changed here.
+    pub async fn sync_from_store(&self) -> Result<usize, AppError> {
+        Ok(self.sync_listed().await?.0)
+    }
+
+    /// [`AppService::sync_from_store`], also saying whether some app is `DEPLOYED`.
+    async fn sync_listed(&self) -> Result<(usize, bool), AppError> {
+        let mut changed = 0;
+        let listed = self.store.list_apps().await?;
+        let deploying = listed.iter().any(|r| r.status == AppStatus::Deployed);
+        for listed in listed {
+            if self.wanted_version(&listed) == self.running_version(&listed.name) {
+                continue;
+            }
+            let Ok(app) = AppName::parse(&listed.name) else {
+                continue;
+            };
+            // A change through this process is under way: it settles the app itself.
+            let Ok(_guard) = self.lock(&app) else {
+                continue;
+            };
+            // Read again under the lock: a local change may have landed since the listing.
+            let Some(record) = self.store.get_app(app.as_str()).await? else {
+                continue;
+            };
+            let wanted = self.wanted_version(&record);
+            if wanted == self.running_version(app.as_str()) {
+                continue;
+            }
+            if let Err(err) = self.follow_record(&app, &record, false).await {
+                tracing::warn!(app = %app, status = %record.status, version = record.current_version, error = %err, "could not follow an app changed by another replica");
+                continue;
+            }
+            match wanted {
+                Some(version) => {
+                    tracing::info!(app = %app, version, "app changed by another replica: serving it");
+                }
+                None => {
+                    tracing::info!(app = %app, status = %record.status, "app changed by another replica: not serving it");
+                }
+            }
+            changed += 1;
+        }
+        Ok((changed, deploying))
+    }
+
+    /// The version the store wants served: its current one when `ACTIVE`.
+    fn wanted_version(&self, record: &AppRecord) -> Option<i64> {
+        (record.status == AppStatus::Active).then_some(record.current_version)
+    }
+
+    /// Another replica deactivated, removed or redeployed the app while
+    /// `version` was deploying here: what it did stands, and this process
+    /// follows it now (the caller holds the app's lock). Gives the `409`.
+    pub(super) async fn superseded(&self, name: &AppName, version: i64) -> AppError {
+        let record = match self.store.get_app(name.as_str()).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return AppError::NotFound(name.to_string()),
+            Err(err) => return err.into(),
+        };
+        tracing::warn!(app = %name, version, status = %record.status, current = record.current_version, "app changed elsewhere while it deployed");
+        if let Err(err) = self.follow_record(name, &record, true).await {
+            tracing::warn!(app = %name, error = %err, "could not follow the change made elsewhere");
+        }
+        AppError::Conflict(format!(
+            "app '{name}' changed while version {version} was deploying: it is now {} at version {}",
+            record.status, record.current_version
+        ))
+    }
+
+    /// Serves what the store says of the app (the caller holds its lock):
+    /// its `ACTIVE` version, or nothing. `overtaken`: this process has just
+    /// deployed a version the store no longer wants, so a platform function
+    /// gets the wanted code again, and is deleted if the app was removed.
+    pub(super) async fn follow_record(
+        &self,
+        app: &AppName,
+        record: &AppRecord,
+        overtaken: bool,
+    ) -> Result<(), AppError> {
+        if let Some(version) = self.wanted_version(record) {
+            let config = config_of(record)?;
+            let zip = if overtaken {
+                Some(self.store.app_code(app.as_str(), version).await?)
+            } else {
+                None
+            };
+            self.run_version(app, version, &config, zip).await?;
+            self.set_active(app.as_str(), Some((config.payload_format, version)));
+            return Ok(());
+        }
+        self.set_active(app.as_str(), None);
+        let removed = record.status == AppStatus::Removed;
+        // What runs here stops; a platform function is the business of whoever
+        // deactivated or removed the app, unless this process recreated it.
+        if overtaken && removed {
+            self.stop(app).await?;
+        } else {
+            self.backend.release(app).await?;
+        }
+        if removed {
+            let _ = tokio::fs::remove_dir_all(self.code_root.join(app.as_str())).await;
+        }
+        Ok(())
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}

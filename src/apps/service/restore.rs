@@ -1,0 +1,61 @@
+//! Restore at start: clears code a stopped process was unpacking, then runs
+//! every app left `ACTIVE` (an app that cannot run becomes `ERROR`).
+
+use super::{blocking, config_of, AppError, AppService};
+use crate::apps::archive::{sweep_unpacking, ArchiveError};
+use crate::function_config::AppName;
+use crate::store::AppStatus;
+
+impl AppService {
+    /// At start: runs every app left `ACTIVE` (its code comes from the store).
+    /// One left `DEPLOYED` is settled by [`AppService::follow_store`] once its
+    /// deploy counts as interrupted (see [`AppService::settle_interrupted`]).
+    pub async fn restore(&self) -> Result<usize, AppError> {
+        let root = self.code_root.clone();
+        let swept = blocking(move || {
+            std::fs::create_dir_all(&root).map_err(|e| ArchiveError::Io(e.to_string()))?;
+            Ok(sweep_unpacking(&root))
+        })
+        .await?;
+        if swept > 0 {
+            tracing::info!(swept, "removed code a stopped process was unpacking");
+        }
+        let mut restored = 0;
+        for record in self.store.list_apps().await? {
+            if record.status == AppStatus::Deployed {
+                tracing::info!(app = %record.name, version = record.current_version, "app left DEPLOYED: settled once its deploy counts as interrupted");
+            }
+            if record.status != AppStatus::Active {
+                continue;
+            }
+            let Ok(app) = AppName::parse(&record.name) else {
+                continue;
+            };
+            let config = config_of(&record)?;
+            match self
+                .run_version(&app, record.current_version, &config, None)
+                .await
+            {
+                Ok(()) => {
+                    self.set_active(
+                        app.as_str(),
+                        Some((config.payload_format, record.current_version)),
+                    );
+                    restored += 1;
+                }
+                Err(err) => {
+                    tracing::warn!(app = %app, error = %err, "could not restore app");
+                    self.store
+                        .set_app_status(
+                            app.as_str(),
+                            AppStatus::Error,
+                            Some(&err.to_string()),
+                            crate::support::now_ms(),
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(restored)
+    }
+}

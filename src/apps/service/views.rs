@@ -1,0 +1,99 @@
+//! The API's shapes of an app (`AppView`, `AppVersionView`, `AppStatusView`)
+//! and how a stored record becomes one; imports nothing of the service.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::function_config::FunctionConfig;
+use crate::functions::FunctionInfo;
+use crate::proxy::PayloadFormat;
+use crate::store::{AppRecord, AppStatus, AppVersionRecord};
+use crate::support::timestamp;
+
+/// `{name, status}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppStatusView {
+    pub name: String,
+    pub status: AppStatus,
+}
+
+/// One version of an app's code.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppVersionView {
+    pub version: i64,
+    pub runtime: String,
+    pub handler: String,
+    pub code_size: i64,
+    pub code_sha256: String,
+    pub created_at: String,
+}
+
+/// An app.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppView {
+    pub name: String,
+    pub status: AppStatus,
+    /// Where the proxy serves it (any port of this service).
+    pub host: String,
+    pub version: i64,
+    pub runtime: String,
+    pub handler: String,
+    pub memory_size: u32,
+    pub timeout: u32,
+    pub payload_format: PayloadFormat,
+    pub environment: std::collections::BTreeMap<String, String>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Every deployed version, newest first (`GET /apps/{name}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versions: Option<Vec<AppVersionView>>,
+    /// The function as AWS Lambda reports it (`GET /apps/{name}` with the `aws` backend).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionInfo>,
+}
+
+impl AppView {
+    /// The app as its record (with the record's `config`) says, served
+    /// under `base_domain`; no function description.
+    pub(super) fn of(
+        record: AppRecord,
+        config: FunctionConfig,
+        base_domain: &str,
+        versions: Option<Vec<AppVersionView>>,
+    ) -> Self {
+        AppView {
+            host: format!("{}.{}", record.name, base_domain),
+            name: record.name,
+            status: record.status,
+            version: record.current_version,
+            runtime: config.runtime,
+            handler: config.handler,
+            memory_size: config.memory_size,
+            timeout: config.timeout,
+            payload_format: config.payload_format,
+            environment: config.environment,
+            last_error: record.last_error,
+            created_at: timestamp(record.created_at_ms),
+            updated_at: timestamp(record.updated_at_ms),
+            versions,
+            function: None,
+        }
+    }
+}
+
+impl AppVersionView {
+    /// A stored version, with the `config` it was deployed with.
+    pub(super) fn of(version: AppVersionRecord, config: FunctionConfig) -> Self {
+        AppVersionView {
+            version: version.version,
+            runtime: config.runtime,
+            handler: config.handler,
+            code_size: version.code_size,
+            code_sha256: version.code_sha256,
+            created_at: timestamp(version.created_at_ms),
+        }
+    }
+}
