@@ -87,7 +87,7 @@ impl ApiError {
             // Whatever else kept the store from answering is on the store's side, not the
             // client's: a 503 the client may retry, never a bare 500.
             StoreError::Other(_) => {
-                tracing::error!(error = %err, cause = %crate::support::error_chain(err), "store error");
+                tracing::error!(request_id = %super::request_id::current(), error = %err, cause = %crate::support::error_chain(err), "store error");
                 Self::unavailable("the store failed; retry later")
             }
         }
@@ -147,7 +147,7 @@ impl From<InboxError> for ApiError {
     fn from(err: InboxError) -> Self {
         match err.0 {
             StoreError::Other(_) => {
-                tracing::error!(error = %err.0, cause = %crate::support::error_chain(&err.0), "recording an event failed");
+                tracing::error!(request_id = %super::request_id::current(), error = %err.0, cause = %crate::support::error_chain(&err.0), "recording an event failed");
                 Self::unavailable("the store could not record the event; retry later")
             }
             other => Self::from_store(&other),
@@ -164,7 +164,7 @@ impl From<AppError> for ApiError {
             }
             err @ AppError::NotFound(_) => Self::not_found(err.to_string()),
             AppError::Io(message) => {
-                tracing::error!(error = %message, "writing an app's code failed");
+                tracing::error!(request_id = %super::request_id::current(), error = %message, "writing an app's code failed");
                 Self::unavailable("the app's code could not be written; retry later")
             }
             AppError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
@@ -178,11 +178,11 @@ impl From<AppError> for ApiError {
             // The backend's own words go to the log (and the app's `lastError`),
             // not into a 5xx body.
             AppError::Backend(err @ FunctionError::Unavailable(_)) => {
-                tracing::error!(error = %err, cause = %crate::support::error_chain(&err), "function backend unavailable");
+                tracing::error!(request_id = %super::request_id::current(), error = %err, cause = %crate::support::error_chain(&err), "function backend unavailable");
                 Self::unavailable("the function backend is unavailable; retry later")
             }
             AppError::Backend(err) => {
-                tracing::error!(error = %err, cause = %crate::support::error_chain(&err), "function backend failed");
+                tracing::error!(request_id = %super::request_id::current(), error = %err, cause = %crate::support::error_chain(&err), "function backend failed");
                 Self::new(
                     StatusCode::BAD_GATEWAY,
                     "function_backend",

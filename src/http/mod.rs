@@ -8,6 +8,7 @@ mod events;
 mod extract;
 mod ops;
 pub mod proxy;
+mod request_id;
 pub mod server;
 mod tenants;
 
@@ -176,6 +177,7 @@ pub fn router(
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state);
     match proxy {
         Some(proxy) => router.layer(axum::middleware::from_fn_with_state(

@@ -354,3 +354,42 @@ async fn event_bodies_the_handler_could_not_read_are_400_and_not_stored() {
     let (status, events) = app.get("/events").await;
     assert_eq!((status, events), (200, json!([])));
 }
+
+/// Every management answer carries a request id; a client's own id is kept only
+/// when it is a short plain token (it ends up in the service's log lines).
+#[tokio::test]
+async fn every_answer_carries_a_request_id() {
+    let app = TestApp::start(|_, _| {}).await;
+    let id = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let url = format!("{}/events/nope", app.url);
+    let first = app.client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 404);
+    let first = id(&first).expect("an id for an error answer too");
+    let second = id(&app.client.get(&url).send().await.unwrap()).unwrap();
+    assert_eq!(first.len(), 36, "a UUID: {first}");
+    assert_ne!(first, second, "one id per request");
+
+    let kept = app
+        .client
+        .get(&url)
+        .header("x-request-id", "client-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id(&kept).as_deref(), Some("client-42"));
+    let forged = app
+        .client
+        .get(&url)
+        .header("x-request-id", "x error=\"forged\"")
+        .send()
+        .await
+        .unwrap();
+    let replaced = id(&forged).unwrap();
+    assert_eq!(replaced.len(), 36, "replaced by a UUID: {replaced}");
+}
