@@ -8,4 +8,4 @@ pub mod spec;
 pub use crate::function_config::{AppName, FunctionConfig, RuntimeKind};
 pub use archive::{Archive, ArchiveError};
 pub use service::{AppError, AppService, AppStatusView, AppView};
-pub use spec::{validate, DeployRequest};
+pub use spec::{validate, DeployRequest, InvalidField};

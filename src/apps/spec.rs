@@ -54,46 +54,62 @@ pub struct DeployRequest {
     pub payload_format: Option<String>,
 }
 
+/// A field of a deploy request that cannot be used, and why (the reason names the field too).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct InvalidField {
+    /// The field as clients spell it (`name`, `runtime`, `memorySize`, …).
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn invalid(field: &'static str) -> impl FnOnce(String) -> InvalidField {
+    move |reason| InvalidField { field, reason }
+}
+
 /// Validates everything but the archive's content.
-pub fn validate(request: &DeployRequest) -> Result<(AppName, FunctionConfig), String> {
-    let name = AppName::parse(&request.name)?;
+pub fn validate(request: &DeployRequest) -> Result<(AppName, FunctionConfig), InvalidField> {
+    let name = AppName::parse(&request.name).map_err(invalid("name"))?;
     let runtime = request
         .runtime
         .clone()
         .unwrap_or_else(|| "nodejs20.x".into());
-    let kind = runtime_kind(&runtime).ok_or_else(|| {
-        format!(
-            "unsupported runtime '{runtime}': use one of {}",
-            runtime_names().collect::<Vec<_>>().join(", ")
-        )
-    })?;
+    let kind = runtime_kind(&runtime)
+        .ok_or_else(|| {
+            format!(
+                "unsupported runtime '{runtime}': use one of {}",
+                runtime_names().collect::<Vec<_>>().join(", ")
+            )
+        })
+        .map_err(invalid("runtime"))?;
     let handler = request
         .handler
         .clone()
         .unwrap_or_else(|| "index.handler".into());
-    check_handler(&handler, kind)?;
+    check_handler(&handler, kind).map_err(invalid("handler"))?;
     let memory_size = request.memory_size.unwrap_or(128);
     if !(128..=10240).contains(&memory_size) {
-        return Err(format!(
+        return Err(invalid("memorySize")(format!(
             "memorySize must be between 128 and 10240 MB, not {memory_size}"
-        ));
+        )));
     }
     let timeout = request.timeout.unwrap_or(30);
     if !(1..=900).contains(&timeout) {
-        return Err(format!(
+        return Err(invalid("timeout")(format!(
             "timeout must be between 1 and 900 seconds, not {timeout}"
-        ));
+        )));
     }
     let payload_format = match request.payload_format.as_deref() {
         None | Some("1.0") => PayloadFormat::V1,
         Some("2.0") => PayloadFormat::V2,
         Some(other) => {
-            return Err(format!(
+            return Err(invalid("payloadFormat")(format!(
                 "payloadFormat must be \"1.0\" or \"2.0\", not \"{other}\""
-            ))
+            )))
         }
     };
-    let environment = check_environment(request.environment.as_ref())?;
+    let environment =
+        check_environment(request.environment.as_ref()).map_err(invalid("environment"))?;
     Ok((
         name,
         FunctionConfig {
@@ -276,6 +292,23 @@ mod tests {
                 validate(&request(bad.clone())).is_err(),
                 "{bad} must be rejected"
             );
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_its_field() {
+        for (bad, field) in [
+            (json!({"name": "Shop"}), "name"),
+            (json!({"runtime": "java21"}), "runtime"),
+            (json!({"handler": "index"}), "handler"),
+            (json!({"memorySize": 64}), "memorySize"),
+            (json!({"timeout": 0}), "timeout"),
+            (json!({"payloadFormat": "3.0"}), "payloadFormat"),
+            (json!({"environment": {"LD_PRELOAD": "x"}}), "environment"),
+        ] {
+            let err = validate(&request(bad.clone())).unwrap_err();
+            assert_eq!(err.field, field, "{bad}: {err}");
+            assert!(!err.reason.is_empty());
         }
     }
 }

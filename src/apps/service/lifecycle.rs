@@ -17,7 +17,7 @@ impl AppService {
     /// and runs it. An archive refused at any step (including while it
     /// unpacks) leaves nothing behind: no version, no files, the app as it was.
     pub async fn deploy(&self, request: DeployRequest) -> Result<AppView, AppError> {
-        let (name, config) = validate(&request).map_err(AppError::Invalid)?;
+        let (name, config) = validate(&request).map_err(|e| AppError::Invalid(e.to_string()))?;
         let zip = base64::engine::general_purpose::STANDARD
             .decode(request.archive.trim())
             .map_err(|_| AppError::Invalid("archive must be a base64-encoded zip file".into()))?;
