@@ -4,7 +4,7 @@
 use sha2::{Digest, Sha256};
 use sqlx::{FromRow, Row};
 
-use super::{SqlStore, APP_COLUMNS};
+use super::{decode_all, SqlStore, APP_COLUMNS};
 use async_trait::async_trait;
 
 use crate::store::{AppRecord, AppStatus, AppStore, AppVersionRecord, StoreError};
@@ -17,13 +17,6 @@ const APP_LOCK_SPACE: i32 = 0x4150_5053; // "APPS"
 fn lock_key(name: &str) -> i32 {
     let digest = Sha256::digest(name.as_bytes());
     i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
-}
-
-fn decode(rows: &[sqlx::any::AnyRow]) -> Result<Vec<AppRecord>, StoreError> {
-    Ok(rows
-        .iter()
-        .map(AppRecord::from_row)
-        .collect::<Result<_, _>>()?)
 }
 
 #[async_trait]
@@ -93,17 +86,13 @@ impl AppStore for SqlStore {
     #[tracing::instrument(level = "debug", skip_all, fields(name = %name), err(level = "debug"))]
     async fn get_app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
         let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1");
-        let row = sqlx::query(&sql)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(AppRecord::from_row).transpose()?)
+        self.find(&sql, name).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
         let sql = format!("SELECT {APP_COLUMNS} FROM apps ORDER BY name");
-        decode(&sqlx::query(&sql).fetch_all(&self.pool).await?)
+        decode_all(&sqlx::query(&sql).fetch_all(&self.pool).await?)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(name = %name), err(level = "debug"))]
@@ -204,7 +193,7 @@ impl AppStore for SqlStore {
             .bind(AppStatus::Deployed.as_str())
             .fetch_all(&self.pool)
             .await?;
-        let mut apps = decode(&rows)?;
+        let mut apps: Vec<AppRecord> = decode_all(&rows)?;
         apps.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(apps)
     }

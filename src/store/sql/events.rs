@@ -1,12 +1,11 @@
 //! The event inbox.
 
 use sqlx::any::AnyArguments;
-use sqlx::any::AnyRow;
 use sqlx::query::Query;
 use sqlx::AnyPool;
 use sqlx::{Any, FromRow, Row};
 
-use super::{SqlStore, EVENT_COLUMNS};
+use super::{decode_all, SqlStore, EVENT_COLUMNS};
 use async_trait::async_trait;
 
 use crate::store::{
@@ -60,13 +59,6 @@ pub(crate) fn insert_events<'a>(
         query
     };
     (sql, bind)
-}
-
-fn decode(rows: Vec<AnyRow>) -> Result<Vec<EventRecord>, StoreError> {
-    Ok(rows
-        .iter()
-        .map(EventRecord::from_row)
-        .collect::<Result<_, _>>()?)
 }
 
 /// One plain insert, committed on its own.
@@ -161,11 +153,7 @@ impl EventStore for SqlStore {
     #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
     async fn get_event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(EventRecord::from_row).transpose()?)
+        self.find(&sql, id).await
     }
 
     /// Newest first.
@@ -194,7 +182,7 @@ impl EventStore for SqlStore {
         if let Some(status) = status {
             query = query.bind(status.as_str());
         }
-        decode(query.fetch_all(&self.pool).await?)
+        decode_all(&query.fetch_all(&self.pool).await?)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]

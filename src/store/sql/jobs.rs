@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 
 use super::events::insert_events;
-use super::{SqlStore, JOB_COLUMNS, TENANT_COLUMNS};
+use super::{decode_all, SqlStore, JOB_COLUMNS, TENANT_COLUMNS};
 use async_trait::async_trait;
 
 use crate::store::{Commit, JobRecord, JobStore, StoreError, TenantRecord, TenantStore};
@@ -13,22 +13,14 @@ impl TenantStore for SqlStore {
     #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
     async fn get_tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(TenantRecord::from_row).transpose()?)
+        self.find(&sql, id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
     async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError> {
         let sql =
             format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY updated_at DESC, id LIMIT $1");
-        let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
-        Ok(rows
-            .iter()
-            .map(TenantRecord::from_row)
-            .collect::<Result<_, _>>()?)
+        decode_all(&sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?)
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -136,11 +128,7 @@ impl JobStore for SqlStore {
     #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
     async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(JobRecord::from_row).transpose()?)
+        self.find(&sql, id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(external_id = %external_id), err(level = "debug"))]
@@ -149,11 +137,7 @@ impl JobStore for SqlStore {
         external_id: &str,
     ) -> Result<Option<JobRecord>, StoreError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE external_id = $1 LIMIT 1");
-        let row = sqlx::query(&sql)
-            .bind(external_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(JobRecord::from_row).transpose()?)
+        self.find(&sql, external_id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant_id), err(level = "debug"))]
@@ -164,10 +148,7 @@ impl JobStore for SqlStore {
             .bind(tenant_id)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(JobRecord::from_row)
-            .collect::<Result<_, _>>()?)
+        decode_all(&rows)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(backend = %backend), err(level = "debug"))]

@@ -13,9 +13,9 @@ mod jobs;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::any::AnyPoolOptions;
+use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
-use sqlx::AnyPool;
+use sqlx::{AnyPool, FromRow};
 
 pub use self::dialect::Dialect;
 use super::{NewEvent, Store, StoreError, WriteProbe};
@@ -77,6 +77,14 @@ pub(crate) async fn pool(
     Ok(options.connect(url).await?)
 }
 
+/// Decodes every row.
+pub(crate) fn decode_all<T>(rows: &[AnyRow]) -> Result<Vec<T>, StoreError>
+where
+    T: for<'r> FromRow<'r, AnyRow>,
+{
+    Ok(rows.iter().map(T::from_row).collect::<Result<_, _>>()?)
+}
+
 /// Runs a connection's setup statements.
 async fn set_up(conn: &mut sqlx::AnyConnection, sql: &'static str) -> Result<(), sqlx::Error> {
     use sqlx::Executor as _;
@@ -105,6 +113,18 @@ impl SqlStore {
     /// The database this store speaks to.
     pub fn dialect(&self) -> Dialect {
         self.dialect
+    }
+
+    /// The row `sql` (a select with one `$1`) finds for `key`, decoded; `None` when there is none.
+    pub(crate) async fn find<T>(&self, sql: &str, key: &str) -> Result<Option<T>, StoreError>
+    where
+        T: for<'r> FromRow<'r, AnyRow>,
+    {
+        let row = sqlx::query(sql)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(T::from_row).transpose()?)
     }
 
     /// `Unavailable` when a write now would be lost.
