@@ -124,6 +124,8 @@ pub(super) fn write_functions<S: Serializer>(
 }
 
 const BUILDER_KEYS: [&str; 2] = ["backend", "poll_secs"];
+/// `builder.poll_secs` when not given.
+const DEFAULT_POLL_SECS: u64 = 30;
 
 pub(super) fn read_builder<'de, D: Deserializer<'de>>(d: D) -> Result<BuilderConfig, D::Error> {
     read_section(
@@ -131,7 +133,7 @@ pub(super) fn read_builder<'de, D: Deserializer<'de>>(d: D) -> Result<BuilderCon
         "builder",
         &BUILDER_KEYS,
         |own| {
-            let poll_secs = number(own, "poll_secs", 30)?;
+            let poll_secs = number(own, "poll_secs", DEFAULT_POLL_SECS)?;
             match text(own, "backend")?.as_deref().unwrap_or("local") {
                 "local" => Ok(BuilderBackend::Local),
                 "codebuild" if poll_secs == 0 => Err("poll_secs: must be at least 1".to_owned()),
@@ -148,7 +150,7 @@ pub(super) fn write_builder<S: Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     let own = match &settings.backend {
-        BuilderBackend::Local => json!({"backend": "local", "poll_secs": 30}),
+        BuilderBackend::Local => json!({"backend": "local", "poll_secs": DEFAULT_POLL_SECS}),
         BuilderBackend::CodeBuild { poll_secs } => {
             json!({"backend": "codebuild", "poll_secs": poll_secs})
         }
@@ -157,6 +159,8 @@ pub(super) fn write_builder<S: Serializer>(
 }
 
 const TIER_KEYS: [&str; 3] = ["source", "table", "cache_ttl_secs"];
+/// `tier_details.cache_ttl_secs` when not given.
+const DEFAULT_CACHE_TTL_SECS: u64 = 60;
 
 pub(super) fn read_tier_details<'de, D: Deserializer<'de>>(
     d: D,
@@ -167,7 +171,7 @@ pub(super) fn read_tier_details<'de, D: Deserializer<'de>>(
         &TIER_KEYS,
         |own| {
             let table = text(own, "table")?;
-            let cache_ttl_secs = number(own, "cache_ttl_secs", 60)?;
+            let cache_ttl_secs = number(own, "cache_ttl_secs", DEFAULT_CACHE_TTL_SECS)?;
             match text(own, "source")?.as_deref().unwrap_or("config") {
                 "config" => Ok(TierDetailsSource::Config),
                 "dynamodb" => Ok(TierDetailsSource::DynamoDb {
@@ -189,7 +193,7 @@ pub(super) fn write_tier_details<S: Serializer>(
 ) -> Result<S::Ok, S::Error> {
     let own = match &settings.source {
         TierDetailsSource::Config => {
-            json!({"source": "config", "table": null, "cache_ttl_secs": 60})
+            json!({"source": "config", "table": null, "cache_ttl_secs": DEFAULT_CACHE_TTL_SECS})
         }
         TierDetailsSource::DynamoDb {
             table,

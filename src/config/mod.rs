@@ -217,13 +217,6 @@ impl Config {
         serves_proxy && self.functions.backend == FunctionsBackend::Local
     }
 
-    /// Whether any backend runs on AWS (then the SDK configuration is loaded).
-    pub fn uses_aws(&self) -> bool {
-        matches!(self.functions.backend, FunctionsBackend::Aws(_))
-            || matches!(self.builder.backend, BuilderBackend::CodeBuild { .. })
-            || matches!(self.tier_details.source, TierDetailsSource::DynamoDb { .. })
-    }
-
     /// The store `database_url` names (SQLite under `data_dir` by default).
     pub fn store(&self) -> Result<StoreLocation, ConfigError> {
         StoreLocation::from_url(self.database_url.as_deref(), &self.data_dir)
@@ -430,7 +423,6 @@ mod tests {
                 cache_ttl_secs: 60
             }
         );
-        assert!(config.uses_aws());
         // The same from the environment, by the old names.
         let mut from_env = Config::default();
         from_env

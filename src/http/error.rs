@@ -141,17 +141,11 @@ impl From<StoreError> for ApiError {
 }
 
 /// Recording an event is the write path clients retry on: whatever kept the
-/// store from recording it is a `503` with `Retry-After`, never an
-/// acknowledgement and never a bare `500`.
+/// store from recording it is a `503` with `Retry-After` (as every store
+/// failure is), never an acknowledgement and never a bare `500`.
 impl From<InboxError> for ApiError {
     fn from(err: InboxError) -> Self {
-        match err.0 {
-            StoreError::Other(_) => {
-                tracing::error!(request_id = %super::request_id::current(), error = %err.0, cause = %crate::support::error_chain(&err.0), "recording an event failed");
-                Self::unavailable("the store could not record the event; retry later")
-            }
-            other => Self::from_store(&other),
-        }
+        Self::from_store(&err.0)
     }
 }
 

@@ -150,9 +150,8 @@ impl SqlStore {
             {
                 Ok(versions) => versions,
                 // No bookkeeping table: nothing was ever applied.
-                Err(sqlx::Error::Database(db))
-                    if matches!(db.code().as_deref(), Some("42P01") | Some("1")) =>
-                {
+                // (PostgreSQL's undefined_table; SQLite migrates at every start.)
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => {
                     Vec::new()
                 }
                 Err(err) => return Err(err.into()),
