@@ -656,6 +656,8 @@ async fn a_deploy_interrupted_by_kill_9_is_settled_on_the_next_start() {
 struct Counting {
     inner: Arc<dyn Store>,
     get_app: AtomicU64,
+    /// Listings answered (restoring at start, then each store sync).
+    list_apps: AtomicU64,
 }
 
 #[async_trait::async_trait]
@@ -769,7 +771,9 @@ impl AppStore for Counting {
         self.inner.get_app(name).await
     }
     async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
-        self.inner.list_apps().await
+        let listed = self.inner.list_apps().await;
+        self.list_apps.fetch_add(1, Ordering::SeqCst);
+        listed
     }
     async fn app_versions(&self, name: &str) -> Result<Vec<AppVersionRecord>, StoreError> {
         self.inner.app_versions(name).await
@@ -852,6 +856,7 @@ async fn unknown_hosts_cannot_hammer_the_store() {
     let counting = Arc::new(Counting {
         inner: Arc::new(SqliteStore::connect(&url).await.unwrap()),
         get_app: AtomicU64::new(0),
+        list_apps: AtomicU64::new(0),
     });
     let store: Arc<dyn Store> = counting.clone();
     let app = TestApp::start_with(move |c, _| c.data_dir = data, move |b| b.store(store)).await;
@@ -872,6 +877,7 @@ async fn a_proxy_replica_serves_an_app_deployed_elsewhere_on_its_first_request()
     let counting = Arc::new(Counting {
         inner: Arc::new(b_store),
         get_app: AtomicU64::new(0),
+        list_apps: AtomicU64::new(0),
     });
     let store: Arc<dyn Store> = counting.clone();
     let url = db.url.clone();
@@ -883,6 +889,13 @@ async fn a_proxy_replica_serves_an_app_deployed_elsewhere_on_its_first_request()
         },
         move |builder| builder.store(store),
     )
+    .await;
+    // B's store sync runs once at start, then a minute later: the deploy comes
+    // after that first listing (restoring at start lists too), so only the
+    // first request can find the app.
+    crate::common::eventually(|| async {
+        (counting.list_apps.load(Ordering::SeqCst) >= 2).then_some(())
+    })
     .await;
     let started = Instant::now();
     let (status, body) = a
