@@ -36,6 +36,18 @@ impl AppName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Reading the store's column (see `AppRecord`'s `FromRow`).
+impl TryFrom<String> for AppName {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        Self::parse(&name)
+    }
 }
 
 impl std::fmt::Display for AppName {
@@ -105,6 +117,14 @@ pub struct FunctionConfig {
     pub memory_size: u32,
     pub timeout: u32,
     pub payload_format: PayloadFormat,
+}
+
+/// Reading the store's column (see `AppRecord`'s `FromRow`).
+impl TryFrom<String> for FunctionConfig {
+    type Error = serde_json::Error;
+    fn try_from(text: String) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(&text)
+    }
 }
 
 impl FunctionConfig {

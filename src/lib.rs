@@ -48,7 +48,7 @@ use crate::functions::local::{sandbox, LocalFunctions, LocalOptions, Scaling};
 use crate::functions::FunctionBackend;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
+use crate::store::{JobId, Store};
 use crate::support::{cpus, now_ms};
 use crate::tenants::webhook::WebhookClient;
 use crate::tiers::config::ConfigTiers;
@@ -424,7 +424,13 @@ impl JobKeeper {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let ids = self.services.builder.held_here();
+            let ids: Vec<JobId> = self
+                .services
+                .builder
+                .held_here()
+                .into_iter()
+                .map(JobId::from)
+                .collect();
             if !ids.is_empty() {
                 if let Err(err) = self
                     .services

@@ -167,7 +167,13 @@ impl BuilderService for CodeBuildJobs {
     fn resume(&self, job: &crate::store::JobRecord, reporter: JobReporter) -> Resumed {
         match &job.external_id {
             Some(arn) => {
-                self.watch(arn, &job.id, &job.job_identifier, job.attempt, reporter);
+                self.watch(
+                    arn,
+                    job.id.as_str(),
+                    &job.job_identifier,
+                    job.attempt,
+                    reporter,
+                );
                 Resumed::Following
             }
             None => Resumed::MustRerun,

@@ -205,7 +205,11 @@ impl BuilderService for LocalJobs {
         if job.status != JobStatus::Running || job.backend != self.name() {
             return None;
         }
-        read_tail(&Self::log_path(&self.work_dir, &job.id), LOG_TAIL_BYTES).await
+        read_tail(
+            &Self::log_path(&self.work_dir, job.id.as_str()),
+            LOG_TAIL_BYTES,
+        )
+        .await
     }
 
     fn held_here(&self) -> Vec<String> {

@@ -33,7 +33,7 @@ impl CompletionSink for Inbox {
                 EventType::BuildStateChange.as_str(),
                 completion.to_detail(),
             ),
-            id,
+            id: id.into(),
             event_type: EventType::BuildStateChange.as_str().to_owned(),
             source: Some(COMPLETION_SOURCE.to_owned()),
             received_at_ms: crate::support::now_ms(),

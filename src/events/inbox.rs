@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::store::{NewEvent, Store, StoreError};
+use crate::store::{EventId, NewEvent, Store, StoreError};
 
 /// Result of recording one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submitted {
-    pub event_id: String,
+    pub event_id: EventId,
     /// An event with this id was already recorded; nothing new was stored.
     pub duplicate: bool,
 }

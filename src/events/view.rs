@@ -68,7 +68,7 @@ impl From<EventRecord> for EventView {
         let waiting = e.status == EventStatus::Received && e.attempts > 0;
         Self {
             next_attempt_at: waiting.then(|| timestamp(e.next_attempt_at_ms)),
-            id: e.id,
+            id: e.id.into_string(),
             event_type: e.event_type,
             source: e.source,
             status: e.status,

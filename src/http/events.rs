@@ -14,7 +14,7 @@ use super::AppState;
 use crate::events::envelope::{self, EnvelopeError};
 use crate::events::view::EventView;
 use crate::events::EventType;
-use crate::store::{EventStatus, NewEvent};
+use crate::store::{EventId, EventStatus, NewEvent};
 
 /// The acknowledgement: the event is durably recorded.
 #[derive(Debug, Serialize, ToSchema)]
@@ -170,7 +170,8 @@ async fn ingest(
     let event = NewEvent {
         id: incoming
             .id
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), Cow::into_owned),
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), Cow::into_owned)
+            .into(),
         event_type: event_type.as_str().to_owned(),
         source: incoming.source.map(Cow::into_owned),
         payload: incoming.text.to_owned(),
@@ -179,7 +180,7 @@ async fn ingest(
     let submitted = state.inbox.submit(event).await?;
     Ok(Json(Accepted {
         success: true,
-        event_id: submitted.event_id,
+        event_id: submitted.event_id.into_string(),
         duplicate: submitted.duplicate,
     }))
 }
@@ -284,7 +285,7 @@ pub async fn list_events(
 )]
 pub async fn get_event(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<EventId>,
 ) -> Result<Json<EventView>, ApiError> {
     match state.store.get_event(&id).await? {
         Some(event) => Ok(Json(EventView::with_detail(event))),
@@ -306,7 +307,7 @@ pub async fn get_event(
 )]
 pub async fn retry_event(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<EventId>,
 ) -> Result<Json<EventView>, ApiError> {
     match state.store.retry_event(&id, crate::support::now_ms()).await {
         Ok(event) => {

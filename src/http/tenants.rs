@@ -8,7 +8,7 @@ use utoipa::IntoParams;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use super::AppState;
-use crate::store::{JobRecord, TenantRecord};
+use crate::store::{JobId, JobRecord, TenantId, TenantRecord};
 use crate::tenants::view::{JobView, TenantView};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -63,7 +63,7 @@ pub async fn list_tenants(
 )]
 pub async fn get_tenant(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<TenantId>,
 ) -> Result<Json<TenantView>, ApiError> {
     let tenant = state
         .store
@@ -82,7 +82,7 @@ pub async fn get_tenant(
 )]
 pub async fn get_job(
     State(state): State<AppState>,
-    ApiPath(id): ApiPath<String>,
+    ApiPath(id): ApiPath<JobId>,
 ) -> Result<Json<JobView>, ApiError> {
     match state.store.get_job(&id).await? {
         Some(job) => Ok(Json(job_view(&state, job).await)),

@@ -5,6 +5,7 @@
 //! statements are written once; the trait uses leases, conditional updates
 //! and multi-row inserts only, so no dialect-specific behaviour leaks out.
 
+mod keys;
 pub mod postgres;
 mod records;
 pub mod sql;
@@ -15,9 +16,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use async_trait::async_trait;
+
+use crate::function_config::{AppName, FunctionConfig};
+pub use keys::{EventId, JobId, JsonObject, TenantId};
 pub use records::{
-    json_object, AppRecord, AppStatus, AppVersionRecord, EventRecord, EventStatus, JobFinish,
-    JobKind, JobRecord, JobStatus, NewEvent, TenantRecord, TenantState,
+    AppRecord, AppStatus, AppVersionRecord, EventRecord, EventStatus, JobFinish, JobKind,
+    JobRecord, JobStatus, NewEvent, TenantRecord, TenantState,
 };
 
 /// Errors a store reports; mapped to HTTP in `http::error` only.
@@ -177,7 +181,7 @@ pub trait EventStore: Send + Sync {
     /// Records the outcome of a processing attempt.
     async fn finish_event(
         &self,
-        id: &str,
+        id: &EventId,
         outcome: EventOutcome,
         now_ms: i64,
     ) -> Result<(), StoreError>;
@@ -185,20 +189,20 @@ pub trait EventStore: Send + Sync {
     /// queue. SQLite (one process) takes them all; PostgreSQL only those whose
     /// lease has ended, since live replicas hold the others.
     async fn requeue_abandoned(&self, now_ms: i64) -> Result<u64, StoreError>;
-    async fn get_event(&self, id: &str) -> Result<Option<EventRecord>, StoreError>;
+    async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError>;
     async fn list_events(
         &self,
         status: Option<EventStatus>,
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError>;
     /// Re-queues a terminal event (`failed`, `dead`, `succeeded`) with fresh attempts.
-    async fn retry_event(&self, id: &str, now_ms: i64) -> Result<EventRecord, StoreError>;
+    async fn retry_event(&self, id: &EventId, now_ms: i64) -> Result<EventRecord, StoreError>;
 }
 
 /// Tenants, and the atomic [`Commit`] of a handler's work.
 #[async_trait]
 pub trait TenantStore: Send + Sync {
-    async fn get_tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError>;
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError>;
     async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError>;
     /// Applies a [`Commit`] atomically. Fails with `Conflict` when the tenant
     /// changed since it was read or a job to finish is already finished.
@@ -208,13 +212,13 @@ pub trait TenantStore: Send + Sync {
 /// Build jobs.
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
+    async fn get_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError>;
     /// Finds a job by the backend's own id (CodeBuild build ARN, local job id).
     async fn find_job_by_external_id(
         &self,
         external_id: &str,
     ) -> Result<Option<JobRecord>, StoreError>;
-    async fn jobs_for_tenant(&self, tenant_id: &str) -> Result<Vec<JobRecord>, StoreError>;
+    async fn jobs_for_tenant(&self, tenant_id: &TenantId) -> Result<Vec<JobRecord>, StoreError>;
     /// Takes over `backend`'s running jobs whose lease ended before
     /// `expired_before` (their process died): each returned job now holds a
     /// lease until `lease_until_ms`, so one replica alone re-runs it.
@@ -225,14 +229,13 @@ pub trait JobStore: Send + Sync {
         lease_until_ms: i64,
     ) -> Result<Vec<JobRecord>, StoreError>;
     /// Extends the leases of running jobs this process keeps alive.
-    async fn renew_job_leases(&self, ids: &[String], lease_until_ms: i64)
-        -> Result<(), StoreError>;
+    async fn renew_job_leases(&self, ids: &[JobId], lease_until_ms: i64) -> Result<(), StoreError>;
     /// Marks a job started by its backend (pending → running, or a new attempt)
     /// with a lease until `lease_until_ms`; on a job that already finished,
     /// only records `external_id`.
     async fn mark_job_running(
         &self,
-        id: &str,
+        id: &JobId,
         external_id: &str,
         attempt: i64,
         now_ms: i64,
@@ -249,17 +252,17 @@ pub trait AppStore: Send + Sync {
     /// deploy sets it `ACTIVE`.
     async fn add_app_version(
         &self,
-        name: &str,
-        config: &str,
+        name: &AppName,
+        config: &FunctionConfig,
         code: &[u8],
         code_sha256: &str,
         now_ms: i64,
     ) -> Result<i64, StoreError>;
-    async fn get_app(&self, name: &str) -> Result<Option<AppRecord>, StoreError>;
+    async fn get_app(&self, name: &AppName) -> Result<Option<AppRecord>, StoreError>;
     async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError>;
-    async fn app_versions(&self, name: &str) -> Result<Vec<AppVersionRecord>, StoreError>;
+    async fn app_versions(&self, name: &AppName) -> Result<Vec<AppVersionRecord>, StoreError>;
     /// The code of one version.
-    async fn app_code(&self, name: &str, version: i64) -> Result<Vec<u8>, StoreError>;
+    async fn app_code(&self, name: &AppName, version: i64) -> Result<Vec<u8>, StoreError>;
     /// Sets the outcome of deploying `version` (`ACTIVE`, or `ERROR` with
     /// the reason) if nothing changed the app meanwhile: `version` is still
     /// current and the app was not deactivated or removed. (`ERROR` at that
@@ -267,7 +270,7 @@ pub trait AppStore: Send + Sync {
     /// reconciliation: the deploy's outcome wins over it.) Whether it did.
     async fn settle_app_deploy(
         &self,
-        name: &str,
+        name: &AppName,
         version: i64,
         status: AppStatus,
         error: Option<&str>,
@@ -285,14 +288,14 @@ pub trait AppStore: Send + Sync {
     /// Keeps the deploy of `version` beating while the app is `DEPLOYED` at it.
     async fn renew_app_deploy(
         &self,
-        name: &str,
+        name: &AppName,
         version: i64,
         now_ms: i64,
     ) -> Result<(), StoreError>;
     /// Sets an app's status (and error); `NotFound` for an unknown app.
     async fn set_app_status(
         &self,
-        name: &str,
+        name: &AppName,
         status: AppStatus,
         error: Option<&str>,
         now_ms: i64,

@@ -6,6 +6,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::keys::{EventId, JobId, JsonObject, TenantId};
+use crate::function_config::{AppName, FunctionConfig};
+
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -111,16 +114,10 @@ impl JobStatus {
     }
 }
 
-/// A JSON object stored as text (tenant params and outputs, job params and
-/// outputs); empty when absent or unreadable.
-pub fn json_object(text: &str) -> serde_json::Map<String, serde_json::Value> {
-    serde_json::from_str(text).unwrap_or_default()
-}
-
 /// An event to record in the inbox.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub id: String,
+    pub id: EventId,
     pub event_type: String,
     pub source: Option<String>,
     /// The body as received (an envelope or a bare detail), JSON text.
@@ -131,7 +128,7 @@ pub struct NewEvent {
 /// An inbox row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRecord {
-    pub id: String,
+    pub id: EventId,
     pub event_type: String,
     pub source: Option<String>,
     pub payload: String,
@@ -151,19 +148,19 @@ pub struct EventRecord {
 /// A tenant row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TenantRecord {
-    pub id: String,
+    pub id: TenantId,
     #[sqlx(try_from = "String")]
     pub state: TenantState,
     pub tier: Option<String>,
-    pub current_job_id: Option<String>,
+    pub current_job_id: Option<JobId>,
     pub last_error: Option<String>,
-    /// JSON object: outputs of the tenant's jobs, merged.
-    pub job_output: String,
-    /// JSON object: environment overrides given at provisioning, reused by later jobs.
-    pub params: String,
+    /// Outputs of the tenant's jobs, merged.
+    pub job_output: JsonObject,
+    /// Environment overrides given at provisioning, reused by later jobs.
+    pub params: JsonObject,
     pub callback_secret: Option<String>,
     pub callback_context: Option<String>,
-    pub callback_event_id: Option<String>,
+    pub callback_event_id: Option<EventId>,
     pub version: i64,
     #[sqlx(rename = "created_at")]
     pub created_at_ms: i64,
@@ -174,8 +171,8 @@ pub struct TenantRecord {
 /// A job row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRecord {
-    pub id: String,
-    pub tenant_id: String,
+    pub id: JobId,
+    pub tenant_id: TenantId,
     #[sqlx(try_from = "String")]
     pub kind: JobKind,
     pub job_identifier: String,
@@ -183,14 +180,14 @@ pub struct JobRecord {
     #[sqlx(try_from = "String")]
     pub status: JobStatus,
     /// The event that asked for this job.
-    pub event_id: String,
-    /// JSON object of string parameters (the job's environment).
-    pub params: String,
+    pub event_id: EventId,
+    /// String parameters (the job's environment).
+    pub params: JsonObject,
     pub external_id: Option<String>,
     pub attempt: i64,
     pub exit_code: Option<i64>,
-    /// JSON object of the job's `KEY=VALUE` outputs.
-    pub output: Option<String>,
+    /// The job's `KEY=VALUE` outputs (empty until it finishes).
+    pub output: JsonObject,
     pub log_tail: Option<String>,
     pub error: Option<String>,
     #[sqlx(rename = "created_at")]
@@ -204,10 +201,10 @@ pub struct JobRecord {
 /// How a job ended.
 #[derive(Debug, Clone)]
 pub struct JobFinish {
-    pub id: String,
+    pub id: JobId,
     pub status: JobStatus,
     pub exit_code: Option<i64>,
-    pub output: Option<String>,
+    pub output: JsonObject,
     pub log_tail: Option<String>,
     pub error: Option<String>,
 }
@@ -215,12 +212,14 @@ pub struct JobFinish {
 /// An app row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AppRecord {
-    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub name: AppName,
     #[sqlx(try_from = "String")]
     pub status: AppStatus,
     pub current_version: i64,
-    /// JSON of the current version's function configuration.
-    pub config: String,
+    /// The current version's function configuration.
+    #[sqlx(try_from = "String")]
+    pub config: FunctionConfig,
     pub last_error: Option<String>,
     #[sqlx(rename = "created_at")]
     pub created_at_ms: i64,
@@ -232,7 +231,8 @@ pub struct AppRecord {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AppVersionRecord {
     pub version: i64,
-    pub config: String,
+    #[sqlx(try_from = "String")]
+    pub config: FunctionConfig,
     pub code_size: i64,
     pub code_sha256: String,
     #[sqlx(rename = "created_at")]

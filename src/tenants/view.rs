@@ -4,9 +4,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::store::{
-    json_object, EventRecord, JobKind, JobRecord, JobStatus, TenantRecord, TenantState,
-};
+use crate::store::{EventRecord, JobKind, JobRecord, JobStatus, TenantRecord, TenantState};
 use crate::support::timestamp;
 
 /// A tenant as ARC SaaS sees it, plus what the orchestrator knows.
@@ -78,14 +76,11 @@ impl JobView {
     /// `log_tail` overrides the stored tail (a running job's live log).
     pub fn new(job: JobRecord, log_tail: Option<String>) -> Self {
         Self {
-            params: json_object(&job.params)
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect(),
-            output: job.output.as_deref().map(json_object).unwrap_or_default(),
+            params: job.params.0.into_iter().map(|(k, _)| k).collect(),
+            output: job.output.0,
             log_tail: log_tail.or(job.log_tail),
-            id: job.id,
-            tenant_id: job.tenant_id,
+            id: job.id.into_string(),
+            tenant_id: job.tenant_id.into_string(),
             kind: job.kind,
             job_identifier: job.job_identifier,
             backend: job.backend,
@@ -114,15 +109,15 @@ impl TenantView {
     pub fn new(tenant: TenantRecord, jobs: Vec<JobView>, callback: Option<EventRecord>) -> Self {
         let (status, stage) = status_of(tenant.state);
         Self {
-            id: tenant.id,
+            id: tenant.id.into_string(),
             status: status.to_owned(),
             stage: stage.map(str::to_owned),
             tier: tenant.tier,
             last_error: tenant.last_error,
-            job_output: json_object(&tenant.job_output),
+            job_output: tenant.job_output.0,
             jobs,
             callback: callback.map(|e| CallbackView {
-                event_id: e.id,
+                event_id: e.id.into_string(),
                 status: e.status.to_string(),
                 attempts: e.attempts,
                 last_error: e.last_error,

@@ -13,7 +13,7 @@ use orchestrator::store::postgres::PgStore;
 use orchestrator::store::sqlite::SqliteStore;
 use orchestrator::store::{AppStatus, Store};
 
-use crate::common::{assert_error, TestApp};
+use crate::common::{app_name, assert_error, TestApp};
 
 const SEED: &str = include_str!("../fixtures/seed-app.js");
 
@@ -571,7 +571,7 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
     other_replica_store(&app)
         .await
         .set_app_status(
-            "gated",
+            &app_name("gated"),
             AppStatus::Inactive,
             None,
             orchestrator::support::now_ms(),
@@ -591,18 +591,23 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
     let other = other_replica_store(&app).await;
     let fifth = deploy_in_background("five");
     crate::common::eventually(status_is("DEPLOYED", 5)).await;
-    let config = other.get_app("gated").await.unwrap().unwrap().config;
+    let config = other
+        .get_app(&app_name("gated"))
+        .await
+        .unwrap()
+        .unwrap()
+        .config;
     let six = base64::engine::general_purpose::STANDARD
         .decode(archive("six"))
         .unwrap();
     let now = orchestrator::support::now_ms();
     let version = other
-        .add_app_version("gated", &config, &six, "sha-six", now)
+        .add_app_version(&app_name("gated"), &config, &six, "sha-six", now)
         .await
         .unwrap();
     assert_eq!(version, 6);
     other
-        .set_app_status("gated", AppStatus::Active, None, now)
+        .set_app_status(&app_name("gated"), AppStatus::Active, None, now)
         .await
         .unwrap();
     backend.gate.add_permits(2);
@@ -616,7 +621,7 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
     crate::common::eventually(status_is("ACTIVE", 7)).await;
     other
         .set_app_status(
-            "gated",
+            &app_name("gated"),
             AppStatus::Removed,
             None,
             orchestrator::support::now_ms(),

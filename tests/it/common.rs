@@ -404,3 +404,8 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// An app name the test knows to be valid.
+pub fn app_name(name: &str) -> orchestrator::apps::AppName {
+    orchestrator::apps::AppName::parse(name).expect("a valid app name")
+}

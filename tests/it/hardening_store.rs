@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
+use orchestrator::apps::{AppName, FunctionConfig};
 use orchestrator::store::postgres::PgStore;
 use orchestrator::store::sqlite::SqliteStore;
 use orchestrator::store::{
-    AppRecord, AppStatus, AppStore, AppVersionRecord, Claimed, Commit, EventOutcome, EventRecord,
-    EventStatus, EventStore, JobRecord, JobStore, NewEvent, Store, StoreError, TenantRecord,
-    TenantStore,
+    AppRecord, AppStatus, AppStore, AppVersionRecord, Claimed, Commit, EventId, EventOutcome,
+    EventRecord, EventStatus, EventStore, JobId, JobRecord, JobStore, NewEvent, Store, StoreError,
+    TenantId, TenantRecord, TenantStore,
 };
 
 use crate::common::{
@@ -677,7 +678,7 @@ impl EventStore for Counting {
     }
     async fn finish_event(
         &self,
-        id: &str,
+        id: &EventId,
         outcome: EventOutcome,
         now: i64,
     ) -> Result<(), StoreError> {
@@ -686,7 +687,7 @@ impl EventStore for Counting {
     async fn requeue_abandoned(&self, now: i64) -> Result<u64, StoreError> {
         self.inner.requeue_abandoned(now).await
     }
-    async fn get_event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
+    async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
         self.inner.get_event(id).await
     }
     async fn list_events(
@@ -696,14 +697,14 @@ impl EventStore for Counting {
     ) -> Result<Vec<EventRecord>, StoreError> {
         self.inner.list_events(status, limit).await
     }
-    async fn retry_event(&self, id: &str, now: i64) -> Result<EventRecord, StoreError> {
+    async fn retry_event(&self, id: &EventId, now: i64) -> Result<EventRecord, StoreError> {
         self.inner.retry_event(id, now).await
     }
 }
 
 #[async_trait::async_trait]
 impl TenantStore for Counting {
-    async fn get_tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
         self.inner.get_tenant(id).await
     }
     async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError> {
@@ -716,13 +717,13 @@ impl TenantStore for Counting {
 
 #[async_trait::async_trait]
 impl JobStore for Counting {
-    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+    async fn get_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
         self.inner.get_job(id).await
     }
     async fn find_job_by_external_id(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         self.inner.find_job_by_external_id(id).await
     }
-    async fn jobs_for_tenant(&self, tenant: &str) -> Result<Vec<JobRecord>, StoreError> {
+    async fn jobs_for_tenant(&self, tenant: &TenantId) -> Result<Vec<JobRecord>, StoreError> {
         self.inner.jobs_for_tenant(tenant).await
     }
     async fn take_abandoned_jobs(
@@ -735,12 +736,12 @@ impl JobStore for Counting {
             .take_abandoned_jobs(backend, expired_before, lease_until)
             .await
     }
-    async fn renew_job_leases(&self, ids: &[String], until: i64) -> Result<(), StoreError> {
+    async fn renew_job_leases(&self, ids: &[JobId], until: i64) -> Result<(), StoreError> {
         self.inner.renew_job_leases(ids, until).await
     }
     async fn mark_job_running(
         &self,
-        id: &str,
+        id: &JobId,
         external_id: &str,
         attempt: i64,
         now: i64,
@@ -756,8 +757,8 @@ impl JobStore for Counting {
 impl AppStore for Counting {
     async fn add_app_version(
         &self,
-        name: &str,
-        config: &str,
+        name: &AppName,
+        config: &FunctionConfig,
         code: &[u8],
         sha: &str,
         now: i64,
@@ -766,7 +767,7 @@ impl AppStore for Counting {
             .add_app_version(name, config, code, sha, now)
             .await
     }
-    async fn get_app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
+    async fn get_app(&self, name: &AppName) -> Result<Option<AppRecord>, StoreError> {
         self.get_app.fetch_add(1, Ordering::SeqCst);
         self.inner.get_app(name).await
     }
@@ -775,15 +776,15 @@ impl AppStore for Counting {
         self.list_apps.fetch_add(1, Ordering::SeqCst);
         listed
     }
-    async fn app_versions(&self, name: &str) -> Result<Vec<AppVersionRecord>, StoreError> {
+    async fn app_versions(&self, name: &AppName) -> Result<Vec<AppVersionRecord>, StoreError> {
         self.inner.app_versions(name).await
     }
-    async fn app_code(&self, name: &str, version: i64) -> Result<Vec<u8>, StoreError> {
+    async fn app_code(&self, name: &AppName, version: i64) -> Result<Vec<u8>, StoreError> {
         self.inner.app_code(name, version).await
     }
     async fn settle_app_deploy(
         &self,
-        name: &str,
+        name: &AppName,
         version: i64,
         status: AppStatus,
         error: Option<&str>,
@@ -800,12 +801,17 @@ impl AppStore for Counting {
     ) -> Result<Vec<AppRecord>, StoreError> {
         self.inner.take_abandoned_deploys(expired_before, now).await
     }
-    async fn renew_app_deploy(&self, name: &str, version: i64, now: i64) -> Result<(), StoreError> {
+    async fn renew_app_deploy(
+        &self,
+        name: &AppName,
+        version: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
         self.inner.renew_app_deploy(name, version, now).await
     }
     async fn set_app_status(
         &self,
-        name: &str,
+        name: &AppName,
         status: AppStatus,
         error: Option<&str>,
         now: i64,

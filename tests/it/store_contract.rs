@@ -8,6 +8,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use orchestrator::apps::FunctionConfig;
+use orchestrator::proxy::PayloadFormat;
 use orchestrator::store::postgres::PgStore;
 use orchestrator::store::sqlite::SqliteStore;
 use orchestrator::store::{
@@ -16,6 +18,19 @@ use orchestrator::store::{
 };
 use tempfile::TempDir;
 
+use crate::common::app_name;
+
+/// A function configuration to store with a version.
+fn config(runtime: &str) -> FunctionConfig {
+    FunctionConfig {
+        runtime: runtime.into(),
+        handler: "index.handler".into(),
+        environment: Default::default(),
+        memory_size: 128,
+        timeout: 3,
+        payload_format: PayloadFormat::V1,
+    }
+}
 use crate::pg::PgTestDb;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -165,7 +180,11 @@ async fn concurrent_inserts_answer_each_caller(store: Arc<dyn Store>) {
         "each id inserted exactly once"
     );
     for i in 0..300 {
-        let stored = store.get_event(&format!("b-{i}")).await.unwrap().unwrap();
+        let stored = store
+            .get_event(&format!("b-{i}").into())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stored.status, EventStatus::Received);
     }
 }
@@ -196,12 +215,12 @@ fn job(id: &str, tenant_id: &str, backend: &str) -> JobRecord {
         job_identifier: "provision-basic".into(),
         backend: backend.into(),
         status: JobStatus::Pending,
-        event_id: format!("evt-{tenant_id}"),
+        event_id: format!("evt-{tenant_id}").into(),
         params: r#"{"TENANT_ID":"t"}"#.into(),
         external_id: None,
         attempt: 0,
         exit_code: None,
-        output: None,
+        output: Default::default(),
         log_tail: None,
         error: None,
         created_at_ms: 1_000,
@@ -222,7 +241,7 @@ async fn events_are_recorded_once(store: Arc<dyn Store>) {
     assert!(store.insert_event(bare).await.unwrap());
     assert!(store.insert_event(event("e3", 1_500)).await.unwrap());
 
-    let e1 = store.get_event("e1").await.unwrap().unwrap();
+    let e1 = store.get_event(&"e1".into()).await.unwrap().unwrap();
     assert_eq!(e1.status, EventStatus::Received);
     assert_eq!(e1.event_type, "TENANT_PROVISIONING");
     assert_eq!(e1.source.as_deref(), Some("test"));
@@ -233,17 +252,20 @@ async fn events_are_recorded_once(store: Arc<dyn Store>) {
         (1_000, 1_000, 1_000),
         "the first delivery wins"
     );
-    assert_eq!(store.get_event("e2").await.unwrap().unwrap().source, None);
+    assert_eq!(
+        store.get_event(&"e2".into()).await.unwrap().unwrap().source,
+        None
+    );
     assert!(
-        matches!(store.get_event("nope").await, Ok(None)),
+        matches!(store.get_event(&"nope".into()).await, Ok(None)),
         "absent: Ok(None)"
     );
 
     // Newest first, whatever the event times.
     let all = store.list_events(None, 10).await.unwrap();
-    assert_eq!(ids(&all, |e| &e.id), ["e3", "e2", "e1"]);
+    assert_eq!(ids(&all, |e| e.id.as_str()), ["e3", "e2", "e1"]);
     let two = store.list_events(None, 2).await.unwrap();
-    assert_eq!(ids(&two, |e| &e.id), ["e3", "e2"]);
+    assert_eq!(ids(&two, |e| e.id.as_str()), ["e3", "e2"]);
     let received = store
         .list_events(Some(EventStatus::Received), 10)
         .await
@@ -264,11 +286,21 @@ async fn events_are_recorded_once(store: Arc<dyn Store>) {
     };
     store.commit(commit, 5_000).await.unwrap();
     assert_eq!(
-        store.get_event("e1").await.unwrap().unwrap().received_at_ms,
+        store
+            .get_event(&"e1".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .received_at_ms,
         1_000
     );
     assert_eq!(
-        store.get_event("e4").await.unwrap().unwrap().received_at_ms,
+        store
+            .get_event(&"e4".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .received_at_ms,
         5_000
     );
     assert_eq!(store.list_events(None, 10).await.unwrap().len(), 4);
@@ -280,7 +312,7 @@ async fn events_are_claimed_when_due_and_finished(store: Arc<dyn Store>) {
     }
     let claimed = store.claim_events(3_000, 500, 10).await.unwrap();
     assert_eq!(
-        ids(&claimed, |e| &e.id),
+        ids(&claimed, |e| e.id.as_str()),
         ["a", "b"],
         "due ones, oldest first"
     );
@@ -297,7 +329,7 @@ async fn events_are_claimed_when_due_and_finished(store: Arc<dyn Store>) {
 
     store
         .finish_event(
-            "a",
+            &"a".into(),
             EventOutcome::Succeeded {
                 note: Some("done".into()),
             },
@@ -305,14 +337,14 @@ async fn events_are_claimed_when_due_and_finished(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let a = store.get_event("a").await.unwrap().unwrap();
+    let a = store.get_event(&"a".into()).await.unwrap().unwrap();
     assert_eq!(a.status, EventStatus::Succeeded);
     assert_eq!(a.note.as_deref(), Some("done"));
     assert_eq!((a.updated_at_ms, a.next_attempt_at_ms), (3_100, 3_100));
 
     store
         .finish_event(
-            "b",
+            &"b".into(),
             EventOutcome::Retry {
                 error: "tier source down".into(),
                 retry_at_ms: 5_000,
@@ -321,42 +353,42 @@ async fn events_are_claimed_when_due_and_finished(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let b = store.get_event("b").await.unwrap().unwrap();
+    let b = store.get_event(&"b".into()).await.unwrap().unwrap();
     assert_eq!(b.status, EventStatus::Received);
     assert_eq!(b.last_error.as_deref(), Some("tier source down"));
     assert_eq!(b.next_attempt_at_ms, 5_000);
     assert!(store.claim_events(4_999, 500, 10).await.unwrap().is_empty());
     let again = store.claim_events(5_000, 500, 1).await.unwrap();
-    assert_eq!(ids(&again, |e| &e.id), ["b"]);
+    assert_eq!(ids(&again, |e| e.id.as_str()), ["b"]);
     assert_eq!(again[0].attempts, 2);
 
     // Success keeps the last error; a failure is final until retried.
     store
-        .finish_event("b", EventOutcome::Succeeded { note: None }, 5_100)
+        .finish_event(&"b".into(), EventOutcome::Succeeded { note: None }, 5_100)
         .await
         .unwrap();
-    let b = store.get_event("b").await.unwrap().unwrap();
+    let b = store.get_event(&"b".into()).await.unwrap().unwrap();
     assert_eq!(b.status, EventStatus::Succeeded);
     assert_eq!(b.last_error.as_deref(), Some("tier source down"));
-    let retried = store.retry_event("b", 6_000).await.unwrap();
+    let retried = store.retry_event(&"b".into(), 6_000).await.unwrap();
     assert_eq!(
         (retried.status, retried.attempts, retried.next_attempt_at_ms),
         (EventStatus::Received, 0, 6_000)
     );
     assert!(matches!(
-        store.retry_event("b", 6_000).await,
+        store.retry_event(&"b".into(), 6_000).await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        store.retry_event("nope", 6_000).await,
+        store.retry_event(&"nope".into(), 6_000).await,
         Err(StoreError::NotFound)
     ));
 
     let claimed = store.claim_events(11_000, 500, 10).await.unwrap();
-    assert_eq!(ids(&claimed, |e| &e.id), ["b", "later"]);
+    assert_eq!(ids(&claimed, |e| e.id.as_str()), ["b", "later"]);
     store
         .finish_event(
-            "b",
+            &"b".into(),
             EventOutcome::Failed {
                 error: "bad".into(),
             },
@@ -366,7 +398,7 @@ async fn events_are_claimed_when_due_and_finished(store: Arc<dyn Store>) {
         .unwrap();
     store
         .finish_event(
-            "later",
+            &"later".into(),
             EventOutcome::Dead {
                 error: "gave up".into(),
             },
@@ -378,8 +410,8 @@ async fn events_are_claimed_when_due_and_finished(store: Arc<dyn Store>) {
         .list_events(Some(EventStatus::Failed), 10)
         .await
         .unwrap();
-    assert_eq!(ids(&failed, |e| &e.id), ["b"]);
-    let dead = store.get_event("later").await.unwrap().unwrap();
+    assert_eq!(ids(&failed, |e| e.id.as_str()), ["b"]);
+    let dead = store.get_event(&"later".into()).await.unwrap().unwrap();
     assert_eq!(
         (dead.status, dead.last_error.as_deref()),
         (EventStatus::Dead, Some("gave up"))
@@ -390,7 +422,11 @@ async fn events_are_claimed_when_due_and_finished(store: Arc<dyn Store>) {
         .unwrap()
         .is_empty());
     assert_eq!(
-        store.retry_event("later", 12_000).await.unwrap().attempts,
+        store
+            .retry_event(&"later".into(), 12_000)
+            .await
+            .unwrap()
+            .attempts,
         0
     );
 }
@@ -402,7 +438,7 @@ async fn expired_leases_are_claimed_again(store: Arc<dyn Store>) {
     assert!(store.claim_events(1_100, 100, 10).await.unwrap().is_empty());
     // The claimer died: once its lease has passed, anyone claims the event again.
     let second = store.claim_events(1_101, 100, 10).await.unwrap();
-    assert_eq!(ids(&second, |e| &e.id), ["e"]);
+    assert_eq!(ids(&second, |e| e.id.as_str()), ["e"]);
     assert_eq!(second[0].attempts, 2);
     assert!(store.claim_events(1_150, 100, 10).await.unwrap().is_empty());
 }
@@ -421,10 +457,10 @@ async fn requeue_abandoned_respects_live_leases(db: Database) {
     );
 
     let requeued = store.requeue_abandoned(2_000).await.unwrap();
-    let short = store.get_event("short").await.unwrap().unwrap();
+    let short = store.get_event(&"short".into()).await.unwrap().unwrap();
     assert_eq!(short.status, EventStatus::Received);
     assert_eq!(short.next_attempt_at_ms, 2_000);
-    let long = store.get_event("long").await.unwrap().unwrap();
+    let long = store.get_event(&"long".into()).await.unwrap().unwrap();
     match db.dialect {
         Dialect::Sqlite => {
             assert_eq!(requeued, 2);
@@ -491,15 +527,15 @@ async fn tenant_writes_check_the_version(store: Arc<dyn Store>) {
         }),
         ..Commit::default()
     };
-    assert!(store.get_tenant("t1").await.unwrap().is_none());
+    assert!(store.get_tenant(&"t1".into()).await.unwrap().is_none());
     store.commit(create(None), 1_000).await.unwrap();
-    let t = store.get_tenant("t1").await.unwrap().unwrap();
+    let t = store.get_tenant(&"t1".into()).await.unwrap().unwrap();
     assert_eq!(t.state, TenantState::Provisioning);
     assert_eq!(
         (t.version, t.created_at_ms, t.updated_at_ms),
         (0, 1_000, 1_000)
     );
-    assert_eq!(t.params, r#"{"REGION":"eu-west-1"}"#);
+    assert_eq!(t.params.to_text(), r#"{"REGION":"eu-west-1"}"#);
     assert_eq!(t.callback_secret.as_deref(), Some("s3cret"));
     assert_eq!(t.callback_context, None);
 
@@ -515,11 +551,11 @@ async fn tenant_writes_check_the_version(store: Arc<dyn Store>) {
         ));
     }
     assert!(
-        matches!(store.get_job("j-stale").await, Ok(None)),
+        matches!(store.get_job(&"j-stale".into()).await, Ok(None)),
         "absent: Ok(None)"
     );
     assert!(
-        matches!(store.get_event("follow-stale").await, Ok(None)),
+        matches!(store.get_event(&"follow-stale".into()).await, Ok(None)),
         "absent: Ok(None)"
     );
 
@@ -534,13 +570,13 @@ async fn tenant_writes_check_the_version(store: Arc<dyn Store>) {
         ..Commit::default()
     };
     store.commit(update, 3_000).await.unwrap();
-    let t = store.get_tenant("t1").await.unwrap().unwrap();
+    let t = store.get_tenant(&"t1".into()).await.unwrap().unwrap();
     assert_eq!(t.state, TenantState::Active);
     assert_eq!(
         (t.version, t.created_at_ms, t.updated_at_ms),
         (1, 1_000, 3_000)
     );
-    assert_eq!(t.job_output, r#"{"URL":"https://x"}"#);
+    assert_eq!(t.job_output.to_text(), r#"{"URL":"https://x"}"#);
     assert_eq!(t.callback_secret, None);
 
     let mut other = create(None);
@@ -550,7 +586,7 @@ async fn tenant_writes_check_the_version(store: Arc<dyn Store>) {
     store.commit(other, 4_000).await.unwrap();
     let listed = store.list_tenants(10).await.unwrap();
     assert_eq!(
-        ids(&listed, |t| &t.id),
+        ids(&listed, |t| t.id.as_str()),
         ["t2", "t1"],
         "recently updated first"
     );
@@ -568,43 +604,56 @@ async fn jobs_are_started_and_finished_once(store: Arc<dyn Store>) {
         ..Commit::default()
     };
     store.commit(commit, 1_000).await.unwrap();
-    let j1 = store.get_job("j1").await.unwrap().unwrap();
+    let j1 = store.get_job(&"j1".into()).await.unwrap().unwrap();
     assert_eq!(j1.status, JobStatus::Pending);
     assert_eq!(j1.kind, JobKind::Provisioning);
-    assert_eq!(j1.params, r#"{"TENANT_ID":"t"}"#);
+    assert_eq!(j1.params.to_text(), r#"{"TENANT_ID":"t"}"#);
     assert_eq!((j1.started_at_ms, j1.exit_code), (None, None));
     assert_eq!(
-        ids(&store.jobs_for_tenant("t").await.unwrap(), |j| &j.id),
+        ids(&store.jobs_for_tenant(&"t".into()).await.unwrap(), |j| j
+            .id
+            .as_str()),
         ["j0", "j1"]
     );
-    assert!(store.jobs_for_tenant("other").await.unwrap().is_empty());
+    assert!(store
+        .jobs_for_tenant(&"other".into())
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
-        store.get_event("follow-1").await.unwrap().unwrap().status,
+        store
+            .get_event(&"follow-1".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         EventStatus::Received
     );
     assert!(
-        matches!(store.get_job("nope").await, Ok(None)),
+        matches!(store.get_job(&"nope".into()).await, Ok(None)),
         "absent: Ok(None)"
     );
 
     store
-        .mark_job_running("j1", "ext-1", 1, 2_000, 32_000)
+        .mark_job_running(&"j1".into(), "ext-1", 1, 2_000, 32_000)
         .await
         .unwrap();
-    let j1 = store.get_job("j1").await.unwrap().unwrap();
+    let j1 = store.get_job(&"j1".into()).await.unwrap().unwrap();
     assert_eq!(
         (j1.status, j1.attempt, j1.started_at_ms),
         (JobStatus::Running, 1, Some(2_000))
     );
     let found = store.find_job_by_external_id("ext-1").await.unwrap();
-    assert_eq!(found.map(|j| j.id).as_deref(), Some("j1"));
+    assert_eq!(found.map(|j| j.id.into_string()).as_deref(), Some("j1"));
     assert!(store
         .find_job_by_external_id("ext-x")
         .await
         .unwrap()
         .is_none());
     assert!(matches!(
-        store.mark_job_running("nope", "x", 1, 2_000, 32_000).await,
+        store
+            .mark_job_running(&"nope".into(), "x", 1, 2_000, 32_000)
+            .await,
         Err(StoreError::NotFound)
     ));
 
@@ -613,7 +662,7 @@ async fn jobs_are_started_and_finished_once(store: Arc<dyn Store>) {
             id: id.into(),
             status: JobStatus::Succeeded,
             exit_code: Some(0),
-            output: Some(r#"{"DONE":"1"}"#.into()),
+            output: r#"{"DONE":"1"}"#.into(),
             log_tail: Some("ok\n".into()),
             error: None,
         }],
@@ -621,12 +670,12 @@ async fn jobs_are_started_and_finished_once(store: Arc<dyn Store>) {
         ..Commit::default()
     };
     store.commit(finish("j1"), 3_000).await.unwrap();
-    let j1 = store.get_job("j1").await.unwrap().unwrap();
+    let j1 = store.get_job(&"j1".into()).await.unwrap().unwrap();
     assert_eq!(
         (j1.status, j1.exit_code, j1.finished_at_ms),
         (JobStatus::Succeeded, Some(0), Some(3_000))
     );
-    assert_eq!(j1.output.as_deref(), Some(r#"{"DONE":"1"}"#));
+    assert_eq!(j1.output.to_text(), r#"{"DONE":"1"}"#);
     assert_eq!(j1.log_tail.as_deref(), Some("ok\n"));
     assert!(matches!(
         store.commit(finish("j1"), 4_000).await,
@@ -636,18 +685,18 @@ async fn jobs_are_started_and_finished_once(store: Arc<dyn Store>) {
     // A pending job finishes too; a late start report only records the id.
     store.commit(finish("j0"), 4_000).await.unwrap();
     store
-        .mark_job_running("j0", "ext-0", 2, 5_000, 35_000)
+        .mark_job_running(&"j0".into(), "ext-0", 2, 5_000, 35_000)
         .await
         .unwrap();
-    let j0 = store.get_job("j0").await.unwrap().unwrap();
+    let j0 = store.get_job(&"j0".into()).await.unwrap().unwrap();
     assert_eq!(j0.status, JobStatus::Succeeded);
     assert_eq!(j0.external_id.as_deref(), Some("ext-0"));
     assert_eq!((j0.attempt, j0.started_at_ms), (2, Some(5_000)));
     store
-        .mark_job_running("j1", "ext-1b", 1, 6_000, 36_000)
+        .mark_job_running(&"j1".into(), "ext-1b", 1, 6_000, 36_000)
         .await
         .unwrap();
-    let j1 = store.get_job("j1").await.unwrap().unwrap();
+    let j1 = store.get_job(&"j1".into()).await.unwrap().unwrap();
     assert_eq!(
         (j1.status, j1.attempt, j1.started_at_ms),
         (JobStatus::Succeeded, 1, Some(2_000))
@@ -677,12 +726,12 @@ async fn abandoned_jobs_are_taken_once(store: Arc<dyn Store>) {
         ("elsewhere", 5_000),
     ] {
         store
-            .mark_job_running(id, &format!("x-{id}"), 1, 1_000, lease)
+            .mark_job_running(&id.into(), &format!("x-{id}"), 1, 1_000, lease)
             .await
             .unwrap();
     }
     store
-        .renew_job_leases(&["alive".to_owned(), "pending".to_owned()], 20_000)
+        .renew_job_leases(&["alive".into(), "pending".into()], 20_000)
         .await
         .unwrap();
     store.renew_job_leases(&[], 20_000).await.unwrap();
@@ -691,7 +740,11 @@ async fn abandoned_jobs_are_taken_once(store: Arc<dyn Store>) {
         .take_abandoned_jobs("local", 10_000, 40_000)
         .await
         .unwrap();
-    assert_eq!(ids(&taken, |j| &j.id), ["dead", "late"], "oldest first");
+    assert_eq!(
+        ids(&taken, |j| j.id.as_str()),
+        ["dead", "late"],
+        "oldest first"
+    );
     assert!(store
         .take_abandoned_jobs("local", 10_000, 40_000)
         .await
@@ -702,22 +755,27 @@ async fn abandoned_jobs_are_taken_once(store: Arc<dyn Store>) {
         .take_abandoned_jobs("local", 50_000, 90_000)
         .await
         .unwrap();
-    assert_eq!(ids(&all, |j| &j.id), ["alive", "dead", "late"]);
+    assert_eq!(ids(&all, |j| j.id.as_str()), ["alive", "dead", "late"]);
     assert_eq!(
-        store.get_job("pending").await.unwrap().unwrap().status,
+        store
+            .get_job(&"pending".into())
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
         JobStatus::Pending
     );
 }
 
 async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
-    assert!(store.get_app("hello").await.unwrap().is_none());
+    assert!(store.get_app(&app_name("hello")).await.unwrap().is_none());
     assert!(store.list_apps().await.unwrap().is_empty());
     let code_v1: Vec<u8> = (0..=255u8).chain([0, 0, 255]).collect();
     let code_v2 = b"PK\x03\x04 second".to_vec();
     let v1 = store
         .add_app_version(
-            "hello",
-            r#"{"runtime":"nodejs20.x"}"#,
+            &app_name("hello"),
+            &config("nodejs20.x"),
             &code_v1,
             "sha-1",
             1_000,
@@ -725,17 +783,22 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(v1, 1);
-    let app = store.get_app("hello").await.unwrap().unwrap();
+    let app = store.get_app(&app_name("hello")).await.unwrap().unwrap();
     assert_eq!(
         app.status,
         AppStatus::Deployed,
         "a new app waits for its deploy"
     );
     store
-        .set_app_status("hello", AppStatus::Error, Some("init failed"), 1_500)
+        .set_app_status(
+            &app_name("hello"),
+            AppStatus::Error,
+            Some("init failed"),
+            1_500,
+        )
         .await
         .unwrap();
-    let app = store.get_app("hello").await.unwrap().unwrap();
+    let app = store.get_app(&app_name("hello")).await.unwrap().unwrap();
     assert_eq!(
         (app.status, app.last_error.as_deref(), app.updated_at_ms),
         (AppStatus::Error, Some("init failed"), 1_500)
@@ -743,8 +806,8 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
 
     let v2 = store
         .add_app_version(
-            "hello",
-            r#"{"runtime":"python3.12"}"#,
+            &app_name("hello"),
+            &config("python3.12"),
             &code_v2,
             "sha-2",
             2_000,
@@ -752,7 +815,7 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(v2, 2);
-    let app = store.get_app("hello").await.unwrap().unwrap();
+    let app = store.get_app(&app_name("hello")).await.unwrap().unwrap();
     assert_eq!(
         app.status,
         AppStatus::Deployed,
@@ -760,60 +823,77 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
     );
     assert_eq!(app.last_error, None);
     assert_eq!(app.current_version, 2);
-    assert_eq!(app.config, r#"{"runtime":"python3.12"}"#);
+    assert_eq!(app.config.runtime, "python3.12");
     assert_eq!((app.created_at_ms, app.updated_at_ms), (1_000, 2_000));
 
-    let versions = store.app_versions("hello").await.unwrap();
+    let versions = store.app_versions(&app_name("hello")).await.unwrap();
     assert_eq!(
         versions.iter().map(|v| v.version).collect::<Vec<_>>(),
         [2, 1]
     );
     assert_eq!(versions[1].code_size, code_v1.len() as i64);
     assert_eq!(versions[1].code_sha256, "sha-1");
-    assert_eq!(versions[1].config, r#"{"runtime":"nodejs20.x"}"#);
+    assert_eq!(versions[1].config.runtime, "nodejs20.x");
     assert_eq!(versions[1].created_at_ms, 1_000);
-    assert_eq!(store.app_code("hello", 1).await.unwrap(), code_v1);
-    assert_eq!(store.app_code("hello", 2).await.unwrap(), code_v2);
+    assert_eq!(
+        store.app_code(&app_name("hello"), 1).await.unwrap(),
+        code_v1
+    );
+    assert_eq!(
+        store.app_code(&app_name("hello"), 2).await.unwrap(),
+        code_v2
+    );
     assert!(matches!(
-        store.app_code("hello", 3).await,
+        store.app_code(&app_name("hello"), 3).await,
         Err(StoreError::NotFound)
     ));
-    assert!(store.app_versions("nope").await.unwrap().is_empty());
+    assert!(store
+        .app_versions(&app_name("nope"))
+        .await
+        .unwrap()
+        .is_empty());
 
     store
-        .set_app_status("hello", AppStatus::Inactive, None, 3_000)
+        .set_app_status(&app_name("hello"), AppStatus::Inactive, None, 3_000)
         .await
         .unwrap();
     assert!(matches!(
         store
-            .set_app_status("nope", AppStatus::Active, None, 3_000)
+            .set_app_status(&app_name("nope"), AppStatus::Active, None, 3_000)
             .await,
         Err(StoreError::NotFound)
     ));
-    for name in ["b-app", "Zed", "a-app"] {
+    // Under a linguistic collation "b0" would sort before "b-app".
+    for name in ["b-app", "b0", "a-app"] {
         store
-            .add_app_version(name, "{}", b"x", "sha", 4_000)
+            .add_app_version(&app_name(name), &config("nodejs20.x"), b"x", "sha", 4_000)
             .await
             .unwrap();
     }
     let apps = store.list_apps().await.unwrap();
     assert_eq!(
-        ids(&apps, |a| &a.name),
-        ["Zed", "a-app", "b-app", "hello"],
+        ids(&apps, |a| a.name.as_str()),
+        ["a-app", "b-app", "b0", "hello"],
         "by name, byte order"
     );
     assert_eq!(apps[3].status, AppStatus::Inactive);
 
     // An app being served stays ACTIVE while its next version deploys.
     store
-        .set_app_status("a-app", AppStatus::Active, None, 5_000)
+        .set_app_status(&app_name("a-app"), AppStatus::Active, None, 5_000)
         .await
         .unwrap();
     store
-        .add_app_version("a-app", "{}", b"y", "sha", 6_000)
+        .add_app_version(
+            &app_name("a-app"),
+            &config("nodejs20.x"),
+            b"y",
+            "sha",
+            6_000,
+        )
         .await
         .unwrap();
-    let app = store.get_app("a-app").await.unwrap().unwrap();
+    let app = store.get_app(&app_name("a-app")).await.unwrap().unwrap();
     assert_eq!(
         (app.status, app.current_version, app.updated_at_ms),
         (AppStatus::Active, 2, 6_000)
@@ -828,7 +908,7 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
         let store = store.clone();
         async move {
             store
-                .settle_app_deploy("app", version, status, error, at)
+                .settle_app_deploy(&app_name("app"), version, status, error, at)
                 .await
                 .unwrap()
         }
@@ -838,28 +918,28 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
         "no such app"
     );
     store
-        .add_app_version("app", "{}", b"1", "sha", 1_000)
+        .add_app_version(&app_name("app"), &config("nodejs20.x"), b"1", "sha", 1_000)
         .await
         .unwrap();
     assert!(settle(1, AppStatus::Active, None, 1_100).await);
-    let app = store.get_app("app").await.unwrap().unwrap();
+    let app = store.get_app(&app_name("app")).await.unwrap().unwrap();
     assert_eq!((app.status, app.updated_at_ms), (AppStatus::Active, 1_100));
 
     store
-        .add_app_version("app", "{}", b"2", "sha", 2_000)
+        .add_app_version(&app_name("app"), &config("nodejs20.x"), b"2", "sha", 2_000)
         .await
         .unwrap();
     assert!(
         !settle(1, AppStatus::Error, Some("late failure of v1"), 2_100).await,
         "version 1 is no longer current"
     );
-    let app = store.get_app("app").await.unwrap().unwrap();
+    let app = store.get_app(&app_name("app")).await.unwrap().unwrap();
     assert_eq!(
         (app.status, app.last_error, app.current_version),
         (AppStatus::Active, None, 2)
     );
     assert!(settle(2, AppStatus::Error, Some("v2 failed"), 2_200).await);
-    let app = store.get_app("app").await.unwrap().unwrap();
+    let app = store.get_app(&app_name("app")).await.unwrap().unwrap();
     assert_eq!(
         (app.status, app.last_error.as_deref()),
         (AppStatus::Error, Some("v2 failed"))
@@ -867,29 +947,39 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
     // An ERROR at the deploy's own version (reconciliation's verdict on the
     // function it replaces) gives way to its outcome.
     assert!(settle(2, AppStatus::Active, None, 2_300).await);
-    let app = store.get_app("app").await.unwrap().unwrap();
+    let app = store.get_app(&app_name("app")).await.unwrap().unwrap();
     assert_eq!((app.status, app.last_error), (AppStatus::Active, None));
 
     for elsewhere in [AppStatus::Inactive, AppStatus::Removed] {
         store
-            .add_app_version("app", "{}", b"n", "sha", 3_000)
+            .add_app_version(&app_name("app"), &config("nodejs20.x"), b"n", "sha", 3_000)
             .await
             .unwrap();
-        let version = store.get_app("app").await.unwrap().unwrap().current_version;
+        let version = store
+            .get_app(&app_name("app"))
+            .await
+            .unwrap()
+            .unwrap()
+            .current_version;
         store
-            .set_app_status("app", elsewhere, None, 3_100)
+            .set_app_status(&app_name("app"), elsewhere, None, 3_100)
             .await
             .unwrap();
         assert!(!settle(version, AppStatus::Active, None, 3_200).await);
-        let app = store.get_app("app").await.unwrap().unwrap();
+        let app = store.get_app(&app_name("app")).await.unwrap().unwrap();
         assert_eq!((app.status, app.updated_at_ms), (elsewhere, 3_100));
         // Deployed again, it waits for that deploy.
         store
-            .add_app_version("app", "{}", b"m", "sha", 3_300)
+            .add_app_version(&app_name("app"), &config("nodejs20.x"), b"m", "sha", 3_300)
             .await
             .unwrap();
         assert_eq!(
-            store.get_app("app").await.unwrap().unwrap().status,
+            store
+                .get_app(&app_name("app"))
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
             AppStatus::Deployed,
             "{elsewhere} then deployed"
         );
@@ -900,18 +990,20 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
 /// stopped is taken (and beats for its taker); `ACTIVE` apps never are.
 async fn interrupted_deploys_are_taken_once_their_heartbeat_stops(store: Arc<dyn Store>) {
     let names = |apps: Vec<orchestrator::store::AppRecord>| {
-        apps.into_iter().map(|a| a.name).collect::<Vec<_>>()
+        apps.into_iter()
+            .map(|a| a.name.into_string())
+            .collect::<Vec<_>>()
     };
     store
-        .add_app_version("cut", "{}", b"1", "sha", 1_000)
+        .add_app_version(&app_name("cut"), &config("nodejs20.x"), b"1", "sha", 1_000)
         .await
         .unwrap();
     store
-        .add_app_version("done", "{}", b"1", "sha", 1_000)
+        .add_app_version(&app_name("done"), &config("nodejs20.x"), b"1", "sha", 1_000)
         .await
         .unwrap();
     assert!(store
-        .settle_app_deploy("done", 1, AppStatus::Active, None, 1_100)
+        .settle_app_deploy(&app_name("done"), 1, AppStatus::Active, None, 1_100)
         .await
         .unwrap());
     assert_eq!(
@@ -919,7 +1011,10 @@ async fn interrupted_deploys_are_taken_once_their_heartbeat_stops(store: Arc<dyn
         Vec::<String>::new(),
         "stored at 1000: still beating"
     );
-    store.renew_app_deploy("cut", 1, 5_000).await.unwrap();
+    store
+        .renew_app_deploy(&app_name("cut"), 1, 5_000)
+        .await
+        .unwrap();
     assert!(store
         .take_abandoned_deploys(4_000, 6_000)
         .await
@@ -941,17 +1036,20 @@ async fn interrupted_deploys_are_taken_once_their_heartbeat_stops(store: Arc<dyn
     );
     // Renewing a version that is no longer current changes nothing.
     store
-        .add_app_version("cut", "{}", b"2", "sha", 8_000)
+        .add_app_version(&app_name("cut"), &config("nodejs20.x"), b"2", "sha", 8_000)
         .await
         .unwrap();
-    store.renew_app_deploy("cut", 1, 20_000).await.unwrap();
+    store
+        .renew_app_deploy(&app_name("cut"), 1, 20_000)
+        .await
+        .unwrap();
     assert_eq!(
         names(store.take_abandoned_deploys(8_001, 9_000).await.unwrap()),
         ["cut"]
     );
     // Settled, it is no longer taken, whatever the threshold.
     assert!(store
-        .settle_app_deploy("cut", 2, AppStatus::Error, Some("failed"), 9_100)
+        .settle_app_deploy(&app_name("cut"), 2, AppStatus::Error, Some("failed"), 9_100)
         .await
         .unwrap());
     assert!(store
@@ -965,7 +1063,7 @@ async fn interrupted_deploys_are_taken_once_their_heartbeat_stops(store: Arc<dyn
 async fn an_interrupted_deploy_is_taken_by_one_replica(db: Database) {
     let (a, b) = (db.open().await, db.open().await);
     for name in ["one", "two", "three"] {
-        a.add_app_version(name, "{}", b"1", "sha", 1_000)
+        a.add_app_version(&app_name(name), &config("nodejs20.x"), b"1", "sha", 1_000)
             .await
             .unwrap();
     }
@@ -977,7 +1075,7 @@ async fn an_interrupted_deploy_is_taken_by_one_replica(db: Database) {
         .unwrap()
         .into_iter()
         .chain(from_b.unwrap())
-        .map(|r| r.name)
+        .map(|r| r.name.into_string())
         .collect();
     taken.sort();
     assert_eq!(taken, ["one", "three", "two"]);
@@ -1011,7 +1109,9 @@ async fn ready_and_writes_fail_as_unavailable_when_the_store_cannot_take_writes(
         Err(StoreError::Unavailable(_))
     ));
     assert!(matches!(
-        store.add_app_version("x", "{}", b"1", "sha", 3).await,
+        store
+            .add_app_version(&app_name("x"), &config("nodejs20.x"), b"1", "sha", 3)
+            .await,
         Err(StoreError::Unavailable(_))
     ));
 }
@@ -1026,7 +1126,13 @@ async fn concurrent_deploys_of_one_app_get_distinct_versions(db: Database) {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         async move {
             store
-                .add_app_version("twin", "{}", format!("code {i}").as_bytes(), "sha", i)
+                .add_app_version(
+                    &app_name("twin"),
+                    &config("nodejs20.x"),
+                    format!("code {i}").as_bytes(),
+                    "sha",
+                    i,
+                )
                 .await
         }
     });
@@ -1038,7 +1144,11 @@ async fn concurrent_deploys_of_one_app_get_distinct_versions(db: Database) {
     versions.sort_unstable();
     assert_eq!(versions, (1..=10).collect::<Vec<_>>());
     assert_eq!(
-        a.get_app("twin").await.unwrap().unwrap().current_version,
+        a.get_app(&app_name("twin"))
+            .await
+            .unwrap()
+            .unwrap()
+            .current_version,
         10
     );
 }
@@ -1072,7 +1182,7 @@ async fn postgres_out_of_reach_is_unavailable_within_seconds() {
         .unwrap();
     // No schema yet: an error, but not "unavailable".
     assert!(matches!(
-        store.get_event("e").await,
+        store.get_event(&"e".into()).await,
         Err(StoreError::Other(_))
     ));
     store.migrate().await.unwrap();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{config_of, AppError, AppService};
+use super::{AppError, AppService};
 use crate::function_config::AppName;
 use crate::store::{AppRecord, AppStatus};
 
@@ -21,16 +21,14 @@ impl AppService {
         record: AppRecord,
         shutdown: CancellationToken,
     ) {
-        let Ok(app) = AppName::parse(&record.name) else {
-            return;
-        };
+        let app = record.name.clone();
         // A deploy through this process is under way: it settles the app itself.
         let Ok(_guard) = self.lock(&app) else {
             return;
         };
         let version = record.current_version;
         // Read again under the lock: a local deploy may have settled it since.
-        match self.store.get_app(app.as_str()).await {
+        match self.store.get_app(&app).await {
             Ok(Some(now))
                 if now.status == AppStatus::Deployed && now.current_version == version => {}
             Ok(_) => return,
@@ -41,8 +39,8 @@ impl AppService {
         }
         tracing::warn!(app = %app, version, "the deploy of this version was interrupted: deploying it again");
         let run = async {
-            let config = config_of(&record)?;
-            let zip = self.store.app_code(app.as_str(), version).await?;
+            let config = record.config.clone();
+            let zip = self.store.app_code(&app, version).await?;
             self.run_version(&app, version, &config, Some(zip)).await?;
             Ok::<_, AppError>(config)
         };
@@ -61,7 +59,7 @@ impl AppService {
         match self
             .store
             .settle_app_deploy(
-                app.as_str(),
+                &app,
                 version,
                 status,
                 note.as_deref(),
@@ -99,7 +97,7 @@ impl AppService {
             tokio::select! {
                 out = &mut work => return out,
                 _ = tokio::time::sleep(every) => {
-                    if let Err(err) = self.store.renew_app_deploy(app.as_str(), version, crate::support::now_ms()).await {
+                    if let Err(err) = self.store.renew_app_deploy(app, version, crate::support::now_ms()).await {
                         tracing::warn!(app = %app, version, error = %err, "could not renew the deploy's heartbeat");
                     }
                 }

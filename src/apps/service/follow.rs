@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{config_of, AppError, AppService};
+use super::{AppError, AppService};
 use crate::function_config::AppName;
 use crate::store::{AppRecord, AppStatus};
 
@@ -74,18 +74,16 @@ impl AppService {
         let listed = self.store.list_apps().await?;
         let deploying = listed.iter().any(|r| r.status == AppStatus::Deployed);
         for listed in listed {
-            if self.wanted_version(&listed) == self.running_version(&listed.name) {
+            if self.wanted_version(&listed) == self.running_version(listed.name.as_str()) {
                 continue;
             }
-            let Ok(app) = AppName::parse(&listed.name) else {
-                continue;
-            };
+            let app = listed.name.clone();
             // A change through this process is under way: it settles the app itself.
             let Ok(_guard) = self.lock(&app) else {
                 continue;
             };
             // Read again under the lock: a local change may have landed since the listing.
-            let Some(record) = self.store.get_app(app.as_str()).await? else {
+            let Some(record) = self.store.get_app(&app).await? else {
                 continue;
             };
             let wanted = self.wanted_version(&record);
@@ -118,7 +116,7 @@ impl AppService {
     /// `version` was deploying here: what it did stands, and this process
     /// follows it now (the caller holds the app's lock). Gives the `409`.
     pub(super) async fn superseded(&self, name: &AppName, version: i64) -> AppError {
-        let record = match self.store.get_app(name.as_str()).await {
+        let record = match self.store.get_app(name).await {
             Ok(Some(record)) => record,
             Ok(None) => return AppError::NotFound(name.to_string()),
             Err(err) => return err.into(),
@@ -144,9 +142,9 @@ impl AppService {
         overtaken: bool,
     ) -> Result<(), AppError> {
         if let Some(version) = self.wanted_version(record) {
-            let config = config_of(record)?;
+            let config = record.config.clone();
             let zip = if overtaken {
-                Some(self.store.app_code(app.as_str(), version).await?)
+                Some(self.store.app_code(app, version).await?)
             } else {
                 None
             };

@@ -5,12 +5,12 @@
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::{blocking, config_of, AppError, AppService, AppStatusView, AppView};
+use super::{blocking, AppError, AppService, AppStatusView, AppView};
 use crate::apps::archive::{Archive, ArchiveError, Unpacked};
 use crate::apps::spec::{validate, DeployRequest};
 use crate::function_config::AppName;
 use crate::functions::FunctionError;
-use crate::store::{AppStatus, StoreError};
+use crate::store::AppStatus;
 
 impl AppService {
     /// Validates and unpacks the archive, then stores it as a new version
@@ -27,8 +27,6 @@ impl AppService {
             return Err(ArchiveError::MissingHandler(expected.join(", ")).into());
         }
         let _guard = self.lock(&name)?;
-        let config_json = serde_json::to_string(&config)
-            .map_err(|e| AppError::Store(StoreError::Other(e.into())))?;
         let sha = hex::encode(Sha256::digest(archive.bytes()));
         // Unpacked and checked before anything is stored.
         let root = self.code_root.clone();
@@ -41,13 +39,7 @@ impl AppService {
         drop(archive);
         let stored = self
             .store
-            .add_app_version(
-                name.as_str(),
-                &config_json,
-                &zip,
-                &sha,
-                crate::support::now_ms(),
-            )
+            .add_app_version(&name, &config, &zip, &sha, crate::support::now_ms())
             .await;
         let version = match stored {
             Ok(version) => version,
@@ -87,7 +79,7 @@ impl AppService {
             let settled = self
                 .store
                 .settle_app_deploy(
-                    name.as_str(),
+                    &name,
                     version,
                     status,
                     Some(&note),
@@ -104,7 +96,7 @@ impl AppService {
         let settled = self
             .store
             .settle_app_deploy(
-                name.as_str(),
+                &name,
                 version,
                 AppStatus::Active,
                 None,
@@ -125,7 +117,7 @@ impl AppService {
         status: AppStatus,
     ) -> Result<AppStatusView, AppError> {
         self.store
-            .set_app_status(app.as_str(), status, None, crate::support::now_ms())
+            .set_app_status(app, status, None, crate::support::now_ms())
             .await?;
         Ok(AppStatusView {
             name: app.to_string(),
@@ -142,7 +134,7 @@ impl AppService {
             )));
         }
         let _guard = self.lock(&app)?;
-        let config = config_of(&record)?;
+        let config = record.config.clone();
         self.run_version(&app, record.current_version, &config, None)
             .await?;
         self.set_active(name, Some((config.payload_format, record.current_version)));

@@ -102,10 +102,6 @@ pub struct AppService {
     sole_owner: bool,
 }
 
-fn config_of(record: &AppRecord) -> Result<FunctionConfig, AppError> {
-    serde_json::from_str(&record.config).map_err(|e| AppError::Store(StoreError::Other(e.into())))
-}
-
 impl AppService {
     pub fn new(
         store: Arc<dyn Store>,
@@ -194,7 +190,7 @@ impl AppService {
         let code_dir = dir.clone();
         let zip = match zip {
             Some(zip) => zip,
-            None => self.store.app_code(name.as_str(), version).await?,
+            None => self.store.app_code(name, version).await?,
         };
         if !dir.join(COMPLETE_MARKER).exists() {
             let root = self.code_root.clone();
@@ -225,7 +221,7 @@ impl AppService {
         let app = AppName::parse(name).map_err(|_| AppError::NotFound(name.to_owned()))?;
         let record = self
             .store
-            .get_app(name)
+            .get_app(&app)
             .await?
             .ok_or_else(|| AppError::NotFound(name.to_owned()))?;
         Ok((app, record))

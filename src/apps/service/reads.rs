@@ -1,9 +1,9 @@
 //! What the API reads: the list of apps, one app (with its versions and
 //! what the function backend reports of it), its status.
 
-use super::{config_of, AppError, AppService, AppStatusView, AppVersionView, AppView};
-use crate::function_config::{AppName, FunctionConfig};
-use crate::store::{AppRecord, StoreError};
+use super::{AppError, AppService, AppStatusView, AppVersionView, AppView};
+use crate::function_config::AppName;
+use crate::store::AppRecord;
 
 impl AppService {
     pub async fn list(&self) -> Result<Vec<AppView>, AppError> {
@@ -11,14 +11,14 @@ impl AppService {
             .list_apps()
             .await?
             .into_iter()
-            .map(|r| self.to_view(r, None))
+            .map(|r| Ok(self.to_view(r, None)))
             .collect()
     }
 
     pub async fn status(&self, name: &str) -> Result<AppStatusView, AppError> {
         let (_, record) = self.record(name).await?;
         Ok(AppStatusView {
-            name: record.name,
+            name: record.name.into_string(),
             status: record.status,
         })
     }
@@ -31,32 +31,27 @@ impl AppService {
         } else {
             None
         };
-        self.to_view(record, versions)
+        Ok(self.to_view(record, versions))
     }
 
     async fn versions(&self, name: &AppName) -> Result<Vec<AppVersionView>, AppError> {
-        let mut views = Vec::new();
-        for v in self.store.app_versions(name.as_str()).await? {
-            let config: FunctionConfig = serde_json::from_str(&v.config)
-                .map_err(|e| AppError::Store(StoreError::Other(e.into())))?;
-            views.push(AppVersionView::of(v, config));
-        }
-        Ok(views)
+        Ok(self
+            .store
+            .app_versions(name)
+            .await?
+            .into_iter()
+            .map(AppVersionView::of)
+            .collect())
     }
 
-    fn to_view(
-        &self,
-        record: AppRecord,
-        versions: Option<Vec<AppVersionView>>,
-    ) -> Result<AppView, AppError> {
-        let config = config_of(&record)?;
-        Ok(AppView::of(record, config, &self.base_domain, versions))
+    fn to_view(&self, record: AppRecord, versions: Option<Vec<AppVersionView>>) -> AppView {
+        AppView::of(record, &self.base_domain, versions)
     }
 
     pub async fn get(&self, name: &str) -> Result<AppView, AppError> {
         let (app, record) = self.record(name).await?;
         let versions = self.versions(&app).await?;
-        let mut view = self.to_view(record, Some(versions))?;
+        let mut view = self.to_view(record, Some(versions));
         view.function = match self.backend.describe(&app).await {
             Ok(info) => info,
             Err(err) => {

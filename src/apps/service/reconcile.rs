@@ -30,7 +30,7 @@ impl AppService {
             self.set_active(app.as_str(), None);
             self.store
                 .set_app_status(
-                    app.as_str(),
+                    app,
                     AppStatus::Error,
                     Some(&problem),
                     crate::support::now_ms(),
@@ -71,9 +71,7 @@ impl AppService {
             }
         };
         for record in apps.iter().filter(|r| r.status == AppStatus::Active) {
-            let Ok(app) = AppName::parse(&record.name) else {
-                continue;
-            };
+            let app = record.name.clone();
             if let Err(err) = self.reconcile(&app, record).await {
                 tracing::warn!(app = %app, error = %err, "could not reconcile the app");
             }

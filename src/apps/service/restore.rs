@@ -1,9 +1,8 @@
 //! Restore at start: clears code a stopped process was unpacking, then runs
 //! every app left `ACTIVE` (an app that cannot run becomes `ERROR`).
 
-use super::{blocking, config_of, AppError, AppService};
+use super::{blocking, AppError, AppService};
 use crate::apps::archive::{sweep_unpacking, ArchiveError};
-use crate::function_config::AppName;
 use crate::store::AppStatus;
 
 impl AppService {
@@ -28,10 +27,8 @@ impl AppService {
             if record.status != AppStatus::Active {
                 continue;
             }
-            let Ok(app) = AppName::parse(&record.name) else {
-                continue;
-            };
-            let config = config_of(&record)?;
+            let app = record.name.clone();
+            let config = record.config.clone();
             match self
                 .run_version(&app, record.current_version, &config, None)
                 .await
@@ -47,7 +44,7 @@ impl AppService {
                     tracing::warn!(app = %app, error = %err, "could not restore app");
                     self.store
                         .set_app_status(
-                            app.as_str(),
+                            &app,
                             AppStatus::Error,
                             Some(&err.to_string()),
                             crate::support::now_ms(),

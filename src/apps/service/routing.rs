@@ -71,7 +71,7 @@ impl AppService {
             return None;
         }
         self.miss_lookups.fetch_add(1, Ordering::Relaxed);
-        let record = match self.store.get_app(name).await {
+        let record = match self.store.get_app(&app).await {
             Ok(Some(record)) if record.status == AppStatus::Active => record,
             Ok(_) => {
                 if let Ok(mut misses) = self.misses.lock() {

@@ -4,7 +4,6 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::function_config::FunctionConfig;
 use crate::functions::FunctionInfo;
 use crate::proxy::PayloadFormat;
 use crate::store::{AppRecord, AppStatus, AppVersionRecord};
@@ -56,17 +55,17 @@ pub struct AppView {
 }
 
 impl AppView {
-    /// The app as its record (with the record's `config`) says, served
-    /// under `base_domain`; no function description.
+    /// The app as its record says, served under `base_domain`; no function
+    /// description.
     pub(super) fn of(
         record: AppRecord,
-        config: FunctionConfig,
         base_domain: &str,
         versions: Option<Vec<AppVersionView>>,
     ) -> Self {
+        let config = record.config;
         AppView {
             host: format!("{}.{}", record.name, base_domain),
-            name: record.name,
+            name: record.name.into_string(),
             status: record.status,
             version: record.current_version,
             runtime: config.runtime,
@@ -85,8 +84,9 @@ impl AppView {
 }
 
 impl AppVersionView {
-    /// A stored version, with the `config` it was deployed with.
-    pub(super) fn of(version: AppVersionRecord, config: FunctionConfig) -> Self {
+    /// A stored version.
+    pub(super) fn of(version: AppVersionRecord) -> Self {
+        let config = version.config;
         AppVersionView {
             version: version.version,
             runtime: config.runtime,

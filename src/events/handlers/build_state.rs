@@ -16,7 +16,7 @@ use super::jobs::finish;
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::builder::codebuild;
 use crate::events::completions::COMPLETION_SOURCE;
-use crate::store::{JobFinish, JobRecord, JobStatus};
+use crate::store::{JobFinish, JobId, JobRecord, JobStatus, JsonObject};
 
 /// Completes build jobs.
 pub struct BuildStateHandler;
@@ -57,7 +57,7 @@ async fn find_job(
 ) -> Result<Option<JobRecord>, HandlerError> {
     let own_id = detail.get("orchestrator-job-id").and_then(Value::as_str);
     match own_id.filter(|_| reported_here) {
-        Some(id) => Ok(services.store.get_job(id).await?),
+        Some(id) => Ok(services.store.get_job(&JobId::from(id)).await?),
         None => Ok(services.store.find_job_by_external_id(build_id).await?),
     }
 }
@@ -123,7 +123,7 @@ impl EventHandler for BuildStateHandler {
                 JobStatus::Failed
             },
             exit_code: field("exit-code").and_then(Value::as_i64),
-            output: Some(Value::Object(output.clone()).to_string()),
+            output: JsonObject::from(output.clone()),
             log_tail: field("log-tail").and_then(Value::as_str).map(str::to_owned),
             error: error.clone(),
         };

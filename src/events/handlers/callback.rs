@@ -6,7 +6,6 @@ use serde_json::Value;
 
 use super::common::tenant_id;
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
-use crate::store::json_object;
 use crate::tenants::webhook::{payload, DeliveryError};
 
 /// Sends the webhook.
@@ -39,7 +38,7 @@ impl EventHandler for CallbackHandler {
                 "tenant '{id}' has no webhook secret and context"
             )));
         };
-        let body = payload(&id, success, &json_object(&tenant.job_output));
+        let body = payload(id.as_str(), success, &tenant.job_output);
         match webhook.deliver(secret, context, body).await {
             Ok(status) => Ok(Handled::note(format!(
                 "delivered to {} (HTTP {status})",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::{Handled, HandlerError, Services};
-use crate::store::{TenantRecord, TenantState, TenantWrite};
+use crate::store::{JsonObject, TenantId, TenantRecord, TenantState, TenantWrite};
 use crate::tenants::{next, Lifecycle, Transition};
 use crate::tiers::TierDetails;
 
@@ -21,10 +21,10 @@ fn non_empty_str(value: Option<&Value>) -> Option<&str> {
 }
 
 /// `detail.tenantId`, else `detail.tenant.id`.
-pub fn tenant_id(detail: &Map<String, Value>) -> Result<String, HandlerError> {
+pub fn tenant_id(detail: &Map<String, Value>) -> Result<TenantId, HandlerError> {
     non_empty_str(path(detail, &["tenantId"]))
         .or_else(|| non_empty_str(path(detail, &["tenant", "id"])))
-        .map(str::to_owned)
+        .map(TenantId::from)
         .ok_or_else(|| {
             HandlerError::Permanent(
                 "missing tenant id: expected detail.tenantId or detail.tenant.id".into(),
@@ -192,15 +192,15 @@ pub fn job_params<'a>(
 }
 
 /// A fresh tenant record.
-pub fn new_tenant(id: &str, state: TenantState) -> TenantRecord {
+pub fn new_tenant(id: &TenantId, state: TenantState) -> TenantRecord {
     TenantRecord {
-        id: id.to_owned(),
+        id: id.clone(),
         state,
         tier: None,
         current_job_id: None,
         last_error: None,
-        job_output: "{}".into(),
-        params: "{}".into(),
+        job_output: JsonObject::default(),
+        params: JsonObject::default(),
         callback_secret: None,
         callback_context: None,
         callback_event_id: None,

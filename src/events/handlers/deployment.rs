@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::common::{job_params, tier_details};
 use super::jobs::{begin, callback_event, launch, Begin};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
-use crate::store::{json_object, Commit, JobKind, TenantState};
+use crate::store::{Commit, JobKind, TenantState};
 use crate::tenants::Lifecycle;
 
 /// The default deployment handler.
@@ -47,14 +47,14 @@ impl EventHandler for DeploymentHandler {
             return Ok(Handled::note("no deployment job: tenant is ACTIVE"));
         };
         // The deployment sees what provisioning saw, plus what provisioning produced.
-        let overrides = json_object(&record.params);
-        let outputs = json_object(&record.job_output);
         let params = job_params(
-            tier.params().chain(overrides.iter()).chain(outputs.iter()),
+            tier.params()
+                .chain(record.params.iter())
+                .chain(record.job_output.iter()),
             [
-                ("TENANT_ID", &step.tenant_id),
+                ("TENANT_ID", step.tenant_id.as_str()),
                 ("TIER", &tier.tier),
-                ("EVENT_ID", &event.id),
+                ("EVENT_ID", event.id.as_str()),
             ],
         )?;
         record.state = step.state;

@@ -11,15 +11,15 @@ use crate::builder::{BuilderError, JobReporter, JobRequest};
 use crate::events::envelope::internal_envelope;
 use crate::events::EventType;
 use crate::store::{
-    Commit, JobFinish, JobKind, JobRecord, JobStatus, NewEvent, TenantRecord, TenantState,
-    TenantWrite,
+    Commit, EventId, JobFinish, JobId, JobKind, JobRecord, JobStatus, JsonObject, NewEvent,
+    TenantId, TenantRecord, TenantState, TenantWrite,
 };
 use crate::tenants::Lifecycle;
 
 /// A job-starting handler's starting point: the tenant as read and the state
 /// the event moves it to.
 pub struct Step {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub current: Option<TenantRecord>,
     pub state: TenantState,
 }
@@ -91,7 +91,7 @@ async fn resume(
     event: &InboxEvent,
     tenant: Option<&TenantRecord>,
 ) -> Result<Option<Handled>, HandlerError> {
-    let Some(job_id) = tenant.and_then(|t| t.current_job_id.as_deref()) else {
+    let Some(job_id) = tenant.and_then(|t| t.current_job_id.as_ref()) else {
         return Ok(None);
     };
     let job = services
@@ -121,18 +121,21 @@ pub async fn launch(
     params: BTreeMap<String, String>,
 ) -> Result<Handled, HandlerError> {
     let job = JobRecord {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: JobId::from(uuid::Uuid::new_v4().to_string()),
         tenant_id: tenant.record.id.clone(),
         kind,
         job_identifier: job_identifier.to_owned(),
         backend: services.builder.name().to_owned(),
         status: JobStatus::Pending,
         event_id: event.id.clone(),
-        params: serde_json::to_string(&params).unwrap_or_else(|_| "{}".into()),
+        params: params
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
         external_id: None,
         attempt: 0,
         exit_code: None,
-        output: None,
+        output: JsonObject::default(),
         log_tail: None,
         error: None,
         created_at_ms: crate::support::now_ms(),
@@ -159,7 +162,7 @@ pub async fn rerun(services: &Services, job: &JobRecord) -> Result<Handled, Hand
                 id: job.id.clone(),
                 status: JobStatus::Failed,
                 exit_code: None,
-                output: None,
+                output: JsonObject::default(),
                 log_tail: None,
                 error: Some(error.clone()),
             };
@@ -177,10 +180,14 @@ pub async fn rerun(services: &Services, job: &JobRecord) -> Result<Handled, Hand
 /// Asks the builder to start a recorded job and marks it running. A job the
 /// builder cannot run at all is finished as failed, which reports the failure.
 pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, HandlerError> {
-    let params: BTreeMap<String, String> = serde_json::from_str(&job.params).unwrap_or_default();
+    let params: BTreeMap<String, String> = job
+        .params
+        .strings()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     let attempt = job.attempt + 1;
     let request = JobRequest {
-        job_id: job.id.clone(),
+        job_id: job.id.to_string(),
         job_identifier: job.job_identifier.clone(),
         params,
         attempt,
@@ -212,7 +219,7 @@ pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, Hand
                 id: job.id.clone(),
                 status: JobStatus::Failed,
                 exit_code: None,
-                output: None,
+                output: JsonObject::default(),
                 log_tail: None,
                 error: Some(msg.clone()),
             };
@@ -251,7 +258,7 @@ fn result_event(
 /// handler never raises it twice.
 pub fn follow_up(id: &str, event_type: EventType, detail: Value) -> NewEvent {
     NewEvent {
-        id: id.to_owned(),
+        id: EventId::from(id),
         event_type: event_type.as_str().to_owned(),
         source: Some(crate::events::envelope::INTERNAL_SOURCE.into()),
         payload: internal_envelope(id, event_type.as_str(), detail),
@@ -275,7 +282,7 @@ pub fn callback_event(
         return None;
     }
     let id = format!("{}:callback", cause.id);
-    tenant.callback_event_id = Some(id.clone());
+    tenant.callback_event_id = Some(EventId::from(id.as_str()));
     Some(follow_up(
         &id,
         EventType::TenantCallback,

@@ -26,14 +26,14 @@ pub use results::ResultHandler;
 
 use super::{EventType, Inbox};
 use crate::builder::BuilderService;
-use crate::store::{Commit, JobKind, Store, StoreError};
+use crate::store::{Commit, EventId, JobKind, Store, StoreError};
 use crate::tenants::webhook::WebhookClient;
 use crate::tiers::{TierError, TierSource};
 
 /// An event taken from the inbox for processing.
 #[derive(Debug, Clone)]
 pub struct InboxEvent {
-    pub id: String,
+    pub id: EventId,
     pub event_type: EventType,
     pub source: Option<String>,
     /// The envelope's `detail`, or the bare body.

@@ -1,14 +1,13 @@
 //! `TENANT_PROVISIONING` and `TENANT_DEPROVISIONING`: start the tier's job.
 
 use async_trait::async_trait;
-use serde_json::Value;
 
 use super::common::{
     callback_credentials, environment_override, job_params, new_tenant, tier_details,
 };
 use super::jobs::{begin, launch, Begin};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
-use crate::store::{Commit, JobKind, TenantState};
+use crate::store::{Commit, JobKind, JsonObject, TenantState};
 use crate::tenants::Lifecycle;
 
 /// Looks up the tier and runs its `jobIdentifier`.
@@ -37,9 +36,9 @@ impl EventHandler for ProvisioningHandler {
         let params = job_params(
             tier.params().chain(overrides.iter()),
             [
-                ("TENANT_ID", id),
+                ("TENANT_ID", id.as_str()),
                 ("TIER", &tier.tier),
-                ("EVENT_ID", &event.id),
+                ("EVENT_ID", event.id.as_str()),
             ],
         )?;
         let mut record = step
@@ -49,8 +48,8 @@ impl EventHandler for ProvisioningHandler {
         record.state = step.state;
         record.tier = Some(tier.tier.clone());
         record.last_error = None;
-        record.job_output = "{}".into();
-        record.params = Value::Object(overrides.clone()).to_string();
+        record.job_output = JsonObject::default();
+        record.params = JsonObject::from(overrides.clone());
         let credentials = callback_credentials(&event.detail, &overrides);
         record.callback_secret = credentials.as_ref().map(|(s, _)| s.clone());
         record.callback_context = credentials.map(|(_, c)| c);
@@ -104,9 +103,9 @@ impl EventHandler for DeprovisioningHandler {
         let params = job_params(
             tier.params().chain(overrides.iter()),
             [
-                ("TENANT_ID", &step.tenant_id),
+                ("TENANT_ID", step.tenant_id.as_str()),
                 ("TIER", &tier.tier),
-                ("EVENT_ID", &event.id),
+                ("EVENT_ID", event.id.as_str()),
             ],
         )?;
         launch(

@@ -7,7 +7,7 @@ use super::common::{tenant_id, transition, write};
 use super::jobs::{callback_event, follow_up};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::events::EventType;
-use crate::store::{json_object, Commit, JobKind};
+use crate::store::{Commit, JobKind};
 use crate::tenants::Lifecycle;
 
 /// Applies the result of a provisioning, deployment or deprovisioning job.
@@ -53,7 +53,7 @@ impl EventHandler for ResultHandler {
             event.detail.get("jobId").and_then(Value::as_str),
             current.as_ref(),
         ) {
-            if tenant.current_job_id.as_deref() != Some(job) {
+            if tenant.current_job_id.as_ref().map(|id| id.as_str()) != Some(job) {
                 return Ok(Handled::note(format!(
                     "ignored: job {job} is not the tenant's current job"
                 )));
@@ -66,9 +66,7 @@ impl EventHandler for ResultHandler {
         let Some(mut record) = current.clone() else {
             return Err(HandlerError::Permanent(format!("unknown tenant '{id}'")));
         };
-        let mut outputs = json_object(&record.job_output);
-        outputs.extend(job_output(&event.detail));
-        record.job_output = Value::Object(outputs.clone()).to_string();
+        record.job_output.extend(job_output(&event.detail));
         record.state = state;
         record.last_error = if self.success {
             None
@@ -85,7 +83,7 @@ impl EventHandler for ResultHandler {
             Lifecycle::ProvisionSucceeded => events.push(follow_up(
                 &format!("{}:deployment", event.id),
                 EventType::TenantDeployment,
-                json!({"tenantId": id, "tier": record.tier, "jobOutput": outputs}),
+                json!({"tenantId": id, "tier": record.tier, "jobOutput": record.job_output}),
             )),
             Lifecycle::ProvisionFailed | Lifecycle::DeployFailed => {
                 events.extend(callback_event(services, event, &mut record, false));

@@ -83,7 +83,7 @@ async fn flush(pool: &AnyPool, batch: Vec<Pending>) {
         Ok(mut inserted) => {
             for (event, reply) in events.iter().zip(replies) {
                 // A repeated id within the batch: the first one is the insert.
-                let _ = reply.send(Ok(inserted.remove(&event.id)));
+                let _ = reply.send(Ok(inserted.remove(event.id.as_str())));
             }
         }
         Err(StoreError::Unavailable(err)) => {

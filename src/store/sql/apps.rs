@@ -7,6 +7,7 @@ use sqlx::{FromRow, Row};
 use super::{decode_all, SqlStore, APP_COLUMNS};
 use async_trait::async_trait;
 
+use crate::function_config::{AppName, FunctionConfig};
 use crate::store::{AppRecord, AppStatus, AppStore, AppVersionRecord, StoreError};
 
 /// First key of the two-key advisory locks PostgreSQL takes per app name
@@ -27,26 +28,27 @@ impl AppStore for SqlStore {
     #[tracing::instrument(level = "debug", skip_all, fields(name = %name), err(level = "debug"))]
     async fn add_app_version(
         &self,
-        name: &str,
-        config: &str,
+        name: &AppName,
+        config: &FunctionConfig,
         code: &[u8],
         code_sha256: &str,
         now_ms: i64,
     ) -> Result<i64, StoreError> {
         self.writable()?;
+        let config_text = serde_json::to_string(config).map_err(|e| StoreError::Other(e.into()))?;
         let (begin, lock) = self.dialect.begin_app_write();
         let mut tx = self.pool.begin_with(begin).await?;
         if let Some(lock) = lock {
             sqlx::query(lock)
                 .bind(APP_LOCK_SPACE)
-                .bind(lock_key(name))
+                .bind(lock_key(name.as_str()))
                 .execute(&mut *tx)
                 .await?;
         }
         let version: i64 = sqlx::query(
             "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM app_versions WHERE name = $1",
         )
-        .bind(name)
+        .bind(name.as_str())
         .fetch_one(&mut *tx)
         .await?
         .try_get("next")?;
@@ -54,9 +56,9 @@ impl AppStore for SqlStore {
             "INSERT INTO app_versions (name, version, config, code, code_size, code_sha256, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(name)
+        .bind(name.as_str())
         .bind(version)
-        .bind(config)
+        .bind(config_text.as_str())
         .bind(code)
         .bind(i64::try_from(code.len()).unwrap_or(i64::MAX))
         .bind(code_sha256)
@@ -71,10 +73,10 @@ impl AppStore for SqlStore {
              current_version = $3, config = $4, last_error = NULL, updated_at = $5, \
              deploy_heartbeat_at = $5",
         )
-        .bind(name)
+        .bind(name.as_str())
         .bind(AppStatus::Deployed.as_str())
         .bind(version)
-        .bind(config)
+        .bind(config_text.as_str())
         .bind(now_ms)
         .bind(AppStatus::Active.as_str())
         .execute(&mut *tx)
@@ -84,9 +86,9 @@ impl AppStore for SqlStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(name = %name), err(level = "debug"))]
-    async fn get_app(&self, name: &str) -> Result<Option<AppRecord>, StoreError> {
+    async fn get_app(&self, name: &AppName) -> Result<Option<AppRecord>, StoreError> {
         let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1");
-        self.find(&sql, name).await
+        self.find(&sql, name.as_str()).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -96,12 +98,12 @@ impl AppStore for SqlStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(name = %name), err(level = "debug"))]
-    async fn app_versions(&self, name: &str) -> Result<Vec<AppVersionRecord>, StoreError> {
+    async fn app_versions(&self, name: &AppName) -> Result<Vec<AppVersionRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT version, config, code_size, code_sha256, created_at FROM app_versions \
              WHERE name = $1 ORDER BY version DESC",
         )
-        .bind(name)
+        .bind(name.as_str())
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -111,9 +113,9 @@ impl AppStore for SqlStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(name = %name, version), err(level = "debug"))]
-    async fn app_code(&self, name: &str, version: i64) -> Result<Vec<u8>, StoreError> {
+    async fn app_code(&self, name: &AppName, version: i64) -> Result<Vec<u8>, StoreError> {
         let row = sqlx::query("SELECT code FROM app_versions WHERE name = $1 AND version = $2")
-            .bind(name)
+            .bind(name.as_str())
             .bind(version)
             .fetch_one(&self.pool)
             .await?;
@@ -123,7 +125,7 @@ impl AppStore for SqlStore {
     #[tracing::instrument(level = "debug", skip_all, fields(name = %name), err(level = "debug"))]
     async fn set_app_status(
         &self,
-        name: &str,
+        name: &AppName,
         status: AppStatus,
         error: Option<&str>,
         now_ms: i64,
@@ -132,7 +134,7 @@ impl AppStore for SqlStore {
         let done = sqlx::query(
             "UPDATE apps SET status = $2, last_error = $3, updated_at = $4 WHERE name = $1",
         )
-        .bind(name)
+        .bind(name.as_str())
         .bind(status.as_str())
         .bind(error)
         .bind(now_ms)
@@ -149,7 +151,7 @@ impl AppStore for SqlStore {
     #[tracing::instrument(level = "debug", skip_all, fields(name = %name, version), err(level = "debug"))]
     async fn settle_app_deploy(
         &self,
-        name: &str,
+        name: &AppName,
         version: i64,
         status: AppStatus,
         error: Option<&str>,
@@ -160,7 +162,7 @@ impl AppStore for SqlStore {
             "UPDATE apps SET status = $3, last_error = $4, updated_at = $5 \
              WHERE name = $1 AND current_version = $2 AND status IN ($6, $7, $8)",
         )
-        .bind(name)
+        .bind(name.as_str())
         .bind(version)
         .bind(status.as_str())
         .bind(error)
@@ -201,7 +203,7 @@ impl AppStore for SqlStore {
     #[tracing::instrument(level = "debug", skip_all, fields(name = %name, version), err(level = "debug"))]
     async fn renew_app_deploy(
         &self,
-        name: &str,
+        name: &AppName,
         version: i64,
         now_ms: i64,
     ) -> Result<(), StoreError> {
@@ -210,7 +212,7 @@ impl AppStore for SqlStore {
             "UPDATE apps SET deploy_heartbeat_at = $3 \
              WHERE name = $1 AND current_version = $2 AND status = $4",
         )
-        .bind(name)
+        .bind(name.as_str())
         .bind(version)
         .bind(now_ms)
         .bind(AppStatus::Deployed.as_str())

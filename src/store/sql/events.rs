@@ -9,7 +9,7 @@ use super::{decode_all, SqlStore, EVENT_COLUMNS};
 use async_trait::async_trait;
 
 use crate::store::{
-    Claimed, EventOutcome, EventRecord, EventStatus, EventStore, NewEvent, StoreError,
+    Claimed, EventId, EventOutcome, EventRecord, EventStatus, EventStore, NewEvent, StoreError,
 };
 
 /// `($1, …, $cols), ($cols+1, …), …` for `rows` rows. sqlx's `QueryBuilder`
@@ -110,7 +110,7 @@ impl EventStore for SqlStore {
     #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
     async fn finish_event(
         &self,
-        id: &str,
+        id: &EventId,
         outcome: EventOutcome,
         now_ms: i64,
     ) -> Result<(), StoreError> {
@@ -151,9 +151,9 @@ impl EventStore for SqlStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
-    async fn get_event(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
+    async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1");
-        self.find(&sql, id).await
+        self.find(&sql, id.as_str()).await
     }
 
     /// Newest first.
@@ -186,7 +186,7 @@ impl EventStore for SqlStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
-    async fn retry_event(&self, id: &str, now_ms: i64) -> Result<EventRecord, StoreError> {
+    async fn retry_event(&self, id: &EventId, now_ms: i64) -> Result<EventRecord, StoreError> {
         self.writable()?;
         let sql = format!(
             "UPDATE events SET status = 'received', attempts = 0, next_attempt_at = $2, lease_until = NULL, \

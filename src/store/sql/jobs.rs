@@ -6,14 +6,16 @@ use super::events::insert_events;
 use super::{decode_all, SqlStore, JOB_COLUMNS, TENANT_COLUMNS};
 use async_trait::async_trait;
 
-use crate::store::{Commit, JobRecord, JobStore, StoreError, TenantRecord, TenantStore};
+use crate::store::{
+    Commit, JobId, JobRecord, JobStore, StoreError, TenantId, TenantRecord, TenantStore,
+};
 
 #[async_trait]
 impl TenantStore for SqlStore {
     #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
-    async fn get_tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
-        self.find(&sql, id).await
+        self.find(&sql, id.as_str()).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
@@ -126,9 +128,9 @@ impl TenantStore for SqlStore {
 #[async_trait]
 impl JobStore for SqlStore {
     #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
-    async fn get_job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+    async fn get_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
-        self.find(&sql, id).await
+        self.find(&sql, id.as_str()).await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(external_id = %external_id), err(level = "debug"))]
@@ -141,7 +143,7 @@ impl JobStore for SqlStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(tenant_id = %tenant_id), err(level = "debug"))]
-    async fn jobs_for_tenant(&self, tenant_id: &str) -> Result<Vec<JobRecord>, StoreError> {
+    async fn jobs_for_tenant(&self, tenant_id: &TenantId) -> Result<Vec<JobRecord>, StoreError> {
         let sql =
             format!("SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 ORDER BY created_at, id");
         let rows = sqlx::query(&sql)
@@ -180,11 +182,7 @@ impl JobStore for SqlStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-    async fn renew_job_leases(
-        &self,
-        ids: &[String],
-        lease_until_ms: i64,
-    ) -> Result<(), StoreError> {
+    async fn renew_job_leases(&self, ids: &[JobId], lease_until_ms: i64) -> Result<(), StoreError> {
         self.writable()?;
         if ids.is_empty() {
             return Ok(());
@@ -205,7 +203,7 @@ impl JobStore for SqlStore {
     #[tracing::instrument(level = "debug", skip_all, fields(id = %id, external_id = %external_id), err(level = "debug"))]
     async fn mark_job_running(
         &self,
-        id: &str,
+        id: &JobId,
         external_id: &str,
         attempt: i64,
         now_ms: i64,

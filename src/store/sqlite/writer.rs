@@ -66,7 +66,7 @@ fn insert(conn: &mut Connection, events: &[NewEvent]) -> Result<Vec<bool>, rusql
         )?;
         for e in events {
             let changed = statement.execute(params![
-                e.id,
+                e.id.as_str(),
                 e.event_type,
                 e.source,
                 e.payload,
