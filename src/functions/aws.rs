@@ -3,6 +3,7 @@
 //! a version published per deploy, invoked with `RequestResponse`. A
 //! function that already exists (created out of band) is adopted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,7 +11,7 @@ use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, InvocationType, Runtime};
 
-use super::{Deployment, FunctionBackend, FunctionError, FunctionInfo};
+use super::{Cause, Deployment, FunctionBackend, FunctionError, FunctionInfo};
 use crate::aws::{describe, error_code};
 use crate::function_config::{AppName, FunctionConfig};
 
@@ -65,10 +66,10 @@ impl AwsLambda {
             .wait(SETTLE)
             .await
             .map_err(|err| {
-                FunctionError::Unavailable(format!(
-                    "waiting for '{name}' to become Active: {}",
-                    describe(&err)
-                ))
+                FunctionError::unavailable_because(
+                    format!("waiting for '{name}' to become Active: {}", describe(&err)),
+                    err,
+                )
             })?;
         Ok(())
     }
@@ -108,10 +109,13 @@ impl AwsLambda {
             .wait(SETTLE)
             .await
             .map_err(|err| {
-                FunctionError::Unavailable(format!(
-                    "waiting for '{name}' to finish updating: {}",
-                    describe(&err)
-                ))
+                FunctionError::unavailable_because(
+                    format!(
+                        "waiting for '{name}' to finish updating: {}",
+                        describe(&err)
+                    ),
+                    err,
+                )
             })?;
         Ok(())
     }
@@ -120,15 +124,17 @@ impl AwsLambda {
 /// A failed Lambda call as ours (see [`lambda_error`]).
 fn sdk_error<E, R>(err: aws_sdk_lambda::error::SdkError<E, R>) -> FunctionError
 where
-    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    lambda_error(error_code(&err), describe(&err))
+    let code = error_code(&err).map(str::to_owned);
+    let message = describe(&err);
+    lambda_error(code.as_deref(), message, Some(Arc::new(err)))
 }
 
 /// An AWS Lambda error as ours: conflicts 409, missing 404, throttling and
 /// outages 503 (retry), anything else a failed deploy or invoke.
-fn lambda_error(code: Option<&str>, message: String) -> FunctionError {
+fn lambda_error(code: Option<&str>, message: String, cause: Option<Cause>) -> FunctionError {
     match code {
         Some("ResourceNotFoundException") => FunctionError::NotFound,
         Some("ResourceConflictException" | "ConflictException" | "ResourceInUseException") => {
@@ -140,9 +146,9 @@ fn lambda_error(code: Option<&str>, message: String) -> FunctionError {
             | "ThrottlingException"
             | "EC2ThrottledException"
             | "ResourceNotReadyException",
-        ) => FunctionError::Unavailable(message),
+        )
+        | None => FunctionError::Unavailable { message, cause },
         Some("RequestTooLargeException") => FunctionError::PayloadTooLarge(message),
-        None => FunctionError::Unavailable(message),
         Some(_) => FunctionError::Failed(message),
     }
 }
@@ -242,7 +248,7 @@ mod tests {
 
     #[test]
     fn aws_errors_map_to_ours() {
-        let map = |code: &str| lambda_error(Some(code), code.to_owned());
+        let map = |code: &str| lambda_error(Some(code), code.to_owned(), None);
         assert_eq!(map("ResourceNotFoundException"), FunctionError::NotFound);
         assert!(matches!(
             map("ResourceConflictException"),
@@ -250,7 +256,7 @@ mod tests {
         ));
         assert!(matches!(
             map("TooManyRequestsException"),
-            FunctionError::Unavailable(_)
+            FunctionError::Unavailable { .. }
         ));
         assert!(matches!(
             map("RequestTooLargeException"),
@@ -261,8 +267,8 @@ mod tests {
             FunctionError::Failed(_)
         ));
         assert!(matches!(
-            lambda_error(None, "timeout".into()),
-            FunctionError::Unavailable(_)
+            lambda_error(None, "timeout".into(), None),
+            FunctionError::Unavailable { .. }
         ));
     }
 }

@@ -5,6 +5,7 @@ pub mod aws;
 pub mod local;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -22,15 +23,25 @@ pub struct Deployment<'a> {
     pub config: &'a FunctionConfig,
 }
 
+/// What made a backend call fail, shared: one failure (a worker that could
+/// not start) answers every invocation waiting on it.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
 /// Why a backend call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FunctionError {
     #[error("function not found")]
     NotFound,
     #[error("{0}")]
     Conflict(String),
-    #[error("{0}")]
-    Unavailable(String),
+    /// The backend cannot serve now (throttled, unreachable, out of
+    /// resources): retrying later helps.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The function raised an error, crashed or failed to initialise (API Gateway: 502).
     #[error("function failed: {0}")]
     Failed(String),
@@ -43,6 +54,46 @@ pub enum FunctionError {
     /// Too many invocations waiting, or one waited too long (API Gateway: 429).
     #[error("function throttled: {0}")]
     Throttled(String),
+}
+
+/// Equal when they say the same; an `Unavailable`'s cause is not compared.
+impl PartialEq for FunctionError {
+    fn eq(&self, other: &Self) -> bool {
+        use FunctionError::*;
+        match (self, other) {
+            (NotFound, NotFound) => true,
+            (Conflict(a), Conflict(b))
+            | (Failed(a), Failed(b))
+            | (PayloadTooLarge(a), PayloadTooLarge(b))
+            | (Throttled(a), Throttled(b))
+            | (Unavailable { message: a, .. }, Unavailable { message: b, .. }) => a == b,
+            (Timeout(a), Timeout(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for FunctionError {}
+
+impl FunctionError {
+    /// `Unavailable` with no cause beyond `message`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// `Unavailable` because of `cause`.
+    pub fn unavailable_because(
+        message: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
 }
 
 /// What the backend knows of an app's function (AWS Lambda: its configuration).

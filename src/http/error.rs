@@ -171,7 +171,7 @@ impl From<AppError> for ApiError {
             }
             // The backend's own words go to the log (and the app's `lastError`),
             // not into a 5xx body.
-            AppError::Backend(err @ FunctionError::Unavailable(_)) => {
+            AppError::Backend(err @ FunctionError::Unavailable { .. }) => {
                 tracing::error!(request_id = %super::request_id::current(), error = %err, cause = %crate::support::error_chain(&err), "function backend unavailable");
                 Self::unavailable("the function backend is unavailable; retry later")
             }

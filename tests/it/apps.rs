@@ -467,7 +467,7 @@ impl FunctionBackend for GatedDeploys {
         self.gate
             .acquire()
             .await
-            .map_err(|e| FunctionError::Unavailable(e.to_string()))?
+            .map_err(|e| FunctionError::unavailable_because("the test's gate", e))?
             .forget();
         self.local.deploy(deployment).await
     }

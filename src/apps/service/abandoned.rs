@@ -51,7 +51,7 @@ impl AppService {
         let (status, note, serve) = match outcome {
             Ok(config) => (AppStatus::Active, None, Some(config.payload_format)),
             Err(err) => {
-                let note = format!("deploying version {version} was interrupted, and deploying it again failed: {err}");
+                let note = format!("deploying version {version} was interrupted, and deploying it again failed: {}", crate::support::with_causes(&err));
                 tracing::warn!(app = %app, version, error = %err, "could not settle an interrupted deploy: app marked ERROR");
                 (AppStatus::Error, Some(note), None)
             }

@@ -65,7 +65,7 @@ impl AppService {
             // an app being served stays served, with the failure noted.
             let transient = matches!(
                 err,
-                AppError::Backend(FunctionError::Conflict(_) | FunctionError::Unavailable(_))
+                AppError::Backend(FunctionError::Conflict(_) | FunctionError::Unavailable { .. })
             );
             let serving = self.served_format(name.as_str()).is_some();
             let status = if transient && serving {
@@ -74,7 +74,10 @@ impl AppService {
                 self.set_active(name.as_str(), None);
                 AppStatus::Error
             };
-            let note = format!("deploying version {version} failed: {err}");
+            let note = format!(
+                "deploying version {version} failed: {}",
+                crate::support::with_causes(&err)
+            );
             // Unless another replica changed the app meanwhile: its change stands.
             let settled = self
                 .store

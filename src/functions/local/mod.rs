@@ -59,9 +59,7 @@ pub struct LocalFunctions {
 impl LocalFunctions {
     /// Writes the runtime clients and starts the idle reaper.
     pub fn start(options: LocalOptions) -> Result<Arc<Self>, FunctionError> {
-        let io = |e: std::io::Error| {
-            FunctionError::Unavailable(format!("writing the runtime clients: {e}"))
-        };
+        let io = |e| FunctionError::unavailable_because("writing the runtime clients", e);
         worker::install_runtime_clients(&options.runtimes_dir).map_err(io)?;
         if options.sandbox.is_some() {
             sandbox::make_readable(&options.runtimes_dir).map_err(io)?;
@@ -121,8 +119,8 @@ impl FunctionBackend for LocalFunctions {
             let dir = deployment.code_dir.to_owned();
             tokio::task::spawn_blocking(move || sandbox::make_readable(&dir))
                 .await
-                .map_err(|e| FunctionError::Unavailable(format!("preparing the code: {e}")))?
-                .map_err(|e| FunctionError::Unavailable(format!("preparing the code: {e}")))?;
+                .map_err(|e| FunctionError::unavailable_because("preparing the code", e))?
+                .map_err(|e| FunctionError::unavailable_because("preparing the code", e))?;
         }
         let spec = WorkerSpec {
             app: deployment.app.to_string(),
@@ -148,7 +146,7 @@ impl FunctionBackend for LocalFunctions {
         let old = self
             .pools
             .write()
-            .map_err(|_| FunctionError::Unavailable("function table poisoned".into()))?
+            .map_err(|_| FunctionError::unavailable("function table poisoned"))?
             .insert(deployment.app.to_string(), pool);
         if let Some(old) = old {
             old.retire();
@@ -160,7 +158,7 @@ impl FunctionBackend for LocalFunctions {
         let old = self
             .pools
             .write()
-            .map_err(|_| FunctionError::Unavailable("function table poisoned".into()))?
+            .map_err(|_| FunctionError::unavailable("function table poisoned"))?
             .remove(app.as_str());
         match old {
             Some(pool) => {

@@ -89,7 +89,7 @@ impl Launch for Launcher {
 }
 
 fn unavailable(what: &str, e: std::io::Error) -> FunctionError {
-    FunctionError::Unavailable(format!("{what}: {e}"))
+    FunctionError::unavailable_because(what, e)
 }
 
 impl Launcher {

@@ -78,7 +78,7 @@ impl Launch for Launcher {
     fn launch(&self, pool: &Arc<Shared>) -> Result<(), FunctionError> {
         let fakes = &self.0;
         if fakes.mode == Mode::Refuse {
-            return Err(FunctionError::Unavailable("no room for a worker".into()));
+            return Err(FunctionError::unavailable("no room for a worker"));
         }
         let worker = Arc::new(FakeWorker::default());
         fakes.workers.lock().unwrap().push(worker.clone());
@@ -214,7 +214,7 @@ async fn a_worker_that_cannot_start_fails_the_invocation_it_was_for() {
     let pool = pool(&fakes, eager(4), BOUNDS);
     assert_eq!(
         pool.invoke(b"a".to_vec()).await,
-        Err(FunctionError::Unavailable("no room for a worker".into()))
+        Err(FunctionError::unavailable("no room for a worker"))
     );
     assert_eq!(pool.idle_count(), 0);
 }
