@@ -158,15 +158,7 @@ pub async fn rerun(services: &Services, job: &JobRecord) -> Result<Handled, Hand
     match start(services, job).await {
         Err(err @ HandlerError::Transient { .. }) => {
             let error = format!("could not re-run after a restart: {}", err.to_record());
-            let failed = JobFinish {
-                id: job.id.clone(),
-                status: JobStatus::Failed,
-                exit_code: None,
-                output: JsonObject::default(),
-                log_tail: None,
-                error: Some(error.clone()),
-            };
-            finish(services, job, failed, &Map::new()).await?;
+            fail(services, job, error).await?;
             Err(HandlerError::transient_because(
                 "could not re-run after a restart",
                 err,
@@ -215,18 +207,23 @@ pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, Hand
             err,
         )),
         Err(BuilderError::NotFound(msg) | BuilderError::Invalid(msg)) => {
-            let failed = JobFinish {
-                id: job.id.clone(),
-                status: JobStatus::Failed,
-                exit_code: None,
-                output: JsonObject::default(),
-                log_tail: None,
-                error: Some(msg.clone()),
-            };
-            finish(services, job, failed, &Map::new()).await?;
+            fail(services, job, msg.clone()).await?;
             Err(HandlerError::Permanent(msg))
         }
     }
+}
+
+/// Finishes a job that never ran as failed, with `error`, and reports it.
+async fn fail(services: &Services, job: &JobRecord, error: String) -> Result<(), HandlerError> {
+    let failed = JobFinish {
+        id: job.id.clone(),
+        status: JobStatus::Failed,
+        exit_code: None,
+        output: JsonObject::default(),
+        log_tail: None,
+        error: Some(error),
+    };
+    finish(services, job, failed, &Map::new()).await
 }
 
 /// The `*_SUCCESS` / `*_FAILURE` event that reports a finished job to its tenant.
