@@ -17,7 +17,8 @@ PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/orchestrator-target}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 1; }
 command -v psql >/dev/null || { echo "psql is needed: apt-get install -y postgresql-client" >&2; exit 1; }
-cargo build --release --bin orchestrator >&2
+# The same build set as bench/events.sh and bench/proxy.sh, so running them all does not rebuild.
+cargo build --release --bin orchestrator --example bench_ceiling >&2
 BIN=$CARGO_TARGET_DIR/release/orchestrator
 WORK=$(mktemp -d)
 DB=orch_bench_$$

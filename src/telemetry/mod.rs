@@ -1,8 +1,6 @@
-//! Logging setup: `RUST_LOG`-style filter (default `info`), pretty or JSON lines.
-//!
-//! Pretty lines go through [`text`]'s formatter when they are not coloured
-//! (a file, a pipe, a container's log), and through `tracing-subscriber`'s
-//! compact formatter on a terminal: the same layout either way.
+//! Logging setup: `RUST_LOG`-style filter (default `info`), pretty or JSON lines,
+//! both `tracing-subscriber`'s own formats (pretty is its `compact` layout,
+//! coloured on a terminal).
 //!
 //! Lines go to an in-memory buffer that a background thread writes to stdout
 //! every [`FLUSH_EVERY`] (sooner when it fills up). A request path that logs
@@ -20,8 +18,6 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
-
-mod text;
 
 /// Longest a line waits in the buffer.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -140,11 +136,7 @@ pub fn init(format: LogFormat) -> Option<LogGuard> {
         .with_writer(Buffered(shared.clone()));
     let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Pretty if ansi => builder.compact().try_init(),
-        LogFormat::Pretty => builder
-            .fmt_fields(text::TextFields)
-            .event_format(text::TextLine)
-            .try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
     };
     installed.ok()?;
     let flusher = std::thread::Builder::new()
