@@ -50,6 +50,7 @@ use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{JobId, Store};
 use crate::support::{cpus, now_ms};
+use crate::telemetry::metrics::{FunctionMetrics, Metrics};
 use crate::tenants::webhook::WebhookClient;
 use crate::tiers::config::ConfigTiers;
 use crate::tiers::dynamodb::DynamoDbTiers;
@@ -144,6 +145,7 @@ impl OrchestratorBuilder {
     pub async fn build(self) -> anyhow::Result<Orchestrator> {
         let config = self.config;
         config.validate()?;
+        let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = match self.store {
             Some(store) => store,
             None => open_store(&config, config.migrate_on_start).await?,
@@ -201,7 +203,7 @@ impl OrchestratorBuilder {
                     Some(_) => "sandbox",
                     None => "none",
                 });
-                LocalFunctions::start(local_options(&config, sandbox))?
+                LocalFunctions::start(local_options(&config, sandbox, metrics.functions()))?
             }
         };
         let apps = Arc::new(
@@ -228,6 +230,7 @@ impl OrchestratorBuilder {
         );
         let inbox = Inbox::new(store.clone());
         let services = Services {
+            metrics: metrics.clone(),
             store,
             tiers,
             builder,
@@ -287,9 +290,14 @@ pub struct Orchestrator {
 /// takes it where this machine allows and warns once where it does not;
 /// `sandbox` refuses to start without it.
 /// The local runtime's options, from `[functions]`.
-fn local_options(config: &Config, sandbox: Option<Arc<sandbox::Sandbox>>) -> LocalOptions {
+fn local_options(
+    config: &Config,
+    sandbox: Option<Arc<sandbox::Sandbox>>,
+    metrics: Arc<FunctionMetrics>,
+) -> LocalOptions {
     let functions = &config.functions;
     LocalOptions {
+        metrics,
         sandbox,
         max_queue: functions.max_queue,
         max_queue_wait: Duration::from_millis(functions.max_queue_wait_ms),
@@ -351,10 +359,15 @@ impl Orchestrator {
             inbox: self.services.inbox.clone(),
             builder: self.services.builder.clone(),
             isolation: self.isolation,
+            metrics: self.services.metrics.clone(),
         };
-        let proxy = role
-            .serves_proxy()
-            .then(|| http::proxy::ProxyState::new(self.apps.clone(), &self.config.base_domain));
+        let proxy = role.serves_proxy().then(|| {
+            http::proxy::ProxyState::new(
+                self.apps.clone(),
+                &self.config.base_domain,
+                self.services.metrics.clone(),
+            )
+        });
         http::router(
             state,
             http::auth::AuthPolicy::new(&self.config.auth),

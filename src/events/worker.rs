@@ -11,6 +11,7 @@ use tracing::Instrument;
 use super::envelope::detail_of;
 use super::{EventType, HandlerError, HandlerSet, InboxEvent, Services};
 use crate::store::{EventOutcome, EventRecord};
+use crate::telemetry::metrics::EventOutcome as Processed;
 
 /// How failing events are retried.
 #[derive(Debug, Clone)]
@@ -120,7 +121,10 @@ impl Dispatcher {
             // Keep trying to record the outcome; if we cannot, the lease expires and the event runs again.
             for _ in 0..5 {
                 match self.services.store.finish_event(&record.id, outcome.clone(), crate::support::now_ms()).await {
-                    Ok(()) => return,
+                    Ok(()) => {
+                        self.services.metrics.event_processed(&record.event_type, processed(&outcome));
+                        return;
+                    }
                     Err(err) => {
                         tracing::warn!(error = %err, "recording the event outcome failed");
                         tokio::time::sleep(delay).await;
@@ -190,6 +194,16 @@ impl Dispatcher {
                 error: err.to_record(),
             },
         }
+    }
+}
+
+/// How `orchestrator_events_processed_total` names an outcome.
+fn processed(outcome: &EventOutcome) -> Processed {
+    match outcome {
+        EventOutcome::Succeeded { .. } => Processed::Succeeded,
+        EventOutcome::Failed { .. } => Processed::Failed,
+        EventOutcome::Retry { .. } => Processed::Retried,
+        EventOutcome::Dead { .. } => Processed::Dead,
     }
 }
 

@@ -178,6 +178,9 @@ async fn ingest(
         received_at_ms: crate::support::now_ms(),
     };
     let submitted = state.inbox.submit(event).await?;
+    if !submitted.duplicate {
+        state.metrics.event_received(event_type.as_str());
+    }
     Ok(Json(Accepted {
         success: true,
         event_id: submitted.event_id.into_string(),

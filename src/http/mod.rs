@@ -42,6 +42,7 @@ pub struct AppState {
     pub builder: Arc<dyn crate::builder::BuilderService>,
     /// How local functions are confined (`sandbox`, `none`), if they run here.
     pub isolation: Option<&'static str>,
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
 
 #[derive(OpenApi)]
@@ -99,6 +100,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(apps::sync))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
+        .routes(routes!(ops::metrics))
 }
 
 /// The OpenAPI document of every route.
@@ -144,6 +146,29 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     )
 }
 
+/// Counts an answered request by its route template (`unmatched` for a
+/// path no route has), method and status.
+async fn count_request(
+    axum::extract::State(metrics): axum::extract::State<Arc<crate::telemetry::metrics::Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    metrics.http_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
 /// The API router with its state, auth and limits applied, ready to serve or
 /// to mount in another axum application. Requests for `<app>.<base_domain>`
 /// go to the proxy before anything else.
@@ -167,6 +192,7 @@ pub fn router(
         Router::new()
             .route("/health", get(ops::health))
             .route("/ready", get(ops::ready))
+            .route("/metrics", get(ops::metrics))
     };
     let router = routes
         .fallback(not_found)
@@ -177,6 +203,10 @@ pub fn router(
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            count_request,
+        ))
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state);
     match proxy {

@@ -1,6 +1,10 @@
-//! Liveness and readiness.
+//! Liveness, readiness and metrics.
+
+use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -50,4 +54,57 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiErr
             ))
         }
     }
+}
+
+/// Prometheus metrics, in the Prometheus text format (0.0.4), or OpenMetrics
+/// when the scraper's `Accept` names `application/openmetrics-text`. Needs an
+/// API token when tokens are configured (Prometheus sends it as a bearer
+/// token). Inbox, app and running-job gauges are read from the store.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "The metrics", content_type = "text/plain", body = String),
+        (status = 401, body = ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let gauges = match state.store.census().await {
+        Ok(census) => Some(crate::telemetry::metrics::StoreGauges {
+            events: census
+                .events
+                .iter()
+                .map(|(s, n)| (s.as_str(), *n))
+                .collect(),
+            oldest_waiting: census.oldest_waiting_at_ms.map(|at| {
+                Duration::from_millis(
+                    u64::try_from(crate::support::now_ms() - at).unwrap_or_default(),
+                )
+            }),
+            apps: census.apps.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
+            running_jobs: census.running_jobs,
+            pool_size: census.pool_size,
+            pool_idle: census.pool_idle,
+        }),
+        Err(err) => {
+            tracing::warn!(error = %err, "metrics: could not read the store's counts");
+            None
+        }
+    };
+    state.metrics.set_store_gauges(gauges);
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        crate::telemetry::metrics::OPENMETRICS_TEXT
+    } else {
+        crate::telemetry::metrics::PROMETHEUS_TEXT
+    };
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        state.metrics.encode(openmetrics),
+    )
+        .into_response()
 }

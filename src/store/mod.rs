@@ -161,6 +161,22 @@ pub trait Store: EventStore + TenantStore + JobStore + AppStore + 'static {
     /// outcome in between) and, for SQLite, that the files it has open are
     /// still the ones at their paths and writable.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Counts of the shared state, for metrics: events by status, the
+    /// oldest event waiting or being processed, apps by status, running
+    /// jobs by backend, and this process's connections.
+    async fn census(&self) -> Result<Census, StoreError>;
+}
+
+/// What [`Store::census`] counts.
+#[derive(Debug, Default, Clone)]
+pub struct Census {
+    pub events: Vec<(EventStatus, i64)>,
+    /// When the oldest event still `received` or `processing` came in (ms since the epoch).
+    pub oldest_waiting_at_ms: Option<i64>,
+    pub apps: Vec<(AppStatus, i64)>,
+    pub running_jobs: Vec<(String, i64)>,
+    pub pool_size: u32,
+    pub pool_idle: u32,
 }
 
 /// The event inbox.

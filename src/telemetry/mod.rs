@@ -19,6 +19,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+pub mod metrics;
+
 /// Longest a line waits in the buffer.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// Buffered bytes that make the writer flush at once.

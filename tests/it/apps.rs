@@ -488,6 +488,7 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
     let runtimes = tempfile::tempdir().unwrap();
     let backend = std::sync::Arc::new(GatedDeploys {
         local: LocalFunctions::start(LocalOptions {
+            metrics: Default::default(),
             runtimes_dir: runtimes.path().join("runtimes"),
             scaling: Scaling {
                 max_workers: 2,

@@ -71,6 +71,7 @@ fn backend(
     sandbox: Option<std::sync::Arc<orchestrator::functions::local::sandbox::Sandbox>>,
 ) -> std::sync::Arc<LocalFunctions> {
     LocalFunctions::start(LocalOptions {
+        metrics: Default::default(),
         runtimes_dir: dir.join("runtimes"),
         scaling,
         idle_timeout: idle,

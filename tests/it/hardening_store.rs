@@ -666,6 +666,9 @@ impl Store for Counting {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+    async fn census(&self) -> Result<orchestrator::store::Census, StoreError> {
+        self.inner.census().await
+    }
 }
 
 #[async_trait::async_trait]

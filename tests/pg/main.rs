@@ -28,6 +28,8 @@ mod inbox;
 mod library;
 #[path = "../it/lifecycle.rs"]
 mod lifecycle;
+#[path = "../it/metrics.rs"]
+mod metrics;
 #[path = "../it/pg.rs"]
 mod pg;
 #[path = "../it/recovery.rs"]

@@ -127,7 +127,7 @@ impl EventHandler for BuildStateHandler {
             log_tail: field("log-tail").and_then(Value::as_str).map(str::to_owned),
             error: error.clone(),
         };
-        finish(services, &job, done, &output).await?;
+        finish(services, &job, done, &output, true).await?;
         Ok(Handled::note(format!(
             "job {} {}",
             job.id,

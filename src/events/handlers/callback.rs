@@ -39,18 +39,27 @@ impl EventHandler for CallbackHandler {
             )));
         };
         let body = payload(id.as_str(), success, &tenant.job_output);
-        match webhook.deliver(secret, context, body).await {
-            Ok(status) => Ok(Handled::note(format!(
-                "delivered to {} (HTTP {status})",
-                webhook.url()
-            ))),
+        let delivered = webhook.deliver(secret, context, body).await;
+        let metrics = &services.metrics;
+        match delivered {
+            Ok(status) => {
+                metrics.webhook_delivery("delivered");
+                Ok(Handled::note(format!(
+                    "delivered to {} (HTTP {status})",
+                    webhook.url()
+                )))
+            }
             Err(err @ DeliveryError::Refused { .. }) => {
+                metrics.webhook_delivery("refused");
                 Err(HandlerError::Permanent(err.to_string()))
             }
-            Err(err @ DeliveryError::Transient(_)) => Err(HandlerError::transient_because(
-                format!("delivering to {}", webhook.url()),
-                err,
-            )),
+            Err(err @ DeliveryError::Transient(_)) => {
+                metrics.webhook_delivery("failed");
+                Err(HandlerError::transient_because(
+                    format!("delivering to {}", webhook.url()),
+                    err,
+                ))
+            }
         }
     }
 }

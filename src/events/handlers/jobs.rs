@@ -67,12 +67,16 @@ pub async fn begin(
     }
 }
 
-/// Finishes `job` and raises its `*_SUCCESS` / `*_FAILURE` event, in one commit.
+/// Finishes `job` and raises its `*_SUCCESS` / `*_FAILURE` event, in one
+/// commit. `ran`: the job ran (its backend reported its end), so its
+/// duration counts, from its start (or its creation, when its end was
+/// reported before its start was recorded).
 pub async fn finish(
     services: &Services,
     job: &JobRecord,
     finish: JobFinish,
     output: &Map<String, Value>,
+    ran: bool,
 ) -> Result<(), HandlerError> {
     let success = finish.status == JobStatus::Succeeded;
     let event = result_event(job, success, output, finish.error.as_deref());
@@ -81,7 +85,17 @@ pub async fn finish(
         events: vec![event],
         ..Commit::default()
     };
-    Ok(services.commit(commit).await?)
+    services.commit(commit).await?;
+    let ran = ran.then(|| {
+        let started = job.started_at_ms.unwrap_or(job.created_at_ms);
+        std::time::Duration::from_millis(
+            u64::try_from(crate::support::now_ms() - started).unwrap_or_default(),
+        )
+    });
+    services
+        .metrics
+        .job_finished(&job.backend, job.kind.as_str(), success, ran);
+    Ok(())
 }
 
 /// When a crash interrupted this very event after its job was recorded, the
@@ -223,7 +237,7 @@ async fn fail(services: &Services, job: &JobRecord, error: String) -> Result<(),
         log_tail: None,
         error: Some(error),
     };
-    finish(services, job, failed, &Map::new()).await
+    finish(services, job, failed, &Map::new(), false).await
 }
 
 /// The `*_SUCCESS` / `*_FAILURE` event that reports a finished job to its tenant.

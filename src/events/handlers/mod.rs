@@ -150,6 +150,8 @@ pub struct Services {
     pub webhook: Option<WebhookClient>,
     /// How long a started job's lease lasts before it needs renewing.
     pub job_lease: std::time::Duration,
+    /// Where events, jobs and deliveries are counted.
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
 
 impl Services {

@@ -28,6 +28,7 @@ pub use self::queue::Scaling;
 use self::worker::{Launcher, WorkerSpec};
 use super::{Deployment, FunctionBackend, FunctionError};
 use crate::function_config::AppName;
+use crate::telemetry::metrics::FunctionMetrics;
 
 /// Settings of the local runtime.
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct LocalOptions {
     pub max_queue: usize,
     /// Longest an invocation waits for a worker.
     pub max_queue_wait: Duration,
+    /// Where invocations, cold starts and workers are counted.
+    pub metrics: Arc<FunctionMetrics>,
 }
 
 /// Runs functions on this machine.
@@ -122,6 +125,7 @@ impl FunctionBackend for LocalFunctions {
                 .map_err(|e| FunctionError::unavailable_because("preparing the code", e))?
                 .map_err(|e| FunctionError::unavailable_because("preparing the code", e))?;
         }
+        let metrics = self.options.metrics.app(deployment.app.as_str());
         let spec = WorkerSpec {
             app: deployment.app.to_string(),
             version: deployment.version,
@@ -133,6 +137,7 @@ impl FunctionBackend for LocalFunctions {
             region: self.options.region.clone(),
             batch_scheduling: self.options.batch_scheduling,
             sandbox: self.options.sandbox.clone(),
+            metrics: metrics.clone(),
         };
         let pool = Arc::new(Pool::new(
             deployment.app.to_string(),
@@ -142,6 +147,7 @@ impl FunctionBackend for LocalFunctions {
                 max_wait: self.options.max_queue_wait,
             },
             Box::new(Launcher::new(spec)),
+            metrics,
         ));
         let old = self
             .pools

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::invocation::Invocation;
 use super::queue::{Arrival, Bounds, Grow, Member, Next, Queue, Scaling};
 use crate::functions::FunctionError;
+use crate::telemetry::metrics::{AppFunctionMetrics, InvocationOutcome};
 
 /// How a pool gets workers (`worker.rs` starts processes; tests start fakes).
 pub trait Launch: Send + Sync + 'static {
@@ -37,6 +38,7 @@ pub struct Pool {
 /// What the pool and its workers' Runtime API endpoints share.
 pub struct Shared {
     app: String,
+    metrics: AppFunctionMetrics,
     /// The queue's bounds (as it applies them), for answering outside its lock.
     bounds: Bounds,
     queue: Mutex<Queue>,
@@ -58,6 +60,7 @@ impl Shared {
             Arrival::Handed => {}
             Arrival::Queued(grow) => self.grow(grow),
             Arrival::Refused(invocation) => {
+                self.metrics.invoked(InvocationOutcome::Throttled, None);
                 let why = format!("{} invocations are waiting already", self.bounds.max_queue);
                 invocation.fail(&self.app, FunctionError::Throttled(why));
             }
@@ -158,6 +161,7 @@ impl Shared {
     pub fn worker_exited(self: &Arc<Self>, worker: &(impl Member + ?Sized), why: &str) {
         let (failed, grow) = self.queue().exited(worker, Instant::now());
         if let Some(invocation) = failed {
+            self.metrics.invoked(InvocationOutcome::Crash, None);
             invocation.fail(&self.app, FunctionError::Failed(why.to_owned()));
         }
         self.grow(grow);
@@ -166,11 +170,18 @@ impl Shared {
 
 impl Pool {
     /// An app's pool, with no worker yet; `launcher` starts them.
-    pub fn new(app: String, scaling: Scaling, bounds: Bounds, launcher: Box<dyn Launch>) -> Self {
+    pub fn new(
+        app: String,
+        scaling: Scaling,
+        bounds: Bounds,
+        launcher: Box<dyn Launch>,
+        metrics: AppFunctionMetrics,
+    ) -> Self {
         let queue = Queue::new(scaling, bounds);
         Self {
             shared: Arc::new(Shared {
                 app,
+                metrics,
                 bounds: queue.bounds(),
                 queue: Mutex::new(queue),
                 launcher,
@@ -228,15 +239,23 @@ impl Pool {
             reply,
             queued_at: Instant::now(),
         });
-        let gone = |_| Err(FunctionError::Failed("the runtime exited".into()));
+        let gone = |_| {
+            self.shared.metrics.invoked(InvocationOutcome::Crash, None);
+            Err(FunctionError::Failed("the runtime exited".into()))
+        };
         let max_wait = self.shared.bounds.max_wait;
         let result = match tokio::time::timeout(max_wait, &mut answer).await {
             Ok(result) => result.unwrap_or_else(gone),
             Err(_) => match queued.withdraw() {
-                Some(_) => Err(FunctionError::Throttled(format!(
-                    "no worker took it within {} ms",
-                    max_wait.as_millis()
-                ))),
+                Some(_) => {
+                    self.shared
+                        .metrics
+                        .invoked(InvocationOutcome::Throttled, None);
+                    Err(FunctionError::Throttled(format!(
+                        "no worker took it within {} ms",
+                        max_wait.as_millis()
+                    )))
+                }
                 None => answer.await.unwrap_or_else(gone),
             },
         };

@@ -18,6 +18,7 @@ use super::invocation::{log_failure, Invocation, Reply};
 use super::pool::Shared;
 use super::protocol::{Answer, Call, TooLarge};
 use crate::functions::FunctionError;
+use crate::telemetry::metrics::{AppFunctionMetrics, InvocationOutcome as Outcome};
 
 /// Lambda's budget for a runtime's initialisation (before its first event).
 pub const INIT_BUDGET: Duration = Duration::from_secs(10);
@@ -53,12 +54,20 @@ pub struct Api {
     pub init_error: Mutex<Option<String>>,
     /// The request id of the invocation taken last (for its output lines).
     pub current: Arc<Mutex<Option<String>>>,
+    /// When the worker was started, and how long its runtime took to ask
+    /// for its first event (its init), until its first invocation counts
+    /// the cold start.
+    spawned: Instant,
+    init: Mutex<Option<Duration>>,
+    cold: std::sync::atomic::AtomicBool,
 }
 
 /// What the API tells a runtime about its function, and how long an
 /// invocation may run: the same for every worker of a deployment.
 pub struct Function {
     pub app: String,
+    /// The app's function metrics.
+    pub metrics: AppFunctionMetrics,
     pub version: i64,
     /// Seconds an invocation may run.
     pub timeout: u32,
@@ -67,9 +76,17 @@ pub struct Function {
 }
 
 impl Function {
-    pub fn new(app: &str, version: i64, timeout: u32, memory_size: u32, region: &str) -> Function {
+    pub fn new(
+        app: &str,
+        version: i64,
+        timeout: u32,
+        memory_size: u32,
+        region: &str,
+        metrics: AppFunctionMetrics,
+    ) -> Function {
         Function {
             app: app.to_owned(),
+            metrics,
             version,
             timeout,
             memory_size,
@@ -97,8 +114,16 @@ impl Api {
             deadline,
             init_error: Mutex::default(),
             current,
+            spawned: Instant::now(),
+            init: Mutex::default(),
+            cold: std::sync::atomic::AtomicBool::new(true),
         };
         (api, armed)
+    }
+
+    /// The function this worker runs.
+    pub fn function(&self) -> &Function {
+        &self.function
     }
 
     fn running(&self) -> MutexGuard<'_, Option<Running>> {
@@ -122,7 +147,7 @@ impl Api {
                     return Answer::unknown_request_id();
                 };
                 let error = describe_error(error_type, &body.unwrap_or_default());
-                self.complete(running, Err(FunctionError::Failed(error)));
+                self.complete(running, Err(FunctionError::Failed(error)), Outcome::Error);
                 Answer::accepted()
             }
             Call::InitError => {
@@ -137,6 +162,11 @@ impl Api {
 
     /// The next event, with Lambda's headers; waits for one.
     async fn next(&self) -> Answer {
+        if self.cold.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(mut init) = self.init.lock() {
+                init.get_or_insert_with(|| self.spawned.elapsed());
+            }
+        }
         let invocation = self.pool.next_for(&self.worker, &self.worker.stop).await;
         let Some((event, deadline_ms, request_id)) = invocation.and_then(|i| self.start(i)) else {
             // Reaped, retired or killed: the process goes too.
@@ -182,7 +212,7 @@ impl Api {
         };
         match body {
             Ok(result) => {
-                self.complete(running, Ok(result));
+                self.complete(running, Ok(result), Outcome::Success);
                 Answer::accepted()
             }
             Err(TooLarge) => {
@@ -191,6 +221,7 @@ impl Api {
                     Err(FunctionError::PayloadTooLarge(
                         "the function's response is larger than 6 MB".into(),
                     )),
+                    Outcome::Error,
                 );
                 Answer::too_large()
             }
@@ -224,6 +255,7 @@ impl Api {
                 Err(FunctionError::Failed(
                     "the runtime asked for the next event without answering this one".into(),
                 )),
+                Outcome::Error,
             );
         }
         if self.worker.stop.is_cancelled() {
@@ -245,6 +277,13 @@ impl Api {
         }
         self.deadline.send_replace(Deadline::Invocation(deadline));
         let function = &*self.function;
+        function.metrics.started_running();
+        if self.cold.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let init = self.init.lock().ok().and_then(|mut i| i.take());
+            function
+                .metrics
+                .cold_start(init.unwrap_or_else(|| self.spawned.elapsed()));
+        }
         tracing::info!(target: "function", app = %function.app, request_id = %request_id, "START RequestId: {request_id} Version: {}", function.version);
         if let Ok(mut current) = self.current.lock() {
             *current = Some(request_id.clone());
@@ -267,11 +306,22 @@ impl Api {
         Some(running)
     }
 
-    /// Answers an invocation, with Lambda's END and REPORT lines.
-    fn complete(&self, running: Running, outcome: Result<Vec<u8>, FunctionError>) {
+    /// Answers an invocation, with Lambda's END and REPORT lines, and counts
+    /// it as `kind` (a success when it has a result).
+    fn complete(&self, running: Running, outcome: Result<Vec<u8>, FunctionError>, kind: Outcome) {
         let function = &*self.function;
         let (app, request_id) = (&function.app, &running.request_id);
-        let duration = running.started.elapsed().as_secs_f64() * 1000.0;
+        let ran = running.started.elapsed();
+        function.metrics.stopped_running();
+        function.metrics.invoked(
+            if outcome.is_ok() {
+                Outcome::Success
+            } else {
+                kind
+            },
+            Some(ran),
+        );
+        let duration = ran.as_secs_f64() * 1000.0;
         tracing::info!(target: "function", app = %app, request_id = %request_id, "END RequestId: {request_id}");
         tracing::info!(
             target: "function", app = %app, request_id = %request_id,
@@ -289,7 +339,11 @@ impl Api {
     pub fn fail_in_flight(&self, why: &str) {
         let running = self.running().take();
         if let Some(running) = running {
-            self.complete(running, Err(FunctionError::Failed(why.to_owned())));
+            self.complete(
+                running,
+                Err(FunctionError::Failed(why.to_owned())),
+                Outcome::Crash,
+            );
         }
     }
 
@@ -317,7 +371,11 @@ impl Api {
                     let seconds = self.function.timeout;
                     self.worker
                         .stop_because(format!("the function timed out after {seconds} s"));
-                    self.complete(running, Err(FunctionError::Timeout(seconds)));
+                    self.complete(
+                        running,
+                        Err(FunctionError::Timeout(seconds)),
+                        Outcome::Timeout,
+                    );
                 }
             }
         }

@@ -22,6 +22,7 @@ use super::sandbox::{self, Cell, Sandbox};
 use super::tcp::Port;
 use crate::function_config::{FunctionConfig, RuntimeKind};
 use crate::functions::FunctionError;
+use crate::telemetry::metrics::AppFunctionMetrics;
 
 const NODE_BOOTSTRAP: &str = "node-bootstrap.mjs";
 const PYTHON_BOOTSTRAP: &str = "python-bootstrap.py";
@@ -53,6 +54,7 @@ pub struct WorkerSpec {
     pub batch_scheduling: bool,
     /// Confines each worker (`None`: a plain child process).
     pub sandbox: Option<Arc<Sandbox>>,
+    pub metrics: AppFunctionMetrics,
 }
 
 /// Starts a deployment's workers for its pool.
@@ -70,6 +72,7 @@ impl Launcher {
             config.timeout,
             config.memory_size,
             &spec.region,
+            spec.metrics.clone(),
         );
         Launcher {
             function: Arc::new(function),
@@ -135,6 +138,7 @@ impl Launcher {
         // The child holds its ends now; ours closing lets the server see the child go.
         drop(theirs);
         worker.started(group);
+        spec.metrics.worker_started();
         forward_output(&mut child, &spec.app, &current);
         watch_exit(child, api, cell, spec);
         Ok(())
@@ -392,6 +396,7 @@ fn watch_exit(mut child: Child, api: Arc<Api>, cell: Option<Cell>, spec: &Worker
                 Err(e) => format!("the runtime could not be waited for: {e}"),
             });
         tracing::info!(app = %app, reason = %why, "function worker stopped");
+        api.function().metrics.worker_stopped();
         api.fail_in_flight(&why);
         api.pool.worker_exited(&*worker, &why);
         // Whatever the runtime left behind goes with it; then its user id is free.

@@ -18,7 +18,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, FromRow};
 
 pub use self::dialect::Dialect;
-use super::{NewEvent, Store, StoreError, WriteProbe};
+use super::{AppStatus, Census, EventStatus, NewEvent, Store, StoreError, WriteProbe};
 
 pub(crate) const EVENT_COLUMNS: &str =
     "id, event_type, source, payload, status, attempts, last_error, note, \
@@ -185,8 +185,55 @@ impl SqlStore {
     }
 }
 
+/// `(status, count)` rows of a `GROUP BY status` whose statuses parse.
+fn by_status<T: std::str::FromStr>(rows: &[AnyRow]) -> Result<Vec<(T, i64)>, StoreError> {
+    use sqlx::Row as _;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let status: String = row.try_get(0)?;
+        if let Ok(status) = status.parse() {
+            out.push((status, row.try_get(1)?));
+        }
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl Store for SqlStore {
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn census(&self) -> Result<Census, StoreError> {
+        use sqlx::Row as _;
+        let events = sqlx::query("SELECT status, COUNT(*) FROM events GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let oldest: Option<i64> = sqlx::query(
+            "SELECT MIN(received_at) FROM events WHERE status IN ('received', 'processing')",
+        )
+        .fetch_one(&self.pool)
+        .await?
+        .try_get(0)?;
+        let apps = sqlx::query("SELECT status, COUNT(*) FROM apps GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        let jobs = sqlx::query(
+            "SELECT backend, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY backend",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let running_jobs = jobs
+            .iter()
+            .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Census {
+            events: by_status::<EventStatus>(&events)?,
+            oldest_waiting_at_ms: oldest,
+            apps: by_status::<AppStatus>(&apps)?,
+            running_jobs,
+            pool_size: self.pool.size(),
+            pool_idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.writable()?;
         sqlx::query("SELECT 1").execute(&self.pool).await?;

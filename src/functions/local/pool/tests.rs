@@ -7,6 +7,7 @@ use tokio::sync::Semaphore;
 
 use super::*;
 use crate::functions::local::queue::Marks;
+use crate::telemetry::metrics::FunctionMetrics;
 
 /// How the fake launcher's workers behave.
 #[derive(Clone, Copy, PartialEq)]
@@ -107,7 +108,13 @@ const BOUNDS: Bounds = Bounds {
 
 fn pool(fakes: &Arc<Fakes>, scaling: Scaling, bounds: Bounds) -> Pool {
     let launcher = Box::new(Launcher(fakes.clone()));
-    Pool::new("app".into(), scaling, bounds, launcher)
+    Pool::new(
+        "app".into(),
+        scaling,
+        bounds,
+        launcher,
+        FunctionMetrics::default().app("app"),
+    )
 }
 
 fn eager(max_workers: usize) -> Scaling {
