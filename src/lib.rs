@@ -192,11 +192,14 @@ impl OrchestratorBuilder {
         let functions: Arc<dyn FunctionBackend> = match (self.functions, &config.functions.backend)
         {
             (Some(functions), _) => functions,
-            (None, FunctionsBackend::Aws(aws)) => Arc::new(AwsLambda::new(
-                sdk().await,
-                aws.role_arn.clone(),
-                aws.architecture.map(Architecture::as_str),
-            )),
+            (None, FunctionsBackend::Aws(aws)) => Arc::new(
+                AwsLambda::new(
+                    sdk().await,
+                    aws.role_arn.clone(),
+                    aws.architecture.map(Architecture::as_str),
+                )
+                .with_metrics(metrics.functions()),
+            ),
             (None, FunctionsBackend::Local) => {
                 let sandbox = choose_sandbox(&config)?;
                 isolation = Some(match sandbox {
@@ -353,6 +356,10 @@ impl Orchestrator {
 
     /// The routes a process of `role` serves.
     pub fn router_for(&self, role: Role) -> axum::Router {
+        let observe = http::Observe {
+            metrics: self.services.metrics.clone(),
+            access_log: self.config.access_log,
+        };
         let state = http::AppState {
             store: self.services.store.clone(),
             apps: self.apps.clone(),
@@ -365,11 +372,12 @@ impl Orchestrator {
             http::proxy::ProxyState::new(
                 self.apps.clone(),
                 &self.config.base_domain,
-                self.services.metrics.clone(),
+                observe.clone(),
             )
         });
         http::router(
             state,
+            observe,
             http::auth::AuthPolicy::new(&self.config.auth),
             proxy,
             role.serves_api(),

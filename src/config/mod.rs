@@ -57,6 +57,8 @@ pub struct Config {
     pub migrate_on_start: bool,
     pub base_domain: String,
     pub log_format: LogFormat,
+    /// One log line per answered request (method, route, status, duration, request id).
+    pub access_log: bool,
     /// Threads of the async runtime; 0 picks them (see [`Config::runtime_threads`]).
     pub worker_threads: usize,
     #[serde(
@@ -91,6 +93,7 @@ impl Default for Config {
             migrate_on_start: true,
             base_domain: "localhost".into(),
             log_format: LogFormat::Pretty,
+            access_log: true,
             worker_threads: 0,
             functions: FunctionsConfig::default(),
             builder: BuilderConfig::default(),

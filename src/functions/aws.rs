@@ -14,6 +14,7 @@ use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, InvocationT
 use super::{Cause, Deployment, FunctionBackend, FunctionError, FunctionInfo};
 use crate::aws::{describe, error_code};
 use crate::function_config::{AppName, FunctionConfig};
+use crate::telemetry::metrics::{FunctionMetrics, InvocationOutcome};
 
 /// The longest a deploy waits for Lambda to settle a change.
 const SETTLE: Duration = Duration::from_secs(120);
@@ -22,6 +23,7 @@ pub struct AwsLambda {
     client: aws_sdk_lambda::Client,
     role_arn: String,
     architecture: Option<Architecture>,
+    metrics: Arc<FunctionMetrics>,
 }
 
 impl AwsLambda {
@@ -34,7 +36,15 @@ impl AwsLambda {
             client: aws_sdk_lambda::Client::new(config),
             role_arn,
             architecture: architecture.map(Architecture::from),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts invocations in `metrics` (by outcome, with their round-trip
+    /// time: Lambda reports cold starts and init durations in its own logs).
+    pub fn with_metrics(mut self, metrics: Arc<FunctionMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn environment(config: &FunctionConfig) -> Environment {
@@ -121,6 +131,19 @@ impl AwsLambda {
     }
 }
 
+/// What a function error's payload says happened: Lambda reports a timeout
+/// as `Sandbox.Timedout` ("Task timed out after …") and a runtime that died
+/// as `Runtime.ExitError`.
+fn failure_outcome(payload: &str) -> InvocationOutcome {
+    if payload.contains("Sandbox.Timedout") || payload.contains("Task timed out") {
+        InvocationOutcome::Timeout
+    } else if payload.contains("Runtime.ExitError") {
+        InvocationOutcome::Crash
+    } else {
+        InvocationOutcome::Error
+    }
+}
+
 /// A failed Lambda call as ours (see [`lambda_error`]).
 fn sdk_error<E, R>(err: aws_sdk_lambda::error::SdkError<E, R>) -> FunctionError
 where
@@ -182,7 +205,9 @@ impl FunctionBackend for AwsLambda {
     }
 
     async fn invoke(&self, app: &AppName, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
-        let answer = self
+        let started = std::time::Instant::now();
+        let metrics = self.metrics.app(app.as_str());
+        let answer = match self
             .client
             .invoke()
             .function_name(app.as_str())
@@ -190,18 +215,27 @@ impl FunctionBackend for AwsLambda {
             .payload(Blob::new(event))
             .send()
             .await
-            .map_err(sdk_error)?;
+        {
+            Ok(answer) => answer,
+            Err(err) => {
+                // Lambda refusing for want of concurrency: what its Throttles metric counts.
+                if error_code(&err) == Some("TooManyRequestsException") {
+                    metrics.invoked(InvocationOutcome::Throttled, None);
+                }
+                return Err(sdk_error(err));
+            }
+        };
         let payload = answer
             .payload()
             .map(|p| p.as_ref().to_vec())
             .unwrap_or_default();
         if let Some(kind) = answer.function_error() {
+            let text = String::from_utf8_lossy(&payload);
+            metrics.invoked(failure_outcome(&text), Some(started.elapsed()));
             // Handled / Unhandled: API Gateway answers 502 either way.
-            return Err(FunctionError::Failed(format!(
-                "{kind}: {}",
-                String::from_utf8_lossy(&payload)
-            )));
+            return Err(FunctionError::Failed(format!("{kind}: {text}")));
         }
+        metrics.invoked(InvocationOutcome::Success, Some(started.elapsed()));
         Ok(payload)
     }
 
@@ -270,5 +304,15 @@ mod tests {
             lambda_error(None, "timeout".into(), None),
             FunctionError::Unavailable { .. }
         ));
+    }
+
+    #[test]
+    fn function_errors_are_told_apart_as_lambda_reports_them() {
+        let timed_out = r#"{"errorType":"Sandbox.Timedout","errorMessage":"Task timed out after 3.00 seconds"}"#;
+        assert_eq!(failure_outcome(timed_out), InvocationOutcome::Timeout);
+        let exited = r#"{"errorType":"Runtime.ExitError","errorMessage":"RequestId: x Error: Runtime exited with error: exit status 1"}"#;
+        assert_eq!(failure_outcome(exited), InvocationOutcome::Crash);
+        let thrown = r#"{"errorType":"Error","errorMessage":"boom"}"#;
+        assert_eq!(failure_outcome(thrown), InvocationOutcome::Error);
     }
 }

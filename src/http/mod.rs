@@ -146,10 +146,44 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     )
 }
 
-/// Counts an answered request by its route template (`unmatched` for a
-/// path no route has), method and status.
+/// What is recorded of every answered request.
+#[derive(Clone)]
+pub struct Observe {
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
+    /// One log line per request (`access_log`).
+    pub access_log: bool,
+}
+
+impl Observe {
+    /// Counts an answered request and, with `access_log`, logs it.
+    pub fn answered(
+        &self,
+        route: &str,
+        method: &Method,
+        status: StatusCode,
+        took: std::time::Duration,
+        request_id: &str,
+    ) {
+        self.metrics
+            .http_request(route, method, status.as_u16(), took);
+        if self.access_log {
+            tracing::info!(
+                target: "access",
+                method = %method,
+                route,
+                status = status.as_u16(),
+                duration_ms = took.as_secs_f64() * 1000.0,
+                request_id,
+                "request"
+            );
+        }
+    }
+}
+
+/// Counts (and logs) an answered request by its route template
+/// (`unmatched` for a path no route has), method and status.
 async fn count_request(
-    axum::extract::State(metrics): axum::extract::State<Arc<crate::telemetry::metrics::Metrics>>,
+    axum::extract::State(observe): axum::extract::State<Observe>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
@@ -160,11 +194,12 @@ async fn count_request(
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    metrics.http_request(
+    observe.answered(
         &route,
         &method,
-        response.status().as_u16(),
+        response.status(),
         started.elapsed(),
+        &request_id::current(),
     );
     response
 }
@@ -177,6 +212,7 @@ async fn count_request(
 /// `management`: serve the management API (else only `/health` and `/ready`).
 pub fn router(
     state: AppState,
+    observe: Observe,
     policy: AuthPolicy,
     proxy: Option<proxy::ProxyState>,
     management: bool,
@@ -203,10 +239,7 @@ pub fn router(
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            count_request,
-        ))
+        .layer(axum::middleware::from_fn_with_state(observe, count_request))
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state);
     match proxy {

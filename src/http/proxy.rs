@@ -23,7 +23,6 @@ use crate::functions::FunctionError;
 use crate::proxy::{
     event_v1, event_v2, map_result, IncomingRequest, PayloadFormat, INTERNAL_SERVER_ERROR,
 };
-use crate::telemetry::metrics::Metrics;
 
 /// Lambda's synchronous request limit.
 pub const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
@@ -34,15 +33,15 @@ pub struct ProxyState {
     pub apps: Arc<AppService>,
     /// `.<base_domain>`, lowercase.
     pub suffix: String,
-    /// Proxied requests count as route `proxy`.
-    pub metrics: Arc<Metrics>,
+    /// Proxied requests count (and are logged) as route `proxy`.
+    pub observe: super::Observe,
 }
 
 impl ProxyState {
-    pub fn new(apps: Arc<AppService>, base_domain: &str, metrics: Arc<Metrics>) -> Self {
+    pub fn new(apps: Arc<AppService>, base_domain: &str, observe: super::Observe) -> Self {
         Self {
             apps,
-            metrics,
+            observe,
             suffix: format!(".{}", base_domain.to_ascii_lowercase()),
         }
     }
@@ -109,10 +108,9 @@ pub async fn route_by_host(
             let started = std::time::Instant::now();
             let method = request.method().clone();
             let response = serve(&proxy, &app, &authority, request).await;
-            let status = response.status().as_u16();
             proxy
-                .metrics
-                .http_request("proxy", &method, status, started.elapsed());
+                .observe
+                .answered("proxy", &method, response.status(), started.elapsed(), "-");
             response
         }
         None => next.run(request).await,

@@ -356,8 +356,9 @@ impl Binary {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if let Some(at) = line.find("listening on http://") {
+                        // The address ends at a space, or at the quote of a JSON log line.
                         let url = line[at + "listening on ".len()..]
-                            .split_whitespace()
+                            .split(|c: char| c.is_whitespace() || c == '"')
                             .next()
                             .unwrap_or_default()
                             .to_owned();
