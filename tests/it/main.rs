@@ -22,6 +22,7 @@ mod metrics;
 mod moto;
 mod openapi;
 mod pg;
+mod prometheus;
 mod recovery;
 mod require;
 mod store_contract;
