@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::envelope::detail_of;
+use super::handlers::tenant_id;
 use super::{EventType, HandlerError, HandlerSet, InboxEvent, Services};
-use crate::store::{EventOutcome, EventRecord};
+use crate::store::{EventOutcome, EventRecord, JsonObject, TenantId, TimelineEntry};
 use crate::telemetry::metrics::EventOutcome as Processed;
 
 /// How failing events are retried.
@@ -108,7 +109,7 @@ impl Dispatcher {
     async fn process(&self, record: EventRecord) {
         let span = tracing::info_span!("event", id = %record.id, r#type = %record.event_type, attempt = record.attempts);
         async {
-            let outcome = self.outcome(&record).await;
+            let (outcome, tenant) = self.outcome(&record).await;
             match &outcome {
                 EventOutcome::Succeeded { note } => tracing::info!(note = note.as_deref().unwrap_or(""), "event handled"),
                 EventOutcome::Failed { error } => tracing::warn!(%error, "event failed permanently"),
@@ -123,6 +124,9 @@ impl Dispatcher {
                 match self.services.store.finish_event(&record.id, outcome.clone(), crate::support::now_ms()).await {
                     Ok(()) => {
                         self.services.metrics.event_processed(&record.event_type, processed(&outcome));
+                        if let Some(tenant) = tenant {
+                            self.on_timeline(tenant, &record, &outcome).await;
+                        }
                         return;
                     }
                     Err(err) => {
@@ -137,25 +141,64 @@ impl Dispatcher {
         .await
     }
 
-    async fn outcome(&self, record: &EventRecord) -> EventOutcome {
-        let Some(event_type) = EventType::from_name(&record.event_type) else {
-            return EventOutcome::Failed {
-                error: format!("Unsupported event type: {}", record.event_type),
-            };
+    /// Puts an event's processing attempt on its tenant's timeline (a
+    /// failure to is logged: the outcome itself is recorded).
+    async fn on_timeline(&self, tenant: TenantId, record: &EventRecord, outcome: &EventOutcome) {
+        let (status, error, note) = match outcome {
+            EventOutcome::Succeeded { note } => ("succeeded", None, note.as_deref()),
+            EventOutcome::Failed { error } => ("failed", Some(error.as_str()), None),
+            EventOutcome::Retry { error, .. } => ("retried", Some(error.as_str()), None),
+            EventOutcome::Dead { error } => ("dead", Some(error.as_str()), None),
         };
-        let Some(handler) = self.handlers.get(event_type).cloned() else {
-            return EventOutcome::Failed {
-                error: format!("no handler for {event_type}"),
-            };
+        let mut detail = JsonObject::default();
+        detail.insert("eventId".into(), record.id.as_str().into());
+        detail.insert("type".into(), record.event_type.as_str().into());
+        detail.insert("status".into(), status.into());
+        detail.insert("attempt".into(), record.attempts.into());
+        detail.insert("error".into(), error.into());
+        detail.insert("note".into(), note.into());
+        let entry = TimelineEntry {
+            tenant_id: tenant,
+            at_ms: crate::support::now_ms(),
+            kind: "event".into(),
+            detail,
+        };
+        if let Err(err) = self.services.store.append_timeline(&entry).await {
+            tracing::warn!(error = %err, "could not put the event on its tenant's timeline");
+        }
+    }
+
+    /// The outcome of one processing attempt, and the tenant the event is about (if it names one).
+    async fn outcome(&self, record: &EventRecord) -> (EventOutcome, Option<TenantId>) {
+        let Some(event_type) = EventType::from_name(&record.event_type) else {
+            let error = format!("Unsupported event type: {}", record.event_type);
+            return (EventOutcome::Failed { error }, None);
         };
         let detail = match detail_of(&record.payload) {
             Ok(detail) => detail,
             Err(e) => {
-                return EventOutcome::Failed {
-                    error: format!("stored payload is unreadable: {e}"),
-                }
+                let error = format!("stored payload is unreadable: {e}");
+                return (EventOutcome::Failed { error }, None);
             }
         };
+        let tenant = tenant_id(&detail).ok();
+        let Some(handler) = self.handlers.get(event_type).cloned() else {
+            let error = format!("no handler for {event_type}");
+            return (EventOutcome::Failed { error }, tenant);
+        };
+        (
+            self.handle(handler, record, event_type, detail).await,
+            tenant,
+        )
+    }
+
+    async fn handle(
+        &self,
+        handler: Arc<dyn super::EventHandler>,
+        record: &EventRecord,
+        event_type: EventType,
+        detail: serde_json::Map<String, serde_json::Value>,
+    ) -> EventOutcome {
         let event = InboxEvent {
             id: record.id.clone(),
             event_type,

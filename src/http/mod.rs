@@ -90,6 +90,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(events::retry_event))
         .routes(routes!(tenants::list_tenants))
         .routes(routes!(tenants::get_tenant))
+        .routes(routes!(tenants::tenant_timeline))
         .routes(routes!(tenants::get_job))
         .routes(routes!(apps::list))
         .routes(routes!(apps::get))

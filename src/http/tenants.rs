@@ -9,12 +9,20 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use super::AppState;
 use crate::store::{JobId, JobRecord, TenantId, TenantRecord};
-use crate::tenants::view::{JobView, TenantView};
+use crate::tenants::view::{JobView, TenantView, TimelineView};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListTenants {
     /// At most this many (default 100, at most 1000), most recently updated first.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TimelineQuery {
+    /// At most this many recorded steps (default 100, at most 1000), the newest kept; the jobs come in addition.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
@@ -88,4 +96,29 @@ pub async fn get_job(
         Some(job) => Ok(Json(job_view(&state, job).await)),
         None => Err(ApiError::not_found(format!("no job '{id}'"))),
     }
+}
+
+/// Why a tenant is where it is: every processing attempt of its events
+/// (webhook deliveries included), every change of its state with the event
+/// that caused it, and every job's start and end, oldest first.
+#[utoipa::path(
+    get, path = "/tenants/{id}/timeline", tag = "tenants",
+    params(("id" = String, Path, description = "Tenant id"), TimelineQuery),
+    responses((status = 200, body = TimelineView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security((), ("bearer" = []))
+)]
+pub async fn tenant_timeline(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<TenantId>,
+    ApiQuery(query): ApiQuery<TimelineQuery>,
+) -> Result<Json<TimelineView>, ApiError> {
+    let entries = state
+        .store
+        .timeline(&id, super::limit(query.limit)?)
+        .await?;
+    let jobs = state.store.jobs_for_tenant(&id).await?;
+    if entries.is_empty() && jobs.is_empty() && state.store.get_tenant(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no tenant '{id}'")));
+    }
+    Ok(Json(TimelineView::new(entries, &jobs)))
 }

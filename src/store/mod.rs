@@ -21,7 +21,7 @@ use crate::function_config::{AppName, FunctionConfig};
 pub use keys::{EventId, JobId, JsonObject, TenantId};
 pub use records::{
     AppRecord, AppStatus, AppVersionRecord, EventRecord, EventStatus, JobFinish, JobKind,
-    JobRecord, JobStatus, NewEvent, TenantRecord, TenantState,
+    JobRecord, JobStatus, NewEvent, TenantRecord, TenantState, TimelineEntry,
 };
 
 /// Errors a store reports; mapped to HTTP in `http::error` only.
@@ -145,6 +145,10 @@ pub struct Commit {
 pub struct TenantWrite {
     pub record: TenantRecord,
     pub expected_version: Option<i64>,
+    /// The state it was read in (`None`: a new tenant), and the event that
+    /// changes it: a change of state goes on the tenant's timeline.
+    pub from: Option<TenantState>,
+    pub cause: Option<EventId>,
 }
 
 /// Result of one attempt to claim due events.
@@ -221,8 +225,18 @@ pub trait TenantStore: Send + Sync {
     async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError>;
     async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError>;
     /// Applies a [`Commit`] atomically. Fails with `Conflict` when the tenant
-    /// changed since it was read or a job to finish is already finished.
+    /// changed since it was read or a job to finish is already finished. A
+    /// tenant write that changes its state adds a `transition` entry to its
+    /// timeline in the same transaction.
     async fn commit(&self, commit: Commit, now_ms: i64) -> Result<(), StoreError>;
+    /// Adds an entry to a tenant's timeline.
+    async fn append_timeline(&self, entry: &TimelineEntry) -> Result<(), StoreError>;
+    /// A tenant's timeline entries, oldest first (at most `limit`, the newest kept).
+    async fn timeline(
+        &self,
+        tenant: &TenantId,
+        limit: i64,
+    ) -> Result<Vec<TimelineEntry>, StoreError>;
 }
 
 /// Build jobs.

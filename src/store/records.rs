@@ -209,6 +209,17 @@ pub struct JobFinish {
     pub error: Option<String>,
 }
 
+/// One entry of a tenant's timeline: an event's processing attempt
+/// (`event`) or a change of state (`transition`), with what it says.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TimelineEntry {
+    pub tenant_id: TenantId,
+    #[sqlx(rename = "at")]
+    pub at_ms: i64,
+    pub kind: String,
+    pub detail: JsonObject,
+}
+
 /// An app row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AppRecord {

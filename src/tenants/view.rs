@@ -4,7 +4,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::store::{EventRecord, JobKind, JobRecord, JobStatus, TenantRecord, TenantState};
+use crate::store::{
+    EventRecord, JobKind, JobRecord, JobStatus, TenantRecord, TenantState, TimelineEntry,
+};
 use crate::support::timestamp;
 
 /// A tenant as ARC SaaS sees it, plus what the orchestrator knows.
@@ -124,6 +126,73 @@ impl TenantView {
             }),
             created_at: timestamp(tenant.created_at_ms),
             updated_at: timestamp(tenant.updated_at_ms),
+        }
+    }
+}
+
+/// A tenant's history, oldest first: the one page that says why a tenant is
+/// where it is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelineView {
+    pub items: Vec<TimelineItem>,
+}
+
+/// One step of a tenant's history. `kind` says which fields it has:
+/// `event` (a processing attempt: `eventId`, `type`, `status` (`succeeded`,
+/// `failed`, `retried`, `dead`), `attempt`, `error`, `note`; webhook
+/// deliveries are the attempts of `TENANT_CALLBACK` events), `transition`
+/// (`from`, `to`, `eventId`: the event that caused it), `jobStarted` and
+/// `jobFinished` (`jobId`, `jobKind`, `jobIdentifier`, `backend`, and when
+/// finished `status`, `exitCode`, `error`; `log` is the job's API path).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelineItem {
+    /// RFC 3339, milliseconds.
+    pub time: String,
+    pub kind: String,
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub details: Map<String, Value>,
+    #[serde(skip)]
+    at_ms: i64,
+}
+
+impl TimelineView {
+    /// The store's entries and the tenant's jobs (a start and, once it
+    /// ended, an end each), in order of time.
+    pub fn new(entries: Vec<TimelineEntry>, jobs: &[JobRecord]) -> Self {
+        let mut items: Vec<TimelineItem> = entries
+            .into_iter()
+            .map(|e| TimelineItem::at(e.at_ms, &e.kind, e.detail.0))
+            .collect();
+        for job in jobs {
+            let mut about = Map::new();
+            about.insert("jobId".into(), job.id.as_str().into());
+            about.insert("jobKind".into(), job.kind.as_str().into());
+            about.insert("jobIdentifier".into(), job.job_identifier.as_str().into());
+            about.insert("backend".into(), job.backend.as_str().into());
+            about.insert("log".into(), format!("/jobs/{}", job.id).into());
+            let started = job.started_at_ms.unwrap_or(job.created_at_ms);
+            items.push(TimelineItem::at(started, "jobStarted", about.clone()));
+            if let Some(finished) = job.finished_at_ms {
+                about.insert("status".into(), job.status.as_str().into());
+                about.insert("exitCode".into(), job.exit_code.into());
+                about.insert("error".into(), job.error.as_deref().into());
+                items.push(TimelineItem::at(finished, "jobFinished", about));
+            }
+        }
+        // Stable: entries of one millisecond keep the order they were written in.
+        items.sort_by_key(|item| item.at_ms);
+        Self { items }
+    }
+}
+
+impl TimelineItem {
+    fn at(at_ms: i64, kind: &str, details: Map<String, Value>) -> Self {
+        Self {
+            time: timestamp(at_ms),
+            kind: kind.to_owned(),
+            details,
+            at_ms,
         }
     }
 }

@@ -716,6 +716,19 @@ impl TenantStore for Counting {
     async fn commit(&self, commit: Commit, now: i64) -> Result<(), StoreError> {
         self.inner.commit(commit, now).await
     }
+    async fn append_timeline(
+        &self,
+        entry: &orchestrator::store::TimelineEntry,
+    ) -> Result<(), StoreError> {
+        self.inner.append_timeline(entry).await
+    }
+    async fn timeline(
+        &self,
+        tenant: &TenantId,
+        limit: i64,
+    ) -> Result<Vec<orchestrator::store::TimelineEntry>, StoreError> {
+        self.inner.timeline(tenant, limit).await
+    }
 }
 
 #[async_trait::async_trait]

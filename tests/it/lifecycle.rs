@@ -406,3 +406,109 @@ fn pathdiff(path: &Path, base: &Path) -> std::path::PathBuf {
     out.extend(path.components().skip(common));
     out
 }
+
+/// `(kind, …)` summaries of a timeline's items of `kind`.
+fn of_kind<'a>(timeline: &'a Value, kind: &str) -> Vec<&'a Value> {
+    timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["kind"] == kind)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_timeline_tells_why_a_tenant_is_active_or_failed() {
+    let app = TestApp::start(standard).await;
+    for (id, tenant, tier) in [("tl-1", "tl-ok", "basic"), ("tl-2", "tl-bad", "broken")] {
+        let (status, _) = app
+            .post(
+                "/events/TENANT_PROVISIONING",
+                &envelope(id, "TENANT_PROVISIONING", provisioning(tenant, tier)),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    app.wait_tenant("tl-ok", "ACTIVE").await;
+    app.wait_tenant("tl-bad", "PROVISIONFAILED").await;
+    // The result events are put on the timeline just after they change the tenant.
+    let settled = |result: &'static str| {
+        move |t: &Value| {
+            of_kind(t, "event")
+                .iter()
+                .any(|e| e["type"] == result && e["status"] == "succeeded")
+        }
+    };
+    let ok = app
+        .wait_for(
+            "/tenants/tl-ok/timeline",
+            settled("TENANT_PROVISIONING_SUCCESS"),
+        )
+        .await;
+    let bad = app
+        .wait_for(
+            "/tenants/tl-bad/timeline",
+            settled("TENANT_PROVISIONING_FAILURE"),
+        )
+        .await;
+
+    // The provisioned tenant goes through DEPLOYING (its tier has no deployment job: at once ACTIVE).
+    let ok_states = [
+        json!(null),
+        json!("PROVISIONING"),
+        json!("DEPLOYING"),
+        json!("ACTIVE"),
+    ];
+    let bad_states = [json!(null), json!("PROVISIONING"), json!("PROVISIONFAILED")];
+    for (timeline, event, states, outcome, exit) in [
+        (&ok, "tl-1", &ok_states[..], "succeeded", 0),
+        (&bad, "tl-2", &bad_states[..], "failed", 3),
+    ] {
+        let times: Vec<&str> = timeline["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["time"].as_str().unwrap())
+            .collect();
+        assert!(
+            times.windows(2).all(|w| w[0] <= w[1]),
+            "in order of time: {timeline:#}"
+        );
+        let transitions: Vec<(&Value, &Value)> = of_kind(timeline, "transition")
+            .iter()
+            .map(|t| (&t["from"], &t["to"]))
+            .collect();
+        let expected: Vec<(&Value, &Value)> = states.windows(2).map(|w| (&w[0], &w[1])).collect();
+        assert_eq!(transitions, expected, "{timeline:#}");
+        let first = of_kind(timeline, "transition")[0];
+        assert_eq!(first["eventId"], event, "caused by the provisioning event");
+        let jobs = of_kind(timeline, "jobFinished");
+        assert_eq!(jobs.len(), 1, "{timeline:#}");
+        let job = jobs[0];
+        assert_eq!(
+            (&job["status"], &job["exitCode"]),
+            (&json!(outcome), &json!(exit))
+        );
+        assert_eq!(
+            job["log"],
+            format!("/jobs/{}", job["jobId"].as_str().unwrap())
+        );
+        assert_eq!(of_kind(timeline, "jobStarted").len(), 1);
+        let last = of_kind(timeline, "transition")[1];
+        assert_eq!(
+            last["eventId"],
+            format!("{}:result", job["jobId"].as_str().unwrap()),
+            "the job's result event moved it"
+        );
+        let events: Vec<(&str, &str)> = of_kind(timeline, "event")
+            .iter()
+            .map(|e| (e["type"].as_str().unwrap(), e["status"].as_str().unwrap()))
+            .collect();
+        assert!(
+            events.contains(&("TENANT_PROVISIONING", "succeeded")),
+            "{events:?}"
+        );
+    }
+    let (status, body) = app.get("/tenants/nobody/timeline").await;
+    assert_eq!(status, 404, "{body:#}");
+}

@@ -14,7 +14,8 @@ use orchestrator::store::postgres::PgStore;
 use orchestrator::store::sqlite::SqliteStore;
 use orchestrator::store::{
     AppStatus, Commit, EventOutcome, EventStatus, EventStore, JobFinish, JobKind, JobRecord,
-    JobStatus, NewEvent, Store, StoreError, TenantRecord, TenantState, TenantWrite,
+    JobStatus, NewEvent, Store, StoreError, TenantId, TenantRecord, TenantState, TenantWrite,
+    TimelineEntry,
 };
 use tempfile::TempDir;
 
@@ -520,9 +521,11 @@ async fn concurrent_claims_never_overlap(db: Database) {
 }
 
 async fn tenant_writes_check_the_version(store: Arc<dyn Store>) {
-    let create = |expected_version| Commit {
+    let create = |expected_version: Option<i64>| Commit {
         tenant: Some(TenantWrite {
             record: tenant("t1", TenantState::Provisioning),
+            from: expected_version.map(|_| TenantState::Provisioning),
+            cause: Some("e-create".into()),
             expected_version,
         }),
         ..Commit::default()
@@ -566,6 +569,8 @@ async fn tenant_writes_check_the_version(store: Arc<dyn Store>) {
         tenant: Some(TenantWrite {
             record: active,
             expected_version: Some(0),
+            from: Some(TenantState::Provisioning),
+            cause: Some("e-done".into()),
         }),
         ..Commit::default()
     };
@@ -591,6 +596,50 @@ async fn tenant_writes_check_the_version(store: Arc<dyn Store>) {
         "recently updated first"
     );
     assert_eq!(store.list_tenants(1).await.unwrap().len(), 1);
+
+    // Each change of state is on the timeline, with its cause, in the same
+    // transaction (the conflicting commits above left nothing there).
+    let steps = |entries: Vec<TimelineEntry>| {
+        entries
+            .into_iter()
+            .map(|e| (e.at_ms, e.kind, e.detail.to_text()))
+            .collect::<Vec<_>>()
+    };
+    let t1 = TenantId::from("t1");
+    assert_eq!(
+        steps(store.timeline(&t1, 100).await.unwrap()),
+        [
+            (
+                1_000,
+                "transition".to_owned(),
+                r#"{"from":null,"to":"PROVISIONING","eventId":"e-create"}"#.to_owned()
+            ),
+            (
+                3_000,
+                "transition".to_owned(),
+                r#"{"from":"PROVISIONING","to":"ACTIVE","eventId":"e-done"}"#.to_owned()
+            ),
+        ]
+    );
+    store
+        .append_timeline(&TimelineEntry {
+            tenant_id: t1.clone(),
+            at_ms: 5_000,
+            kind: "event".into(),
+            detail: r#"{"eventId":"e-9","status":"retried"}"#.into(),
+        })
+        .await
+        .unwrap();
+    let newest = steps(store.timeline(&t1, 2).await.unwrap());
+    assert_eq!(
+        newest
+            .iter()
+            .map(|(at, kind, _)| (*at, kind.as_str()))
+            .collect::<Vec<_>>(),
+        [(3_000, "transition"), (5_000, "event")],
+        "the newest kept, oldest first"
+    );
+    assert!(store.timeline(&"t2".into(), 10).await.unwrap().len() == 1);
 }
 
 async fn jobs_are_started_and_finished_once(store: Arc<dyn Store>) {
@@ -598,6 +647,8 @@ async fn jobs_are_started_and_finished_once(store: Arc<dyn Store>) {
         tenant: Some(TenantWrite {
             record: tenant("t", TenantState::Provisioning),
             expected_version: None,
+            from: None,
+            cause: None,
         }),
         new_jobs: vec![job("j1", "t", "local"), job("j0", "t", "local")],
         events: vec![event("follow-1", 1_000)],

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::{Handled, HandlerError, Services};
-use crate::store::{JsonObject, TenantId, TenantRecord, TenantState, TenantWrite};
+use crate::store::{EventId, JsonObject, TenantId, TenantRecord, TenantState, TenantWrite};
 use crate::tenants::{next, Lifecycle, Transition};
 use crate::tiers::TierDetails;
 
@@ -222,10 +222,12 @@ pub fn transition(
     }
 }
 
-/// A write of `record` guarded by the version it was read at.
-pub fn write(record: TenantRecord, read: Option<&TenantRecord>) -> TenantWrite {
+/// A write of `record` guarded by the version it was read at, by event `cause`.
+pub fn write(record: TenantRecord, read: Option<&TenantRecord>, cause: &EventId) -> TenantWrite {
     TenantWrite {
         expected_version: read.map(|t| t.version),
+        from: read.map(|t| t.state),
+        cause: Some(cause.clone()),
         record,
     }
 }

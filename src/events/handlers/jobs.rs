@@ -20,6 +20,8 @@ use crate::tenants::Lifecycle;
 /// the event moves it to.
 pub struct Step {
     pub tenant_id: TenantId,
+    /// The event taking this step.
+    pub cause: EventId,
     pub current: Option<TenantRecord>,
     pub state: TenantState,
 }
@@ -34,7 +36,7 @@ impl Step {
 
     /// A write of `record` guarded by the version it was read at.
     pub fn write(&self, record: TenantRecord) -> TenantWrite {
-        write(record, self.current.as_ref())
+        write(record, self.current.as_ref(), &self.cause)
     }
 }
 
@@ -60,6 +62,7 @@ pub async fn begin(
     match transition(current.as_ref(), lifecycle) {
         Ok(state) => Ok(Begin::Proceed(Box::new(Step {
             tenant_id,
+            cause: event.id.clone(),
             current,
             state,
         }))),

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 pub use build_state::BuildStateHandler;
 pub use callback::CallbackHandler;
-pub use common::check_override_names;
+pub use common::{check_override_names, tenant_id};
 pub use deployment::DeploymentHandler;
 pub(crate) use jobs::rerun;
 pub use provisioning::{DeprovisioningHandler, ProvisioningHandler};

@@ -95,7 +95,7 @@ impl EventHandler for ResultHandler {
         }
         let new_state = record.state;
         let commit = Commit {
-            tenant: Some(write(record, current.as_ref())),
+            tenant: Some(write(record, current.as_ref(), &event.id)),
             events,
             ..Commit::default()
         };

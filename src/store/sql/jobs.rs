@@ -6,12 +6,74 @@ use super::events::insert_events;
 use super::{decode_all, SqlStore, JOB_COLUMNS, TENANT_COLUMNS};
 use async_trait::async_trait;
 
+use serde_json::Value;
+
 use crate::store::{
-    Commit, JobId, JobRecord, JobStore, StoreError, TenantId, TenantRecord, TenantStore,
+    Commit, JobId, JobRecord, JobStore, JsonObject, StoreError, TenantId, TenantRecord,
+    TenantStore, TenantWrite, TimelineEntry,
 };
+
+/// The timeline entry of a tenant write that changes its state.
+fn transition_entry(write: &TenantWrite, now_ms: i64) -> TimelineEntry {
+    let mut detail = JsonObject::default();
+    detail.insert(
+        "from".into(),
+        write.from.map_or(Value::Null, |s| Value::from(s.as_str())),
+    );
+    detail.insert("to".into(), Value::from(write.record.state.as_str()));
+    detail.insert(
+        "eventId".into(),
+        write
+            .cause
+            .as_ref()
+            .map_or(Value::Null, |id| Value::from(id.as_str())),
+    );
+    TimelineEntry {
+        tenant_id: write.record.id.clone(),
+        at_ms: now_ms,
+        kind: "transition".into(),
+        detail,
+    }
+}
+
+fn insert_timeline(
+    entry: &TimelineEntry,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query("INSERT INTO tenant_timeline (tenant_id, at, kind, detail) VALUES ($1, $2, $3, $4)")
+        .bind(&entry.tenant_id)
+        .bind(entry.at_ms)
+        .bind(entry.kind.as_str())
+        .bind(&entry.detail)
+}
 
 #[async_trait]
 impl TenantStore for SqlStore {
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn append_timeline(&self, entry: &TimelineEntry) -> Result<(), StoreError> {
+        self.writable()?;
+        insert_timeline(entry).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant), err(level = "debug"))]
+    async fn timeline(
+        &self,
+        tenant: &TenantId,
+        limit: i64,
+    ) -> Result<Vec<TimelineEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, at, kind, detail FROM tenant_timeline WHERE tenant_id = $1 \
+             ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(tenant)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut entries: Vec<TimelineEntry> = decode_all(&rows)?;
+        entries.reverse();
+        Ok(entries)
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(id = %id), err(level = "debug"))]
     async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
@@ -66,6 +128,10 @@ impl TenantStore for SqlStore {
                     "tenant {} changed concurrently",
                     t.id
                 )));
+            }
+            if write.from != Some(t.state) {
+                let transition = transition_entry(write, now_ms);
+                insert_timeline(&transition).execute(&mut *tx).await?;
             }
         }
         for job in &commit.new_jobs {
