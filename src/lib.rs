@@ -354,20 +354,25 @@ impl Orchestrator {
         self.router_for(Role::All)
     }
 
-    /// The routes a process of `role` serves.
-    pub fn router_for(&self, role: Role) -> axum::Router {
-        let observe = http::Observe {
-            metrics: self.services.metrics.clone(),
-            access_log: self.config.access_log,
-        };
-        let state = http::AppState {
+    /// What the HTTP handlers work with.
+    fn app_state(&self) -> http::AppState {
+        http::AppState {
             store: self.services.store.clone(),
             apps: self.apps.clone(),
             inbox: self.services.inbox.clone(),
             builder: self.services.builder.clone(),
             isolation: self.isolation,
             metrics: self.services.metrics.clone(),
+        }
+    }
+
+    /// The routes a process of `role` serves.
+    pub fn router_for(&self, role: Role) -> axum::Router {
+        let observe = http::Observe {
+            metrics: self.services.metrics.clone(),
+            access_log: self.config.access_log,
         };
+        let state = self.app_state();
         let proxy = role.serves_proxy().then(|| {
             http::proxy::ProxyState::new(
                 self.apps.clone(),
@@ -549,6 +554,10 @@ impl Orchestrator {
             let every = Duration::from_millis(self.config.functions.sync_interval_ms);
             tokio::spawn(apps.follow_store(every, token.clone()))
         });
+        let metrics = match &self.config.metrics.listen {
+            Some(listen) => Some(self.serve_metrics(listen, token.clone()).await?),
+            None => None,
+        };
         let router = self.router_for(role);
         tracing::info!(role = ?role, "listening on http://{addr}");
         let cancel = token.clone();
@@ -576,9 +585,34 @@ impl Orchestrator {
         if let Some(workers) = workers {
             let _ = workers.await;
         }
-        for task in [sync, reconcile].into_iter().flatten() {
+        for task in [sync, reconcile, metrics].into_iter().flatten() {
             let _ = task.await;
         }
         Ok(())
+    }
+
+    /// Serves `GET /metrics` alone on `listen` (`metrics.listen`), without a
+    /// token, until `stop`.
+    async fn serve_metrics(
+        &self,
+        listen: &str,
+        stop: CancellationToken,
+    ) -> anyhow::Result<JoinHandle<()>> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding metrics.listen {listen}"))?;
+        let addr = listener
+            .local_addr()
+            .context("reading the metrics address")?;
+        let router = http::metrics_router(self.app_state());
+        tracing::info!("metrics on http://{addr}/metrics");
+        Ok(tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(err) = served {
+                tracing::warn!(error = %err, "the metrics address stopped serving");
+            }
+        }))
     }
 }

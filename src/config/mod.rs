@@ -21,7 +21,7 @@ pub use backends::{
 };
 pub use sections::{
     AuthConfig, BuilderConfig, CallbacksConfig, FunctionsConfig, InboxConfig, Isolation,
-    ServerConfig, TierDetailsConfig,
+    MetricsConfig, ServerConfig, TierDetailsConfig,
 };
 
 /// A value that must never be printed (its `Debug` is `***`). It is
@@ -82,6 +82,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub inbox: InboxConfig,
     pub server: ServerConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -103,6 +104,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             inbox: InboxConfig::default(),
             server: ServerConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -197,6 +197,15 @@ impl Default for InboxConfig {
     }
 }
 
+/// `[metrics]`: where `GET /metrics` is served besides the main address.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `HOST:PORT` of an address serving only `GET /metrics`, without a token
+    /// (for a scraper on a private network); none by default.
+    pub listen: Option<String>,
+}
+
 /// `[server]`: how the HTTP server treats its connections.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]

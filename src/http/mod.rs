@@ -147,6 +147,14 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     )
 }
 
+/// The router of `metrics.listen`: `GET /metrics` alone, without a token.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
 /// What is recorded of every answered request.
 #[derive(Clone)]
 pub struct Observe {

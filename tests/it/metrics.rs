@@ -412,3 +412,50 @@ async fn every_request_gets_one_access_line_unless_turned_off() {
     .await;
     assert!(!output.contains(r#""route":"#), "{output}");
 }
+
+/// `metrics.listen`: `/metrics` alone on an address of its own, without the token the main address asks for.
+#[tokio::test]
+async fn metrics_listen_serves_them_alone_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let service = Binary::start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[
+            ("ORCHESTRATOR_API_TOKENS", "s3cret"),
+            ("ORCHESTRATOR_METRICS__LISTEN", "127.0.0.1:0"),
+        ],
+    )
+    .unwrap();
+    let metrics_url = eventually(|| async {
+        let output = service.output.lock().unwrap().clone();
+        let at = output.find("metrics on http://")? + "metrics on ".len();
+        Some(output[at..].split_whitespace().next()?.to_owned())
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let main = client
+        .get(format!("{}/metrics", service.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(main.status(), 401, "the main address wants the token");
+    let scraped = client.get(&metrics_url).send().await.unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped
+        .text()
+        .await
+        .unwrap()
+        .contains("orchestrator_build_info"));
+    let other = client
+        .get(metrics_url.replace("/metrics", "/apps"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404, "nothing else is served there");
+}
