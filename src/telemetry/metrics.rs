@@ -18,7 +18,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// Content types of the two text formats served.
 pub const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -97,6 +97,18 @@ struct PoolLabel {
 }
 
 type Seconds = Family<RouteLabel, Histogram>;
+
+/// Registers `metric` as `name` (prefixed `orchestrator_`; counters also get
+/// `_total`) and gives it back for recording.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// A family of histograms with the buckets `make` gives.
+fn histograms<S: Clone + std::hash::Hash + Eq>(make: fn() -> Histogram) -> Family<S, Histogram> {
+    Family::new_with_constructor(make)
+}
 
 fn seconds_histogram() -> Histogram {
     // 0.5 ms to ~65 s.
@@ -205,81 +217,86 @@ impl Metrics {
             })
             .set(1);
         registry.register("build_info", "The running build", build);
-        let http_requests = Family::default();
-        registry.register(
+        let r = &mut registry;
+        let http_requests = registered(
+            r,
             "http_requests",
             "HTTP requests answered, by route template, method and status",
-            http_requests.clone(),
+            Family::default(),
         );
-        let http_duration = Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
-        registry.register(
+        let http_duration = registered(
+            r,
             "http_request_duration_seconds",
             "Time to answer an HTTP request, by route template",
-            http_duration.clone(),
+            histograms(seconds_histogram),
         );
-        let events_received = Family::default();
-        registry.register(
+        let events_received = registered(
+            r,
             "events_received",
             "Events accepted into the inbox, by type",
-            events_received.clone(),
+            Family::default(),
         );
-        let events_processed = Family::default();
-        registry.register(
+        let events_processed = registered(
+            r,
             "events_processed",
             "Processing attempts of inbox events, by type and outcome",
-            events_processed.clone(),
+            Family::default(),
         );
-        let inbox_events = Family::default();
-        registry.register(
+        let inbox_events = registered(
+            r,
             "inbox_events",
             "Inbox events by status (from the store)",
-            inbox_events.clone(),
+            Family::default(),
         );
-        let inbox_oldest_age = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+        let inbox_oldest_age = registered(
+            r,
             "inbox_oldest_age_seconds",
             "Age of the oldest event waiting or being processed (from the store)",
-            inbox_oldest_age.clone(),
+            Gauge::<f64, AtomicU64>::default(),
         );
-        let jobs = Family::default();
-        registry.register(
+        let jobs = registered(
+            r,
             "jobs",
             "Finished build jobs, by backend, kind and outcome",
-            jobs.clone(),
+            Family::default(),
         );
-        let jobs_running = Family::default();
-        registry.register(
+        let jobs_running = registered(
+            r,
             "jobs_running",
             "Running build jobs, by backend (from the store)",
-            jobs_running.clone(),
+            Family::default(),
         );
-        let job_duration = Family::new_with_constructor(long_histogram as fn() -> Histogram);
-        registry.register(
+        let job_duration = registered(
+            r,
             "job_duration_seconds",
             "How long finished jobs ran, by backend and kind",
-            job_duration.clone(),
+            histograms(long_histogram),
         );
-        let webhook_deliveries = Family::default();
-        registry.register(
+        let webhook_deliveries = registered(
+            r,
             "webhook_deliveries",
             "ARC SaaS webhook delivery attempts, by outcome",
-            webhook_deliveries.clone(),
+            Family::default(),
         );
-        let apps = Family::default();
-        registry.register("apps", "Apps by status (from the store)", apps.clone());
-        let store_pool = Family::default();
-        registry.register(
+        let apps = registered(
+            r,
+            "apps",
+            "Apps by status (from the store)",
+            Family::default(),
+        );
+        let store_pool = registered(
+            r,
             "store_pool_connections",
             "This process's store connections, open and idle",
-            store_pool.clone(),
+            Family::default(),
         );
-        let scrape_failures = Counter::default();
-        registry.register(
+        let scrape_failures = registered(
+            r,
             "metrics_store_read_failures",
             "Scrapes whose store-backed gauges could not be read (they kept their last values)",
-            scrape_failures.clone(),
+            Counter::default(),
         );
-        let functions = Arc::new(FunctionMetrics::register(&mut registry));
+        let functions = Arc::new(FunctionMetrics::register(r));
         Self {
             registry,
             http_requests,
@@ -456,50 +473,44 @@ impl Default for FunctionMetrics {
 }
 
 impl FunctionMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let invocations = Family::default();
-        registry.register(
-            "function_invocations",
-            "Function invocations, by app and outcome",
-            invocations.clone(),
-        );
-        let duration = Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
-        registry.register(
-            "function_duration_seconds",
-            "How long invocations ran in the function, by app",
-            duration.clone(),
-        );
-        let cold_starts = Family::default();
-        registry.register(
-            "function_cold_starts",
-            "Invocations that started a new worker (cold starts), by app",
-            cold_starts.clone(),
-        );
-        let init_duration = Family::new_with_constructor(seconds_histogram as fn() -> Histogram);
-        registry.register(
-            "function_init_duration_seconds",
-            "How long new workers took to initialise, by app",
-            init_duration.clone(),
-        );
-        let concurrent = Family::default();
-        registry.register(
-            "function_concurrent_executions",
-            "Invocations running now, by app",
-            concurrent.clone(),
-        );
-        let workers = Family::default();
-        registry.register(
-            "function_workers",
-            "Workers (warm runtimes) running now, by app",
-            workers.clone(),
-        );
+    fn register(r: &mut Registry) -> Self {
         Self {
-            invocations,
-            duration,
-            cold_starts,
-            init_duration,
-            concurrent,
-            workers,
+            invocations: registered(
+                r,
+                "function_invocations",
+                "Function invocations, by app and outcome",
+                Family::default(),
+            ),
+            duration: registered(
+                r,
+                "function_duration_seconds",
+                "How long invocations ran in the function, by app",
+                histograms(seconds_histogram),
+            ),
+            cold_starts: registered(
+                r,
+                "function_cold_starts",
+                "Invocations that started a new worker (cold starts), by app",
+                Family::default(),
+            ),
+            init_duration: registered(
+                r,
+                "function_init_duration_seconds",
+                "How long new workers took to initialise, by app",
+                histograms(seconds_histogram),
+            ),
+            concurrent: registered(
+                r,
+                "function_concurrent_executions",
+                "Invocations running now, by app",
+                Family::default(),
+            ),
+            workers: registered(
+                r,
+                "function_workers",
+                "Workers (warm runtimes) running now, by app",
+                Family::default(),
+            ),
         }
     }
 

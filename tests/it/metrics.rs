@@ -305,14 +305,25 @@ async fn metrics_need_a_token_when_tokens_are_configured() {
         .contains("orchestrator_build_info"));
 }
 
+/// The real binary serving on a port of its own, with `env`, its data in a temp dir kept with it.
+fn serve(env: &[(&str, &str)]) -> (tempfile::TempDir, Binary) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let binary = Binary::start(&args, env).unwrap();
+    (dir, binary)
+}
+
 /// The access log: one JSON line per request (message `request`) with `log_format = json`, none with `access_log = false`.
 #[tokio::test]
 async fn every_request_gets_one_access_line_unless_turned_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let data = data.to_str().unwrap();
-    let args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", data];
-    let on = Binary::start(&args, &[("ORCHESTRATOR_LOG_FORMAT", "json")]).unwrap();
+    let (_on_dir, on) = serve(&[("ORCHESTRATOR_LOG_FORMAT", "json")]);
     let client = reqwest::Client::new();
     let ack = client
         .post(format!("{}/events/TENANT_PROVISIONING", on.url))
@@ -362,22 +373,10 @@ async fn every_request_gets_one_access_line_unless_turned_off() {
     );
     drop(on);
 
-    let off_dir = tempfile::tempdir().unwrap();
-    let off_data = off_dir.path().join("data");
-    let off = Binary::start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            off_data.to_str().unwrap(),
-        ],
-        &[
-            ("ORCHESTRATOR_LOG_FORMAT", "json"),
-            ("ORCHESTRATOR_ACCESS_LOG", "false"),
-        ],
-    )
-    .unwrap();
+    let (_off_dir, off) = serve(&[
+        ("ORCHESTRATOR_LOG_FORMAT", "json"),
+        ("ORCHESTRATOR_ACCESS_LOG", "false"),
+    ]);
     for _ in 0..3 {
         let health = client
             .get(format!("{}/health", off.url))
@@ -416,22 +415,10 @@ async fn every_request_gets_one_access_line_unless_turned_off() {
 /// `metrics.listen`: `/metrics` alone on an address of its own, without the token the main address asks for.
 #[tokio::test]
 async fn metrics_listen_serves_them_alone_without_a_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let service = Binary::start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[
-            ("ORCHESTRATOR_API_TOKENS", "s3cret"),
-            ("ORCHESTRATOR_METRICS__LISTEN", "127.0.0.1:0"),
-        ],
-    )
-    .unwrap();
+    let (_dir, service) = serve(&[
+        ("ORCHESTRATOR_API_TOKENS", "s3cret"),
+        ("ORCHESTRATOR_METRICS__LISTEN", "127.0.0.1:0"),
+    ]);
     let metrics_url = eventually(|| async {
         let output = service.output.lock().unwrap().clone();
         let at = output.find("metrics on http://")? + "metrics on ".len();
