@@ -48,7 +48,7 @@ use crate::functions::local::{sandbox, LocalFunctions, LocalOptions, Scaling};
 use crate::functions::FunctionBackend;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{JobId, Store};
+use crate::store::{JobId, Store, TimedStore};
 use crate::support::{cpus, now_ms};
 use crate::telemetry::metrics::{FunctionMetrics, Metrics};
 use crate::tenants::webhook::WebhookClient;
@@ -150,6 +150,7 @@ impl OrchestratorBuilder {
             Some(store) => store,
             None => open_store(&config, config.migrate_on_start).await?,
         };
+        let store: Arc<dyn Store> = Arc::new(TimedStore::new(store, metrics.store_queries()));
         let jobs_work_dir = config.data_dir.join("jobs");
         // Loaded once, by the first backend that runs on AWS.
         let sdk = tokio::sync::OnceCell::new();

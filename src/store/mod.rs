@@ -10,6 +10,9 @@ pub mod postgres;
 mod records;
 pub mod sql;
 pub mod sqlite;
+mod timed;
+
+pub use timed::TimedStore;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -92,6 +92,11 @@ struct VersionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabel {
     state: &'static str,
 }
@@ -197,6 +202,7 @@ pub struct Metrics {
     webhook_deliveries: Family<OutcomeLabel, Counter>,
     apps: Family<StatusLabel, Gauge>,
     store_pool: Family<PoolLabel, Gauge>,
+    store_queries: StoreQueries,
     scrape_failures: Counter,
     functions: Arc<FunctionMetrics>,
 }
@@ -290,6 +296,12 @@ impl Metrics {
             "This process's store connections, open and idle",
             Family::default(),
         );
+        let store_queries = StoreQueries(registered(
+            r,
+            "store_query_duration_seconds",
+            "Time of each store call (a statement or a transaction), by operation",
+            histograms(seconds_histogram),
+        ));
         let scrape_failures = registered(
             r,
             "metrics_store_read_failures",
@@ -311,6 +323,7 @@ impl Metrics {
             webhook_deliveries,
             apps,
             store_pool,
+            store_queries,
             scrape_failures,
             functions,
         }
@@ -388,6 +401,11 @@ impl Metrics {
             .inc();
     }
 
+    /// What the store's calls are timed through.
+    pub fn store_queries(&self) -> StoreQueries {
+        self.store_queries.clone()
+    }
+
     /// What the function backends record through.
     pub fn functions(&self) -> Arc<FunctionMetrics> {
         self.functions.clone()
@@ -451,6 +469,18 @@ fn method_label(method: &axum::http::Method) -> &'static str {
         axum::http::Method::HEAD => "HEAD",
         axum::http::Method::OPTIONS => "OPTIONS",
         _ => "other",
+    }
+}
+
+/// The store's call times, by operation (`get_event`, `commit`, …).
+#[derive(Debug, Clone)]
+pub struct StoreQueries(Family<OpLabel, Histogram>);
+
+impl StoreQueries {
+    pub fn observe(&self, op: &'static str, took: Duration) {
+        self.0
+            .get_or_create(&OpLabel { op })
+            .observe(took.as_secs_f64());
     }
 }
 

@@ -153,6 +153,16 @@ async fn events_jobs_and_requests_are_counted_exactly() {
         4.0,
         "the duplicate is a request too"
     );
+    // Every store call is timed: four inserts from the client (the repeated
+    // one too) and the three jobs' completions, which come through the inbox.
+    assert_eq!(
+        scrape.value(
+            "orchestrator_store_query_duration_seconds_count",
+            &[("op", "insert_event")]
+        ),
+        7.0
+    );
+    assert!(scrape.value("orchestrator_store_pool_connections", &[("state", "open")]) >= 1.0);
     // Labels are templates and fixed names, never ids.
     assert!(
         !scrape.0.contains("t-1") && !scrape.0.contains("e-1"),
