@@ -243,6 +243,10 @@ impl Api {
         let now = Instant::now();
         let timeout = Duration::from_secs(u64::from(self.function.timeout));
         let deadline = now + timeout;
+        // Counted running from the moment it is in the slot: whoever takes it
+        // out (its answer, a timeout, the exit path, or the requeue below)
+        // counts it stopped.
+        self.function.metrics.started_running();
         let abandoned = self.running().replace(Running {
             request_id: request_id.clone(),
             reply,
@@ -263,6 +267,7 @@ impl Api {
             // recorded after that would never be answered, so take it back.
             let orphan = self.running().take();
             if let Some(orphan) = orphan {
+                self.function.metrics.stopped_running();
                 self.pool.requeue(
                     &*self.worker,
                     Invocation {
@@ -277,7 +282,6 @@ impl Api {
         }
         self.deadline.send_replace(Deadline::Invocation(deadline));
         let function = &*self.function;
-        function.metrics.started_running();
         if self.cold.swap(false, std::sync::atomic::Ordering::Relaxed) {
             let init = self.init.lock().ok().and_then(|mut i| i.take());
             function
