@@ -540,6 +540,11 @@ impl Orchestrator {
             );
         }
         let token = CancellationToken::new();
+        // Bound first: a taken address stops the start before any work begins.
+        let metrics = match &self.config.metrics.listen {
+            Some(listen) => Some(self.serve_metrics(listen, token.clone()).await?),
+            None => None,
+        };
         let workers = if role.processes_events() {
             Some(self.start(token.clone()).await?)
         } else {
@@ -555,10 +560,6 @@ impl Orchestrator {
             let every = Duration::from_millis(self.config.functions.sync_interval_ms);
             tokio::spawn(apps.follow_store(every, token.clone()))
         });
-        let metrics = match &self.config.metrics.listen {
-            Some(listen) => Some(self.serve_metrics(listen, token.clone()).await?),
-            None => None,
-        };
         let router = self.router_for(role);
         tracing::info!(role = ?role, "listening on http://{addr}");
         let cancel = token.clone();

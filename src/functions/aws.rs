@@ -131,16 +131,19 @@ impl AwsLambda {
     }
 }
 
-/// What a function error's payload says happened: Lambda reports a timeout
-/// as `Sandbox.Timedout` ("Task timed out after …") and a runtime that died
-/// as `Runtime.ExitError`.
+/// What a function error's payload says happened, by its `errorType`:
+/// Lambda reports a timeout as `Sandbox.Timedout` and a runtime that died as
+/// `Runtime.ExitError`, `Runtime.OutOfMemory` and the like.
 fn failure_outcome(payload: &str) -> InvocationOutcome {
-    if payload.contains("Sandbox.Timedout") || payload.contains("Task timed out") {
-        InvocationOutcome::Timeout
-    } else if payload.contains("Runtime.ExitError") {
-        InvocationOutcome::Crash
-    } else {
-        InvocationOutcome::Error
+    let error_type = serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("errorType")?.as_str().map(str::to_owned));
+    match error_type.as_deref() {
+        Some("Sandbox.Timedout") => InvocationOutcome::Timeout,
+        Some(t) if t.starts_with("Runtime.") && t != "Runtime.HandlerNotFound" => {
+            InvocationOutcome::Crash
+        }
+        _ => InvocationOutcome::Error,
     }
 }
 
@@ -314,5 +317,14 @@ mod tests {
         assert_eq!(failure_outcome(exited), InvocationOutcome::Crash);
         let thrown = r#"{"errorType":"Error","errorMessage":"boom"}"#;
         assert_eq!(failure_outcome(thrown), InvocationOutcome::Error);
+        let wrapped =
+            r#"{"errorType":"Error","errorMessage":"upstream: Task timed out after 3.00 seconds"}"#;
+        assert_eq!(
+            failure_outcome(wrapped),
+            InvocationOutcome::Error,
+            "by type, not by words"
+        );
+        let oom = r#"{"errorType":"Runtime.OutOfMemory","errorMessage":"RequestId: x Error: Runtime exited with error: signal: killed"}"#;
+        assert_eq!(failure_outcome(oom), InvocationOutcome::Crash);
     }
 }

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::AppState;
+use crate::store::{AppStatus, EventStatus};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -56,6 +57,10 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiErr
     }
 }
 
+/// Longest a scrape waits for the store's counts; past it the store-backed
+/// gauges keep their last values (and the failure is counted).
+const CENSUS_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Prometheus metrics, in the Prometheus text format (0.0.4), or OpenMetrics
 /// when the scraper's `Accept` names `application/openmetrics-text`. Needs an
 /// API token when tokens are configured (Prometheus sends it as a bearer
@@ -69,25 +74,27 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, ApiErr
     security((), ("bearer" = []))
 )]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let gauges = match state.store.census().await {
-        Ok(census) => Some(crate::telemetry::metrics::StoreGauges {
-            events: census
-                .events
-                .iter()
-                .map(|(s, n)| (s.as_str(), *n))
-                .collect(),
+    // A scrape must answer within Prometheus's timeout, whatever the store does.
+    let census = tokio::time::timeout(CENSUS_TIMEOUT, state.store.census()).await;
+    let gauges = match census {
+        Ok(Ok(census)) => Some(crate::telemetry::metrics::StoreGauges {
+            events: every_status(EventStatus::ALL, &census.events),
             oldest_waiting: census.oldest_waiting_at_ms.map(|at| {
                 Duration::from_millis(
                     u64::try_from(crate::support::now_ms() - at).unwrap_or_default(),
                 )
             }),
-            apps: census.apps.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
+            apps: every_status(AppStatus::ALL, &census.apps),
             running_jobs: census.running_jobs,
             pool_size: census.pool_size,
             pool_idle: census.pool_idle,
         }),
-        Err(err) => {
+        Ok(Err(err)) => {
             tracing::warn!(error = %err, "metrics: could not read the store's counts");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("metrics: the store's counts took longer than {CENSUS_TIMEOUT:?}");
             None
         }
     };
@@ -107,4 +114,21 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
         state.metrics.encode(openmetrics),
     )
         .into_response()
+}
+
+/// A count for every status, 0 for those the store has none of (so a status
+/// that emptied reads 0 instead of vanishing).
+fn every_status<S: Copy + PartialEq + std::fmt::Display>(
+    all: &[S],
+    counts: &[(S, i64)],
+) -> Vec<(String, i64)> {
+    all.iter()
+        .map(|status| {
+            let count = counts
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, n)| *n);
+            (status.to_string(), count)
+        })
+        .collect()
 }

@@ -169,7 +169,7 @@ pub trait Store: EventStore + TenantStore + JobStore + AppStore + 'static {
     /// still the ones at their paths and writable.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Counts of the shared state, for metrics: events by status, the
-    /// oldest event waiting or being processed, apps by status, running
+    /// oldest due event not yet taken, apps by status, running
     /// jobs by backend, and this process's connections.
     async fn census(&self) -> Result<Census, StoreError>;
 }
@@ -178,7 +178,7 @@ pub trait Store: EventStore + TenantStore + JobStore + AppStore + 'static {
 #[derive(Debug, Default, Clone)]
 pub struct Census {
     pub events: Vec<(EventStatus, i64)>,
-    /// When the oldest event still `received` or `processing` came in (ms since the epoch).
+    /// Since when the oldest `received` event that is due has been due (ms since the epoch).
     pub oldest_waiting_at_ms: Option<i64>,
     pub apps: Vec<(AppStatus, i64)>,
     pub running_jobs: Vec<(String, i64)>,

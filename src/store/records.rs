@@ -18,6 +18,9 @@ macro_rules! string_enum {
         pub enum $name { $(#[serde(rename = $text)] #[schema(rename = $text)] $variant),+ }
 
         impl $name {
+            /// Every value.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
             /// The wire and database spelling.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $text),+ }

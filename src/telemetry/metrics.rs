@@ -49,7 +49,7 @@ struct TypeOutcome {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
-    status: &'static str,
+    status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -173,12 +173,12 @@ impl InvocationOutcome {
 /// What the store says of shared state when scraped.
 #[derive(Debug, Default, Clone)]
 pub struct StoreGauges {
-    /// Inbox events by status.
-    pub events: Vec<(&'static str, i64)>,
+    /// Inbox events by status, every status.
+    pub events: Vec<(String, i64)>,
     /// Age of the oldest event still waiting or being processed.
     pub oldest_waiting: Option<Duration>,
-    /// Apps by status.
-    pub apps: Vec<(&'static str, i64)>,
+    /// Apps by status, every status.
+    pub apps: Vec<(String, i64)>,
     /// Running jobs by backend.
     pub running_jobs: Vec<(String, i64)>,
     /// The connection pool: open connections and idle ones.
@@ -449,12 +449,15 @@ impl Metrics {
     }
 }
 
-/// Sets each status's gauge, zero for the statuses not listed (so a status
-/// that emptied does not keep its last count).
-fn set_all(family: &Family<StatusLabel, Gauge>, counts: &[(&'static str, i64)]) {
-    family.clear();
+/// Sets each status's gauge (the caller lists every status, zeros too: a
+/// family is never cleared, so a concurrent scrape never finds it empty).
+fn set_all(family: &Family<StatusLabel, Gauge>, counts: &[(String, i64)]) {
     for (status, count) in counts {
-        family.get_or_create(&StatusLabel { status }).set(*count);
+        family
+            .get_or_create(&StatusLabel {
+                status: status.clone(),
+            })
+            .set(*count);
     }
 }
 

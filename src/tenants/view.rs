@@ -171,8 +171,14 @@ impl TimelineView {
             about.insert("jobIdentifier".into(), job.job_identifier.as_str().into());
             about.insert("backend".into(), job.backend.as_str().into());
             about.insert("log".into(), format!("/jobs/{}", job.id).into());
-            let started = job.started_at_ms.unwrap_or(job.created_at_ms);
-            items.push(TimelineItem::at(started, "jobStarted", about.clone()));
+            // A job that never started (its backend refused it) has only its
+            // end; one that ran so fast its end was recorded before its start
+            // started when it was recorded.
+            let ran = job.started_at_ms.is_some() || job.exit_code.is_some();
+            if ran {
+                let started = job.started_at_ms.unwrap_or(job.created_at_ms);
+                items.push(TimelineItem::at(started, "jobStarted", about.clone()));
+            }
             if let Some(finished) = job.finished_at_ms {
                 about.insert("status".into(), job.status.as_str().into());
                 about.insert("exitCode".into(), job.exit_code.into());

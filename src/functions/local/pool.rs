@@ -111,6 +111,7 @@ impl Shared {
         if let Err(err) = self.launcher.launch(self) {
             let failed = self.queue().launch_failed();
             if let Some(invocation) = failed {
+                self.metrics.invoked(InvocationOutcome::Crash, None);
                 invocation.fail(&self.app, err);
             }
         }

@@ -206,9 +206,12 @@ impl Store for SqlStore {
         let events = sqlx::query("SELECT status, COUNT(*) FROM events GROUP BY status")
             .fetch_all(&self.pool)
             .await?;
+        // Lag: how long the oldest event that is due has waited for a worker
+        // (events waiting out a retry's backoff are not late).
         let oldest: Option<i64> = sqlx::query(
-            "SELECT MIN(received_at) FROM events WHERE status IN ('received', 'processing')",
+            "SELECT MIN(next_attempt_at) FROM events WHERE status = 'received' AND next_attempt_at <= $1",
         )
+        .bind(crate::support::now_ms())
         .fetch_one(&self.pool)
         .await?
         .try_get(0)?;
