@@ -6,21 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
-
-use orchestrator::apps::{AppName, FunctionConfig};
-use orchestrator::store::postgres::PgStore;
-use orchestrator::store::sqlite::SqliteStore;
-use orchestrator::store::{
-    AppRecord, AppStatus, AppStore, AppVersionRecord, Claimed, Commit, EventId, EventOutcome,
-    EventRecord, EventStatus, EventStore, JobId, JobRecord, JobStore, NewEvent, Store, StoreError,
-    TenantId, TenantRecord, TenantStore,
-};
 
 use crate::common::{
     assert_error, envelope, eventually, provisioning, status_json, Binary, TestApp,
@@ -652,195 +643,26 @@ async fn a_deploy_interrupted_by_kill_9_is_settled_on_the_next_start() {
 // 4. A proxy replica serves an app deployed through another replica on its
 //    first request; unknown hosts cost a bounded number of store lookups.
 
-/// A store that counts `get_app` calls (the proxy's lookups) and passes
-/// everything on.
-struct Counting {
-    inner: Arc<dyn Store>,
-    get_app: AtomicU64,
-    /// Listings answered (restoring at start, then each store sync).
-    list_apps: AtomicU64,
-}
-
-#[async_trait::async_trait]
-impl Store for Counting {
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.inner.ping().await
-    }
-    async fn census(&self) -> Result<orchestrator::store::Census, StoreError> {
-        self.inner.census().await
-    }
-}
-
-#[async_trait::async_trait]
-impl EventStore for Counting {
-    async fn insert_event(&self, event: NewEvent) -> Result<bool, StoreError> {
-        self.inner.insert_event(event).await
-    }
-    async fn claim_events(&self, now: i64, lease: i64, limit: i64) -> Result<Claimed, StoreError> {
-        self.inner.claim_events(now, lease, limit).await
-    }
-    async fn finish_event(
-        &self,
-        id: &EventId,
-        outcome: EventOutcome,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.inner.finish_event(id, outcome, now).await
-    }
-    async fn requeue_abandoned(&self, now: i64) -> Result<u64, StoreError> {
-        self.inner.requeue_abandoned(now).await
-    }
-    async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
-        self.inner.get_event(id).await
-    }
-    async fn list_events(
-        &self,
-        status: Option<EventStatus>,
-        limit: i64,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        self.inner.list_events(status, limit).await
-    }
-    async fn retry_event(&self, id: &EventId, now: i64) -> Result<EventRecord, StoreError> {
-        self.inner.retry_event(id, now).await
-    }
-}
-
-#[async_trait::async_trait]
-impl TenantStore for Counting {
-    async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
-        self.inner.get_tenant(id).await
-    }
-    async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError> {
-        self.inner.list_tenants(limit).await
-    }
-    async fn commit(&self, commit: Commit, now: i64) -> Result<(), StoreError> {
-        self.inner.commit(commit, now).await
-    }
-    async fn append_timeline(
-        &self,
-        entry: &orchestrator::store::TimelineEntry,
-    ) -> Result<(), StoreError> {
-        self.inner.append_timeline(entry).await
-    }
-    async fn timeline(
-        &self,
-        tenant: &TenantId,
-        limit: i64,
-    ) -> Result<Vec<orchestrator::store::TimelineEntry>, StoreError> {
-        self.inner.timeline(tenant, limit).await
-    }
-}
-
-#[async_trait::async_trait]
-impl JobStore for Counting {
-    async fn get_job(&self, id: &JobId) -> Result<Option<JobRecord>, StoreError> {
-        self.inner.get_job(id).await
-    }
-    async fn find_job_by_external_id(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
-        self.inner.find_job_by_external_id(id).await
-    }
-    async fn jobs_for_tenant(&self, tenant: &TenantId) -> Result<Vec<JobRecord>, StoreError> {
-        self.inner.jobs_for_tenant(tenant).await
-    }
-    async fn take_abandoned_jobs(
-        &self,
-        backend: &str,
-        expired_before: i64,
-        lease_until: i64,
-    ) -> Result<Vec<JobRecord>, StoreError> {
-        self.inner
-            .take_abandoned_jobs(backend, expired_before, lease_until)
-            .await
-    }
-    async fn renew_job_leases(&self, ids: &[JobId], until: i64) -> Result<(), StoreError> {
-        self.inner.renew_job_leases(ids, until).await
-    }
-    async fn mark_job_running(
-        &self,
-        id: &JobId,
-        external_id: &str,
-        attempt: i64,
-        now: i64,
-        lease_until: i64,
-    ) -> Result<(), StoreError> {
-        self.inner
-            .mark_job_running(id, external_id, attempt, now, lease_until)
-            .await
-    }
-}
-
-#[async_trait::async_trait]
-impl AppStore for Counting {
-    async fn add_app_version(
-        &self,
-        name: &AppName,
-        config: &FunctionConfig,
-        code: &[u8],
-        sha: &str,
-        now: i64,
-    ) -> Result<i64, StoreError> {
-        self.inner
-            .add_app_version(name, config, code, sha, now)
-            .await
-    }
-    async fn get_app(&self, name: &AppName) -> Result<Option<AppRecord>, StoreError> {
-        self.get_app.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_app(name).await
-    }
-    async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError> {
-        let listed = self.inner.list_apps().await;
-        self.list_apps.fetch_add(1, Ordering::SeqCst);
-        listed
-    }
-    async fn app_versions(&self, name: &AppName) -> Result<Vec<AppVersionRecord>, StoreError> {
-        self.inner.app_versions(name).await
-    }
-    async fn app_code(&self, name: &AppName, version: i64) -> Result<Vec<u8>, StoreError> {
-        self.inner.app_code(name, version).await
-    }
-    async fn settle_app_deploy(
-        &self,
-        name: &AppName,
-        version: i64,
-        status: AppStatus,
-        error: Option<&str>,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        self.inner
-            .settle_app_deploy(name, version, status, error, now)
-            .await
-    }
-    async fn take_abandoned_deploys(
-        &self,
-        expired_before: i64,
-        now: i64,
-    ) -> Result<Vec<AppRecord>, StoreError> {
-        self.inner.take_abandoned_deploys(expired_before, now).await
-    }
-    async fn renew_app_deploy(
-        &self,
-        name: &AppName,
-        version: i64,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.inner.renew_app_deploy(name, version, now).await
-    }
-    async fn set_app_status(
-        &self,
-        name: &AppName,
-        status: AppStatus,
-        error: Option<&str>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.inner.set_app_status(name, status, error, now).await
-    }
+/// How many times this service has called `op` on its store, as its own
+/// metrics count them (`orchestrator_store_query_duration_seconds{op}`).
+async fn store_calls(app: &TestApp, op: &str) -> u64 {
+    let text = reqwest::get(format!("{}/metrics", app.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("orchestrator_store_query_duration_seconds_count{{op=\"{op}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |count| count.parse::<f64>().unwrap() as u64)
 }
 
 /// Sends `count` requests to unknown hosts (one name again and again, then
 /// distinct names) and asserts they all get 404 while the store was asked
 /// only a bounded number of times.
-async fn unknown_hosts_cost_few_lookups(app: &TestApp, lookups: &AtomicU64, count: usize) {
-    let before = lookups.load(Ordering::SeqCst);
+async fn unknown_hosts_cost_few_lookups(app: &TestApp, count: usize) {
+    let before = store_calls(app, "get_app").await;
     let started = Instant::now();
     let names = (0..count)
         .map(|i| match i % 2 {
@@ -855,7 +677,7 @@ async fn unknown_hosts_cost_few_lookups(app: &TestApp, lookups: &AtomicU64, coun
             "{answers:?}"
         );
     }
-    let made = lookups.load(Ordering::SeqCst) - before;
+    let made = store_calls(app, "get_app").await - before;
     let seconds = started.elapsed().as_secs() + 1;
     // One per name and few seconds (negative cache), at most 20 a second overall.
     let bound = 20 * (seconds + 1);
@@ -872,17 +694,8 @@ async fn unknown_hosts_cannot_hammer_the_store() {
     if crate::STORE != StoreKind::Sqlite {
         return; // PostgreSQL: within the replica test below.
     }
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let url = format!("sqlite://{}", data.join("orchestrator.db").display());
-    let counting = Arc::new(Counting {
-        inner: Arc::new(SqliteStore::connect(&url).await.unwrap()),
-        get_app: AtomicU64::new(0),
-        list_apps: AtomicU64::new(0),
-    });
-    let store: Arc<dyn Store> = counting.clone();
-    let app = TestApp::start_with(move |c, _| c.data_dir = data, move |b| b.store(store)).await;
-    unknown_hosts_cost_few_lookups(&app, &counting.get_app, 400).await;
+    let app = TestApp::start(|_, _| {}).await;
+    unknown_hosts_cost_few_lookups(&app, 400).await;
 }
 
 #[tokio::test]
@@ -895,30 +708,18 @@ async fn a_proxy_replica_serves_an_app_deployed_elsewhere_on_its_first_request()
     };
     let url = db.url.clone();
     let a = TestApp::start(move |c, _| c.database_url = Some(url)).await;
-    let b_store = PgStore::connect(&db.url).await.unwrap();
-    let counting = Arc::new(Counting {
-        inner: Arc::new(b_store),
-        get_app: AtomicU64::new(0),
-        list_apps: AtomicU64::new(0),
-    });
-    let store: Arc<dyn Store> = counting.clone();
     let url = db.url.clone();
     // B checks the store once a minute: the first request comes long before.
-    let b = TestApp::start_with(
-        move |c, _| {
-            c.database_url = Some(url);
-            c.functions.sync_interval_ms = 60_000;
-        },
-        move |builder| builder.store(store),
-    )
+    let b = TestApp::start(move |c, _| {
+        c.database_url = Some(url);
+        c.functions.sync_interval_ms = 60_000;
+    })
     .await;
     // B's store sync runs once at start, then a minute later: the deploy comes
     // after that first listing (restoring at start lists too), so only the
     // first request can find the app.
-    crate::common::eventually(|| async {
-        (counting.list_apps.load(Ordering::SeqCst) >= 2).then_some(())
-    })
-    .await;
+    crate::common::eventually(|| async { (store_calls(&b, "list_apps").await >= 2).then_some(()) })
+        .await;
     let started = Instant::now();
     let (status, body) = a
         .post(
@@ -927,7 +728,7 @@ async fn a_proxy_replica_serves_an_app_deployed_elsewhere_on_its_first_request()
         )
         .await;
     assert_eq!(status, 200, "{body:#}");
-    let before = counting.get_app.load(Ordering::SeqCst);
+    let before = store_calls(&b, "get_app").await;
     assert_eq!(
         to_app(&b, "twin").await,
         (200, "success".to_owned()),
@@ -938,7 +739,7 @@ async fn a_proxy_replica_serves_an_app_deployed_elsewhere_on_its_first_request()
         "before B's next sync"
     );
     assert_eq!(
-        counting.get_app.load(Ordering::SeqCst) - before,
+        store_calls(&b, "get_app").await - before,
         1,
         "found by one lookup"
     );
@@ -946,9 +747,9 @@ async fn a_proxy_replica_serves_an_app_deployed_elsewhere_on_its_first_request()
     for _ in 0..20 {
         assert_eq!(to_app(&b, "twin").await.0, 200);
     }
-    assert_eq!(counting.get_app.load(Ordering::SeqCst) - before, 1);
+    assert_eq!(store_calls(&b, "get_app").await - before, 1);
 
-    unknown_hosts_cost_few_lookups(&b, &counting.get_app, 400).await;
+    unknown_hosts_cost_few_lookups(&b, 400).await;
 
     // Deactivation still spreads within the sync interval (with first-request
     // lookups in place): replicas::an_app_deployed_through_one_replica_is_served_by_the_other_and_deactivation_spreads.
