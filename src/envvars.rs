@@ -36,6 +36,8 @@ const DENIED: &[&str] = &[
     // Set by the service.
     "PATH",
     "HOME",
+    "TRACEPARENT",
+    "_X_AMZN_TRACE_ID",
 ];
 
 /// Prefixes that are refused (any name starting with one).
@@ -126,6 +128,8 @@ mod tests {
             "HOME",
             "JOB_OUTPUT",
             "JOB_ID",
+            "TRACEPARENT",
+            "_X_AMZN_TRACE_ID",
             "BASH_FUNC_x",
         ] {
             assert!(

@@ -45,6 +45,7 @@ use crate::events::{
 };
 use crate::functions::aws::AwsLambda;
 use crate::functions::local::{sandbox, LocalFunctions, LocalOptions, Scaling};
+use crate::functions::logs::FunctionLogs;
 use crate::functions::FunctionBackend;
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
@@ -190,6 +191,7 @@ impl OrchestratorBuilder {
             None => None,
         };
         let mut isolation = None;
+        let mut log_writer = None;
         let functions: Arc<dyn FunctionBackend> = match (self.functions, &config.functions.backend)
         {
             (Some(functions), _) => functions,
@@ -207,7 +209,13 @@ impl OrchestratorBuilder {
                     Some(_) => "sandbox",
                     None => "none",
                 });
-                LocalFunctions::start(local_options(&config, sandbox, metrics.functions()))?
+                let logs = FunctionLogs::new();
+                log_writer = Some(LogWriter::start(
+                    logs.clone(),
+                    store.clone(),
+                    config.functions.log_retention_bytes,
+                ));
+                LocalFunctions::start(local_options(&config, sandbox, metrics.functions(), logs))?
             }
         };
         let apps = Arc::new(
@@ -248,7 +256,28 @@ impl OrchestratorBuilder {
             handlers: Arc::new(self.handlers),
             apps,
             isolation,
+            log_writer,
         })
+    }
+}
+
+/// The task writing local functions' output to the store.
+struct LogWriter {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl LogWriter {
+    fn start(logs: FunctionLogs, store: Arc<dyn Store>, retention_bytes: u64) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(logs.run(store, retention_bytes, stop.clone()));
+        Self { stop, task }
+    }
+
+    /// Writes what is buffered and stops.
+    async fn finish(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
     }
 }
 
@@ -288,6 +317,8 @@ pub struct Orchestrator {
     apps: Arc<AppService>,
     /// How local functions run (`None`: not on this machine).
     isolation: Option<&'static str>,
+    /// Local functions' output on its way to the store.
+    log_writer: Option<LogWriter>,
 }
 
 /// The sandbox local workers run in, as `functions.isolation` asks: `auto`
@@ -298,10 +329,12 @@ fn local_options(
     config: &Config,
     sandbox: Option<Arc<sandbox::Sandbox>>,
     metrics: Arc<FunctionMetrics>,
+    logs: FunctionLogs,
 ) -> LocalOptions {
     let functions = &config.functions;
     LocalOptions {
         metrics,
+        logs,
         sandbox,
         max_queue: functions.max_queue,
         max_queue_wait: Duration::from_millis(functions.max_queue_wait_ms),
@@ -589,6 +622,9 @@ impl Orchestrator {
         }
         for task in [sync, reconcile, metrics].into_iter().flatten() {
             let _ = task.await;
+        }
+        if let Some(writer) = self.log_writer {
+            writer.finish().await;
         }
         Ok(())
     }

@@ -123,6 +123,9 @@ fn main() -> ExitCode {
     }
     let result = load(&cli).and_then(|mut config| {
         let _logs = orchestrator::telemetry::init(config.log_format);
+        // Before the runtime: the exporter's HTTP client and thread are its own.
+        let _traces =
+            orchestrator::telemetry::trace::init_export().context("starting the OTLP exporter")?;
         let serves_proxy = match cli.command {
             Some(Command::Serve { role, .. }) => role.serves_proxy(),
             Some(_) => false,

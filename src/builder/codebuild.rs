@@ -98,12 +98,18 @@ impl BuilderService for CodeBuildJobs {
 
     #[tracing::instrument(level = "debug", skip_all, fields(job = %request.job_id, project = %request.job_identifier, attempt = request.attempt), err(level = "debug"))]
     async fn start_job(&self, request: JobRequest) -> Result<JobHandle, BuilderError> {
+        let trace = request
+            .traceparent
+            .as_ref()
+            .map(|t| ("TRACEPARENT".to_owned(), t.clone()));
         let overrides = request
             .params
             .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .chain(trace)
             .map(|(name, value)| {
                 EnvironmentVariable::builder()
-                    .name(name)
+                    .name(name.as_str())
                     .value(value)
                     .r#type(EnvironmentVariableType::Plaintext)
                     .build()

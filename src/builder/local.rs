@@ -123,6 +123,7 @@ impl BuilderService for LocalJobs {
             )
             .env("JOB_ID", &request.job_id)
             .env("JOB_OUTPUT", &output_path)
+            .envs(request.traceparent.as_deref().map(|t| ("TRACEPARENT", t)))
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log)

@@ -27,6 +27,8 @@ pub struct JobRequest {
     pub params: BTreeMap<String, String>,
     /// 1 for the first run; re-runs after a restart count up.
     pub attempt: i64,
+    /// The job's span (W3C `traceparent`), given to it as `TRACEPARENT`.
+    pub traceparent: Option<String>,
     /// Where the backend reports the job's end.
     pub reporter: JobReporter,
 }

@@ -265,6 +265,11 @@ impl Config {
             1,
         )?;
         at_least("functions.tmp_size_mb", functions.tmp_size_mb, 1)?;
+        at_least(
+            "functions.log_retention_bytes",
+            functions.log_retention_bytes,
+            64 * 1024,
+        )?;
         at_least("functions.max_workers", functions.max_workers as u64, 1)?;
         at_least(
             "functions.idle_timeout_secs",

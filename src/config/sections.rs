@@ -54,6 +54,9 @@ pub struct FunctionsConfig {
     /// Local runtime: longest an invocation waits for a worker before it is
     /// answered `429` instead.
     pub max_queue_wait_ms: u64,
+    /// Local runtime: bytes of output kept per app (`GET /apps/{name}/logs`);
+    /// the oldest lines go first.
+    pub log_retention_bytes: u64,
 }
 
 /// How local workers are confined.
@@ -149,6 +152,7 @@ impl Default for FunctionsConfig {
             tmp_size_mb: 512,
             max_queue: 100,
             max_queue_wait_ms: 10_000,
+            log_retention_bytes: 4 * 1024 * 1024,
         }
     }
 }

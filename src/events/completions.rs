@@ -37,6 +37,8 @@ impl CompletionSink for Inbox {
             event_type: EventType::BuildStateChange.as_str().to_owned(),
             source: Some(COMPLETION_SOURCE.to_owned()),
             received_at_ms: crate::support::now_ms(),
+            // The job's result continues the job's trace (read from the job).
+            traceparent: None,
         };
         self.submit(event).await?;
         Ok(())

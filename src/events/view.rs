@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use crate::store::{EventRecord, EventStatus};
 use crate::support::timestamp;
+use crate::telemetry::trace::TraceContext;
 
 /// An event in the inbox.
 #[derive(Debug, Serialize, ToSchema)]
@@ -26,6 +27,9 @@ pub struct EventView {
     /// When a waiting retry is due.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<String>,
+    /// The trace the event continues (W3C trace id, 32 hex digits); its
+    /// handler, jobs, webhook deliveries and follow-up events are in it.
+    pub trace_id: Option<String>,
     /// The event's detail (shown for a single event, not in lists).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -77,6 +81,7 @@ impl From<EventRecord> for EventView {
             note: e.note,
             received_at: timestamp(e.received_at_ms),
             updated_at: timestamp(e.updated_at_ms),
+            trace_id: TraceContext::from_stored(e.traceparent.as_deref()).map(|t| t.trace_id()),
             detail: None,
         }
     }

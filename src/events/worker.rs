@@ -13,6 +13,7 @@ use super::handlers::tenant_id;
 use super::{EventType, HandlerError, HandlerSet, InboxEvent, Services};
 use crate::store::{EventOutcome, EventRecord, JsonObject, TenantId, TimelineEntry};
 use crate::telemetry::metrics::EventOutcome as Processed;
+use crate::telemetry::trace::{self, Span, TraceContext};
 
 /// How failing events are retried.
 #[derive(Debug, Clone)]
@@ -157,6 +158,8 @@ impl Dispatcher {
         detail.insert("attempt".into(), record.attempts.into());
         detail.insert("error".into(), error.into());
         detail.insert("note".into(), note.into());
+        let trace = TraceContext::from_stored(record.traceparent.as_deref());
+        detail.insert("traceId".into(), trace.map(|t| t.trace_id()).into());
         let entry = TimelineEntry {
             tenant_id: tenant,
             at_ms: crate::support::now_ms(),
@@ -199,16 +202,29 @@ impl Dispatcher {
         event_type: EventType,
         detail: serde_json::Map<String, serde_json::Value>,
     ) -> EventOutcome {
+        // The handler's span continues the event's trace (a new one for an
+        // event recorded without one).
+        let mut span = Span::start(
+            trace::name(|| format!("handle {event_type}")),
+            trace::Kind::Consumer,
+            TraceContext::from_stored(record.traceparent.as_deref()),
+        );
+        span.set("event.id", record.id.to_string());
+        span.set("event.attempt", record.attempts);
         let event = InboxEvent {
             id: record.id.clone(),
             event_type,
             source: record.source.clone(),
             detail,
             attempt: record.attempts,
+            trace: span.context(),
         };
         let services = self.services.clone();
         // A panicking handler must not take the dispatcher down: run it as its own task.
-        let run = tokio::spawn(async move { handler.handle(&event, &services).await });
+        let context = span.context();
+        let run = tokio::spawn(trace::within(context, async move {
+            handler.handle(&event, &services).await
+        }));
         let limit = self.lease / 2;
         let result = match tokio::time::timeout(limit, run).await {
             Ok(Ok(result)) => result,
@@ -218,6 +234,10 @@ impl Dispatcher {
                 limit.as_secs()
             ))),
         };
+        if let Err(err) = &result {
+            span.fail(err.to_record());
+        }
+        span.end();
         match result {
             Ok(handled) => EventOutcome::Succeeded { note: handled.note },
             Err(HandlerError::Permanent(error)) => EventOutcome::Failed { error },

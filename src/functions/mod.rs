@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod local;
+pub mod logs;
 
 use std::path::Path;
 use std::sync::Arc;

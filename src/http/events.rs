@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery, RawBody};
 use super::AppState;
+use crate::telemetry::trace::{self, Span};
 use crate::events::envelope::{self, EnvelopeError};
 use crate::events::view::EventView;
 use crate::events::EventType;
@@ -167,7 +168,12 @@ async fn ingest(
             event_type
         }
     };
+    let mut span = Span::child_of_current(
+        trace::name(|| format!("ingest {event_type}")),
+        trace::Kind::Internal,
+    );
     let event = NewEvent {
+        traceparent: Some(span.context().traceparent()),
         id: incoming
             .id
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), Cow::into_owned)
@@ -177,7 +183,12 @@ async fn ingest(
         payload: incoming.text.to_owned(),
         received_at_ms: crate::support::now_ms(),
     };
-    let submitted = state.inbox.submit(event).await?;
+    let submitted = state.inbox.submit(event).await;
+    if let Err(err) = &submitted {
+        span.fail(err);
+    }
+    span.end();
+    let submitted = submitted?;
     if !submitted.duplicate {
         state.metrics.event_received(event_type.as_str());
     }

@@ -15,7 +15,8 @@ mod tenants;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use tower_http::trace::TraceLayer;
@@ -27,6 +28,7 @@ use utoipa_axum::routes;
 use self::auth::AuthPolicy;
 use self::error::ApiError;
 use crate::events::Inbox;
+use crate::telemetry::trace::{self, Span, TraceContext};
 use crate::store::Store;
 
 /// Largest accepted request body (EventBridge sends at most 256 KB).
@@ -163,18 +165,52 @@ pub struct Observe {
     pub access_log: bool,
 }
 
+/// One request being answered: its server span and when it began.
+pub struct Answering {
+    span: Span,
+    started: std::time::Instant,
+    method: Method,
+}
+
+impl Answering {
+    /// The request's span, for the work done answering it.
+    pub fn context(&self) -> TraceContext {
+        self.span.context()
+    }
+}
+
 impl Observe {
-    /// Counts an answered request and, with `access_log`, logs it.
-    pub fn answered(
-        &self,
-        route: &str,
-        method: &Method,
-        status: StatusCode,
-        took: std::time::Duration,
-        request_id: &str,
-    ) {
+    /// Starts answering a request: its span continues the client's
+    /// `traceparent` (a new trace without one).
+    pub fn begin(&self, headers: &HeaderMap, method: &Method, route: &str) -> Answering {
+        let parent = headers
+            .get(trace::TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceContext::parse);
+        let name = trace::name(|| format!("{method} {route}"));
+        Answering {
+            span: Span::start(name, trace::Kind::Server, parent),
+            started: std::time::Instant::now(),
+            method: method.clone(),
+        }
+    }
+
+    /// Counts an answered request, logs it (with `access_log`), names its
+    /// trace in `traceresponse` and ends its span.
+    pub fn answered(&self, answering: Answering, route: &str, response: &mut Response) {
+        let Answering {
+            mut span,
+            started,
+            method,
+        } = answering;
+        let status = response.status();
+        let took = started.elapsed();
+        let context = span.context();
+        if let Ok(value) = HeaderValue::from_str(&context.traceparent()) {
+            response.headers_mut().insert(trace::TRACERESPONSE, value);
+        }
         self.metrics
-            .http_request(route, method, status.as_u16(), took);
+            .http_request(route, &method, status.as_u16(), took);
         if self.access_log {
             tracing::info!(
                 target: "access",
@@ -182,34 +218,39 @@ impl Observe {
                 route,
                 status = status.as_u16(),
                 duration_ms = took.as_secs_f64() * 1000.0,
-                request_id,
+                request_id = %request_id::current(),
+                trace_id = %context.trace_id(),
                 "request"
             );
         }
+        if span.recording() {
+            span.set("http.request.method", method.to_string());
+            span.set("http.route", route.to_owned());
+            span.set("http.response.status_code", i64::from(status.as_u16()));
+            if status.is_server_error() {
+                span.fail(status);
+            }
+        }
+        span.end();
     }
 }
 
 /// Counts (and logs) an answered request by its route template
-/// (`unmatched` for a path no route has), method and status.
+/// (`unmatched` for a path no route has), method and status, inside its
+/// server span.
 async fn count_request(
     axum::extract::State(observe): axum::extract::State<Observe>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
-) -> axum::response::Response {
-    let started = std::time::Instant::now();
-    let method = request.method().clone();
+) -> Response {
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    observe.answered(
-        &route,
-        &method,
-        response.status(),
-        started.elapsed(),
-        &request_id::current(),
-    );
+    let answering = observe.begin(request.headers(), request.method(), &route);
+    let context = answering.span.context();
+    let mut response = trace::within(context, next.run(request)).await;
+    observe.answered(answering, &route, &mut response);
     response
 }
 

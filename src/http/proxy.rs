@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use crate::apps::{AppName, AppService};
 use crate::functions::FunctionError;
+use crate::telemetry::trace::{self, Span, TraceContext};
 use crate::proxy::{
     event_v1, event_v2, map_result, IncomingRequest, PayloadFormat, INTERNAL_SERVER_ERROR,
 };
@@ -105,12 +106,13 @@ pub async fn route_by_host(
     };
     match app {
         Some((app, authority)) => {
-            let started = std::time::Instant::now();
-            let method = request.method().clone();
-            let response = serve(&proxy, &app, &authority, request).await;
-            proxy
+            let answering = proxy
                 .observe
-                .answered("proxy", &method, response.status(), started.elapsed(), "-");
+                .begin(request.headers(), request.method(), "proxy");
+            let context = answering.context();
+            let mut response =
+                trace::within(context, serve(&proxy, &app, &authority, request)).await;
+            proxy.observe.answered(answering, "proxy", &mut response);
             response
         }
         None => next.run(request).await,
@@ -142,11 +144,17 @@ async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> R
             r#"{"message":"Request Too Long"}"#,
         );
     };
+    // The invocation's span: the function sees it as its parent.
+    let mut span = Span::child_of_current(
+        trace::name(|| format!("invoke {app}")),
+        trace::Kind::Client,
+    );
+    span.set("faas.invoked_name", app.to_owned());
     let incoming = IncomingRequest {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         raw_query: parts.uri.query().unwrap_or_default().to_owned(),
-        headers: event_headers(&parts.headers, host),
+        headers: event_headers(&parts.headers, host, span.context()),
         body: body.to_vec(),
         source_ip: source_ip.unwrap_or_else(|| "127.0.0.1".into()),
         domain_name: host.rsplit_once(':').map_or(host, |(h, _)| h).to_owned(),
@@ -158,7 +166,12 @@ async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> R
         PayloadFormat::V1 => event_v1(&incoming),
         PayloadFormat::V2 => event_v2(&incoming),
     };
-    match proxy.apps.invoke(&name, event).await {
+    let invoked = trace::within(span.context(), proxy.apps.invoke(&name, event)).await;
+    if let Err(err) = &invoked {
+        span.fail(err);
+    }
+    span.end();
+    match invoked {
         Ok(result) => respond(format, &result),
         Err(FunctionError::Timeout(_)) => gateway(
             StatusCode::GATEWAY_TIMEOUT,
@@ -187,10 +200,16 @@ async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> R
 
 /// The request's headers for the event, with `host` set to the authority
 /// when the request carried it only in its target (HTTP/2 has no `Host`), as
-/// API Gateway always shows one.
-fn event_headers(headers: &HeaderMap, authority: &str) -> Vec<(String, String)> {
+/// API Gateway always shows one, and `traceparent` naming the invocation's
+/// span (the client's trace, continued).
+fn event_headers(
+    headers: &HeaderMap,
+    authority: &str,
+    invocation: TraceContext,
+) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = headers
         .iter()
+        .filter(|(n, _)| n.as_str() != trace::TRACEPARENT)
         .map(|(n, v)| {
             (
                 n.as_str().to_owned(),
@@ -201,6 +220,7 @@ fn event_headers(headers: &HeaderMap, authority: &str) -> Vec<(String, String)> 
     if !headers.contains_key(header::HOST) {
         out.push((header::HOST.as_str().to_owned(), authority.to_owned()));
     }
+    out.push((trace::TRACEPARENT.to_owned(), invocation.traceparent()));
     out
 }
 

@@ -23,8 +23,9 @@ use async_trait::async_trait;
 use crate::function_config::{AppName, FunctionConfig};
 pub use keys::{EventId, JobId, JsonObject, TenantId};
 pub use records::{
-    AppRecord, AppStatus, AppVersionRecord, EventRecord, EventStatus, JobFinish, JobKind,
-    JobRecord, JobStatus, NewEvent, TenantRecord, TenantState, TimelineEntry,
+    AppRecord, AppStatus, AppVersionRecord, EventRecord, EventStatus, FunctionLogLine,
+    FunctionLogRecord, JobFinish, JobKind, JobRecord, JobStatus, LogQuery, NewEvent, TenantRecord,
+    TenantState, TimelineEntry,
 };
 
 /// Errors a store reports; mapped to HTTP in `http::error` only.
@@ -162,7 +163,7 @@ pub type Claimed = Vec<EventRecord>;
 /// does not exist answers `Ok(None)`; an action on it answers
 /// [`StoreError::NotFound`].
 #[async_trait]
-pub trait Store: EventStore + TenantStore + JobStore + AppStore + 'static {
+pub trait Store: EventStore + TenantStore + JobStore + AppStore + LogStore + 'static {
     /// Checks the database answers and still takes writes (for `/ready`):
     /// a write to a heartbeat row (at most once a second, sharing the last
     /// outcome in between) and, for SQLite, that the files it has open are
@@ -274,6 +275,19 @@ pub trait JobStore: Send + Sync {
         now_ms: i64,
         lease_until_ms: i64,
     ) -> Result<(), StoreError>;
+}
+
+/// What functions wrote, per app, bounded.
+#[async_trait]
+pub trait LogStore: Send + Sync {
+    /// Keeps `lines` (in order).
+    async fn append_logs(&self, lines: &[FunctionLogLine]) -> Result<(), StoreError>;
+    /// Lines of one app matching `query`, oldest first: the newest `limit`
+    /// of them, or with `after_seq` the first `limit` after it.
+    async fn logs(&self, query: &LogQuery) -> Result<Vec<FunctionLogRecord>, StoreError>;
+    /// Deletes an app's oldest lines until the rest hold at most
+    /// `keep_bytes` of messages; how many went.
+    async fn trim_logs(&self, app: &AppName, keep_bytes: i64) -> Result<u64, StoreError>;
 }
 
 /// Apps and the versions of their code.

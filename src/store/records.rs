@@ -126,6 +126,8 @@ pub struct NewEvent {
     /// The body as received (an envelope or a bare detail), JSON text.
     pub payload: String,
     pub received_at_ms: i64,
+    /// The trace it continues (W3C `traceparent`), handed to what it causes.
+    pub traceparent: Option<String>,
 }
 
 /// An inbox row.
@@ -146,6 +148,8 @@ pub struct EventRecord {
     pub updated_at_ms: i64,
     #[sqlx(rename = "next_attempt_at")]
     pub next_attempt_at_ms: i64,
+    /// The trace it continues (W3C `traceparent`).
+    pub traceparent: Option<String>,
 }
 
 /// A tenant row.
@@ -199,6 +203,9 @@ pub struct JobRecord {
     pub started_at_ms: Option<i64>,
     #[sqlx(rename = "finished_at")]
     pub finished_at_ms: Option<i64>,
+    /// The span that started it (W3C `traceparent`); the job's own span id
+    /// is derived from its id and run ([`crate::telemetry::trace::TraceContext::derived`]).
+    pub traceparent: Option<String>,
 }
 
 /// How a job ended.
@@ -221,6 +228,45 @@ pub struct TimelineEntry {
     pub at_ms: i64,
     pub kind: String,
     pub detail: JsonObject,
+}
+
+/// A line of a function's output, to be kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionLogLine {
+    pub app: AppName,
+    pub at_ms: i64,
+    /// The invocation it belongs to (none before the first, e.g. init output).
+    pub request_id: Option<String>,
+    /// `stdout`, `stderr`, or `platform` (START, END, REPORT and failures).
+    pub stream: &'static str,
+    pub message: String,
+}
+
+/// A kept line of a function's output.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FunctionLogRecord {
+    /// Order of arrival in the store.
+    pub seq: i64,
+    #[sqlx(rename = "at")]
+    pub at_ms: i64,
+    pub request_id: Option<String>,
+    pub stream: String,
+    pub message: String,
+}
+
+/// Which kept lines of an app to read.
+#[derive(Debug, Clone)]
+pub struct LogQuery {
+    pub app: AppName,
+    /// From this time (epoch ms, inclusive).
+    pub since_ms: Option<i64>,
+    /// Before this time (epoch ms, exclusive).
+    pub until_ms: Option<i64>,
+    pub request_id: Option<String>,
+    /// Only lines that arrived after this one, oldest first (following);
+    /// without it, the newest lines.
+    pub after_seq: Option<i64>,
+    pub limit: i64,
 }
 
 /// An app row.

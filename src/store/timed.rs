@@ -9,11 +9,13 @@ use async_trait::async_trait;
 
 use super::{
     AppRecord, AppStatus, AppStore, AppVersionRecord, Census, Claimed, Commit, EventId,
-    EventOutcome, EventRecord, EventStatus, EventStore, JobId, JobRecord, JobStore, NewEvent,
-    Store, StoreError, TenantId, TenantRecord, TenantStore, TimelineEntry,
+    EventOutcome, EventRecord, EventStatus, EventStore, FunctionLogLine, FunctionLogRecord,
+    JobId, JobRecord, JobStore, LogQuery, LogStore, NewEvent, Store, StoreError, TenantId,
+    TenantRecord, TenantStore, TimelineEntry,
 };
 use crate::function_config::{AppName, FunctionConfig};
 use crate::telemetry::metrics::StoreQueries;
+use crate::telemetry::trace::{self, Span};
 
 pub struct TimedStore {
     inner: Arc<dyn Store>,
@@ -25,11 +27,19 @@ impl TimedStore {
         Self { inner, queries }
     }
 
-    /// Runs `call`, recording how long it took as `op`.
+    /// Runs `call`, recording how long it took as `op` (and, when traces
+    /// are exported and the call is part of one, as a span).
     async fn time<T>(&self, op: &'static str, call: impl Future<Output = T>) -> T {
+        let span = trace::current()
+            .filter(|_| trace::exporting())
+            .map(|parent| Span::start(op, trace::Kind::Client, Some(parent)));
         let started = Instant::now();
         let out = call.await;
         self.queries.observe(op, started.elapsed());
+        if let Some(mut span) = span {
+            span.set("db.operation.name", op);
+            span.end();
+        }
         out
     }
 }
@@ -219,5 +229,19 @@ impl AppStore for TimedStore {
     ) -> Result<(), StoreError> {
         let call = self.inner.set_app_status(name, status, error, now);
         self.time("set_app_status", call).await
+    }
+}
+
+#[async_trait]
+impl LogStore for TimedStore {
+    async fn append_logs(&self, lines: &[FunctionLogLine]) -> Result<(), StoreError> {
+        self.time("append_logs", self.inner.append_logs(lines)).await
+    }
+    async fn logs(&self, query: &LogQuery) -> Result<Vec<FunctionLogRecord>, StoreError> {
+        self.time("logs", self.inner.logs(query)).await
+    }
+    async fn trim_logs(&self, app: &AppName, keep_bytes: i64) -> Result<u64, StoreError> {
+        self.time("trim_logs", self.inner.trim_logs(app, keep_bytes))
+            .await
     }
 }

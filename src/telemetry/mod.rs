@@ -20,6 +20,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 pub mod metrics;
+pub mod trace;
 
 /// Longest a line waits in the buffer.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);

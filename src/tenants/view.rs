@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use crate::store::{
     EventRecord, JobKind, JobRecord, JobStatus, TenantRecord, TenantState, TimelineEntry,
 };
+use crate::telemetry::trace::TraceContext;
 use crate::support::timestamp;
 
 /// A tenant as ARC SaaS sees it, plus what the orchestrator knows.
@@ -144,6 +145,7 @@ pub struct TimelineView {
 /// (`from`, `to`, `eventId`: the event that caused it), `jobStarted` and
 /// `jobFinished` (`jobId`, `jobKind`, `jobIdentifier`, `backend`, and when
 /// finished `status`, `exitCode`, `error`; `log` is the job's API path).
+/// Every item has `traceId`: the trace it belongs to (`null` when unknown).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TimelineItem {
     /// RFC 3339, milliseconds.
@@ -160,12 +162,27 @@ impl TimelineView {
     /// The store's entries and the tenant's jobs (a start and, once it
     /// ended, an end each), in order of time.
     pub fn new(entries: Vec<TimelineEntry>, jobs: &[JobRecord]) -> Self {
+        // A transition is in the trace of the event that caused it.
+        let traces: std::collections::HashMap<Value, Value> = entries
+            .iter()
+            .filter(|e| e.kind == "event")
+            .filter_map(|e| Some((e.detail.get("eventId")?.clone(), e.detail.get("traceId")?.clone())))
+            .collect();
         let mut items: Vec<TimelineItem> = entries
             .into_iter()
-            .map(|e| TimelineItem::at(e.at_ms, &e.kind, e.detail.0))
+            .map(|e| {
+                let mut detail = e.detail.0;
+                if !detail.contains_key("traceId") {
+                    let trace = detail.get("eventId").and_then(|id| traces.get(id));
+                    detail.insert("traceId".into(), trace.cloned().unwrap_or(Value::Null));
+                }
+                TimelineItem::at(e.at_ms, &e.kind, detail)
+            })
             .collect();
         for job in jobs {
             let mut about = Map::new();
+            let trace = TraceContext::from_stored(job.traceparent.as_deref());
+            about.insert("traceId".into(), trace.map(|t| t.trace_id()).into());
             about.insert("jobId".into(), job.id.as_str().into());
             about.insert("jobKind".into(), job.kind.as_str().into());
             about.insert("jobIdentifier".into(), job.job_identifier.as_str().into());

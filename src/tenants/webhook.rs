@@ -4,6 +4,7 @@
 //! sent as `x-signature` with the millisecond timestamp in `x-timestamp`. The
 //! body is signed and sent as the very same bytes.
 
+use crate::telemetry::trace::{self, Span, TraceContext};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -81,6 +82,29 @@ impl WebhookClient {
         context: &str,
         body: String,
     ) -> Result<u16, DeliveryError> {
+        let mut span = Span::child_of_current("POST webhook", trace::Kind::Client);
+        let delivered = self.send(secret, context, body, span.context()).await;
+        match &delivered {
+            Ok(status) => span.set("http.response.status_code", i64::from(*status)),
+            Err(err) => {
+                if let DeliveryError::Refused { status, .. } = err {
+                    span.set("http.response.status_code", i64::from(*status));
+                }
+                span.fail(err);
+            }
+        }
+        span.end();
+        delivered
+    }
+
+    /// One signed POST, continuing `trace` (its `traceparent` header).
+    async fn send(
+        &self,
+        secret: &str,
+        context: &str,
+        body: String,
+        trace: TraceContext,
+    ) -> Result<u16, DeliveryError> {
         let timestamp = chrono::Utc::now().timestamp_millis();
         let signature = sign(secret, context, &body, timestamp);
         let response = self
@@ -89,6 +113,7 @@ impl WebhookClient {
             .header("content-type", "application/json")
             .header("x-timestamp", timestamp.to_string())
             .header("x-signature", signature)
+            .header(trace::TRACEPARENT, trace.traceparent())
             .body(body)
             .send()
             .await

@@ -489,6 +489,7 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
     let backend = std::sync::Arc::new(GatedDeploys {
         local: LocalFunctions::start(LocalOptions {
             metrics: Default::default(),
+            logs: Default::default(),
             runtimes_dir: runtimes.path().join("runtimes"),
             scaling: Scaling {
                 max_workers: 2,

@@ -72,6 +72,7 @@ fn backend(
 ) -> std::sync::Arc<LocalFunctions> {
     LocalFunctions::start(LocalOptions {
         metrics: Default::default(),
+        logs: Default::default(),
         runtimes_dir: dir.join("runtimes"),
         scaling,
         idle_timeout: idle,

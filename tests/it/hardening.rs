@@ -611,7 +611,9 @@ async fn a_stuck_app_throttles_instead_of_queueing_without_bound() {
 
     // Requests whose clients gave up before a worker took them never run.
     let hook = crate::common::FakePeer::start(vec![200]).await;
-    let hold = background_call(&app, "stuck", format!("ms=1000&hook={}", hook.url));
+    // Held long enough that the three impatient clients (0.3 s each, one
+    // after the other) give up before it ends, even on a loaded machine.
+    let hold = background_call(&app, "stuck", format!("ms=3000&hook={}", hook.url));
     eventually(|| async { (!hook.requests().is_empty()).then_some(()) }).await;
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))

@@ -26,3 +26,4 @@ mod prometheus;
 mod recovery;
 mod require;
 mod store_contract;
+mod traces;

@@ -142,6 +142,8 @@ contract! {
     ],
 }
 
+const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 fn event(id: &str, at: i64) -> NewEvent {
     NewEvent {
         id: id.into(),
@@ -149,6 +151,7 @@ fn event(id: &str, at: i64) -> NewEvent {
         source: Some("test".into()),
         payload: format!(r#"{{"id":"{id}","detail":{{"n":1}}}}"#),
         received_at_ms: at,
+        traceparent: Some(TRACE.into()),
     }
 }
 
@@ -227,6 +230,7 @@ fn job(id: &str, tenant_id: &str, backend: &str) -> JobRecord {
         created_at_ms: 1_000,
         started_at_ms: None,
         finished_at_ms: None,
+        traceparent: Some(TRACE.into()),
     }
 }
 
@@ -239,6 +243,7 @@ async fn events_are_recorded_once(store: Arc<dyn Store>) {
     assert!(!store.insert_event(event("e1", 9_999)).await.unwrap());
     let mut bare = event("e2", 2_000);
     bare.source = None;
+    bare.traceparent = None;
     assert!(store.insert_event(bare).await.unwrap());
     assert!(store.insert_event(event("e3", 1_500)).await.unwrap());
 
@@ -248,15 +253,14 @@ async fn events_are_recorded_once(store: Arc<dyn Store>) {
     assert_eq!(e1.source.as_deref(), Some("test"));
     assert_eq!(e1.payload, event("e1", 0).payload);
     assert_eq!(e1.attempts, 0);
+    assert_eq!(e1.traceparent.as_deref(), Some(TRACE), "the trace is kept");
     assert_eq!(
         (e1.received_at_ms, e1.updated_at_ms, e1.next_attempt_at_ms),
         (1_000, 1_000, 1_000),
         "the first delivery wins"
     );
-    assert_eq!(
-        store.get_event(&"e2".into()).await.unwrap().unwrap().source,
-        None
-    );
+    let e2 = store.get_event(&"e2".into()).await.unwrap().unwrap();
+    assert_eq!((e2.source, e2.traceparent), (None, None));
     assert!(
         matches!(store.get_event(&"nope".into()).await, Ok(None)),
         "absent: Ok(None)"
@@ -659,6 +663,7 @@ async fn jobs_are_started_and_finished_once(store: Arc<dyn Store>) {
     assert_eq!(j1.status, JobStatus::Pending);
     assert_eq!(j1.kind, JobKind::Provisioning);
     assert_eq!(j1.params.to_text(), r#"{"TENANT_ID":"t"}"#);
+    assert_eq!(j1.traceparent.as_deref(), Some(TRACE));
     assert_eq!((j1.started_at_ms, j1.exit_code), (None, None));
     assert_eq!(
         ids(&store.jobs_for_tenant(&"t".into()).await.unwrap(), |j| j

@@ -14,6 +14,7 @@ use crate::store::{
     Commit, EventId, JobFinish, JobId, JobKind, JobRecord, JobStatus, JsonObject, NewEvent,
     TenantId, TenantRecord, TenantState, TenantWrite,
 };
+use crate::telemetry::trace::{self, Span, TraceContext};
 use crate::tenants::Lifecycle;
 
 /// A job-starting handler's starting point: the tenant as read and the state
@@ -82,7 +83,13 @@ pub async fn finish(
     ran: bool,
 ) -> Result<(), HandlerError> {
     let success = finish.status == JobStatus::Succeeded;
-    let event = result_event(job, success, output, finish.error.as_deref());
+    let started_under = TraceContext::from_stored(job.traceparent.as_deref());
+    let span = started_under.map(|parent| (parent, job_span(parent, job)));
+    // What the job's result continues: the job's span if it ran, else the
+    // span that tried to start it.
+    let trace = span.map(|(parent, own)| if ran { own } else { parent });
+    let (status, exit_code, error) = (finish.status, finish.exit_code, finish.error.clone());
+    let event = result_event(job, success, output, finish.error.as_deref(), trace);
     let commit = Commit {
         finished_jobs: vec![finish],
         events: vec![event],
@@ -98,7 +105,28 @@ pub async fn finish(
     services
         .metrics
         .job_finished(&job.backend, job.kind.as_str(), success, ran);
+    if let (Some((parent, own)), Some(_)) = (span, ran) {
+        let name = trace::name(|| format!("job {} {}", job.kind, job.job_identifier));
+        let mut span = Span::with_context(name, trace::Kind::Internal, own, Some(parent))
+            .started_at(job.started_at_ms.unwrap_or(job.created_at_ms));
+        span.set("job.id", job.id.to_string());
+        span.set("job.backend", job.backend.clone());
+        span.set("job.status", status.as_str());
+        if let Some(code) = exit_code {
+            span.set("process.exit.code", code);
+        }
+        if let Some(error) = &error {
+            span.fail(error);
+        }
+        span.end();
+    }
     Ok(())
+}
+
+/// The span of one run of `job`, started under `parent`: its id is derived
+/// from the job and run, so the run's start and end agree on it.
+fn job_span(parent: TraceContext, job: &JobRecord) -> TraceContext {
+    parent.derived(&format!("{}:{}", job.id, job.attempt))
 }
 
 /// When a crash interrupted this very event after its job was recorded, the
@@ -158,6 +186,7 @@ pub async fn launch(
         created_at_ms: crate::support::now_ms(),
         started_at_ms: None,
         finished_at_ms: None,
+        traceparent: Some(event.trace.traceparent()),
     };
     tenant.record.current_job_id = Some(job.id.clone());
     let commit = Commit {
@@ -195,14 +224,34 @@ pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, Hand
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     let attempt = job.attempt + 1;
+    let own = TraceContext::from_stored(job.traceparent.as_deref()).map(|parent| {
+        job_span(
+            parent,
+            &JobRecord {
+                attempt,
+                ..job.clone()
+            },
+        )
+    });
     let request = JobRequest {
         job_id: job.id.to_string(),
         job_identifier: job.job_identifier.clone(),
         params,
         attempt,
+        traceparent: own.map(|t| t.traceparent()),
         reporter: JobReporter::new(Arc::new(services.inbox.clone())),
     };
-    match services.builder.start_job(request).await {
+    let mut span = Span::child_of_current(
+        trace::name(|| format!("start job {}", job.job_identifier)),
+        trace::Kind::Client,
+    );
+    span.set("job.backend", job.backend.clone());
+    let started = services.builder.start_job(request).await;
+    if let Err(err) = &started {
+        span.fail(err);
+    }
+    span.end();
+    match started {
         Ok(handle) => {
             services
                 .store
@@ -249,6 +298,7 @@ fn result_event(
     success: bool,
     output: &Map<String, Value>,
     error: Option<&str>,
+    trace: Option<TraceContext>,
 ) -> NewEvent {
     let event_type = match (job.kind, success) {
         (JobKind::Provisioning, true) => EventType::TenantProvisioningSuccess,
@@ -265,18 +315,24 @@ fn result_event(
         "jobOutput": output,
         "error": error,
     });
-    follow_up(&format!("{}:result", job.id), event_type, detail)
+    follow_up(&format!("{}:result", job.id), event_type, detail, trace)
 }
 
 /// An event the service raises itself, with a deterministic id so a retried
-/// handler never raises it twice.
-pub fn follow_up(id: &str, event_type: EventType, detail: Value) -> NewEvent {
+/// handler never raises it twice, continuing `trace`.
+pub fn follow_up(
+    id: &str,
+    event_type: EventType,
+    detail: Value,
+    trace: Option<TraceContext>,
+) -> NewEvent {
     NewEvent {
         id: EventId::from(id),
         event_type: event_type.as_str().to_owned(),
         source: Some(crate::events::envelope::INTERNAL_SOURCE.into()),
         payload: internal_envelope(id, event_type.as_str(), detail),
         received_at_ms: crate::support::now_ms(),
+        traceparent: trace.map(|t| t.traceparent()),
     }
 }
 
@@ -301,5 +357,6 @@ pub fn callback_event(
         &id,
         EventType::TenantCallback,
         json!({"tenantId": tenant.id, "success": success}),
+        Some(cause.trace),
     ))
 }

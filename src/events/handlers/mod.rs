@@ -40,6 +40,9 @@ pub struct InboxEvent {
     pub detail: Map<String, Value>,
     /// 1 on the first attempt.
     pub attempt: i64,
+    /// The span handling it: what it causes (jobs, follow-up events,
+    /// webhook deliveries) continues this trace.
+    pub trace: crate::telemetry::trace::TraceContext,
 }
 
 /// What a handler did, when it did not fail.

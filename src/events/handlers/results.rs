@@ -84,6 +84,7 @@ impl EventHandler for ResultHandler {
                 &format!("{}:deployment", event.id),
                 EventType::TenantDeployment,
                 json!({"tenantId": id, "tier": record.tier, "jobOutput": record.job_output}),
+                Some(event.trace),
             )),
             Lifecycle::ProvisionFailed | Lifecycle::DeployFailed => {
                 events.extend(callback_event(services, event, &mut record, false));

@@ -2,6 +2,7 @@
 //! bottom of the local runtime, shared by the pool, the Runtime API and the
 //! workers. It imports no other file of `local/`.
 
+use crate::telemetry::trace::TraceContext;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -18,6 +19,8 @@ pub struct Invocation {
     pub reply: Reply,
     /// When it was first queued (a requeued one keeps its place in time).
     pub queued_at: Instant,
+    /// The span that invoked it: the function's trace (`Lambda-Runtime-Trace-Id`).
+    pub trace: TraceContext,
 }
 
 impl std::fmt::Debug for Invocation {

@@ -51,6 +51,8 @@ pub struct LocalOptions {
     pub max_queue_wait: Duration,
     /// Where invocations, cold starts and workers are counted.
     pub metrics: Arc<FunctionMetrics>,
+    /// Where functions' output is kept.
+    pub logs: crate::functions::logs::FunctionLogs,
 }
 
 /// Runs functions on this machine.
@@ -138,6 +140,7 @@ impl FunctionBackend for LocalFunctions {
             batch_scheduling: self.options.batch_scheduling,
             sandbox: self.options.sandbox.clone(),
             metrics: metrics.clone(),
+            log: self.options.logs.app(deployment.app.as_str()),
         };
         let pool = Arc::new(Pool::new(
             deployment.app.to_string(),

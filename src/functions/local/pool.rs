@@ -239,6 +239,8 @@ impl Pool {
             event,
             reply,
             queued_at: Instant::now(),
+            trace: crate::telemetry::trace::current()
+                .unwrap_or_else(crate::telemetry::trace::TraceContext::root),
         });
         let gone = |_| {
             self.shared.metrics.invoked(InvocationOutcome::Crash, None);

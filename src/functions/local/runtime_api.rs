@@ -6,6 +6,8 @@
 //! `tcp`) hands it to [`Api::answer`]. Imports `pool`, `handle`,
 //! `invocation` and `protocol`.
 
+use crate::functions::logs::{self, AppLog};
+use crate::telemetry::trace::TraceContext;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -73,6 +75,8 @@ pub struct Function {
     pub timeout: u32,
     pub memory_size: u32,
     pub arn: String,
+    /// Where its lines are kept (`GET /apps/{name}/logs`).
+    pub log: AppLog,
 }
 
 impl Function {
@@ -83,10 +87,12 @@ impl Function {
         memory_size: u32,
         region: &str,
         metrics: AppFunctionMetrics,
+        log: AppLog,
     ) -> Function {
         Function {
             app: app.to_owned(),
             metrics,
+            log,
             version,
             timeout,
             memory_size,
@@ -168,7 +174,8 @@ impl Api {
             }
         }
         let invocation = self.pool.next_for(&self.worker, &self.worker.stop).await;
-        let Some((event, deadline_ms, request_id)) = invocation.and_then(|i| self.start(i)) else {
+        let Some((event, deadline_ms, request_id, trace)) = invocation.and_then(|i| self.start(i))
+        else {
             // Reaped, retired or killed: the process goes too.
             self.worker.kill();
             return Answer::error(
@@ -177,14 +184,6 @@ impl Api {
                 "the worker is stopping",
             );
         };
-        let hex = request_id.replace('-', "");
-        let trace = match (hex.get(..24), hex.get(..16)) {
-            (Some(root), Some(parent)) => Some(format!(
-                "Root=1-{:08x}-{root};Parent={parent};Sampled=0",
-                deadline_ms / 1000
-            )),
-            _ => None,
-        };
         let headers = [
             ("lambda-runtime-aws-request-id", Some(request_id)),
             ("lambda-runtime-deadline-ms", Some(deadline_ms.to_string())),
@@ -192,7 +191,7 @@ impl Api {
                 "lambda-runtime-invoked-function-arn",
                 Some(self.function.arn.clone()),
             ),
-            ("lambda-runtime-trace-id", trace),
+            ("lambda-runtime-trace-id", Some(trace.xray())),
         ];
         // A value that is not a valid header (none of ours should be) is left out.
         let headers = headers
@@ -233,12 +232,13 @@ impl Api {
     /// runtime that asks for another event without answering the last one
     /// abandons it. `None` if the worker is going: the invocation is back in
     /// the queue (or, if the exit path took it first, failed by it).
-    fn start(&self, invocation: Invocation) -> Option<(Vec<u8>, i64, String)> {
+    fn start(&self, invocation: Invocation) -> Option<(Vec<u8>, i64, String, TraceContext)> {
         let Invocation {
             request_id,
             event,
             reply,
             queued_at,
+            trace,
         } = invocation;
         let now = Instant::now();
         let timeout = Duration::from_secs(u64::from(self.function.timeout));
@@ -275,6 +275,7 @@ impl Api {
                         event,
                         reply: orphan.reply,
                         queued_at,
+                        trace,
                     },
                 );
             }
@@ -288,13 +289,15 @@ impl Api {
                 .metrics
                 .cold_start(init.unwrap_or_else(|| self.spawned.elapsed()));
         }
-        tracing::info!(target: "function", app = %function.app, request_id = %request_id, "START RequestId: {request_id} Version: {}", function.version);
+        let start = format!("START RequestId: {request_id} Version: {}", function.version);
+        tracing::info!(target: "function", app = %function.app, request_id = %request_id, "{start}");
+        function.log.write(Some(&request_id), logs::PLATFORM, &start);
         if let Ok(mut current) = self.current.lock() {
             *current = Some(request_id.clone());
         }
         let deadline_ms =
             crate::support::now_ms() + i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 2);
-        Some((event, deadline_ms, request_id))
+        Some((event, deadline_ms, request_id, trace))
     }
 
     /// Takes the running invocation if `id` names it, freeing the worker.
@@ -326,16 +329,22 @@ impl Api {
             Some(ran),
         );
         let duration = ran.as_secs_f64() * 1000.0;
-        tracing::info!(target: "function", app = %app, request_id = %request_id, "END RequestId: {request_id}");
-        tracing::info!(
-            target: "function", app = %app, request_id = %request_id,
+        if let Err(err) = &outcome {
+            log_failure(app, request_id, err);
+            function
+                .log
+                .write(Some(request_id), logs::PLATFORM, &err.to_string());
+        }
+        let end = format!("END RequestId: {request_id}");
+        let report = format!(
             "REPORT RequestId: {request_id}\tDuration: {duration:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
             duration.ceil() as u64,
             function.memory_size
         );
-        if let Err(err) = &outcome {
-            log_failure(app, request_id, err);
-        }
+        tracing::info!(target: "function", app = %app, request_id = %request_id, "{end}");
+        tracing::info!(target: "function", app = %app, request_id = %request_id, "{report}");
+        function.log.write(Some(request_id), logs::PLATFORM, &end);
+        function.log.write(Some(request_id), logs::PLATFORM, &report);
         let _ = running.reply.send(outcome);
     }
 

@@ -6,6 +6,7 @@
 //! of `local/` (below `mod.rs` only): imports `pool`, `handle`,
 //! `runtime_api`, `pipes`, `tcp` and `sandbox`.
 
+use crate::functions::logs::{self, AppLog};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -55,6 +56,8 @@ pub struct WorkerSpec {
     /// Confines each worker (`None`: a plain child process).
     pub sandbox: Option<Arc<Sandbox>>,
     pub metrics: AppFunctionMetrics,
+    /// Where the app's output is kept.
+    pub log: AppLog,
 }
 
 /// Starts a deployment's workers for its pool.
@@ -73,6 +76,7 @@ impl Launcher {
             config.memory_size,
             &spec.region,
             spec.metrics.clone(),
+            spec.log.clone(),
         );
         Launcher {
             function: Arc::new(function),
@@ -139,7 +143,7 @@ impl Launcher {
         drop(theirs);
         worker.started(group);
         spec.metrics.worker_started();
-        forward_output(&mut child, &spec.app, &current);
+        forward_output(&mut child, &spec.app, &spec.log, &current);
         watch_exit(child, api, cell, spec);
         Ok(())
     }
@@ -348,30 +352,36 @@ fn command(
     Ok(command)
 }
 
-/// Logs the worker's stdout and stderr, each line under the request id of
-/// the invocation taken last.
-fn forward_output(child: &mut Child, app: &str, current: &Arc<Mutex<Option<String>>>) {
+/// Logs the worker's stdout and stderr and keeps them in the app's log,
+/// each line under the request id of the invocation taken last.
+fn forward_output(
+    child: &mut Child,
+    app: &str,
+    log: &AppLog,
+    current: &Arc<Mutex<Option<String>>>,
+) {
     fn forward(
         stream: impl AsyncRead + Send + Unpin + 'static,
+        name: &'static str,
         app: &str,
+        log: &AppLog,
         current: &Arc<Mutex<Option<String>>>,
     ) {
         let app = app.to_owned();
+        let log = log.clone();
         let current = current.clone();
         tokio::spawn(forward_lines(stream, move |line| {
-            let request = current
-                .lock()
-                .ok()
-                .and_then(|c| c.clone())
-                .unwrap_or_else(|| "-".into());
-            tracing::info!(target: "function", app = %app, request_id = %request, "{line}");
+            let request = current.lock().ok().and_then(|c| c.clone());
+            let shown = request.as_deref().unwrap_or("-");
+            tracing::info!(target: "function", app = %app, request_id = %shown, "{line}");
+            log.write(request.as_deref(), name, line);
         }));
     }
     if let Some(stdout) = child.stdout.take() {
-        forward(stdout, app, current);
+        forward(stdout, logs::STDOUT, app, log, current);
     }
     if let Some(stderr) = child.stderr.take() {
-        forward(stderr, app, current);
+        forward(stderr, logs::STDERR, app, log, current);
     }
 }
 

@@ -40,9 +40,9 @@ pub(crate) fn insert_events<'a>(
     impl FnOnce(Query<'a, Any, AnyArguments<'a>>) -> Query<'a, Any, AnyArguments<'a>>,
 ) {
     let sql = format!(
-        "INSERT INTO events (id, event_type, source, payload, status, received_at, updated_at, next_attempt_at) \
+        "INSERT INTO events (id, event_type, source, payload, status, received_at, updated_at, next_attempt_at, traceparent) \
          VALUES {} ON CONFLICT (id) DO NOTHING{suffix}",
-        placeholders(events.len(), 8)
+        placeholders(events.len(), 9)
     );
     let bind = move |mut query: Query<'a, Any, AnyArguments<'a>>| {
         for e in events {
@@ -54,7 +54,8 @@ pub(crate) fn insert_events<'a>(
                 .bind(EventStatus::Received.as_str())
                 .bind(e.received_at_ms)
                 .bind(e.received_at_ms)
-                .bind(e.received_at_ms);
+                .bind(e.received_at_ms)
+                .bind(e.traceparent.as_deref());
         }
         query
     };
@@ -64,8 +65,8 @@ pub(crate) fn insert_events<'a>(
 /// One plain insert, committed on its own.
 pub(crate) async fn insert_one(pool: &AnyPool, event: &NewEvent) -> Result<bool, StoreError> {
     let done = sqlx::query(
-            "INSERT INTO events (id, event_type, source, payload, status, received_at, updated_at, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $6) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO events (id, event_type, source, payload, status, received_at, updated_at, next_attempt_at, traceparent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&event.id)
         .bind(&event.event_type)
@@ -73,6 +74,7 @@ pub(crate) async fn insert_one(pool: &AnyPool, event: &NewEvent) -> Result<bool,
         .bind(&event.payload)
         .bind(EventStatus::Received.as_str())
         .bind(event.received_at_ms)
+        .bind(&event.traceparent)
         .execute(pool)
         .await?;
     Ok(done.rows_affected() == 1)

@@ -137,7 +137,7 @@ impl TenantStore for SqlStore {
         for job in &commit.new_jobs {
             let sql = format!(
                 "INSERT INTO jobs ({JOB_COLUMNS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
             );
             sqlx::query(&sql)
                 .bind(&job.id)
@@ -157,6 +157,7 @@ impl TenantStore for SqlStore {
                 .bind(job.created_at_ms)
                 .bind(job.started_at_ms)
                 .bind(job.finished_at_ms)
+                .bind(&job.traceparent)
                 .execute(&mut *tx)
                 .await?;
         }

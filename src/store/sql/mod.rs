@@ -9,6 +9,7 @@ mod apps;
 pub mod dialect;
 pub(crate) mod events;
 mod jobs;
+mod logs;
 
 use std::sync::Arc;
 
@@ -22,13 +23,13 @@ use super::{AppStatus, Census, EventStatus, NewEvent, Store, StoreError, WritePr
 
 pub(crate) const EVENT_COLUMNS: &str =
     "id, event_type, source, payload, status, attempts, last_error, note, \
-     received_at, updated_at, next_attempt_at";
+     received_at, updated_at, next_attempt_at, traceparent";
 pub(crate) const TENANT_COLUMNS: &str =
     "id, state, tier, current_job_id, last_error, job_output, params, \
      callback_secret, callback_context, callback_event_id, version, created_at, updated_at";
 pub(crate) const JOB_COLUMNS: &str =
     "id, tenant_id, kind, job_identifier, backend, status, event_id, params, external_id, \
-     attempt, exit_code, output, log_tail, error, created_at, started_at, finished_at";
+     attempt, exit_code, output, log_tail, error, created_at, started_at, finished_at, traceparent";
 pub(crate) const APP_COLUMNS: &str =
     "name, status, current_version, config, last_error, created_at, updated_at";
 

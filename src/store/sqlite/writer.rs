@@ -61,8 +61,8 @@ fn insert(conn: &mut Connection, events: &[NewEvent]) -> Result<Vec<bool>, rusql
     let mut flags = Vec::with_capacity(events.len());
     {
         let mut statement = tx.prepare_cached(
-            "INSERT INTO events (id, event_type, source, payload, status, received_at, updated_at, next_attempt_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO events (id, event_type, source, payload, status, received_at, updated_at, next_attempt_at, traceparent) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7) ON CONFLICT (id) DO NOTHING",
         )?;
         for e in events {
             let changed = statement.execute(params![
@@ -71,7 +71,8 @@ fn insert(conn: &mut Connection, events: &[NewEvent]) -> Result<Vec<bool>, rusql
                 e.source,
                 e.payload,
                 EventStatus::Received.as_str(),
-                e.received_at_ms
+                e.received_at_ms,
+                e.traceparent
             ])?;
             flags.push(changed == 1);
         }

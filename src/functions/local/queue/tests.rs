@@ -54,6 +54,7 @@ fn invocation(id: &str, at: Instant) -> (Invocation, Answer) {
         event: id.as_bytes().to_vec(),
         reply,
         queued_at: at,
+        trace: crate::telemetry::trace::TraceContext::root(),
     };
     (invocation, answer)
 }

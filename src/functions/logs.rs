@@ -1,0 +1,178 @@
+//! Functions' output kept per app (`GET /apps/{name}/logs`): what a worker
+//! writes on stdout and stderr, and the runtime's START, END and REPORT
+//! lines. Lines are buffered in memory and written to the store in batches
+//! by one task, so an invocation never waits on the store; each app's kept
+//! lines are trimmed to `functions.log_retention_bytes`. Being in the store,
+//! every replica's lines are read through any replica.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::function_config::AppName;
+use crate::store::{FunctionLogLine, LogStore};
+
+/// Longest a line waits in memory before it is written.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Lines that make the writer go at once.
+const FLUSH_AT: usize = 2_000;
+/// Lines held while the store does not take them; beyond, new lines are dropped (and counted).
+const MAX_PENDING: usize = 100_000;
+
+/// The stream a line came from.
+pub const STDOUT: &str = "stdout";
+pub const STDERR: &str = "stderr";
+/// The runtime's own lines: START, END, REPORT, and why an invocation failed.
+pub const PLATFORM: &str = "platform";
+
+struct Shared {
+    pending: Mutex<Vec<FunctionLogLine>>,
+    wake: Notify,
+    dropped: AtomicU64,
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, Vec<FunctionLogLine>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Where functions' lines go; cheap to clone.
+#[derive(Clone)]
+pub struct FunctionLogs {
+    shared: Arc<Shared>,
+}
+
+/// One app's log, handed to its workers.
+#[derive(Clone)]
+pub struct AppLog {
+    app: Option<AppName>,
+    shared: Arc<Shared>,
+}
+
+impl AppLog {
+    /// Keeps `message` (one line) under `request_id`.
+    pub fn write(&self, request_id: Option<&str>, stream: &'static str, message: &str) {
+        let Some(app) = &self.app else { return };
+        let line = FunctionLogLine {
+            app: app.clone(),
+            at_ms: crate::support::now_ms(),
+            request_id: request_id.map(str::to_owned),
+            stream,
+            message: message.to_owned(),
+        };
+        let mut pending = self.shared.pending();
+        if pending.len() >= MAX_PENDING {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        pending.push(line);
+        if pending.len() == FLUSH_AT {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
+impl std::fmt::Debug for FunctionLogs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionLogs").finish_non_exhaustive()
+    }
+}
+
+impl Default for FunctionLogs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FunctionLogs {
+    pub fn new() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                pending: Mutex::default(),
+                wake: Notify::new(),
+                dropped: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The log of `app` (a name that is not an app's keeps nothing).
+    pub fn app(&self, app: &str) -> AppLog {
+        AppLog {
+            app: AppName::parse(app).ok(),
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Writes buffered lines to `store` until `shutdown`, then the last ones;
+    /// trims an app's lines to `retention_bytes` each time an eighth of it
+    /// was written since its last trim.
+    pub async fn run(
+        self,
+        store: Arc<dyn LogStore>,
+        retention_bytes: u64,
+        shutdown: CancellationToken,
+    ) {
+        let retention = i64::try_from(retention_bytes).unwrap_or(i64::MAX);
+        let mut written_since_trim: HashMap<AppName, u64> = HashMap::new();
+        let mut failing = false;
+        loop {
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(FLUSH_EVERY) => false,
+                _ = self.shared.wake.notified() => false,
+                _ = shutdown.cancelled() => true,
+            };
+            let batch = std::mem::take(&mut *self.shared.pending());
+            let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
+            if dropped > 0 {
+                tracing::warn!(dropped, "function log lines dropped: the store is not keeping up");
+            }
+            if !batch.is_empty() {
+                match store.append_logs(&batch).await {
+                    Ok(()) => {
+                        if failing {
+                            tracing::info!("function logs are written again");
+                            failing = false;
+                        }
+                        for line in &batch {
+                            *written_since_trim.entry(line.app.clone()).or_default() +=
+                                line.message.len() as u64;
+                        }
+                    }
+                    Err(err) => {
+                        if !failing {
+                            tracing::warn!(error = %err, "function logs could not be written; keeping them to try again");
+                            failing = true;
+                        }
+                        // Back in front of what came meanwhile, within the bound.
+                        let mut pending = self.shared.pending();
+                        let room = MAX_PENDING.saturating_sub(pending.len());
+                        let mut kept: Vec<FunctionLogLine> = batch.into_iter().take(room).collect();
+                        kept.append(&mut pending);
+                        *pending = kept;
+                    }
+                }
+            }
+            let due: Vec<AppName> = written_since_trim
+                .iter()
+                .filter(|(_, &written)| written.saturating_mul(8) >= retention_bytes)
+                .map(|(app, _)| app.clone())
+                .collect();
+            for app in due {
+                match store.trim_logs(&app, retention).await {
+                    Ok(_) => {
+                        written_since_trim.remove(&app);
+                    }
+                    Err(err) => tracing::debug!(error = %err, app = %app, "trimming function logs failed"),
+                }
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+}
