@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 mod events;
 mod extract;
+mod logs;
 mod ops;
 pub mod proxy;
 mod request_id;
@@ -101,6 +102,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(apps::deactivate))
         .routes(routes!(apps::remove))
         .routes(routes!(apps::sync))
+        .routes(routes!(logs::logs))
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
         .routes(routes!(ops::metrics))

@@ -18,6 +18,7 @@ mod hardening_store;
 mod inbox;
 mod library;
 mod lifecycle;
+mod logs;
 mod metrics;
 mod moto;
 mod openapi;

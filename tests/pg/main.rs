@@ -28,6 +28,8 @@ mod inbox;
 mod library;
 #[path = "../it/lifecycle.rs"]
 mod lifecycle;
+#[path = "../it/logs.rs"]
+mod logs;
 #[path = "../it/metrics.rs"]
 mod metrics;
 #[path = "../it/pg.rs"]
