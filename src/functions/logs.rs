@@ -129,7 +129,10 @@ impl FunctionLogs {
             let batch = std::mem::take(&mut *self.shared.pending());
             let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
             if dropped > 0 {
-                tracing::warn!(dropped, "function log lines dropped: the store is not keeping up");
+                tracing::warn!(
+                    dropped,
+                    "function log lines dropped: the store is not keeping up"
+                );
             }
             if !batch.is_empty() {
                 match store.append_logs(&batch).await {
@@ -167,7 +170,9 @@ impl FunctionLogs {
                     Ok(_) => {
                         written_since_trim.remove(&app);
                     }
-                    Err(err) => tracing::debug!(error = %err, app = %app, "trimming function logs failed"),
+                    Err(err) => {
+                        tracing::debug!(error = %err, app = %app, "trimming function logs failed")
+                    }
                 }
             }
             if stopping {

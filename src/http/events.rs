@@ -11,11 +11,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery, RawBody};
 use super::AppState;
-use crate::telemetry::trace::{self, Span};
 use crate::events::envelope::{self, EnvelopeError};
 use crate::events::view::EventView;
 use crate::events::EventType;
 use crate::store::{EventId, EventStatus, NewEvent};
+use crate::telemetry::trace::{self, Span};
 
 /// The acknowledgement: the event is durably recorded.
 #[derive(Debug, Serialize, ToSchema)]

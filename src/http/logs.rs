@@ -284,7 +284,10 @@ mod tests {
             instant("since", "2023-11-14T22:13:20Z", now).ok(),
             Some(1_700_000_000_000)
         );
-        assert_eq!(instant("since", "1699999999000", now).ok(), Some(1_699_999_999_000));
+        assert_eq!(
+            instant("since", "1699999999000", now).ok(),
+            Some(1_699_999_999_000)
+        );
         assert_eq!(instant("since", "10m", now).ok(), Some(now - 600_000));
         assert_eq!(instant("since", "2h", now).ok(), Some(now - 7_200_000));
         for bad in ["", "m", "10x", "-5m", "yesterday", "99999999999999999999d"] {

@@ -29,8 +29,8 @@ use utoipa_axum::routes;
 use self::auth::AuthPolicy;
 use self::error::ApiError;
 use crate::events::Inbox;
-use crate::telemetry::trace::{self, Span, TraceContext};
 use crate::store::Store;
+use crate::telemetry::trace::{self, Span, TraceContext};
 
 /// Largest accepted request body (EventBridge sends at most 256 KB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -20,10 +20,10 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use crate::apps::{AppName, AppService};
 use crate::functions::FunctionError;
-use crate::telemetry::trace::{self, Span, TraceContext};
 use crate::proxy::{
     event_v1, event_v2, map_result, IncomingRequest, PayloadFormat, INTERNAL_SERVER_ERROR,
 };
+use crate::telemetry::trace::{self, Span, TraceContext};
 
 /// Lambda's synchronous request limit.
 pub const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
@@ -145,10 +145,8 @@ async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> R
         );
     };
     // The invocation's span: the function sees it as its parent.
-    let mut span = Span::child_of_current(
-        trace::name(|| format!("invoke {app}")),
-        trace::Kind::Client,
-    );
+    let mut span =
+        Span::child_of_current(trace::name(|| format!("invoke {app}")), trace::Kind::Client);
     span.set("faas.invoked_name", app.to_owned());
     let incoming = IncomingRequest {
         method: parts.method.to_string(),

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 
 use super::{
     AppRecord, AppStatus, AppStore, AppVersionRecord, Census, Claimed, Commit, EventId,
-    EventOutcome, EventRecord, EventStatus, EventStore, FunctionLogLine, FunctionLogRecord,
-    JobId, JobRecord, JobStore, LogQuery, LogStore, NewEvent, Store, StoreError, TenantId,
-    TenantRecord, TenantStore, TimelineEntry,
+    EventOutcome, EventRecord, EventStatus, EventStore, FunctionLogLine, FunctionLogRecord, JobId,
+    JobRecord, JobStore, LogQuery, LogStore, NewEvent, Store, StoreError, TenantId, TenantRecord,
+    TenantStore, TimelineEntry,
 };
 use crate::function_config::{AppName, FunctionConfig};
 use crate::telemetry::metrics::StoreQueries;
@@ -235,7 +235,8 @@ impl AppStore for TimedStore {
 #[async_trait]
 impl LogStore for TimedStore {
     async fn append_logs(&self, lines: &[FunctionLogLine]) -> Result<(), StoreError> {
-        self.time("append_logs", self.inner.append_logs(lines)).await
+        self.time("append_logs", self.inner.append_logs(lines))
+            .await
     }
     async fn logs(&self, query: &LogQuery) -> Result<Vec<FunctionLogRecord>, StoreError> {
         self.time("logs", self.inner.logs(query)).await

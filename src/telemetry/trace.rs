@@ -280,7 +280,11 @@ pub struct Span {
 
 impl Span {
     /// A span under `parent` (the first of a new trace without one).
-    pub fn start(name: impl Into<Cow<'static, str>>, kind: SpanKind, parent: Option<TraceContext>) -> Self {
+    pub fn start(
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        parent: Option<TraceContext>,
+    ) -> Self {
         let context = parent.map_or_else(TraceContext::root, |p| p.child());
         Self::with_context(name, kind, context, parent)
     }

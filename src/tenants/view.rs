@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 use crate::store::{
     EventRecord, JobKind, JobRecord, JobStatus, TenantRecord, TenantState, TimelineEntry,
 };
-use crate::telemetry::trace::TraceContext;
 use crate::support::timestamp;
+use crate::telemetry::trace::TraceContext;
 
 /// A tenant as ARC SaaS sees it, plus what the orchestrator knows.
 #[derive(Debug, Serialize, ToSchema)]
@@ -166,7 +166,12 @@ impl TimelineView {
         let traces: std::collections::HashMap<Value, Value> = entries
             .iter()
             .filter(|e| e.kind == "event")
-            .filter_map(|e| Some((e.detail.get("eventId")?.clone(), e.detail.get("traceId")?.clone())))
+            .filter_map(|e| {
+                Some((
+                    e.detail.get("eventId")?.clone(),
+                    e.detail.get("traceId")?.clone(),
+                ))
+            })
             .collect();
         let mut items: Vec<TimelineItem> = entries
             .into_iter()

@@ -97,10 +97,9 @@ async fn an_apps_output_is_kept_and_read_by_invocation_time_and_count() {
         .as_str()
         .unwrap()
         .starts_with(&format!("START RequestId: {first} Version: 1")));
-    assert!(lines.iter().any(|l| l["message"]
-        .as_str()
-        .unwrap()
-        .contains("Billed Duration:")));
+    assert!(lines
+        .iter()
+        .any(|l| l["message"].as_str().unwrap().contains("Billed Duration:")));
 
     // Both invocations, newest last; `limit` keeps the newest.
     lines_of(&app, "chatty", &second, 5).await;
@@ -118,7 +117,9 @@ async fn an_apps_output_is_kept_and_read_by_invocation_time_and_count() {
     // Time windows: RFC 3339, epoch milliseconds, durations ago.
     let (_, recent) = app.get("/apps/chatty/logs?since=10m").await;
     assert_eq!(recent["events"].as_array().unwrap().len(), 10);
-    let (_, future) = app.get("/apps/chatty/logs?since=2999-01-01T00:00:00Z").await;
+    let (_, future) = app
+        .get("/apps/chatty/logs?since=2999-01-01T00:00:00Z")
+        .await;
     assert_eq!(future["events"], json!([]));
     let (_, past) = app.get("/apps/chatty/logs?until=1000").await;
     assert_eq!(past["events"], json!([]));
@@ -158,36 +159,44 @@ async fn follow_streams_new_lines_as_server_sent_events() {
     // Events until the new invocation's five lines: first the newest kept
     // line, then the new invocation's lines as they are kept.
     let mut text = String::new();
-    let events: Vec<(String, Value)> = tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        loop {
-            let chunk = response.chunk().await.unwrap().expect("the stream goes on");
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            let events: Vec<(String, Value)> = text
-                .split("\n\n")
-                .filter(|e| e.contains("data:"))
-                .map(|e| {
-                    let field = |name: &str| {
-                        e.lines()
-                            .find_map(|l| l.strip_prefix(name))
-                            .map(|v| v.trim().to_owned())
-                            .unwrap_or_default()
-                    };
-                    (field("id:"), serde_json::from_str(&field("data:")).unwrap_or(Value::Null))
-                })
-                .collect();
-            let new = events
-                .iter()
-                .filter(|(_, e)| e["requestId"] == after.as_str())
-                .count();
-            if new >= 5 {
-                return events;
+    let events: Vec<(String, Value)> =
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            loop {
+                let chunk = response.chunk().await.unwrap().expect("the stream goes on");
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                let events: Vec<(String, Value)> = text
+                    .split("\n\n")
+                    .filter(|e| e.contains("data:"))
+                    .map(|e| {
+                        let field = |name: &str| {
+                            e.lines()
+                                .find_map(|l| l.strip_prefix(name))
+                                .map(|v| v.trim().to_owned())
+                                .unwrap_or_default()
+                        };
+                        (
+                            field("id:"),
+                            serde_json::from_str(&field("data:")).unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect();
+                let new = events
+                    .iter()
+                    .filter(|(_, e)| e["requestId"] == after.as_str())
+                    .count();
+                if new >= 5 {
+                    return events;
+                }
             }
-        }
-    })
-    .await
-    .expect("the new lines arrive within 20 s");
+        })
+        .await
+        .expect("the new lines arrive within 20 s");
     let first = &events[0].1;
-    assert_eq!(first["requestId"], before.as_str(), "the backlog first: {events:#?}");
+    assert_eq!(
+        first["requestId"],
+        before.as_str(),
+        "the backlog first: {events:#?}"
+    );
     let new: Vec<&Value> = events[1..].iter().map(|(_, e)| e).collect();
     assert_eq!(new.len(), 5, "each new line once: {events:#?}");
     assert!(new.iter().all(|e| e["requestId"] == after.as_str()));
@@ -196,7 +205,11 @@ async fn follow_streams_new_lines_as_server_sent_events() {
     let mut sorted = ids.clone();
     sorted.sort();
     sorted.dedup();
-    assert_eq!(sorted.len(), ids.len(), "ids are positions, each once: {ids:?}");
+    assert_eq!(
+        sorted.len(),
+        ids.len(),
+        "ids are positions, each once: {ids:?}"
+    );
 }
 
 #[tokio::test]

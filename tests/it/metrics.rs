@@ -377,6 +377,13 @@ async fn every_request_gets_one_access_line_unless_turned_off() {
         "{posted:#}"
     );
     assert!(posted["duration_ms"].as_f64().unwrap() > 0.0);
+    // The trace the answer named in `traceresponse`.
+    let answered_in = ack.headers()["traceresponse"].to_str().unwrap().to_owned();
+    assert_eq!(
+        posted["trace_id"].as_str(),
+        answered_in.split('-').nth(1),
+        "{posted:#}"
+    );
     assert_eq!(
         (&lines[1]["route"], &lines[1]["status"]),
         (&json!("unmatched"), &json!(404))

@@ -400,3 +400,89 @@ async fn roles_split_the_work() {
     drop((api, worker));
     db.drop_db().await;
 }
+
+/// Function logs live in the store: lines written by the workers of two
+/// proxy replicas are read, and followed, through a third replica.
+#[tokio::test]
+async fn an_apps_logs_from_every_replica_are_read_through_any() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&replica_config(dir.path(), "a", &db.url, ""), "all");
+    let b = start(&replica_config(dir.path(), "b", &db.url, ""), "proxy");
+    let c = start(&replica_config(dir.path(), "c", &db.url, ""), "proxy");
+    let client = reqwest::Client::new();
+    let code = r#"exports.handler = async (event, context) => {
+  console.log(`served ${event.path}`);
+  return { statusCode: 200, body: context.awsRequestId };
+};"#;
+    let deployed = client
+        .post(format!("{}/apps/deploy", a.url))
+        .json(&json!({"name": "echo", "archive": crate::apps::zip_of(&[("index.js", code)])}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 200);
+    let invoke = |base: String, path: &'static str| {
+        let client = client.clone();
+        async move {
+            eventually(|| async {
+                let response = client
+                    .get(format!("{base}{path}"))
+                    .header("host", "echo.localhost")
+                    .send()
+                    .await
+                    .ok()?;
+                if response.status() != 200 {
+                    return None;
+                }
+                response.text().await.ok()
+            })
+            .await
+        }
+    };
+    let on_b = invoke(b.url.clone(), "/b").await;
+    let on_c = invoke(c.url.clone(), "/c").await;
+    // Each invocation's lines, written by its own replica, through A.
+    for (request, path) in [(&on_b, "/b"), (&on_c, "/c")] {
+        let lines = eventually(|| async {
+            let (_, body) = get(
+                &client,
+                &format!("{}/apps/echo/logs?requestId={request}", a.url),
+            )
+            .await;
+            let lines = body["events"].as_array().cloned().unwrap_or_default();
+            (lines.len() == 4).then_some(lines)
+        })
+        .await;
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["message"] == format!("served {path}")),
+            "{lines:#?}"
+        );
+    }
+    // Following through A sees an invocation served by C.
+    let mut follow = client
+        .get(format!("{}/apps/echo/logs?follow=true&limit=1", a.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), 200);
+    let later = invoke(c.url.clone(), "/later").await;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !text.contains(&format!("\"requestId\":\"{later}\""))
+            || !text.contains("served /later")
+        {
+            let chunk = follow.chunk().await.unwrap().expect("the stream goes on");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the line served by C did not arrive through A: {text}"));
+    drop(follow);
+    drop((a, b, c));
+    db.drop_db().await;
+}

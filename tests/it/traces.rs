@@ -81,7 +81,7 @@ impl Receiver {
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CLIENT_SPAN: &str = "b7ad6b7169203331";
 
-fn field<'a>(traceparent: &'a str, index: usize) -> &'a str {
+fn field(traceparent: &str, index: usize) -> &str {
     traceparent.split('-').nth(index).unwrap_or_default()
 }
 
@@ -135,8 +135,15 @@ async fn one_trace_runs_from_the_event_through_its_job_to_the_webhook() {
         .await
         .unwrap();
     assert_eq!(posted.status(), 200);
-    let response_trace = posted.headers()["traceresponse"].to_str().unwrap().to_owned();
-    assert_eq!(field(&response_trace, 1), TRACE, "the client's trace is continued");
+    let response_trace = posted.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        field(&response_trace, 1),
+        TRACE,
+        "the client's trace is continued"
+    );
     let server_span = field(&response_trace, 2).to_owned();
     assert_ne!(server_span, CLIENT_SPAN, "the server's own span");
 
@@ -164,9 +171,7 @@ async fn one_trace_runs_from_the_event_through_its_job_to_the_webhook() {
     // Every piece is exported, in one trace, each under its cause.
     let spans = eventually(|| async {
         let spans = receiver.spans();
-        let webhook_span = spans
-            .iter()
-            .any(|s| s.span_id == field(&delivered_in, 2));
+        let webhook_span = spans.iter().any(|s| s.span_id == field(&delivered_in, 2));
         let job = spans.iter().any(|s| s.span_id == job_span);
         (webhook_span && job).then_some(spans)
     })
@@ -180,12 +185,22 @@ async fn one_trace_runs_from_the_event_through_its_job_to_the_webhook() {
     };
     let server = by_id(&server_span);
     assert_eq!(
-        (server.name.as_str(), server.trace_id.as_str(), server.parent_span_id.as_str()),
+        (
+            server.name.as_str(),
+            server.trace_id.as_str(),
+            server.parent_span_id.as_str()
+        ),
         ("POST /events/{event}", TRACE, CLIENT_SPAN)
     );
-    assert!(server.service.contains("orchestrator-under-test"), "{server:?}");
+    assert!(
+        server.service.contains("orchestrator-under-test"),
+        "{server:?}"
+    );
     let job = by_id(&job_span);
-    assert_eq!((job.name.as_str(), job.trace_id.as_str()), ("job provisioning provision", TRACE));
+    assert_eq!(
+        (job.name.as_str(), job.trace_id.as_str()),
+        ("job provisioning provision", TRACE)
+    );
     // The job's parent is the handler of the provisioning event, under the ingestion.
     let handler = by_id(&job.parent_span_id);
     assert_eq!(handler.name, "handle TENANT_PROVISIONING");
@@ -204,9 +219,14 @@ async fn one_trace_runs_from_the_event_through_its_job_to_the_webhook() {
         .iter()
         .find(|s| s.name == "handle TENANT_PROVISIONING_SUCCESS")
         .unwrap_or_else(|| panic!("{spans:#?}"));
-    assert_eq!((result.trace_id.as_str(), result.parent_span_id.as_str()), (TRACE, job_span.as_str()));
+    assert_eq!(
+        (result.trace_id.as_str(), result.parent_span_id.as_str()),
+        (TRACE, job_span.as_str())
+    );
     assert!(
-        spans.iter().any(|s| s.trace_id == TRACE && s.name == "commit"),
+        spans
+            .iter()
+            .any(|s| s.trace_id == TRACE && s.name == "commit"),
         "store calls are spans of the trace: {spans:#?}"
     );
 
@@ -252,7 +272,10 @@ async fn a_function_sees_the_trace_of_the_request_it_answers() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let traceresponse = response.headers()["traceresponse"].to_str().unwrap().to_owned();
+    let traceresponse = response.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(field(&traceresponse, 1), TRACE);
     let seen: Value = response.json().await.unwrap();
     let header = seen["header"].as_str().unwrap();
@@ -270,9 +293,15 @@ async fn a_function_sees_the_trace_of_the_request_it_answers() {
     );
     // Without a traceparent, a new trace.
     let fresh = app.app_get("traced", "/").await;
-    let fresh_trace = fresh.headers()["traceresponse"].to_str().unwrap().to_owned();
+    let fresh_trace = fresh.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(fresh_trace.len(), 55);
     assert_ne!(field(&fresh_trace, 1), TRACE);
     let seen: Value = fresh.json().await.unwrap();
-    assert_eq!(field(seen["header"].as_str().unwrap(), 1), field(&fresh_trace, 1));
+    assert_eq!(
+        field(seen["header"].as_str().unwrap(), 1),
+        field(&fresh_trace, 1)
+    );
 }

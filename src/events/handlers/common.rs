@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::{Handled, HandlerError, Services};
 use crate::store::{EventId, JsonObject, TenantId, TenantRecord, TenantState, TenantWrite};
+use crate::telemetry::trace::{self, Span};
 use crate::tenants::{next, Lifecycle, Transition};
 use crate::tiers::TierDetails;
 
@@ -243,7 +244,14 @@ pub async fn tier_details(
             "missing tier: expected detail.planConfig.tier, detail.subscription.plan.tier or detail.tier".into(),
         )
     })?;
-    Ok(services.tiers.get(&tier).await?)
+    let mut span = Span::child_of_current("tier details", trace::Kind::Client);
+    span.set("tier.source", services.tiers.name());
+    let details = services.tiers.get(&tier).await;
+    if let Err(err) = &details {
+        span.fail(err);
+    }
+    span.end();
+    Ok(details?)
 }
 
 #[cfg(test)]

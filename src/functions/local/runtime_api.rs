@@ -289,9 +289,14 @@ impl Api {
                 .metrics
                 .cold_start(init.unwrap_or_else(|| self.spawned.elapsed()));
         }
-        let start = format!("START RequestId: {request_id} Version: {}", function.version);
+        let start = format!(
+            "START RequestId: {request_id} Version: {}",
+            function.version
+        );
         tracing::info!(target: "function", app = %function.app, request_id = %request_id, "{start}");
-        function.log.write(Some(&request_id), logs::PLATFORM, &start);
+        function
+            .log
+            .write(Some(&request_id), logs::PLATFORM, &start);
         if let Ok(mut current) = self.current.lock() {
             *current = Some(request_id.clone());
         }
@@ -344,7 +349,9 @@ impl Api {
         tracing::info!(target: "function", app = %app, request_id = %request_id, "{end}");
         tracing::info!(target: "function", app = %app, request_id = %request_id, "{report}");
         function.log.write(Some(request_id), logs::PLATFORM, &end);
-        function.log.write(Some(request_id), logs::PLATFORM, &report);
+        function
+            .log
+            .write(Some(request_id), logs::PLATFORM, &report);
         let _ = running.reply.send(outcome);
     }
 
