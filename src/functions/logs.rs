@@ -6,6 +6,7 @@
 //! every replica's lines are read through any replica.
 
 use std::collections::HashMap;
+use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::function_config::AppName;
-use crate::store::{FunctionLogLine, LogStore};
+use crate::store::{LogChunk, LogLine, LogStore};
 
 /// Longest a line waits in memory before it is written.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
@@ -22,6 +23,10 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 const FLUSH_AT: usize = 2_000;
 /// Lines held while the store does not take them; beyond, new lines are dropped (and counted).
 const MAX_PENDING: usize = 100_000;
+/// Most lines, and message bytes, in one chunk (at most an eighth of the
+/// retention too, so trimming whole chunks keeps close to it).
+const CHUNK_LINES: usize = 2_000;
+const CHUNK_BYTES: usize = 256 * 1024;
 
 /// The stream a line came from.
 pub const STDOUT: &str = "stdout";
@@ -30,13 +35,13 @@ pub const STDERR: &str = "stderr";
 pub const PLATFORM: &str = "platform";
 
 struct Shared {
-    pending: Mutex<Vec<FunctionLogLine>>,
+    pending: Mutex<Vec<(AppName, LogLine)>>,
     wake: Notify,
     dropped: AtomicU64,
 }
 
 impl Shared {
-    fn pending(&self) -> MutexGuard<'_, Vec<FunctionLogLine>> {
+    fn pending(&self) -> MutexGuard<'_, Vec<(AppName, LogLine)>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -58,11 +63,10 @@ impl AppLog {
     /// Keeps `message` (one line) under `request_id`.
     pub fn write(&self, request_id: Option<&str>, stream: &'static str, message: &str) {
         let Some(app) = &self.app else { return };
-        let line = FunctionLogLine {
-            app: app.clone(),
+        let line = LogLine {
             at_ms: crate::support::now_ms(),
             request_id: request_id.map(str::to_owned),
-            stream,
+            stream: stream.to_owned(),
             message: message.to_owned(),
         };
         let mut pending = self.shared.pending();
@@ -70,7 +74,7 @@ impl AppLog {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        pending.push(line);
+        pending.push((app.clone(), line));
         if pending.len() == FLUSH_AT {
             self.shared.wake.notify_one();
         }
@@ -135,15 +139,20 @@ impl FunctionLogs {
                 );
             }
             if !batch.is_empty() {
-                match store.append_logs(&batch).await {
+                let chunk_bytes = usize::try_from(retention_bytes / 8)
+                    .unwrap_or(CHUNK_BYTES)
+                    .clamp(1, CHUNK_BYTES);
+                let chunks = chunks(batch, chunk_bytes);
+                match store.append_logs(&chunks).await {
                     Ok(()) => {
                         if failing {
                             tracing::info!("function logs are written again");
                             failing = false;
                         }
-                        for line in &batch {
-                            *written_since_trim.entry(line.app.clone()).or_default() +=
-                                line.message.len() as u64;
+                        for chunk in &chunks {
+                            let bytes: usize = chunk.lines.iter().map(|l| l.message.len()).sum();
+                            *written_since_trim.entry(chunk.app.clone()).or_default() +=
+                                bytes as u64;
                         }
                     }
                     Err(err) => {
@@ -154,7 +163,14 @@ impl FunctionLogs {
                         // Back in front of what came meanwhile, within the bound.
                         let mut pending = self.shared.pending();
                         let room = MAX_PENDING.saturating_sub(pending.len());
-                        let mut kept: Vec<FunctionLogLine> = batch.into_iter().take(room).collect();
+                        let mut kept: Vec<(AppName, LogLine)> = chunks
+                            .into_iter()
+                            .flat_map(|c| {
+                                let app = c.app;
+                                c.lines.into_iter().map(move |l| (app.clone(), l))
+                            })
+                            .take(room)
+                            .collect();
                         kept.append(&mut pending);
                         *pending = kept;
                     }
@@ -179,5 +195,82 @@ impl FunctionLogs {
                 return;
             }
         }
+    }
+}
+
+/// Each app's lines of a batch as chunks, in order, none over
+/// [`CHUNK_LINES`] lines or (past its first line) `max_bytes`.
+fn chunks(batch: Vec<(AppName, LogLine)>, max_bytes: usize) -> Vec<LogChunk> {
+    let mut open: HashMap<AppName, (Vec<LogLine>, usize)> = HashMap::new();
+    let mut out = Vec::new();
+    for (app, line) in batch {
+        let (lines, bytes) = open.entry(app.clone()).or_default();
+        if !lines.is_empty()
+            && (lines.len() >= CHUNK_LINES || *bytes + line.message.len() > max_bytes)
+        {
+            out.push(LogChunk {
+                app,
+                lines: mem::take(lines),
+            });
+            *bytes = 0;
+        }
+        *bytes += line.message.len();
+        lines.push(line);
+    }
+    out.extend(
+        open.into_iter()
+            .filter(|(_, (lines, _))| !lines.is_empty())
+            .map(|(app, (lines, _))| LogChunk { app, lines }),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(message: &str) -> LogLine {
+        LogLine {
+            at_ms: 1,
+            request_id: None,
+            stream: STDOUT.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_batch_becomes_chunks_per_app_in_order_and_bounded() {
+        let (a, b) = (
+            AppName::parse("a").expect("valid"),
+            AppName::parse("b").expect("valid"),
+        );
+        let mut batch = vec![
+            (a.clone(), line("1")),
+            (b.clone(), line("x")),
+            (a.clone(), line("2")),
+        ];
+        batch.extend((0..CHUNK_LINES + 1).map(|_| (b.clone(), line("y"))));
+        let chunks = chunks(batch, CHUNK_BYTES);
+        let of = |app: &AppName| -> Vec<usize> {
+            chunks
+                .iter()
+                .filter(|c| &c.app == app)
+                .map(|c| c.lines.len())
+                .collect()
+        };
+        assert_eq!(of(&a), [2]);
+        assert_eq!(of(&b), [CHUNK_LINES, 2]);
+        let a_lines: Vec<&str> = chunks
+            .iter()
+            .filter(|c| c.app == a)
+            .flat_map(|c| c.lines.iter().map(|l| l.message.as_str()))
+            .collect();
+        assert_eq!(a_lines, ["1", "2"]);
+        let big = "z".repeat(CHUNK_BYTES);
+        let split = super::chunks(
+            vec![(a.clone(), line(&big)), (a.clone(), line("after"))],
+            CHUNK_BYTES,
+        );
+        assert_eq!(split.len(), 2, "a chunk's bytes are bounded");
     }
 }

@@ -18,12 +18,14 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, ApiQuery};
 use super::AppState;
 use crate::function_config::AppName;
-use crate::store::{FunctionLogRecord, LogQuery, Store};
+use crate::store::{ChunkQuery, LogLine, Store, StoreError, StoredLogChunk};
 
 /// How often a follower asks the store for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(250);
-/// Lines read per poll.
-const FOLLOW_BATCH: i64 = 500;
+/// Chunks read per poll (a chunk is an app's lines of one write of a replica).
+const FOLLOW_BATCH: i64 = 64;
+/// Chunks read per page when looking for the newest lines.
+const PAGE: i64 = 32;
 /// Lines can reach the store out of order (replicas write concurrently): a
 /// follower looks again this far back for lines it has not sent yet.
 const FOLLOW_SETTLE: Duration = Duration::from_secs(3);
@@ -65,8 +67,8 @@ pub struct LogEventView {
     pub message: String,
 }
 
-impl From<FunctionLogRecord> for LogEventView {
-    fn from(line: FunctionLogRecord) -> Self {
+impl From<LogLine> for LogEventView {
+    fn from(line: LogLine) -> Self {
         Self {
             timestamp: crate::support::timestamp(line.at_ms),
             request_id: line.request_id,
@@ -74,6 +76,87 @@ impl From<FunctionLogRecord> for LogEventView {
             message: line.message,
         }
     }
+}
+
+/// A kept line and where it is: its chunk and its place in it.
+struct Placed {
+    seq: i64,
+    index: usize,
+    line: LogLine,
+}
+
+/// Which lines a query keeps.
+#[derive(Clone)]
+struct Filter {
+    app: AppName,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    request_id: Option<String>,
+}
+
+impl Filter {
+    fn keeps(&self, line: &LogLine) -> bool {
+        self.since_ms.is_none_or(|since| line.at_ms >= since)
+            && self.until_ms.is_none_or(|until| line.at_ms < until)
+            && self
+                .request_id
+                .as_deref()
+                .is_none_or(|id| line.request_id.as_deref() == Some(id))
+    }
+
+    fn chunks(&self, before_seq: Option<i64>, after_seq: Option<i64>, limit: i64) -> ChunkQuery {
+        ChunkQuery {
+            app: self.app.clone(),
+            since_ms: self.since_ms,
+            until_ms: self.until_ms,
+            before_seq,
+            after_seq,
+            limit,
+        }
+    }
+
+    /// The lines of `chunk` this filter keeps, in order.
+    fn placed(&self, chunk: StoredLogChunk) -> impl Iterator<Item = Placed> + '_ {
+        let seq = chunk.seq;
+        chunk
+            .lines
+            .into_iter()
+            .enumerate()
+            .filter(|(_, line)| self.keeps(line))
+            .map(move |(index, line)| Placed { seq, index, line })
+    }
+}
+
+/// The newest `limit` lines `filter` keeps, oldest first, and the newest
+/// chunk read (what a follower goes on after).
+async fn newest(
+    store: &dyn Store,
+    filter: &Filter,
+    limit: usize,
+) -> Result<(Vec<Placed>, i64), StoreError> {
+    let mut out: Vec<Placed> = Vec::new();
+    let mut newest_seq = 0;
+    let mut before = None;
+    'pages: loop {
+        let chunks = store.log_chunks(&filter.chunks(before, None, PAGE)).await?;
+        let full = chunks.len() as i64 == PAGE;
+        for chunk in chunks {
+            newest_seq = newest_seq.max(chunk.seq);
+            before = Some(chunk.seq);
+            let mut lines: Vec<Placed> = filter.placed(chunk).collect();
+            while let Some(line) = lines.pop() {
+                out.push(line);
+                if out.len() == limit {
+                    break 'pages;
+                }
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    out.reverse();
+    Ok((out, newest_seq))
 }
 
 /// A time in a query: RFC 3339, epoch milliseconds, or a duration before now.
@@ -165,20 +248,22 @@ pub async fn logs(
     // The app must exist (any status: a removed app's lines are still kept).
     state.apps.status(&name).await?;
     let app = AppName::parse(&name).map_err(|e| ApiError::not_found(e.to_string()))?;
-    let query = LogQuery {
+    let filter = Filter {
         app,
         since_ms,
         until_ms,
         request_id,
-        after_seq: None,
-        limit,
     };
-    let lines = state.store.logs(&query).await?;
+    let limit = usize::try_from(limit).unwrap_or(100);
+    let (lines, newest_seq) = newest(state.store.as_ref(), &filter, limit).await?;
     if !follow {
-        let events = lines.into_iter().map(LogEventView::from).collect();
+        let events = lines
+            .into_iter()
+            .map(|p| LogEventView::from(p.line))
+            .collect();
         return Ok(Json(LogsView { events }).into_response());
     }
-    let follower = Follower::new(state.store.clone(), query, lines);
+    let follower = Follower::new(state.store.clone(), filter, lines, newest_seq);
     let stream = futures_util::stream::unfold(follower, |mut follower| async move {
         let line = follower.next().await;
         Some((Ok::<Event, Infallible>(event(line)), follower))
@@ -188,9 +273,9 @@ pub async fn logs(
         .into_response())
 }
 
-fn event(line: FunctionLogRecord) -> Event {
-    let id = line.seq.to_string();
-    let view = LogEventView::from(line);
+fn event(placed: Placed) -> Event {
+    let id = format!("{}-{}", placed.seq, placed.index);
+    let view = LogEventView::from(placed.line);
     Event::default()
         .id(id)
         .json_data(&view)
@@ -200,39 +285,35 @@ fn event(line: FunctionLogRecord) -> Event {
 /// Reads an app's new lines as they are kept.
 struct Follower {
     store: Arc<dyn Store>,
-    query: LogQuery,
-    ready: VecDeque<FunctionLogRecord>,
-    /// Lines sent lately (position, when): positions before them are looked
-    /// at again for a while, in case a replica's earlier position reached
-    /// the store after a later one.
+    filter: Filter,
+    ready: VecDeque<Placed>,
+    /// Chunks read lately (position, when): positions before them are
+    /// looked at again for a while, in case a replica's earlier position
+    /// reached the store after a later one.
     recent: VecDeque<(i64, Instant)>,
-    sent: HashSet<i64>,
-    /// Every line at or before it was sent or settled.
+    read: HashSet<i64>,
+    /// Every chunk at or before it was read or settled.
     floor: i64,
     first: bool,
 }
 
 impl Follower {
-    fn new(store: Arc<dyn Store>, query: LogQuery, backlog: Vec<FunctionLogRecord>) -> Self {
+    fn new(store: Arc<dyn Store>, filter: Filter, backlog: Vec<Placed>, floor: i64) -> Self {
         Self {
             store,
-            query,
-            floor: backlog.last().map_or(0, |l| l.seq),
+            filter,
+            floor,
             ready: backlog.into(),
             recent: VecDeque::new(),
-            sent: HashSet::new(),
+            read: HashSet::new(),
             first: true,
         }
     }
 
     /// The next line to send, waiting for one.
-    async fn next(&mut self) -> FunctionLogRecord {
+    async fn next(&mut self) -> Placed {
         loop {
             if let Some(line) = self.ready.pop_front() {
-                if line.seq > self.floor {
-                    self.recent.push_back((line.seq, Instant::now()));
-                    self.sent.insert(line.seq);
-                }
                 return line;
             }
             if !self.first {
@@ -244,31 +325,41 @@ impl Follower {
     }
 
     async fn poll(&mut self) {
-        // Lines sent long enough ago are settled: nothing before them can still arrive.
+        // Chunks read long enough ago are settled: nothing before them can still arrive.
         while let Some(&(seq, at)) = self.recent.front() {
             if at.elapsed() < FOLLOW_SETTLE {
                 break;
             }
             self.recent.pop_front();
-            self.sent.remove(&seq);
+            self.read.remove(&seq);
             self.floor = self.floor.max(seq);
         }
         let from = self
             .recent
-            .front()
-            .map_or(self.floor, |&(seq, _)| (seq - 1).max(self.floor));
-        // The lines sent since `from` come again (and are skipped): room for them.
+            .iter()
+            .map(|&(seq, _)| seq - 1)
+            .min()
+            .map_or(self.floor, |seq| seq.max(self.floor));
+        // The chunks read since `from` come again (and are skipped): room for them.
         let room = i64::try_from(self.recent.len()).unwrap_or(i64::MAX);
-        let query = LogQuery {
-            after_seq: Some(from),
-            limit: FOLLOW_BATCH.saturating_add(room).min(10 * FOLLOW_BATCH),
-            ..self.query.clone()
+        let query = self
+            .filter
+            .chunks(None, Some(from), FOLLOW_BATCH.saturating_add(room));
+        let chunks = match self.store.log_chunks(&query).await {
+            Ok(chunks) => chunks,
+            Err(err) => {
+                tracing::debug!(error = %err, "following logs: the store did not answer");
+                return;
+            }
         };
-        match self.store.logs(&query).await {
-            Ok(lines) => self
-                .ready
-                .extend(lines.into_iter().filter(|l| !self.sent.contains(&l.seq))),
-            Err(err) => tracing::debug!(error = %err, "following logs: the store did not answer"),
+        let now = Instant::now();
+        for chunk in chunks {
+            if !self.read.insert(chunk.seq) {
+                continue;
+            }
+            self.recent.push_back((chunk.seq, now));
+            let lines: Vec<Placed> = self.filter.placed(chunk).collect();
+            self.ready.extend(lines);
         }
     }
 }

@@ -23,8 +23,8 @@ use async_trait::async_trait;
 use crate::function_config::{AppName, FunctionConfig};
 pub use keys::{EventId, JobId, JsonObject, TenantId};
 pub use records::{
-    AppRecord, AppStatus, AppVersionRecord, EventRecord, EventStatus, FunctionLogLine,
-    FunctionLogRecord, JobFinish, JobKind, JobRecord, JobStatus, LogQuery, NewEvent, TenantRecord,
+    AppRecord, AppStatus, AppVersionRecord, ChunkQuery, EventRecord, EventStatus, JobFinish,
+    JobKind, JobRecord, JobStatus, LogChunk, LogLine, NewEvent, StoredLogChunk, TenantRecord,
     TenantState, TimelineEntry,
 };
 
@@ -277,15 +277,16 @@ pub trait JobStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
-/// What functions wrote, per app, bounded.
+/// What functions wrote, per app, bounded: kept in chunks (the lines of one
+/// app written together), so writing costs one row per app per write.
 #[async_trait]
 pub trait LogStore: Send + Sync {
-    /// Keeps `lines` (in order).
-    async fn append_logs(&self, lines: &[FunctionLogLine]) -> Result<(), StoreError>;
-    /// Lines of one app matching `query`, oldest first: the newest `limit`
-    /// of them, or with `after_seq` the first `limit` after it.
-    async fn logs(&self, query: &LogQuery) -> Result<Vec<FunctionLogRecord>, StoreError>;
-    /// Deletes an app's oldest lines until the rest hold at most
+    /// Keeps `chunks` (one row each, in order).
+    async fn append_logs(&self, chunks: &[LogChunk]) -> Result<(), StoreError>;
+    /// Chunks of one app matching `query` (see [`ChunkQuery`]); a chunk whose
+    /// lines cannot be read is left out (and logged).
+    async fn log_chunks(&self, query: &ChunkQuery) -> Result<Vec<StoredLogChunk>, StoreError>;
+    /// Deletes an app's oldest chunks until the rest hold at most
     /// `keep_bytes` of messages; how many went.
     async fn trim_logs(&self, app: &AppName, keep_bytes: i64) -> Result<u64, StoreError>;
 }

@@ -230,41 +230,46 @@ pub struct TimelineEntry {
     pub detail: JsonObject,
 }
 
-/// A line of a function's output, to be kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FunctionLogLine {
-    pub app: AppName,
+/// A line of a function's output.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogLine {
+    /// When it was read (epoch ms).
+    #[serde(rename = "t")]
     pub at_ms: i64,
     /// The invocation it belongs to (none before the first, e.g. init output).
+    #[serde(rename = "r")]
     pub request_id: Option<String>,
     /// `stdout`, `stderr`, or `platform` (START, END, REPORT and failures).
-    pub stream: &'static str,
+    #[serde(rename = "s")]
+    pub stream: String,
+    #[serde(rename = "m")]
     pub message: String,
 }
 
-/// A kept line of a function's output.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct FunctionLogRecord {
+/// Lines of one app written together, in order (one row of the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    pub app: AppName,
+    pub lines: Vec<LogLine>,
+}
+
+/// A kept chunk of an app's lines.
+#[derive(Debug, Clone)]
+pub struct StoredLogChunk {
     /// Order of arrival in the store.
     pub seq: i64,
-    #[sqlx(rename = "at")]
-    pub at_ms: i64,
-    pub request_id: Option<String>,
-    pub stream: String,
-    pub message: String,
+    pub lines: Vec<LogLine>,
 }
 
-/// Which kept lines of an app to read.
+/// Which kept chunks of an app to read: those with lines in
+/// `[since_ms, until_ms)`, newest first before `before_seq`, or oldest
+/// first after `after_seq`.
 #[derive(Debug, Clone)]
-pub struct LogQuery {
+pub struct ChunkQuery {
     pub app: AppName,
-    /// From this time (epoch ms, inclusive).
     pub since_ms: Option<i64>,
-    /// Before this time (epoch ms, exclusive).
     pub until_ms: Option<i64>,
-    pub request_id: Option<String>,
-    /// Only lines that arrived after this one, oldest first (following);
-    /// without it, the newest lines.
+    pub before_seq: Option<i64>,
     pub after_seq: Option<i64>,
     pub limit: i64,
 }

@@ -8,10 +8,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{
-    AppRecord, AppStatus, AppStore, AppVersionRecord, Census, Claimed, Commit, EventId,
-    EventOutcome, EventRecord, EventStatus, EventStore, FunctionLogLine, FunctionLogRecord, JobId,
-    JobRecord, JobStore, LogQuery, LogStore, NewEvent, Store, StoreError, TenantId, TenantRecord,
-    TenantStore, TimelineEntry,
+    AppRecord, AppStatus, AppStore, AppVersionRecord, Census, ChunkQuery, Claimed, Commit, EventId,
+    EventOutcome, EventRecord, EventStatus, EventStore, JobId, JobRecord, JobStore, LogChunk,
+    LogStore, NewEvent, Store, StoreError, StoredLogChunk, TenantId, TenantRecord, TenantStore,
+    TimelineEntry,
 };
 use crate::function_config::{AppName, FunctionConfig};
 use crate::telemetry::metrics::StoreQueries;
@@ -234,12 +234,12 @@ impl AppStore for TimedStore {
 
 #[async_trait]
 impl LogStore for TimedStore {
-    async fn append_logs(&self, lines: &[FunctionLogLine]) -> Result<(), StoreError> {
-        self.time("append_logs", self.inner.append_logs(lines))
+    async fn append_logs(&self, chunks: &[LogChunk]) -> Result<(), StoreError> {
+        self.time("append_logs", self.inner.append_logs(chunks))
             .await
     }
-    async fn logs(&self, query: &LogQuery) -> Result<Vec<FunctionLogRecord>, StoreError> {
-        self.time("logs", self.inner.logs(query)).await
+    async fn log_chunks(&self, query: &ChunkQuery) -> Result<Vec<StoredLogChunk>, StoreError> {
+        self.time("log_chunks", self.inner.log_chunks(query)).await
     }
     async fn trim_logs(&self, app: &AppName, keep_bytes: i64) -> Result<u64, StoreError> {
         self.time("trim_logs", self.inner.trim_logs(app, keep_bytes))

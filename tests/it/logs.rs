@@ -201,15 +201,14 @@ async fn follow_streams_new_lines_as_server_sent_events() {
     assert_eq!(new.len(), 5, "each new line once: {events:#?}");
     assert!(new.iter().all(|e| e["requestId"] == after.as_str()));
     assert!(new.iter().any(|e| e["message"] == "hello /after"));
-    let ids: Vec<i64> = events.iter().map(|(id, _)| id.parse().unwrap()).collect();
-    let mut sorted = ids.clone();
-    sorted.sort();
-    sorted.dedup();
+    let ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
+    let unique: std::collections::HashSet<&str> = ids.iter().copied().collect();
     assert_eq!(
-        sorted.len(),
+        unique.len(),
         ids.len(),
         "ids are positions, each once: {ids:?}"
     );
+    assert!(ids.iter().all(|id| !id.is_empty()), "{ids:?}");
 }
 
 #[tokio::test]
