@@ -66,7 +66,7 @@ impl AppLog {
         let line = LogLine {
             at_ms: crate::support::now_ms(),
             request_id: request_id.map(str::to_owned),
-            stream: stream.to_owned(),
+            stream: stream.into(),
             message: message.to_owned(),
         };
         let mut pending = self.shared.pending();

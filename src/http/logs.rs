@@ -72,7 +72,7 @@ impl From<LogLine> for LogEventView {
         Self {
             timestamp: crate::support::timestamp(line.at_ms),
             request_id: line.request_id,
-            stream: line.stream,
+            stream: line.stream.into_owned(),
             message: line.message,
         }
     }

@@ -221,7 +221,7 @@ impl Observe {
                 status = status.as_u16(),
                 duration_ms = took.as_secs_f64() * 1000.0,
                 request_id = %request_id::current(),
-                trace_id = %context.trace_id(),
+                trace_id = %context.trace_id_hex(),
                 "request"
             );
         }

@@ -241,7 +241,7 @@ pub struct LogLine {
     pub request_id: Option<String>,
     /// `stdout`, `stderr`, or `platform` (START, END, REPORT and failures).
     #[serde(rename = "s")]
-    pub stream: String,
+    pub stream: std::borrow::Cow<'static, str>,
     #[serde(rename = "m")]
     pub message: String,
 }

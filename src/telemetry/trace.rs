@@ -11,7 +11,6 @@
 //! it already has), which the SDK's batch processor sends from its own thread.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::SystemTime;
@@ -54,13 +53,32 @@ fn hex_into<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
-fn random_nonzero<const N: usize>() -> [u8; N] {
+fn random_trace_id() -> [u8; 16] {
     loop {
-        let mut out = [0u8; N];
-        out.iter_mut().for_each(|b| *b = fastrand::u8(..));
-        if out.iter().any(|&b| b != 0) {
-            return out;
+        let id = fastrand::u128(..);
+        if id != 0 {
+            return id.to_le_bytes();
         }
+    }
+}
+
+fn random_span_id() -> [u8; 8] {
+    loop {
+        let id = fastrand::u64(..);
+        if id != 0 {
+            return id.to_le_bytes();
+        }
+    }
+}
+
+/// A trace id as 32 lowercase hex digits, written without allocating.
+pub struct TraceIdHex([u8; 16]);
+
+impl std::fmt::Display for TraceIdHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut buffer = [0u8; 32];
+        hex::encode_to_slice(self.0, &mut buffer).map_err(|_| std::fmt::Error)?;
+        f.write_str(std::str::from_utf8(&buffer).map_err(|_| std::fmt::Error)?)
     }
 }
 
@@ -104,8 +122,8 @@ impl TraceContext {
     /// The first span of a new, sampled trace.
     pub fn root() -> Self {
         Self {
-            trace_id: random_nonzero(),
-            span_id: random_nonzero(),
+            trace_id: random_trace_id(),
+            span_id: random_span_id(),
             sampled: true,
         }
     }
@@ -113,7 +131,7 @@ impl TraceContext {
     /// A new span in the same trace.
     pub fn child(&self) -> Self {
         Self {
-            span_id: random_nonzero(),
+            span_id: random_span_id(),
             ..*self
         }
     }
@@ -133,18 +151,23 @@ impl TraceContext {
 
     /// `00-<trace>-<span>-<flags>`, as sent in `traceparent`.
     pub fn traceparent(&self) -> String {
-        let mut out = String::with_capacity(55);
-        out.push_str("00-");
-        out.push_str(&self.trace_id());
-        out.push('-');
-        out.push_str(&hex::encode(self.span_id));
-        let _ = write!(out, "-{:02x}", u8::from(self.sampled));
-        out
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        // The lengths are fixed: these cannot fail.
+        let _ = hex::encode_to_slice(self.trace_id, &mut out[3..35]);
+        let _ = hex::encode_to_slice(self.span_id, &mut out[36..52]);
+        out[53..].copy_from_slice(if self.sampled { b"01" } else { b"00" });
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// The trace id, 32 lowercase hex digits.
     pub fn trace_id(&self) -> String {
         hex::encode(self.trace_id)
+    }
+
+    /// The trace id for a log line (written without allocating).
+    pub fn trace_id_hex(&self) -> TraceIdHex {
+        TraceIdHex(self.trace_id)
     }
 
     /// The X-Ray form Lambda passes functions (`Lambda-Runtime-Trace-Id`,
@@ -421,5 +444,12 @@ mod tests {
         assert_eq!(root.derived("job:1"), root.derived("job:1"));
         assert_ne!(root.derived("job:1"), root.derived("job:2"));
         assert_eq!(TraceContext::parse(&child.traceparent()), Some(child));
+        assert_eq!(child.trace_id_hex().to_string(), child.trace_id());
+        let unsampled =
+            TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+        assert_eq!(
+            unsampled.map(|t| t.traceparent()).as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+        );
     }
 }
