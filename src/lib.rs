@@ -209,12 +209,14 @@ impl OrchestratorBuilder {
                     Some(_) => "sandbox",
                     None => "none",
                 });
-                let logs = FunctionLogs::new();
-                log_writer = Some(LogWriter::start(
-                    logs.clone(),
-                    store.clone(),
-                    config.functions.log_retention_bytes,
-                ));
+                let logs = match config.functions.log_retention_bytes {
+                    0 => FunctionLogs::off(),
+                    retention => {
+                        let logs = FunctionLogs::new();
+                        log_writer = Some(LogWriter::start(logs.clone(), store.clone(), retention));
+                        logs
+                    }
+                };
                 LocalFunctions::start(local_options(&config, sandbox, metrics.functions(), logs))?
             }
         };

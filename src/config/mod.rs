@@ -265,11 +265,19 @@ impl Config {
             1,
         )?;
         at_least("functions.tmp_size_mb", functions.tmp_size_mb, 1)?;
-        at_least(
-            "functions.log_retention_bytes",
-            functions.log_retention_bytes,
-            64 * 1024,
-        )?;
+        if functions.log_retention_bytes != 0 {
+            at_least(
+                "functions.log_retention_bytes",
+                functions.log_retention_bytes,
+                64 * 1024,
+            )
+            .map_err(|_| {
+                invalid(
+                    "functions.log_retention_bytes",
+                    "must be 0 (keep no logs) or at least 65536",
+                )
+            })?;
+        }
         at_least("functions.max_workers", functions.max_workers as u64, 1)?;
         at_least(
             "functions.idle_timeout_secs",
@@ -604,5 +612,15 @@ mod tests {
         };
         assert!(config.uses_postgres());
         assert_eq!(config.store().unwrap().to_string(), "postgres://***@db/x");
+    }
+
+    #[test]
+    fn log_retention_is_off_or_at_least_64_kib() {
+        for (bytes, ok) in [(0, true), (65_536, true), (1_000, false)] {
+            let mut config = Config::default();
+            config.functions.log_retention_bytes = bytes;
+            let checked = config.validate();
+            assert_eq!(checked.is_ok(), ok, "{bytes}: {checked:?}");
+        }
     }
 }

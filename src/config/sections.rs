@@ -55,7 +55,7 @@ pub struct FunctionsConfig {
     /// answered `429` instead.
     pub max_queue_wait_ms: u64,
     /// Local runtime: bytes of output kept per app (`GET /apps/{name}/logs`);
-    /// the oldest lines go first.
+    /// the oldest lines go first; `0` keeps none.
     pub log_retention_bytes: u64,
 }
 

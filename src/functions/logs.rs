@@ -1,9 +1,10 @@
 //! Functions' output kept per app (`GET /apps/{name}/logs`): what a worker
 //! writes on stdout and stderr, and the runtime's START, END and REPORT
-//! lines. Lines are buffered in memory and written to the store in batches
-//! by one task, so an invocation never waits on the store; each app's kept
-//! lines are trimmed to `functions.log_retention_bytes`. Being in the store,
-//! every replica's lines are read through any replica.
+//! lines. Lines are buffered in memory and written to the store by one task,
+//! an app's lines of each write as one chunk (one row), so an invocation never
+//! waits on the store and a busy app costs one row per write; each app's kept
+//! lines are trimmed to `functions.log_retention_bytes` (`0`: none are kept).
+//! Being in the store, every replica's lines are read through any replica.
 
 use std::collections::HashMap;
 use std::mem;
@@ -50,6 +51,8 @@ impl Shared {
 #[derive(Clone)]
 pub struct FunctionLogs {
     shared: Arc<Shared>,
+    /// Lines are kept (`functions.log_retention_bytes` above 0).
+    keep: bool,
 }
 
 /// One app's log, handed to its workers.
@@ -101,13 +104,22 @@ impl FunctionLogs {
                 wake: Notify::new(),
                 dropped: AtomicU64::new(0),
             }),
+            keep: true,
+        }
+    }
+
+    /// Keeps nothing (`functions.log_retention_bytes = 0`).
+    pub fn off() -> Self {
+        Self {
+            keep: false,
+            ..Self::new()
         }
     }
 
     /// The log of `app` (a name that is not an app's keeps nothing).
     pub fn app(&self, app: &str) -> AppLog {
         AppLog {
-            app: AppName::parse(app).ok(),
+            app: AppName::parse(app).ok().filter(|_| self.keep),
             shared: self.shared.clone(),
         }
     }
@@ -272,5 +284,15 @@ mod tests {
             CHUNK_BYTES,
         );
         assert_eq!(split.len(), 2, "a chunk's bytes are bounded");
+    }
+
+    #[test]
+    fn lines_are_held_for_the_writer_unless_logs_are_off() {
+        let on = FunctionLogs::new();
+        on.app("a").write(Some("r"), STDOUT, "kept");
+        assert_eq!(on.shared.pending().len(), 1);
+        let off = FunctionLogs::off();
+        off.app("a").write(Some("r"), STDOUT, "dropped");
+        assert!(off.shared.pending().is_empty());
     }
 }
