@@ -81,6 +81,14 @@ impl Receiver {
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CLIENT_SPAN: &str = "b7ad6b7169203331";
 
+/// The `traceresponse` header of an answer.
+fn traceresponse_of(response: &reqwest::Response) -> String {
+    response.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn field(traceparent: &str, index: usize) -> &str {
     traceparent.split('-').nth(index).unwrap_or_default()
 }
@@ -135,10 +143,7 @@ async fn one_trace_runs_from_the_event_through_its_job_to_the_webhook() {
         .await
         .unwrap();
     assert_eq!(posted.status(), 200);
-    let response_trace = posted.headers()["traceresponse"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let response_trace = traceresponse_of(&posted);
     assert_eq!(
         field(&response_trace, 1),
         TRACE,
@@ -272,10 +277,7 @@ async fn a_function_sees_the_trace_of_the_request_it_answers() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let traceresponse = response.headers()["traceresponse"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let traceresponse = traceresponse_of(&response);
     assert_eq!(field(&traceresponse, 1), TRACE);
     let seen: Value = response.json().await.unwrap();
     let header = seen["header"].as_str().unwrap();
@@ -293,10 +295,7 @@ async fn a_function_sees_the_trace_of_the_request_it_answers() {
     );
     // Without a traceparent, a new trace.
     let fresh = app.app_get("traced", "/").await;
-    let fresh_trace = fresh.headers()["traceresponse"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let fresh_trace = traceresponse_of(&fresh);
     assert_eq!(fresh_trace.len(), 55);
     assert_ne!(field(&fresh_trace, 1), TRACE);
     let seen: Value = fresh.json().await.unwrap();
