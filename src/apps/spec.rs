@@ -34,22 +34,22 @@ pub struct DeployRequest {
     /// The code: a zip archive, base64-encoded.
     #[schema(min_length = 1, format = Byte)]
     pub archive: String,
-    /// Default `nodejs20.x`.
+    /// Default: the serving version's (a redeploy), else `nodejs20.x`.
     #[schema(value_type = Option<RuntimeName>)]
     pub runtime: Option<String>,
-    /// `path/module.function`; default `index.handler`.
+    /// `path/module.function`; default: the serving version's, else `index.handler`.
     #[schema(min_length = 1, max_length = 128)]
     pub handler: Option<String>,
-    /// Environment variables (string values).
+    /// Environment variables (string values); omitted, the serving version's; `{}` clears them.
     #[schema(value_type = Option<Object>)]
     pub environment: Option<Value>,
-    /// MB, 128 to 10240 (default 128).
+    /// MB, 128 to 10240 (default: the serving version's, else 128).
     #[schema(minimum = 128, maximum = 10240)]
     pub memory_size: Option<u32>,
-    /// Seconds, 1 to 900 (default 30).
+    /// Seconds, 1 to 900 (default: the serving version's, else 30).
     #[schema(minimum = 1, maximum = 900)]
     pub timeout: Option<u32>,
-    /// `1.0` (REST API event, default) or `2.0` (HTTP API event).
+    /// `1.0` (REST API event) or `2.0` (HTTP API event); default: the serving version's, else `1.0`.
     #[schema(value_type = Option<crate::proxy::PayloadFormat>)]
     pub payload_format: Option<String>,
 }
@@ -67,12 +67,19 @@ fn invalid(field: &'static str) -> impl FnOnce(String) -> InvalidField {
     move |reason| InvalidField { field, reason }
 }
 
-/// Validates everything but the archive's content.
-pub fn validate(request: &DeployRequest) -> Result<(AppName, FunctionConfig), InvalidField> {
+/// Validates everything but the archive's content. A setting the request
+/// omits is `previous`'s (the app's current version, as Lambda's
+/// `UpdateFunctionCode` keeps it), else the default; `"environment": {}`
+/// clears the environment.
+pub fn validate(
+    request: &DeployRequest,
+    previous: Option<&FunctionConfig>,
+) -> Result<(AppName, FunctionConfig), InvalidField> {
     let name = AppName::parse(&request.name).map_err(invalid("name"))?;
     let runtime = request
         .runtime
         .clone()
+        .or_else(|| previous.map(|p| p.runtime.clone()))
         .unwrap_or_else(|| "nodejs20.x".into());
     let kind = runtime_kind(&runtime)
         .ok_or_else(|| {
@@ -85,22 +92,30 @@ pub fn validate(request: &DeployRequest) -> Result<(AppName, FunctionConfig), In
     let handler = request
         .handler
         .clone()
+        .or_else(|| previous.map(|p| p.handler.clone()))
         .unwrap_or_else(|| "index.handler".into());
     check_handler(&handler, kind).map_err(invalid("handler"))?;
-    let memory_size = request.memory_size.unwrap_or(128);
+    let memory_size = request
+        .memory_size
+        .or(previous.map(|p| p.memory_size))
+        .unwrap_or(128);
     if !(128..=10240).contains(&memory_size) {
         return Err(invalid("memorySize")(format!(
             "memorySize must be between 128 and 10240 MB, not {memory_size}"
         )));
     }
-    let timeout = request.timeout.unwrap_or(30);
+    let timeout = request
+        .timeout
+        .or(previous.map(|p| p.timeout))
+        .unwrap_or(30);
     if !(1..=900).contains(&timeout) {
         return Err(invalid("timeout")(format!(
             "timeout must be between 1 and 900 seconds, not {timeout}"
         )));
     }
     let payload_format = match request.payload_format.as_deref() {
-        None | Some("1.0") => PayloadFormat::V1,
+        None => previous.map_or(PayloadFormat::V1, |p| p.payload_format),
+        Some("1.0") => PayloadFormat::V1,
         Some("2.0") => PayloadFormat::V2,
         Some(other) => {
             return Err(invalid("payloadFormat")(format!(
@@ -108,8 +123,10 @@ pub fn validate(request: &DeployRequest) -> Result<(AppName, FunctionConfig), In
             )))
         }
     };
-    let environment =
-        check_environment(request.environment.as_ref()).map_err(invalid("environment"))?;
+    let environment = match (&request.environment, previous) {
+        (None | Some(Value::Null), Some(previous)) => previous.environment.clone(),
+        (given, _) => check_environment(given.as_ref()).map_err(invalid("environment"))?,
+    };
     Ok((
         name,
         FunctionConfig {
@@ -237,7 +254,7 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let (name, config) = validate(&request(json!({}))).unwrap();
+        let (name, config) = validate(&request(json!({})), None).unwrap();
         assert_eq!(name.as_str(), "shop");
         assert_eq!(
             (config.runtime.as_str(), config.handler.as_str()),
@@ -254,17 +271,43 @@ mod tests {
     }
 
     #[test]
+    fn a_redeploy_keeps_what_it_omits_and_an_empty_environment_clears() {
+        let (_, previous) = validate(
+            &request(json!({
+                "runtime": "python3.12", "handler": "app.main", "memorySize": 512,
+                "timeout": 60, "payloadFormat": "2.0", "environment": {"MODE": "prod"}
+            })),
+            None,
+        )
+        .unwrap();
+        let (_, kept) = validate(&request(json!({})), Some(&previous)).unwrap();
+        assert_eq!(kept, previous);
+        let (_, changed) = validate(
+            &request(json!({"timeout": 5, "environment": {}})),
+            Some(&previous),
+        )
+        .unwrap();
+        assert_eq!((changed.timeout, changed.memory_size), (5, 512));
+        assert!(changed.environment.is_empty(), "{{}} clears it");
+        let (_, null_keeps) =
+            validate(&request(json!({"environment": null})), Some(&previous)).unwrap();
+        assert_eq!(null_keeps.environment, previous.environment);
+    }
+
+    #[test]
     fn handler_files_per_runtime() {
-        let (_, c) = validate(&request(json!({"handler": "src/api/main.handler"}))).unwrap();
+        let (_, c) = validate(&request(json!({"handler": "src/api/main.handler"})), None).unwrap();
         assert_eq!(c.handler_files()[0], "src/api/main.js");
-        let (_, c) = validate(&request(
-            json!({"runtime": "python3.12", "handler": "pkg.app.handler"}),
-        ))
+        let (_, c) = validate(
+            &request(json!({"runtime": "python3.12", "handler": "pkg.app.handler"})),
+            None,
+        )
         .unwrap();
         assert_eq!(c.handler_files(), ["pkg/app.py"]);
-        let (_, c) = validate(&request(
-            json!({"runtime": "provided.al2023", "handler": "anything"}),
-        ))
+        let (_, c) = validate(
+            &request(json!({"runtime": "provided.al2023", "handler": "anything"})),
+            None,
+        )
         .unwrap();
         assert_eq!(c.handler_files(), ["bootstrap"]);
     }
@@ -289,7 +332,7 @@ mod tests {
             json!({"environment": {"BIG": "x".repeat(5000)}}),
         ] {
             assert!(
-                validate(&request(bad.clone())).is_err(),
+                validate(&request(bad.clone()), None).is_err(),
                 "{bad} must be rejected"
             );
         }
@@ -306,7 +349,7 @@ mod tests {
             (json!({"payloadFormat": "3.0"}), "payloadFormat"),
             (json!({"environment": {"LD_PRELOAD": "x"}}), "environment"),
         ] {
-            let err = validate(&request(bad.clone())).unwrap_err();
+            let err = validate(&request(bad.clone()), None).unwrap_err();
             assert_eq!(err.field, field, "{bad}: {err}");
             assert!(!err.reason.is_empty());
         }

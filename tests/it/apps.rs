@@ -215,6 +215,60 @@ async fn redeploying_serves_new_code_and_keeps_versions_across_restarts() {
     );
 }
 
+/// As Lambda's `UpdateFunctionCode`: a redeploy that omits a setting keeps
+/// the serving version's, and `"environment": {}` clears the environment.
+#[tokio::test]
+async fn a_redeploy_keeps_the_settings_it_omits() {
+    let app = TestApp::start(|_, _| {}).await;
+    const V1: &str =
+        r#"exports.handler = async () => ({ statusCode: 200, body: `v1 ${process.env.MODE}` });"#;
+    const V2: &str =
+        r#"exports.handler = async () => ({ statusCode: 200, body: `v2 ${process.env.MODE}` });"#;
+    let (status, first) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": "keep", "archive": zip_of(&[("index.js", V1)]),
+                    "environment": {"MODE": "prod"}, "timeout": 7, "memorySize": 256, "payloadFormat": "2.0"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{first:#}");
+    let (status, second) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": "keep", "archive": zip_of(&[("index.js", V2)])}),
+        )
+        .await;
+    assert_eq!(status, 200, "{second:#}");
+    assert_eq!(second["version"], 2);
+    for key in [
+        "environment",
+        "timeout",
+        "memorySize",
+        "payloadFormat",
+        "runtime",
+        "handler",
+    ] {
+        assert_eq!(second[key], first[key], "{key}: {second:#}");
+    }
+    assert_eq!(
+        text(to_app(&app, "keep", reqwest::Method::GET, "/")).await,
+        (200, "v2 prod".into())
+    );
+    let (status, cleared) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": "keep", "archive": zip_of(&[("index.js", V1)]), "environment": {}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{cleared:#}");
+    assert_eq!(cleared["environment"], json!({}));
+    assert_eq!(cleared["timeout"], 7);
+    assert_eq!(
+        text(to_app(&app, "keep", reqwest::Method::GET, "/")).await,
+        (200, "v1 undefined".into())
+    );
+}
+
 #[tokio::test]
 async fn bad_deploys_get_400_or_413_and_change_nothing() {
     let app = TestApp::start(|_, _| {}).await;

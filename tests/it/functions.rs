@@ -18,7 +18,7 @@ fn config(extra: Value) -> FunctionConfig {
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
     let request: DeployRequest = serde_json::from_value(request).unwrap();
-    validate(&request).unwrap().1
+    validate(&request, None).unwrap().1
 }
 
 /// Sandboxed workers where the machine allows it (as the service runs them).

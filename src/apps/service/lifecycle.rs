@@ -17,7 +17,19 @@ impl AppService {
     /// and runs it. An archive refused at any step (including while it
     /// unpacks) leaves nothing behind: no version, no files, the app as it was.
     pub async fn deploy(&self, request: DeployRequest) -> Result<AppView, AppError> {
-        let (name, config) = validate(&request).map_err(|e| AppError::Invalid(e.to_string()))?;
+        // Checked alone first: a bad name is refused before the store is asked.
+        let (name, _) = validate(&request, None).map_err(|e| AppError::Invalid(e.to_string()))?;
+        let _guard = self.lock(&name)?;
+        // A redeploy keeps what it omits from the version serving now (not
+        // from a removed app, which starts over).
+        let previous = self
+            .store
+            .get_app(&name)
+            .await?
+            .filter(|app| app.status != AppStatus::Removed)
+            .map(|app| app.config);
+        let (name, config) =
+            validate(&request, previous.as_ref()).map_err(|e| AppError::Invalid(e.to_string()))?;
         let zip = base64::engine::general_purpose::STANDARD
             .decode(request.archive.trim())
             .map_err(|_| AppError::Invalid("archive must be a base64-encoded zip file".into()))?;
@@ -26,7 +38,6 @@ impl AppService {
         if !expected.iter().any(|f| archive.contains(f)) {
             return Err(ArchiveError::MissingHandler(expected.join(", ")).into());
         }
-        let _guard = self.lock(&name)?;
         let sha = hex::encode(Sha256::digest(archive.bytes()));
         // Unpacked and checked before anything is stored.
         let root = self.code_root.clone();
