@@ -7,5 +7,5 @@ pub mod spec;
 
 pub use crate::function_config::{AppName, FunctionConfig, RuntimeKind};
 pub use archive::{Archive, ArchiveError};
-pub use service::{AppError, AppService, AppStatusView, AppView};
+pub use service::{AppError, AppService, AppStatusView, AppView, Route};
 pub use spec::{validate, DeployRequest, InvalidField};

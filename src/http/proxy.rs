@@ -130,9 +130,10 @@ pub async fn refuse_duplicate_host(request: Request, next: Next) -> Response {
 
 /// Serves `request` (for `host`, the authority it names) with app `app`.
 async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> Response {
-    let (Some(format), Ok(name)) = (proxy.apps.route(app).await, AppName::parse(app)) else {
+    let (Some(route), Ok(name)) = (proxy.apps.route(app).await, AppName::parse(app)) else {
         return ApiError::not_found(format!("no active app '{app}'")).into_response();
     };
+    let format = route.format;
     let source_ip = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -169,7 +170,7 @@ async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> R
         span.fail(err);
     }
     span.end();
-    match invoked {
+    let mut response = match invoked {
         Ok(result) => respond(format, &result),
         Err(FunctionError::Timeout(_)) => gateway(
             StatusCode::GATEWAY_TIMEOUT,
@@ -193,8 +194,16 @@ async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> R
             tracing::warn!(app, error = %err, "function failed");
             gateway(StatusCode::BAD_GATEWAY, INTERNAL_SERVER_ERROR)
         }
-    }
+    };
+    // The version that answered (the one served here when the request came).
+    response
+        .headers_mut()
+        .insert(APP_VERSION.clone(), HeaderValue::from(route.version));
+    response
 }
+
+/// The header naming the version of the app that answered.
+static APP_VERSION: HeaderName = HeaderName::from_static("x-app-version");
 
 /// The request's headers for the event, with `host` set to the authority
 /// when the request carried it only in its target (HTTP/2 has no `Host`), as

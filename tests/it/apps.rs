@@ -267,6 +267,18 @@ async fn a_redeploy_keeps_the_settings_it_omits() {
         text(to_app(&app, "keep", reqwest::Method::GET, "/")).await,
         (200, "v1 undefined".into())
     );
+    // Every proxied answer names the version that answered.
+    let answered = to_app(&app, "keep", reqwest::Method::GET, "/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.headers()["x-app-version"], "3");
+    let missing = to_app(&app, "nobody", reqwest::Method::GET, "/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(missing.headers().get("x-app-version").is_none());
 }
 
 #[tokio::test]

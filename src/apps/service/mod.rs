@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use self::misses::Misses;
+pub use self::routing::Route;
 pub use self::views::{AppStatusView, AppVersionView, AppView};
 use super::archive::{Archive, ArchiveError, COMPLETE_MARKER};
 use crate::function_config::{AppName, FunctionConfig};

@@ -11,6 +11,14 @@ use crate::functions::FunctionError;
 use crate::proxy::PayloadFormat;
 use crate::store::AppStatus;
 
+/// How the proxy serves an app: the event format its function takes and the
+/// version running here (sent back as `x-app-version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub format: PayloadFormat,
+    pub version: i64,
+}
+
 /// How long a first request waits for a change of its app under way here.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
@@ -38,19 +46,29 @@ impl AppService {
 
     /// The payload format of an app this process serves.
     pub(super) fn served_format(&self, name: &str) -> Option<PayloadFormat> {
-        self.active.read().ok()?.get(name).map(|(f, _)| *f)
+        self.served(name).map(|r| r.format)
     }
 
-    /// The payload format of an active app, or `None` (the proxy answers 404).
+    /// How this process serves `name`, if it does.
+    fn served(&self, name: &str) -> Option<Route> {
+        self.active
+            .read()
+            .ok()?
+            .get(name)
+            .map(|&(format, version)| Route { format, version })
+    }
+
+    /// How an active app is served (its payload format and version), or
+    /// `None` (the proxy answers 404).
     ///
     /// An app this process does not serve yet (deployed through another
     /// replica since the last sync) is looked up in the store and, if it is
     /// `ACTIVE`, served from this request on. Names the store has no active
     /// app for are remembered for [`MISS_TTL`](super::misses::MISS_TTL), and
     /// lookups are rate-limited, so unknown hosts cannot hammer the store.
-    pub async fn route(&self, name: &str) -> Option<PayloadFormat> {
-        if let Some(format) = self.served_format(name) {
-            return Some(format);
+    pub async fn route(&self, name: &str) -> Option<Route> {
+        if let Some(route) = self.served(name) {
+            return Some(route);
         }
         let app = AppName::parse(name).ok()?;
         if self.recent_miss(name) {
@@ -59,8 +77,8 @@ impl AppService {
         // Concurrent first requests wait for one lookup, then find the app
         // served (or remembered as a miss).
         let _one_at_a_time = self.lookup.lock().await;
-        if let Some(format) = self.served_format(name) {
-            return Some(format);
+        if let Some(route) = self.served(name) {
+            return Some(route);
         }
         let allowed = self
             .misses
@@ -87,17 +105,17 @@ impl AppService {
         // A change of this app through this process (the store sync
         // following it, an activation) is under way: its outcome stands.
         let Some(_guard) = self.lock_waiting(&app, LOCK_WAIT).await else {
-            return self.served_format(name);
+            return self.served(name);
         };
-        if let Some(format) = self.served_format(name) {
-            return Some(format);
+        if let Some(route) = self.served(name) {
+            return Some(route);
         }
         if let Err(err) = self.follow_record(&app, &record, false).await {
             tracing::warn!(app = %app, version = record.current_version, error = %err, "could not serve an app found in the store");
             return None;
         }
         tracing::info!(app = %app, version = record.current_version, "app found in the store on its first request: serving it");
-        self.served_format(name)
+        self.served(name)
     }
 
     fn recent_miss(&self, name: &str) -> bool {
