@@ -259,6 +259,7 @@ impl OrchestratorBuilder {
             apps,
             isolation,
             log_writer,
+            stopping: CancellationToken::new(),
         })
     }
 }
@@ -321,6 +322,8 @@ pub struct Orchestrator {
     isolation: Option<&'static str>,
     /// Local functions' output on its way to the store.
     log_writer: Option<LogWriter>,
+    /// Cancelled when serving starts to shut down.
+    stopping: CancellationToken,
 }
 
 /// The sandbox local workers run in, as `functions.isolation` asks: `auto`
@@ -399,6 +402,7 @@ impl Orchestrator {
             builder: self.services.builder.clone(),
             isolation: self.isolation,
             metrics: self.services.metrics.clone(),
+            stopping: self.stopping.clone(),
         }
     }
 
@@ -607,8 +611,10 @@ impl Orchestrator {
             },
             shutdown_timeout: Duration::from_secs(server.shutdown_timeout_secs),
         };
+        let stopping = self.stopping.clone();
         http::server::serve(listener, router, limits, async move {
             shutdown.await;
+            stopping.cancel();
             cancel.cancel();
         })
         .await;

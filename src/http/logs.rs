@@ -264,9 +264,16 @@ pub async fn logs(
         return Ok(Json(LogsView { events }).into_response());
     }
     let follower = Follower::new(state.store.clone(), filter, lines, newest_seq);
-    let stream = futures_util::stream::unfold(follower, |mut follower| async move {
-        let line = follower.next().await;
-        Some((Ok::<Event, Infallible>(event(line)), follower))
+    // Until the client goes, or the service stops.
+    let stopping = state.stopping.clone();
+    let stream = futures_util::stream::unfold(follower, move |mut follower| {
+        let stopping = stopping.clone();
+        async move {
+            tokio::select! {
+                line = follower.next() => Some((Ok::<Event, Infallible>(event(line)), follower)),
+                _ = stopping.cancelled() => None,
+            }
+        }
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())

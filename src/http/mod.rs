@@ -46,6 +46,9 @@ pub struct AppState {
     /// How local functions are confined (`sandbox`, `none`), if they run here.
     pub isolation: Option<&'static str>,
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
+    /// Cancelled when the service starts shutting down: long answers (a
+    /// log follower's stream) end then.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 #[derive(OpenApi)]

@@ -248,3 +248,63 @@ async fn each_apps_lines_are_trimmed_to_its_retention() {
     // Another app's lines are its own.
     assert_eq!(lines_of(&app, "quiet", &quiet, 5).await.len(), 5);
 }
+
+/// A follower's stream ends when the service shuts down, so it does not hold
+/// the shutdown for its deadline.
+#[tokio::test]
+async fn a_follow_ends_when_the_service_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut service = crate::common::Binary::start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let deployed = client
+        .post(format!("{}/apps/deploy", service.url))
+        .json(&json!({"name": "tail", "archive": zip_of(&[("index.js", CHATTY)])}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 200);
+    let mut follow = client
+        .get(format!("{}/apps/tail/logs?follow=true", service.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), 200);
+    let started = std::time::Instant::now();
+    let pid = rustix::process::Pid::from_raw(service.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(8), async {
+        while let Ok(Some(_)) = follow.chunk().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream went on after the service began to stop"
+    );
+    let exited = loop {
+        if let Some(status) = service.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(8),
+            "the service did not exit"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(exited.success(), "{exited:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "shutdown waited {:?} (its deadline is 10 s)",
+        started.elapsed()
+    );
+}
