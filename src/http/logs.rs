@@ -174,13 +174,13 @@ fn instant(field: &str, text: &str, now_ms: i64) -> Result<i64, ApiError> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         return text.parse().map_err(|_| bad());
     }
-    let split = text.len().checked_sub(1).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
+    let unit = text.chars().last().ok_or_else(bad)?;
+    let number = &text[..text.len() - unit.len_utf8()];
     let seconds: i64 = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
         _ => return Err(bad()),
     };
     let count: i64 = number.parse().map_err(|_| bad())?;
@@ -388,7 +388,16 @@ mod tests {
         );
         assert_eq!(instant("since", "10m", now).ok(), Some(now - 600_000));
         assert_eq!(instant("since", "2h", now).ok(), Some(now - 7_200_000));
-        for bad in ["", "m", "10x", "-5m", "yesterday", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "m",
+            "10x",
+            "-5m",
+            "yesterday",
+            "99999999999999999999d",
+            "10é",
+            "é",
+        ] {
             assert!(instant("since", bad, now).is_err(), "{bad:?}");
         }
     }

@@ -128,6 +128,9 @@ async fn an_apps_output_is_kept_and_read_by_invocation_time_and_count() {
     let (status, body) = app.get("/apps/chatty/logs?since=yesterday").await;
     assert_eq!(status, 400);
     assert_error(&body, 400, "invalid_query");
+    let (status, body) = app.get("/apps/chatty/logs?since=10%C3%A9").await;
+    assert_eq!(status, 400, "a unit that is not ASCII: {body:#}");
+    assert_error(&body, 400, "invalid_query");
     let (status, body) = app.get("/apps/chatty/logs?limit=0").await;
     assert_eq!(status, 400);
     assert_error(&body, 400, "invalid_query");
