@@ -102,9 +102,11 @@ impl BuilderService for CodeBuildJobs {
             .traceparent
             .as_ref()
             .map(|t| ("TRACEPARENT".to_owned(), t.clone()));
+        let traced = trace.is_some();
         let overrides = request
             .params
             .iter()
+            .filter(|(name, _)| !traced || name.as_str() != "TRACEPARENT")
             .map(|(name, value)| (name.clone(), value.clone()))
             .chain(trace)
             .map(|(name, value)| {

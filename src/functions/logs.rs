@@ -24,6 +24,14 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 const FLUSH_AT: usize = 2_000;
 /// Lines held while the store does not take them; beyond, new lines are dropped (and counted).
 const MAX_PENDING: usize = 100_000;
+/// And at most about this many bytes of them.
+const MAX_PENDING_BYTES: usize = 32 * 1024 * 1024;
+/// What a kept line costs beyond its message (its JSON in the store).
+const LINE_OVERHEAD: usize = 64;
+
+fn cost(line: &LogLine) -> usize {
+    line.message.len() + LINE_OVERHEAD
+}
 /// Most lines, and message bytes, in one chunk (at most an eighth of the
 /// retention too, so trimming whole chunks keeps close to it).
 const CHUNK_LINES: usize = 2_000;
@@ -39,6 +47,8 @@ struct Shared {
     pending: Mutex<Vec<(AppName, LogLine)>>,
     wake: Notify,
     dropped: AtomicU64,
+    /// About how many bytes `pending` holds.
+    pending_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -73,10 +83,15 @@ impl AppLog {
             message: message.to_owned(),
         };
         let mut pending = self.shared.pending();
-        if pending.len() >= MAX_PENDING {
+        if pending.len() >= MAX_PENDING
+            || self.shared.pending_bytes.load(Ordering::Relaxed) >= MAX_PENDING_BYTES
+        {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        self.shared
+            .pending_bytes
+            .fetch_add(cost(&line), Ordering::Relaxed);
         pending.push((app.clone(), line));
         if pending.len() == FLUSH_AT {
             self.shared.wake.notify_one();
@@ -103,6 +118,7 @@ impl FunctionLogs {
                 pending: Mutex::default(),
                 wake: Notify::new(),
                 dropped: AtomicU64::new(0),
+                pending_bytes: Default::default(),
             }),
             keep: true,
         }
@@ -143,6 +159,11 @@ impl FunctionLogs {
                 _ = shutdown.cancelled() => true,
             };
             let batch = std::mem::take(&mut *self.shared.pending());
+            let taken: usize = batch.iter().map(|(_, l)| cost(l)).sum();
+            self.shared.pending_bytes.fetch_sub(
+                taken.min(self.shared.pending_bytes.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
             let dropped = self.shared.dropped.swap(0, Ordering::Relaxed);
             if dropped > 0 {
                 tracing::warn!(
@@ -162,7 +183,7 @@ impl FunctionLogs {
                             failing = false;
                         }
                         for chunk in &chunks {
-                            let bytes: usize = chunk.lines.iter().map(|l| l.message.len()).sum();
+                            let bytes: usize = chunk.lines.iter().map(cost).sum();
                             *written_since_trim.entry(chunk.app.clone()).or_default() +=
                                 bytes as u64;
                         }
@@ -183,6 +204,8 @@ impl FunctionLogs {
                             })
                             .take(room)
                             .collect();
+                        let back: usize = kept.iter().map(|(_, l)| cost(l)).sum();
+                        self.shared.pending_bytes.fetch_add(back, Ordering::Relaxed);
                         kept.append(&mut pending);
                         *pending = kept;
                     }

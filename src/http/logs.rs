@@ -305,14 +305,24 @@ struct Follower {
 }
 
 impl Follower {
-    fn new(store: Arc<dyn Store>, filter: Filter, backlog: Vec<Placed>, floor: i64) -> Self {
+    /// After `backlog`, read up to chunk `newest`: the chunks up to it count
+    /// as read (and settle like any other), so a chunk below it committed
+    /// later is still found.
+    fn new(store: Arc<dyn Store>, filter: Filter, backlog: Vec<Placed>, newest: i64) -> Self {
+        let now = Instant::now();
+        let mut read: HashSet<i64> = backlog.iter().map(|p| p.seq).collect();
+        read.insert(newest);
+        let mut recent: VecDeque<(i64, Instant)> = read.iter().map(|&seq| (seq, now)).collect();
+        recent.make_contiguous().sort_unstable();
+        // Chunks older than the backlog's oldest are settled.
+        let floor = backlog.first().map_or(newest, |p| p.seq - 1).max(0);
         Self {
             store,
             filter,
             floor,
             ready: backlog.into(),
-            recent: VecDeque::new(),
-            read: HashSet::new(),
+            recent,
+            read,
             first: true,
         }
     }
@@ -341,12 +351,9 @@ impl Follower {
             self.read.remove(&seq);
             self.floor = self.floor.max(seq);
         }
-        let from = self
-            .recent
-            .iter()
-            .map(|&(seq, _)| seq - 1)
-            .min()
-            .map_or(self.floor, |seq| seq.max(self.floor));
+        // Everything after the settled floor: an earlier position committed
+        // after a later one is still found (the ones read are skipped).
+        let from = self.floor;
         // The chunks read since `from` come again (and are skipped): room for them.
         let room = i64::try_from(self.recent.len()).unwrap_or(i64::MAX);
         let query = self

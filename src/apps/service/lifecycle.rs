@@ -18,7 +18,8 @@ impl AppService {
     /// unpacks) leaves nothing behind: no version, no files, the app as it was.
     pub async fn deploy(&self, request: DeployRequest) -> Result<AppView, AppError> {
         // Checked alone first: a bad name is refused before the store is asked.
-        let (name, _) = validate(&request, None).map_err(|e| AppError::Invalid(e.to_string()))?;
+        let name = AppName::parse(&request.name)
+            .map_err(|reason| AppError::Invalid(format!("name: {reason}")))?;
         let _guard = self.lock(&name)?;
         // A redeploy keeps what it omits from the version serving now (not
         // from a removed app, which starts over).

@@ -10,6 +10,9 @@ use super::SqlStore;
 use crate::function_config::AppName;
 use crate::store::{ChunkQuery, LogChunk, LogStore, StoreError, StoredLogChunk};
 
+/// Chunks per insert statement.
+const ROWS_PER_INSERT: usize = 500;
+
 #[async_trait]
 impl LogStore for SqlStore {
     async fn append_logs(&self, chunks: &[LogChunk]) -> Result<(), StoreError> {
@@ -19,7 +22,8 @@ impl LogStore for SqlStore {
             .filter(|c| !c.lines.is_empty())
             .map(|chunk| {
                 let body = serde_json::to_string(&chunk.lines).unwrap_or_else(|_| "[]".into());
-                let bytes: usize = chunk.lines.iter().map(|l| l.message.len()).sum();
+                // What the row costs, not just its messages: empty lines count too.
+                let bytes = body.len();
                 let first = chunk
                     .lines
                     .iter()
@@ -39,20 +43,23 @@ impl LogStore for SqlStore {
         if rows.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "INSERT INTO function_logs (app, first_at, last_at, bytes, body) VALUES {}",
-            placeholders(rows.len(), 5)
-        );
-        let mut query = sqlx::query(&sql);
-        for (chunk, body, first, last, bytes) in &rows {
-            query = query
-                .bind(chunk.app.as_str())
-                .bind(*first)
-                .bind(*last)
-                .bind(*bytes)
-                .bind(body.as_str());
+        // Well under both databases' parameter limits (5 per row).
+        for part in rows.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO function_logs (app, first_at, last_at, bytes, body) VALUES {}",
+                placeholders(part.len(), 5)
+            );
+            let mut query = sqlx::query(&sql);
+            for (chunk, body, first, last, bytes) in part {
+                query = query
+                    .bind(chunk.app.as_str())
+                    .bind(*first)
+                    .bind(*last)
+                    .bind(*bytes)
+                    .bind(body.as_str());
+            }
+            query.execute(&self.pool).await?;
         }
-        query.execute(&self.pool).await?;
         Ok(())
     }
 
