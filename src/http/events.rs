@@ -168,7 +168,7 @@ async fn ingest(
             event_type
         }
     };
-    let mut span = Span::child_of_current(
+    let span = Span::child_of_current(
         trace::name(|| format!("ingest {event_type}")),
         trace::Kind::Internal,
     );
@@ -184,10 +184,7 @@ async fn ingest(
         received_at_ms: crate::support::now_ms(),
     };
     let submitted = state.inbox.submit(event).await;
-    if let Err(err) = &submitted {
-        span.fail(err);
-    }
-    span.end();
+    span.end_with(&submitted);
     let submitted = submitted?;
     if !submitted.duplicate {
         state.metrics.event_received(event_type.as_str());

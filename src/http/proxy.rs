@@ -166,10 +166,7 @@ async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> R
         PayloadFormat::V2 => event_v2(&incoming),
     };
     let invoked = trace::within(span.context(), proxy.apps.invoke(&name, event)).await;
-    if let Err(err) = &invoked {
-        span.fail(err);
-    }
-    span.end();
+    span.end_with(&invoked);
     let mut response = match invoked {
         Ok(result) => respond(format, &result),
         Err(FunctionError::Timeout(_)) => gateway(

@@ -366,6 +366,14 @@ impl Span {
         }
     }
 
+    /// Ends the span with the outcome of its work: failed if it is an error.
+    pub fn end_with<T, E: std::fmt::Display>(mut self, outcome: &Result<T, E>) {
+        if let Err(err) = outcome {
+            self.fail(err);
+        }
+        self.end();
+    }
+
     /// Ends the span now (exporting it when export is on).
     pub fn end(self) {
         let Some(tracer) = TRACER.get() else {

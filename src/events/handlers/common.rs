@@ -247,10 +247,7 @@ pub async fn tier_details(
     let mut span = Span::child_of_current("tier details", trace::Kind::Client);
     span.set("tier.source", services.tiers.name());
     let details = services.tiers.get(&tier).await;
-    if let Err(err) = &details {
-        span.fail(err);
-    }
-    span.end();
+    span.end_with(&details);
     Ok(details?)
 }
 

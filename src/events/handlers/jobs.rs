@@ -84,7 +84,7 @@ pub async fn finish(
 ) -> Result<(), HandlerError> {
     let success = finish.status == JobStatus::Succeeded;
     let started_under = TraceContext::from_stored(job.traceparent.as_deref());
-    let span = started_under.map(|parent| (parent, job_span(parent, job)));
+    let span = started_under.map(|parent| (parent, job_span(parent, &job.id, job.attempt)));
     // What the job's result continues: the job's span if it ran, else the
     // span that tried to start it.
     let trace = span.map(|(parent, own)| if ran { own } else { parent });
@@ -125,8 +125,8 @@ pub async fn finish(
 
 /// The span of one run of `job`, started under `parent`: its id is derived
 /// from the job and run, so the run's start and end agree on it.
-fn job_span(parent: TraceContext, job: &JobRecord) -> TraceContext {
-    parent.derived(&format!("{}:{}", job.id, job.attempt))
+fn job_span(parent: TraceContext, job: &JobId, attempt: i64) -> TraceContext {
+    parent.derived(&format!("{job}:{attempt}"))
 }
 
 /// When a crash interrupted this very event after its job was recorded, the
@@ -224,15 +224,8 @@ pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, Hand
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     let attempt = job.attempt + 1;
-    let own = TraceContext::from_stored(job.traceparent.as_deref()).map(|parent| {
-        job_span(
-            parent,
-            &JobRecord {
-                attempt,
-                ..job.clone()
-            },
-        )
-    });
+    let own = TraceContext::from_stored(job.traceparent.as_deref())
+        .map(|parent| job_span(parent, &job.id, attempt));
     let request = JobRequest {
         job_id: job.id.to_string(),
         job_identifier: job.job_identifier.clone(),
@@ -247,10 +240,7 @@ pub async fn start(services: &Services, job: &JobRecord) -> Result<Handled, Hand
     );
     span.set("job.backend", job.backend.clone());
     let started = services.builder.start_job(request).await;
-    if let Err(err) = &started {
-        span.fail(err);
-    }
-    span.end();
+    span.end_with(&started);
     match started {
         Ok(handle) => {
             services
