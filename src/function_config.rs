@@ -156,3 +156,130 @@ impl FunctionConfig {
         }
     }
 }
+
+/// The alias every app's traffic goes to.
+pub const LIVE: &str = "live";
+
+/// A second version taking a share of an alias's requests (Lambda's
+/// `RoutingConfig.AdditionalVersionWeights`, one version).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Routing {
+    pub version: i64,
+    /// The share of requests it takes, 0.0 to 1.0.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub weight: f64,
+}
+
+/// Where an alias sends requests: a version, and maybe a share of them to a
+/// second one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AliasTarget {
+    pub version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
+}
+
+impl AliasTarget {
+    pub fn to(version: i64) -> Self {
+        Self {
+            version,
+            routing: None,
+        }
+    }
+
+    /// The version one request goes to, `draw` being uniform in `[0, 1)`.
+    pub fn pick(&self, draw: f64) -> i64 {
+        match self.routing {
+            Some(routing) if draw < routing.weight => routing.version,
+            _ => self.version,
+        }
+    }
+
+    /// The versions it may send a request to.
+    pub fn versions(&self) -> impl Iterator<Item = i64> {
+        std::iter::once(self.version).chain(self.routing.map(|r| r.version))
+    }
+}
+
+/// An app's aliases: `live` (what its host serves) and the others, with the
+/// version `live` pointed at before its last move (where a rollback goes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Aliases {
+    pub live: AliasTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<i64>,
+    #[serde(default)]
+    pub others: BTreeMap<String, AliasTarget>,
+}
+
+impl Aliases {
+    /// An app's first aliases: `live` at `version`.
+    pub fn live_at(version: i64) -> Self {
+        Self {
+            live: AliasTarget::to(version),
+            previous: None,
+            others: BTreeMap::new(),
+        }
+    }
+
+    /// The alias named `name` (`live` included).
+    pub fn get(&self, name: &str) -> Option<&AliasTarget> {
+        if name == LIVE {
+            Some(&self.live)
+        } else {
+            self.others.get(name)
+        }
+    }
+
+    /// Every alias, `live` first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &AliasTarget)> {
+        std::iter::once((LIVE, &self.live)).chain(self.others.iter().map(|(k, v)| (k.as_str(), v)))
+    }
+
+    /// Every version some alias may send a request to.
+    pub fn versions(&self) -> std::collections::BTreeSet<i64> {
+        self.iter().flat_map(|(_, target)| target.versions()).collect()
+    }
+
+    /// `live` moved to `target`, remembering where it was (unless it stays).
+    pub fn with_live(&self, target: AliasTarget) -> Self {
+        let previous = if target.version == self.live.version {
+            self.previous
+        } else {
+            Some(self.live.version)
+        };
+        Self {
+            live: target,
+            previous,
+            others: self.others.clone(),
+        }
+    }
+
+    /// As the store keeps them (JSON).
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// As the store keeps them; a row written before aliases existed (`{}`)
+    /// is `live` at its current version.
+    pub fn from_text(text: &str, current_version: i64) -> Self {
+        serde_json::from_str(text).unwrap_or_else(|_| Self::live_at(current_version))
+    }
+}
+
+/// Checks an alias name: a DNS label without `--` (the proxy reads
+/// `<alias>--<app>`), not `v<digits>` (which names a version).
+pub fn check_alias_name(name: &str) -> Result<(), String> {
+    let label = AppName::parse(name).is_ok();
+    let version_like = name
+        .strip_prefix('v')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !label || name.contains("--") || version_like {
+        return Err(format!(
+            "invalid alias name '{}': use 1 to 63 characters of a-z, 0-9 and '-', without '--', not starting or ending with '-', and not v<number> (which names a version)",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}

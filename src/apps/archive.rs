@@ -173,6 +173,11 @@ impl Archive {
         &self.bytes
     }
 
+    /// The raw zip, taken.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
     /// Unpacks into a fresh temporary directory under `parent` (created if
     /// needed; on the filesystem the code will live on), with the
     /// [`COMPLETE_MARKER`] written last. On any failure the directory is

@@ -7,5 +7,5 @@ pub mod spec;
 
 pub use crate::function_config::{AppName, FunctionConfig, RuntimeKind};
 pub use archive::{Archive, ArchiveError};
-pub use service::{AppError, AppService, AppStatusView, AppView, Route};
+pub use service::{AppError, AppService, AppStatusView, AppView, Route, Selector};
 pub use spec::{validate, DeployRequest, InvalidField};

@@ -52,6 +52,11 @@ pub struct DeployRequest {
     /// `1.0` (REST API event) or `2.0` (HTTP API event); default: the serving version's, else `1.0`.
     #[schema(value_type = Option<crate::proxy::PayloadFormat>)]
     pub payload_format: Option<String>,
+    /// Whether the new version takes the app's traffic (moves its `live`
+    /// alias); default `true`. With `false` it is reachable only as
+    /// `v<N>--<name>.<base_domain>` until promoted (an app's first version
+    /// is always live).
+    pub promote: Option<bool>,
 }
 
 /// A field of a deploy request that cannot be used, and why (the reason names the field too).
@@ -76,6 +81,12 @@ pub fn validate(
     previous: Option<&FunctionConfig>,
 ) -> Result<(AppName, FunctionConfig), InvalidField> {
     let name = AppName::parse(&request.name).map_err(invalid("name"))?;
+    if request.name.contains("--") {
+        return Err(invalid("name")(format!(
+            "invalid app name '{}': '--' cannot appear in an app name (hosts read <alias>--<name>)",
+            request.name
+        )));
+    }
     let runtime = request
         .runtime
         .clone()

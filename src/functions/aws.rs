@@ -3,17 +3,20 @@
 //! a version published per deploy, invoked with `RequestResponse`. A
 //! function that already exists (created out of band) is adopted.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::{Architecture, Environment, FunctionCode, InvocationType, Runtime};
+use aws_sdk_lambda::types::{
+    AliasRoutingConfiguration, Architecture, Environment, FunctionCode, InvocationType, Runtime,
+};
 
-use super::{Cause, Deployment, FunctionBackend, FunctionError, FunctionInfo};
+use super::{Cause, Deployment, FunctionBackend, FunctionError, FunctionInfo, Invoked, Target};
 use crate::aws::{describe, error_code};
-use crate::function_config::{AppName, FunctionConfig};
+use crate::function_config::{AliasTarget, AppName, FunctionConfig, LIVE};
 use crate::telemetry::metrics::{FunctionMetrics, InvocationOutcome};
 
 /// The longest a deploy waits for Lambda to settle a change.
@@ -24,6 +27,9 @@ pub struct AwsLambda {
     role_arn: String,
     architecture: Option<Architecture>,
     metrics: Arc<FunctionMetrics>,
+    /// Our version of each Lambda version met (app, Lambda version → ours),
+    /// to say which version an alias's invocation ran.
+    versions: std::sync::RwLock<HashMap<(String, String), i64>>,
 }
 
 impl AwsLambda {
@@ -37,6 +43,7 @@ impl AwsLambda {
             role_arn,
             architecture: architecture.map(Architecture::from),
             metrics: Arc::default(),
+            versions: Default::default(),
         }
     }
 
@@ -53,9 +60,11 @@ impl AwsLambda {
             .build()
     }
 
-    async fn create(&self, name: &str, d: &Deployment<'_>) -> Result<(), FunctionError> {
+    /// Creates the function and publishes its first version; the version.
+    async fn create(&self, name: &str, d: &Deployment<'_>) -> Result<String, FunctionError> {
         let config = d.config;
-        self.client
+        let created = self
+            .client
             .create_function()
             .function_name(name)
             .runtime(Runtime::from(config.runtime.as_str()))
@@ -70,6 +79,7 @@ impl AwsLambda {
             .send()
             .await
             .map_err(sdk_error)?;
+        let published = created.version().map(str::to_owned);
         self.client
             .wait_until_function_active_v2()
             .function_name(name)
@@ -81,10 +91,11 @@ impl AwsLambda {
                     err,
                 )
             })?;
-        Ok(())
+        published.ok_or_else(|| FunctionError::Failed("Lambda published no version".into()))
     }
 
-    async fn update(&self, name: &str, d: &Deployment<'_>) -> Result<(), FunctionError> {
+    /// Updates the function and publishes a version of it; the version.
+    async fn update(&self, name: &str, d: &Deployment<'_>) -> Result<String, FunctionError> {
         let config = d.config;
         self.client
             .update_function_configuration()
@@ -99,7 +110,8 @@ impl AwsLambda {
             .await
             .map_err(sdk_error)?;
         self.settle(name).await?;
-        self.client
+        let updated = self
+            .client
             .update_function_code()
             .function_name(name)
             .zip_file(Blob::new(d.zip))
@@ -108,7 +120,118 @@ impl AwsLambda {
             .send()
             .await
             .map_err(sdk_error)?;
-        self.settle(name).await
+        self.settle(name).await?;
+        updated
+            .version()
+            .map(str::to_owned)
+            .ok_or_else(|| FunctionError::Failed("Lambda published no version".into()))
+    }
+
+    /// Points alias `alias` at Lambda version `version` (creating it), with
+    /// `routing` (a Lambda version and its weight).
+    async fn put_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: &str,
+        routing: Option<(String, f64)>,
+    ) -> Result<(), FunctionError> {
+        let routing = AliasRoutingConfiguration::builder()
+            .set_additional_version_weights(routing.map(|(v, w)| HashMap::from([(v, w)])))
+            .build();
+        let updated = self
+            .client
+            .update_alias()
+            .function_name(name)
+            .name(alias)
+            .function_version(version)
+            .routing_config(routing.clone())
+            .send()
+            .await;
+        match updated.map_err(sdk_error) {
+            Err(FunctionError::NotFound) => {}
+            other => return other.map(drop),
+        }
+        let created = self
+            .client
+            .create_alias()
+            .function_name(name)
+            .name(alias)
+            .function_version(version)
+            .routing_config(routing.clone())
+            .send()
+            .await;
+        match created.map_err(sdk_error) {
+            // Created meanwhile (another replica): ours is the newer word.
+            Err(FunctionError::Conflict(_)) => self
+                .client
+                .update_alias()
+                .function_name(name)
+                .name(alias)
+                .function_version(version)
+                .routing_config(routing)
+                .send()
+                .await
+                .map(drop)
+                .map_err(sdk_error),
+            other => other.map(drop),
+        }
+    }
+
+    /// The Lambda version our `version` of the app was published as (its
+    /// alias `v<N>` points at it).
+    async fn lambda_version(&self, app: &AppName, version: i64) -> Result<String, FunctionError> {
+        let alias = self
+            .client
+            .get_alias()
+            .function_name(app.as_str())
+            .name(version_alias(version))
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let published = alias
+            .function_version()
+            .map(str::to_owned)
+            .ok_or_else(|| FunctionError::Failed(format!("alias v{version} names no version")))?;
+        self.remember(app, &published, version);
+        Ok(published)
+    }
+
+    fn remember(&self, app: &AppName, published: &str, version: i64) {
+        if let Ok(mut versions) = self.versions.write() {
+            versions.insert((app.to_string(), published.to_owned()), version);
+        }
+    }
+
+    /// Our version of a Lambda version of the app, looking at its `v<N>`
+    /// aliases when it is not known here yet.
+    async fn our_version(&self, app: &AppName, published: &str) -> Option<i64> {
+        let key = (app.to_string(), published.to_owned());
+        if let Some(version) = self.versions.read().ok()?.get(&key) {
+            return Some(*version);
+        }
+        let listed = self
+            .client
+            .list_aliases()
+            .function_name(app.as_str())
+            .send()
+            .await
+            .ok()?;
+        let mut found = None;
+        for alias in listed.aliases() {
+            let (Some(name), Some(target)) = (alias.name(), alias.function_version()) else {
+                continue;
+            };
+            let Some(version) = name.strip_prefix('v').and_then(|n| n.parse::<i64>().ok()) else {
+                continue;
+            };
+            self.remember(app, target, version);
+            if target == published {
+                // The newest of ours published as that Lambda version.
+                found = found.max(Some(version));
+            }
+        }
+        found
     }
 
     /// Waits until the last update is `Successful` (bounded).
@@ -129,6 +252,62 @@ impl AwsLambda {
             })?;
         Ok(())
     }
+}
+
+impl AwsLambda {
+    /// One `RequestResponse` invocation of `qualifier` (`None`: `$LATEST`),
+    /// counted by the version that ran.
+    async fn call(
+        &self,
+        app: &AppName,
+        qualifier: Option<&str>,
+        event: Vec<u8>,
+    ) -> Result<Invoked, FunctionError> {
+        let started = std::time::Instant::now();
+        let answer = match self
+            .client
+            .invoke()
+            .function_name(app.as_str())
+            .set_qualifier(qualifier.map(str::to_owned))
+            .invocation_type(InvocationType::RequestResponse)
+            .payload(Blob::new(event))
+            .send()
+            .await
+        {
+            Ok(answer) => answer,
+            Err(err) => {
+                // Lambda refusing for want of concurrency: what its Throttles metric counts.
+                if error_code(&err) == Some("TooManyRequestsException") {
+                    self.metrics
+                        .app(app.as_str(), None)
+                        .invoked(InvocationOutcome::Throttled, None);
+                }
+                return Err(sdk_error(err));
+            }
+        };
+        let version = match answer.executed_version() {
+            Some(published) if published != "$LATEST" => self.our_version(app, published).await,
+            _ => None,
+        };
+        let metrics = self.metrics.app(app.as_str(), version);
+        let payload = answer
+            .payload()
+            .map(|p| p.as_ref().to_vec())
+            .unwrap_or_default();
+        if let Some(kind) = answer.function_error() {
+            let text = String::from_utf8_lossy(&payload);
+            metrics.invoked(failure_outcome(&text), Some(started.elapsed()));
+            // Handled / Unhandled: API Gateway answers 502 either way.
+            return Err(FunctionError::Failed(format!("{kind}: {text}")));
+        }
+        metrics.invoked(InvocationOutcome::Success, Some(started.elapsed()));
+        Ok(Invoked { payload, version })
+    }
+}
+
+/// The alias that names our version `version` of an app on Lambda.
+fn version_alias(version: i64) -> String {
+    format!("v{version}")
 }
 
 /// What a function error's payload says happened, by its `errorType`:
@@ -185,15 +364,56 @@ impl FunctionBackend for AwsLambda {
         "aws"
     }
 
+    /// Publishes a Lambda version and points alias `v<N>` at it, so our
+    /// version can be named as a qualifier and aliases can be moved to it.
     async fn deploy(&self, deployment: Deployment<'_>) -> Result<(), FunctionError> {
         let name = deployment.app.as_str();
-        match self.describe(deployment.app).await? {
-            Some(_) => self.update(name, &deployment).await,
+        let published = match self.describe(deployment.app).await? {
+            Some(_) => self.update(name, &deployment).await?,
             None => match self.create(name, &deployment).await {
                 // Created meanwhile (another replica, or out of band): adopt it.
-                Err(FunctionError::Conflict(_)) => self.update(name, &deployment).await,
-                other => other,
+                Err(FunctionError::Conflict(_)) => self.update(name, &deployment).await?,
+                other => other?,
             },
+        };
+        self.put_alias(name, &version_alias(deployment.version), &published, None)
+            .await?;
+        self.remember(deployment.app, &published, deployment.version);
+        Ok(())
+    }
+
+    fn routes_aliases(&self) -> bool {
+        true
+    }
+
+    async fn set_alias(
+        &self,
+        app: &AppName,
+        alias: &str,
+        target: &AliasTarget,
+    ) -> Result<(), FunctionError> {
+        let version = self.lambda_version(app, target.version).await?;
+        let routing = match target.routing {
+            Some(routing) => Some((
+                self.lambda_version(app, routing.version).await?,
+                routing.weight,
+            )),
+            None => None,
+        };
+        self.put_alias(app.as_str(), alias, &version, routing).await
+    }
+
+    async fn remove_alias(&self, app: &AppName, alias: &str) -> Result<(), FunctionError> {
+        let deleted = self
+            .client
+            .delete_alias()
+            .function_name(app.as_str())
+            .name(alias)
+            .send()
+            .await;
+        match deleted.map_err(sdk_error) {
+            Ok(_) | Err(FunctionError::NotFound) => Ok(()),
+            Err(err) => Err(err),
         }
     }
 
@@ -208,38 +428,31 @@ impl FunctionBackend for AwsLambda {
     }
 
     async fn invoke(&self, app: &AppName, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
-        let started = std::time::Instant::now();
-        let metrics = self.metrics.app(app.as_str());
-        let answer = match self
-            .client
-            .invoke()
-            .function_name(app.as_str())
-            .invocation_type(InvocationType::RequestResponse)
-            .payload(Blob::new(event))
-            .send()
-            .await
-        {
-            Ok(answer) => answer,
-            Err(err) => {
-                // Lambda refusing for want of concurrency: what its Throttles metric counts.
-                if error_code(&err) == Some("TooManyRequestsException") {
-                    metrics.invoked(InvocationOutcome::Throttled, None);
-                }
-                return Err(sdk_error(err));
+        Ok(self.call(app, None, event).await?.payload)
+    }
+
+    /// An alias by its name, a version by its alias `v<N>`. A function
+    /// deployed before aliases existed has no `live` alias: it runs `$LATEST`
+    /// until its next deploy or alias change.
+    async fn invoke_target(
+        &self,
+        app: &AppName,
+        target: Target<'_>,
+        event: Vec<u8>,
+    ) -> Result<Invoked, FunctionError> {
+        match target {
+            Target::Version(version) => {
+                let mut invoked = self
+                    .call(app, Some(&version_alias(version)), event)
+                    .await?;
+                invoked.version = Some(version);
+                Ok(invoked)
             }
-        };
-        let payload = answer
-            .payload()
-            .map(|p| p.as_ref().to_vec())
-            .unwrap_or_default();
-        if let Some(kind) = answer.function_error() {
-            let text = String::from_utf8_lossy(&payload);
-            metrics.invoked(failure_outcome(&text), Some(started.elapsed()));
-            // Handled / Unhandled: API Gateway answers 502 either way.
-            return Err(FunctionError::Failed(format!("{kind}: {text}")));
+            Target::Alias(alias) => match self.call(app, Some(alias), event.clone()).await {
+                Err(FunctionError::NotFound) if alias == LIVE => self.call(app, None, event).await,
+                other => other,
+            },
         }
-        metrics.invoked(InvocationOutcome::Success, Some(started.elapsed()));
-        Ok(payload)
     }
 
     /// Deactivating leaves the function on Lambda (deleting it is `remove`'s).

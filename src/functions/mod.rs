@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::function_config::{AppName, FunctionConfig};
+use crate::function_config::{AliasTarget, AppName, FunctionConfig};
 
 /// What a deploy hands to the backend.
 pub struct Deployment<'a> {
@@ -22,6 +22,24 @@ pub struct Deployment<'a> {
     /// The zip unpacked (for backends that run files).
     pub code_dir: &'a Path,
     pub config: &'a FunctionConfig,
+}
+
+/// Which of an app's functions an invocation runs (Lambda's qualifier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// One version.
+    Version(i64),
+    /// An alias, for a backend that routes aliases itself
+    /// ([`FunctionBackend::routes_aliases`]).
+    Alias(&'a str),
+}
+
+/// What an invocation returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoked {
+    pub payload: Vec<u8>,
+    /// The version that ran, when the backend says.
+    pub version: Option<i64>,
 }
 
 /// What made a backend call fail, shared: one failure (a worker that could
@@ -142,8 +160,46 @@ pub trait FunctionBackend: Send + Sync {
     async fn deploy(&self, deployment: Deployment<'_>) -> Result<(), FunctionError>;
     /// Stops and forgets the function (Lambda: deletes it).
     async fn remove(&self, app: &AppName) -> Result<(), FunctionError>;
-    /// Invokes synchronously (`RequestResponse`): the event in, the raw result out.
+    /// Invokes synchronously (`RequestResponse`): the event in, the raw
+    /// result out. Runs the version deployed last (Lambda: `$LATEST`).
     async fn invoke(&self, app: &AppName, event: Vec<u8>) -> Result<Vec<u8>, FunctionError>;
+    /// Invokes `target`: a version, or an alias on a backend that routes
+    /// aliases itself. The default runs [`FunctionBackend::invoke`].
+    async fn invoke_target(
+        &self,
+        app: &AppName,
+        target: Target<'_>,
+        event: Vec<u8>,
+    ) -> Result<Invoked, FunctionError> {
+        let version = match target {
+            Target::Version(version) => Some(version),
+            Target::Alias(_) => None,
+        };
+        Ok(Invoked {
+            payload: self.invoke(app, event).await?,
+            version,
+        })
+    }
+    /// Whether the backend keeps aliases and draws their routing shares
+    /// itself (Lambda), so invocations name the alias; otherwise the app
+    /// service draws and names a version.
+    fn routes_aliases(&self) -> bool {
+        false
+    }
+    /// Points the function's alias `alias` at `target` (Lambda:
+    /// `CreateAlias`/`UpdateAlias`). The default keeps none.
+    async fn set_alias(
+        &self,
+        _app: &AppName,
+        _alias: &str,
+        _target: &AliasTarget,
+    ) -> Result<(), FunctionError> {
+        Ok(())
+    }
+    /// Deletes the function's alias `alias`; one that does not exist is fine.
+    async fn remove_alias(&self, _app: &AppName, _alias: &str) -> Result<(), FunctionError> {
+        Ok(())
+    }
     /// The function the platform holds for the app, outside this process;
     /// `None` when it holds none. A function reported here was deployed by
     /// the deploy that made its version, for every replica: restoring at

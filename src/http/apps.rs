@@ -1,11 +1,13 @@
 //! `/apps`: the app-orchestrator management API.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, RawBody};
 use super::AppState;
+use crate::apps::service::{AliasRequest, AliasView, DomainView, RollbackRequest};
 use crate::apps::{AppStatusView, AppView, DeployRequest};
 
 /// Largest deploy request: a 50 MB zip, base64-encoded, plus JSON.
@@ -109,4 +111,113 @@ pub async fn sync(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<AppView>, ApiError> {
     Ok(Json(state.apps.sync(&name).await?))
+}
+
+/// Every alias of the app, `live` first.
+#[utoipa::path(get, path = "/apps/{name}/aliases", tag = "apps", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<AliasView>), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn aliases(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Vec<AliasView>>, ApiError> {
+    Ok(Json(state.apps.aliases(&name).await?))
+}
+
+/// Point an alias at a version, optionally sending a share of its requests
+/// to a second version (a canary). `live` is what the app's host serves;
+/// another alias is served at `<alias>--<name>.<base_domain>`.
+#[utoipa::path(put, path = "/apps/{name}/aliases/{alias}", tag = "apps",
+    params(("name" = String, Path), ("alias" = String, Path)),
+    request_body = AliasRequest,
+    responses(
+        (status = 200, description = "The alias now", body = AliasView),
+        (status = 400, description = "Invalid alias name, weight, or routing to the same version or to another payload format", body = ErrorBody),
+        (status = 404, description = "No such app or version", body = ErrorBody),
+        (status = 409, description = "The app was removed, or is changing", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
+pub async fn put_alias(
+    State(state): State<AppState>,
+    ApiPath((name, alias)): ApiPath<(String, String)>,
+    ApiJson(request): ApiJson<AliasRequest>,
+) -> Result<Json<AliasView>, ApiError> {
+    Ok(Json(state.apps.put_alias(&name, &alias, request).await?))
+}
+
+/// Delete an alias (not `live`).
+#[utoipa::path(delete, path = "/apps/{name}/aliases/{alias}", tag = "apps",
+    params(("name" = String, Path), ("alias" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "`live` cannot be deleted", body = ErrorBody),
+        (status = 404, description = "No such app or alias", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
+pub async fn delete_alias(
+    State(state): State<AppState>,
+    ApiPath((name, alias)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.apps.delete_alias(&name, &alias).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Move `live` to a version already deployed (default: where it pointed
+/// before), without uploading anything.
+#[utoipa::path(post, path = "/apps/{name}/rollback", tag = "apps", params(("name" = String, Path)),
+    request_body(content = Option<RollbackRequest>, description = "Optional; `{}` or no body rolls back to the previous version"),
+    responses(
+        (status = 200, description = "The app, `live` moved", body = AppView),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "No such app or version", body = ErrorBody),
+        (status = 409, description = "Nothing to roll back to, or the app was removed or is changing", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
+pub async fn rollback(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    RawBody(body): RawBody,
+) -> Result<Json<AppView>, ApiError> {
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_body", format!("rollback: {e}")))?
+    };
+    Ok(Json(state.apps.rollback(&name, request).await?))
+}
+
+/// Serve the app's `live` alias at a custom domain (a request whose `Host`
+/// is exactly it, any port).
+#[utoipa::path(put, path = "/apps/{name}/domains/{domain}", tag = "apps",
+    params(("name" = String, Path), ("domain" = String, Path)),
+    responses(
+        (status = 200, body = DomainView),
+        (status = 400, description = "Not a DNS name, or under the service's base domain", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Another app holds the domain, or the app was removed", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
+pub async fn put_domain(
+    State(state): State<AppState>,
+    ApiPath((name, domain)): ApiPath<(String, String)>,
+) -> Result<Json<DomainView>, ApiError> {
+    Ok(Json(state.apps.put_domain(&name, &domain).await?))
+}
+
+/// Stop serving the app at a custom domain.
+#[utoipa::path(delete, path = "/apps/{name}/domains/{domain}", tag = "apps",
+    params(("name" = String, Path), ("domain" = String, Path)),
+    responses((status = 204, description = "Removed"), (status = 404, description = "No such app, or the app has no such domain", body = ErrorBody), (status = 401, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn delete_domain(
+    State(state): State<AppState>,
+    ApiPath((name, domain)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.apps.delete_domain(&name, &domain).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

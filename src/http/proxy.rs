@@ -18,7 +18,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::apps::{AppName, AppService};
+use crate::apps::{AppName, AppService, Selector};
+use crate::function_config::LIVE;
 use crate::functions::FunctionError;
 use crate::proxy::{
     event_v1, event_v2, map_result, IncomingRequest, PayloadFormat, INTERNAL_SERVER_ERROR,
@@ -50,10 +51,7 @@ impl ProxyState {
 
 /// The app a `Host` header names, if it is `<label><suffix>` (any port).
 fn app_label(host: &str, suffix: &str) -> Option<String> {
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-        _ => host,
-    };
+    let name = without_port(host);
     // Compared without allocating: most requests are for the API, not an app.
     let split = name.len().checked_sub(suffix.len())?;
     let (label, tail) = (name.get(..split)?, name.get(split..)?);
@@ -61,6 +59,46 @@ fn app_label(host: &str, suffix: &str) -> Option<String> {
         return None;
     }
     Some(label.to_ascii_lowercase())
+}
+
+/// An app's request: the host's first label, the app and what of it is
+/// asked for.
+struct AppRequest {
+    label: String,
+    app: String,
+    selector: Selector,
+}
+
+/// The app an authority names: `[<alias>--|v<N>--]<app><suffix>`, or a
+/// custom domain (its `live` alias); `None` for the API.
+fn app_of(proxy: &ProxyState, authority: &str) -> Option<AppRequest> {
+    if let Some(label) = app_label(authority, &proxy.suffix) {
+        let (selector, app) = Selector::parse_label(&label);
+        let app = app.to_owned();
+        return Some(AppRequest {
+            label,
+            app,
+            selector,
+        });
+    }
+    if !proxy.apps.has_domains() {
+        return None;
+    }
+    let host = without_port(authority).trim_end_matches('.').to_ascii_lowercase();
+    let app = proxy.apps.domain_app(&host)?;
+    Some(AppRequest {
+        label: host.split('.').next().unwrap_or_default().to_owned(),
+        app,
+        selector: Selector::Alias(LIVE.to_owned()),
+    })
+}
+
+/// A host without its `:port`.
+fn without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    }
 }
 
 fn gateway(status: StatusCode, body: &'static str) -> Response {
@@ -101,7 +139,7 @@ pub async fn route_by_host(
 ) -> Response {
     let app = match authority(&request) {
         // Owned only for app requests: most requests are for the API.
-        Ok(authority) => app_label(authority, &proxy.suffix).map(|app| (app, authority.to_owned())),
+        Ok(authority) => app_of(&proxy, authority).map(|app| (app, authority.to_owned())),
         Err(err) => return err.into_response(),
     };
     match app {
@@ -128,10 +166,14 @@ pub async fn refuse_duplicate_host(request: Request, next: Next) -> Response {
     }
 }
 
-/// Serves `request` (for `host`, the authority it names) with app `app`.
-async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> Response {
-    let (Some(route), Ok(name)) = (proxy.apps.route(app).await, AppName::parse(app)) else {
-        return ApiError::not_found(format!("no active app '{app}'")).into_response();
+/// Serves `request` (for `host`, the authority it names) with what it asks of its app.
+async fn serve(proxy: &ProxyState, asked: &AppRequest, host: &str, request: Request) -> Response {
+    let app = asked.app.as_str();
+    let (Some(route), Ok(name)) = (
+        proxy.apps.route(app, &asked.selector).await,
+        AppName::parse(app),
+    ) else {
+        return not_served(asked).into_response();
     };
     let format = route.format;
     let source_ip = request
@@ -157,7 +199,7 @@ async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> R
         body: body.to_vec(),
         source_ip: source_ip.unwrap_or_else(|| "127.0.0.1".into()),
         domain_name: host.rsplit_once(':').map_or(host, |(h, _)| h).to_owned(),
-        domain_prefix: app.to_owned(),
+        domain_prefix: asked.label.clone(),
         request_id: crate::support::request_uuid(),
         time_epoch_ms: crate::support::now_ms(),
     };
@@ -165,17 +207,21 @@ async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> R
         PayloadFormat::V1 => event_v1(&incoming),
         PayloadFormat::V2 => event_v2(&incoming),
     };
-    let invoked = trace::within(span.context(), proxy.apps.invoke(&name, event)).await;
+    let invoked = trace::within(span.context(), proxy.apps.invoke(&name, &route, event)).await;
     span.end_with(&invoked);
+    // The version that answered: as the backend says, else the one picked.
+    let version = invoked
+        .as_ref()
+        .ok()
+        .and_then(|i| i.version)
+        .unwrap_or(route.version);
     let mut response = match invoked {
-        Ok(result) => respond(format, &result),
+        Ok(result) => respond(format, &result.payload),
         Err(FunctionError::Timeout(_)) => gateway(
             StatusCode::GATEWAY_TIMEOUT,
             r#"{"message":"Endpoint request timed out"}"#,
         ),
-        Err(FunctionError::NotFound) => {
-            ApiError::not_found(format!("no active app '{app}'")).into_response()
-        }
+        Err(FunctionError::NotFound) => not_served(asked).into_response(),
         Err(FunctionError::Throttled(why)) => {
             tracing::warn!(app, reason = %why, "invocation throttled");
             let mut response = gateway(
@@ -192,11 +238,28 @@ async fn serve(proxy: &ProxyState, app: &str, host: &str, request: Request) -> R
             gateway(StatusCode::BAD_GATEWAY, INTERNAL_SERVER_ERROR)
         }
     };
-    // The version that answered (the one served here when the request came).
     response
         .headers_mut()
-        .insert(APP_VERSION.clone(), HeaderValue::from(route.version));
+        .insert(APP_VERSION.clone(), HeaderValue::from(version));
     response
+}
+
+/// The 404 for what the proxy does not serve.
+fn not_served(asked: &AppRequest) -> ApiError {
+    match &asked.selector {
+        Selector::Alias(alias) if alias == LIVE => {
+            ApiError::not_found(format!("no active app '{}'", asked.app))
+        }
+        selector => ApiError::not_found(format!(
+            "app '{}' is not active or has no {} '{}'",
+            asked.app,
+            match selector {
+                Selector::Version(_) => "version",
+                Selector::Alias(_) => "alias",
+            },
+            selector.describe()
+        )),
+    }
 }
 
 /// The header naming the version of the app that answered.

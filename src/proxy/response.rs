@@ -16,6 +16,16 @@ pub enum PayloadFormat {
     V2,
 }
 
+impl PayloadFormat {
+    /// As the API spells it: `1.0`, `2.0`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayloadFormat::V1 => "1.0",
+            PayloadFormat::V2 => "2.0",
+        }
+    }
+}
+
 /// The HTTP response to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappedResponse {

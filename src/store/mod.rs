@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use async_trait::async_trait;
 
-use crate::function_config::{AppName, FunctionConfig};
+use crate::function_config::{Aliases, AppName, FunctionConfig};
 pub use keys::{EventId, JobId, JsonObject, TenantId};
 pub use records::{
     AppRecord, AppStatus, AppVersionRecord, ChunkQuery, EventRecord, EventStatus, JobFinish,
@@ -294,10 +294,12 @@ pub trait LogStore: Send + Sync {
 /// Apps and the versions of their code.
 #[async_trait]
 pub trait AppStore: Send + Sync {
-    /// Records a new version of an app's code and makes it current; returns
-    /// the version number. An `ACTIVE` app stays `ACTIVE` (it is served while
-    /// the new version gets ready); any other becomes `DEPLOYED` until the
-    /// deploy sets it `ACTIVE`.
+    /// Records a new version of an app's code; returns the version number.
+    /// `promote` (and always for an app's first version) moves `live` to it,
+    /// remembering where `live` was: an `ACTIVE` app stays `ACTIVE` (it is
+    /// served while the new version gets ready), any other becomes
+    /// `DEPLOYED` until the deploy sets it `ACTIVE`. Otherwise the app is
+    /// left as it is but for its newest version.
     async fn add_app_version(
         &self,
         name: &AppName,
@@ -305,7 +307,37 @@ pub trait AppStore: Send + Sync {
         code: &[u8],
         code_sha256: &str,
         now_ms: i64,
+        promote: bool,
     ) -> Result<i64, StoreError>;
+    /// One stored version (without its code).
+    async fn app_version(
+        &self,
+        name: &AppName,
+        version: i64,
+    ) -> Result<Option<AppVersionRecord>, StoreError>;
+    /// Replaces the app's aliases if they still are `expected` (else
+    /// `false`: another change got there first). `live_config` is the
+    /// configuration of the version `live` points at in `aliases`.
+    async fn set_aliases(
+        &self,
+        name: &AppName,
+        expected: &Aliases,
+        aliases: &Aliases,
+        live_config: &FunctionConfig,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Gives `domain` to `app`: `None` when it is the app's now (or was
+    /// already), else the app that holds it.
+    async fn add_domain(
+        &self,
+        domain: &str,
+        app: &AppName,
+        now_ms: i64,
+    ) -> Result<Option<AppName>, StoreError>;
+    /// Takes `domain` from `app`; whether the app held it.
+    async fn remove_domain(&self, domain: &str, app: &AppName) -> Result<bool, StoreError>;
+    /// Every custom domain and its app (one app's, with `app`), by domain.
+    async fn domains(&self, app: Option<&AppName>) -> Result<Vec<(String, AppName)>, StoreError>;
     async fn get_app(&self, name: &AppName) -> Result<Option<AppRecord>, StoreError>;
     async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError>;
     async fn app_versions(&self, name: &AppName) -> Result<Vec<AppVersionRecord>, StoreError>;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::keys::{EventId, JobId, JsonObject, TenantId};
-use crate::function_config::{AppName, FunctionConfig};
+use crate::function_config::{Aliases, AppName, FunctionConfig};
 
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -275,21 +275,52 @@ pub struct ChunkQuery {
 }
 
 /// An app row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AppRecord {
-    #[sqlx(try_from = "String")]
     pub name: AppName,
-    #[sqlx(try_from = "String")]
     pub status: AppStatus,
+    /// The version `live` points at.
     pub current_version: i64,
-    /// The current version's function configuration.
-    #[sqlx(try_from = "String")]
+    /// The newest version stored (`live` may point at an older one).
+    pub latest_version: i64,
+    /// The configuration of the version `live` points at.
     pub config: FunctionConfig,
+    pub aliases: Aliases,
     pub last_error: Option<String>,
-    #[sqlx(rename = "created_at")]
     pub created_at_ms: i64,
-    #[sqlx(rename = "updated_at")]
     pub updated_at_ms: i64,
+}
+
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for AppRecord
+where
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let decode = |column: &str, err: String| sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: err.into(),
+        };
+        let current_version: i64 = row.try_get("current_version")?;
+        let latest_version: i64 = row.try_get("latest_version")?;
+        let aliases: String = row.try_get("aliases")?;
+        Ok(Self {
+            name: AppName::try_from(row.try_get::<String, _>("name")?)
+                .map_err(|e| decode("name", e))?,
+            status: AppStatus::try_from(row.try_get::<String, _>("status")?)
+                .map_err(|e| decode("status", e))?,
+            current_version,
+            latest_version: latest_version.max(current_version),
+            config: FunctionConfig::try_from(row.try_get::<String, _>("config")?)
+                .map_err(|e| decode("config", e.to_string()))?,
+            aliases: Aliases::from_text(&aliases, current_version),
+            last_error: row.try_get("last_error")?,
+            created_at_ms: row.try_get("created_at")?,
+            updated_at_ms: row.try_get("updated_at")?,
+        })
+    }
 }
 
 /// One deployed version of an app's code (without the code itself).

@@ -13,7 +13,7 @@ use super::{
     LogStore, NewEvent, Store, StoreError, StoredLogChunk, TenantId, TenantRecord, TenantStore,
     TimelineEntry,
 };
-use crate::function_config::{AppName, FunctionConfig};
+use crate::function_config::{Aliases, AppName, FunctionConfig};
 use crate::telemetry::metrics::StoreQueries;
 use crate::telemetry::trace::{self, Span};
 
@@ -172,9 +172,49 @@ impl AppStore for TimedStore {
         code: &[u8],
         sha: &str,
         now: i64,
+        promote: bool,
     ) -> Result<i64, StoreError> {
-        let call = self.inner.add_app_version(name, config, code, sha, now);
+        let call = self
+            .inner
+            .add_app_version(name, config, code, sha, now, promote);
         self.time("add_app_version", call).await
+    }
+    async fn app_version(
+        &self,
+        name: &AppName,
+        version: i64,
+    ) -> Result<Option<AppVersionRecord>, StoreError> {
+        self.time("app_version", self.inner.app_version(name, version))
+            .await
+    }
+    async fn set_aliases(
+        &self,
+        name: &AppName,
+        expected: &Aliases,
+        aliases: &Aliases,
+        live_config: &FunctionConfig,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let call = self
+            .inner
+            .set_aliases(name, expected, aliases, live_config, now);
+        self.time("set_aliases", call).await
+    }
+    async fn add_domain(
+        &self,
+        domain: &str,
+        app: &AppName,
+        now: i64,
+    ) -> Result<Option<AppName>, StoreError> {
+        self.time("add_domain", self.inner.add_domain(domain, app, now))
+            .await
+    }
+    async fn remove_domain(&self, domain: &str, app: &AppName) -> Result<bool, StoreError> {
+        self.time("remove_domain", self.inner.remove_domain(domain, app))
+            .await
+    }
+    async fn domains(&self, app: Option<&AppName>) -> Result<Vec<(String, AppName)>, StoreError> {
+        self.time("domains", self.inner.domains(app)).await
     }
     async fn get_app(&self, name: &AppName) -> Result<Option<AppRecord>, StoreError> {
         self.time("get_app", self.inner.get_app(name)).await

@@ -83,6 +83,8 @@ struct AppLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppOutcome {
     app: String,
+    /// The version that ran (empty when the backend did not say).
+    version: String,
     outcome: &'static str,
 }
 
@@ -511,7 +513,7 @@ impl FunctionMetrics {
             invocations: registered(
                 r,
                 "function_invocations",
-                "Function invocations, by app and outcome",
+                "Function invocations, by app, version and outcome",
                 Family::default(),
             ),
             duration: registered(
@@ -547,14 +549,17 @@ impl FunctionMetrics {
         }
     }
 
-    /// The handles of one app, resolved once (recording is then atomics only).
-    pub fn app(&self, app: &str) -> AppFunctionMetrics {
+    /// The handles of one version of an app (`None`: the version is not
+    /// known), resolved once (recording is then atomics only).
+    pub fn app(&self, app: &str, version: Option<i64>) -> AppFunctionMetrics {
         let label = AppLabel {
             app: app.to_owned(),
         };
+        let version = version.map(|v| v.to_string()).unwrap_or_default();
         let outcome = |outcome: InvocationOutcome| {
             self.invocations.get_or_create_owned(&AppOutcome {
                 app: app.to_owned(),
+                version: version.clone(),
                 outcome: outcome.label(),
             })
         };

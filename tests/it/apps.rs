@@ -670,7 +670,7 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
         .unwrap();
     let now = orchestrator::support::now_ms();
     let version = other
-        .add_app_version(&app_name("gated"), &config, &six, "sha-six", now)
+        .add_app_version(&app_name("gated"), &config, &six, "sha-six", now, true)
         .await
         .unwrap();
     assert_eq!(version, 6);

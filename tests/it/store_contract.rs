@@ -835,6 +835,7 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
             &code_v1,
             "sha-1",
             1_000,
+            true,
         )
         .await
         .unwrap();
@@ -867,6 +868,7 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
             &code_v2,
             "sha-2",
             2_000,
+            true,
         )
         .await
         .unwrap();
@@ -922,7 +924,7 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
     // Under a linguistic collation "b0" would sort before "b-app".
     for name in ["b-app", "b0", "a-app"] {
         store
-            .add_app_version(&app_name(name), &config("nodejs20.x"), b"x", "sha", 4_000)
+            .add_app_version(&app_name(name), &config("nodejs20.x"), b"x", "sha", 4_000, true)
             .await
             .unwrap();
     }
@@ -946,6 +948,7 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
             b"y",
             "sha",
             6_000,
+            true,
         )
         .await
         .unwrap();
@@ -974,7 +977,7 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
         "no such app"
     );
     store
-        .add_app_version(&app_name("app"), &config("nodejs20.x"), b"1", "sha", 1_000)
+        .add_app_version(&app_name("app"), &config("nodejs20.x"), b"1", "sha", 1_000, true)
         .await
         .unwrap();
     assert!(settle(1, AppStatus::Active, None, 1_100).await);
@@ -982,7 +985,7 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
     assert_eq!((app.status, app.updated_at_ms), (AppStatus::Active, 1_100));
 
     store
-        .add_app_version(&app_name("app"), &config("nodejs20.x"), b"2", "sha", 2_000)
+        .add_app_version(&app_name("app"), &config("nodejs20.x"), b"2", "sha", 2_000, true)
         .await
         .unwrap();
     assert!(
@@ -1008,7 +1011,7 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
 
     for elsewhere in [AppStatus::Inactive, AppStatus::Removed] {
         store
-            .add_app_version(&app_name("app"), &config("nodejs20.x"), b"n", "sha", 3_000)
+            .add_app_version(&app_name("app"), &config("nodejs20.x"), b"n", "sha", 3_000, true)
             .await
             .unwrap();
         let version = store
@@ -1026,7 +1029,7 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
         assert_eq!((app.status, app.updated_at_ms), (elsewhere, 3_100));
         // Deployed again, it waits for that deploy.
         store
-            .add_app_version(&app_name("app"), &config("nodejs20.x"), b"m", "sha", 3_300)
+            .add_app_version(&app_name("app"), &config("nodejs20.x"), b"m", "sha", 3_300, true)
             .await
             .unwrap();
         assert_eq!(
@@ -1051,11 +1054,11 @@ async fn interrupted_deploys_are_taken_once_their_heartbeat_stops(store: Arc<dyn
             .collect::<Vec<_>>()
     };
     store
-        .add_app_version(&app_name("cut"), &config("nodejs20.x"), b"1", "sha", 1_000)
+        .add_app_version(&app_name("cut"), &config("nodejs20.x"), b"1", "sha", 1_000, true)
         .await
         .unwrap();
     store
-        .add_app_version(&app_name("done"), &config("nodejs20.x"), b"1", "sha", 1_000)
+        .add_app_version(&app_name("done"), &config("nodejs20.x"), b"1", "sha", 1_000, true)
         .await
         .unwrap();
     assert!(store
@@ -1092,7 +1095,7 @@ async fn interrupted_deploys_are_taken_once_their_heartbeat_stops(store: Arc<dyn
     );
     // Renewing a version that is no longer current changes nothing.
     store
-        .add_app_version(&app_name("cut"), &config("nodejs20.x"), b"2", "sha", 8_000)
+        .add_app_version(&app_name("cut"), &config("nodejs20.x"), b"2", "sha", 8_000, true)
         .await
         .unwrap();
     store
@@ -1119,7 +1122,7 @@ async fn interrupted_deploys_are_taken_once_their_heartbeat_stops(store: Arc<dyn
 async fn an_interrupted_deploy_is_taken_by_one_replica(db: Database) {
     let (a, b) = (db.open().await, db.open().await);
     for name in ["one", "two", "three"] {
-        a.add_app_version(&app_name(name), &config("nodejs20.x"), b"1", "sha", 1_000)
+        a.add_app_version(&app_name(name), &config("nodejs20.x"), b"1", "sha", 1_000, true)
             .await
             .unwrap();
     }
@@ -1166,7 +1169,7 @@ async fn ready_and_writes_fail_as_unavailable_when_the_store_cannot_take_writes(
     ));
     assert!(matches!(
         store
-            .add_app_version(&app_name("x"), &config("nodejs20.x"), b"1", "sha", 3)
+            .add_app_version(&app_name("x"), &config("nodejs20.x"), b"1", "sha", 3, true)
             .await,
         Err(StoreError::Unavailable(_))
     ));
@@ -1188,7 +1191,8 @@ async fn concurrent_deploys_of_one_app_get_distinct_versions(db: Database) {
                     format!("code {i}").as_bytes(),
                     "sha",
                     i,
-                )
+            true,
+        )
                 .await
         }
     });

@@ -67,12 +67,20 @@ impl AppService {
             )
             .await
         {
-            Ok(true) => {
-                self.set_active(app.as_str(), serve.map(|format| (format, version)));
-                if serve.is_some() {
+            Ok(true) => match serve {
+                Some(format) => {
+                    let mut ran = vec![(version, format)];
+                    match self.ensure_running(&app, &record, &mut ran).await {
+                        Ok(()) => {}
+                        Err(err) => {
+                            tracing::warn!(app = %app, error = %err, "could not run the versions the app's aliases name");
+                        }
+                    }
+                    self.serve(app.as_str(), record.aliases.clone(), &ran);
                     tracing::info!(app = %app, version, "interrupted deploy settled: app served");
                 }
-            }
+                None => self.stop_serving(app.as_str()),
+            },
             Ok(false) => {
                 let _ = self.superseded(&app, version).await;
             }

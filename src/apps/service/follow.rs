@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{AppError, AppService};
-use crate::function_config::AppName;
+use crate::function_config::{Aliases, AppName};
 use crate::store::{AppRecord, AppStatus};
 
 impl AppService {
@@ -73,8 +73,9 @@ impl AppService {
         let mut changed = 0;
         let listed = self.store.list_apps().await?;
         let deploying = listed.iter().any(|r| r.status == AppStatus::Deployed);
+        self.refresh_domains().await;
         for listed in listed {
-            if self.wanted_version(&listed) == self.running_version(listed.name.as_str()) {
+            if self.wanted_aliases(&listed) == self.served_aliases(listed.name.as_str()) {
                 continue;
             }
             let app = listed.name.clone();
@@ -86,8 +87,8 @@ impl AppService {
             let Some(record) = self.store.get_app(&app).await? else {
                 continue;
             };
-            let wanted = self.wanted_version(&record);
-            if wanted == self.running_version(app.as_str()) {
+            let wanted = self.wanted_aliases(&record);
+            if wanted == self.served_aliases(app.as_str()) {
                 continue;
             }
             if let Err(err) = self.follow_record(&app, &record, false).await {
@@ -95,8 +96,8 @@ impl AppService {
                 continue;
             }
             match wanted {
-                Some(version) => {
-                    tracing::info!(app = %app, version, "app changed by another replica: serving it");
+                Some(aliases) => {
+                    tracing::info!(app = %app, version = aliases.live.version, "app changed by another replica: serving it");
                 }
                 None => {
                     tracing::info!(app = %app, status = %record.status, "app changed by another replica: not serving it");
@@ -107,9 +108,21 @@ impl AppService {
         Ok((changed, deploying))
     }
 
-    /// The version the store wants served: its current one when `ACTIVE`.
-    fn wanted_version(&self, record: &AppRecord) -> Option<i64> {
-        (record.status == AppStatus::Active).then_some(record.current_version)
+    /// What the store wants served: the app's aliases when it is `ACTIVE`.
+    fn wanted_aliases(&self, record: &AppRecord) -> Option<Aliases> {
+        (record.status == AppStatus::Active).then(|| record.aliases.clone())
+    }
+
+    /// Reads the custom domains again (another replica may have changed them).
+    pub(super) async fn refresh_domains(&self) {
+        match self.store.domains(None).await {
+            Ok(listed) => {
+                if let Ok(mut domains) = self.domains.write() {
+                    *domains = listed.into_iter().collect();
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "could not read the custom domains"),
+        }
     }
 
     /// Another replica deactivated, removed or redeployed the app while
@@ -141,18 +154,21 @@ impl AppService {
         record: &AppRecord,
         overtaken: bool,
     ) -> Result<(), AppError> {
-        if let Some(version) = self.wanted_version(record) {
-            let config = record.config.clone();
-            let zip = if overtaken {
-                Some(self.store.app_code(app, version).await?)
-            } else {
-                None
-            };
-            self.run_version(app, version, &config, zip).await?;
-            self.set_active(app.as_str(), Some((config.payload_format, version)));
+        if let Some(aliases) = self.wanted_aliases(record) {
+            let mut ran = Vec::new();
+            if overtaken {
+                // The live version's code again, whatever the platform holds.
+                let version = record.current_version;
+                let zip = self.store.app_code(app, version).await?;
+                self.run_version(app, version, &record.config, Some(zip))
+                    .await?;
+                ran.push((version, record.config.payload_format));
+            }
+            self.ensure_running(app, record, &mut ran).await?;
+            self.serve(app.as_str(), aliases, &ran);
             return Ok(());
         }
-        self.set_active(app.as_str(), None);
+        self.stop_serving(app.as_str());
         let removed = record.status == AppStatus::Removed;
         // What runs here stops; a platform function is the business of whoever
         // deactivated or removed the app, unless this process recreated it.

@@ -5,10 +5,10 @@
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::{blocking, AppError, AppService, AppStatusView, AppView};
+use super::{blocking, AppError, AppService, AppStatusView, AppView, DeployGuard};
 use crate::apps::archive::{Archive, ArchiveError, Unpacked};
 use crate::apps::spec::{validate, DeployRequest};
-use crate::function_config::AppName;
+use crate::function_config::{AliasTarget, AppName, FunctionConfig, LIVE};
 use crate::functions::FunctionError;
 use crate::store::AppStatus;
 
@@ -17,24 +17,57 @@ impl AppService {
     /// and runs it. An archive refused at any step (including while it
     /// unpacks) leaves nothing behind: no version, no files, the app as it was.
     pub async fn deploy(&self, request: DeployRequest) -> Result<AppView, AppError> {
-        // Checked alone first: a bad name is refused before the store is asked.
-        let name = AppName::parse(&request.name)
-            .map_err(|reason| AppError::Invalid(format!("name: {reason}")))?;
-        let _guard = self.lock(&name)?;
-        // A redeploy keeps what it omits from the version serving now (not
-        // from a removed app, which starts over).
-        let previous = self
-            .store
-            .get_app(&name)
-            .await?
-            .filter(|app| app.status != AppStatus::Removed)
-            .map(|app| app.config);
-        let (name, config) =
-            validate(&request, previous.as_ref()).map_err(|e| AppError::Invalid(e.to_string()))?;
+        let (name, config, promote, _guard) = self.prepare(&request).await?;
         let zip = base64::engine::general_purpose::STANDARD
             .decode(request.archive.trim())
             .map_err(|_| AppError::Invalid("archive must be a base64-encoded zip file".into()))?;
         let archive = Archive::check(zip)?;
+        self.deploy_archive(&name, &config, archive, promote).await
+    }
+
+    /// Checks a deploy's settings and takes the app's lock: its name, its
+    /// configuration (what the request omits is the app's newest version's,
+    /// as Lambda's `UpdateFunctionCode` keeps `$LATEST`'s), whether it moves
+    /// `live` (always for an app's first version).
+    pub(super) async fn prepare(
+        &self,
+        request: &DeployRequest,
+    ) -> Result<(AppName, FunctionConfig, bool, DeployGuard<'_>), AppError> {
+        // Checked alone first: a bad name is refused before the store is asked.
+        let name = AppName::parse(&request.name)
+            .map_err(|reason| AppError::Invalid(format!("name: {reason}")))?;
+        let guard = self.lock(&name)?;
+        // Not from a removed app, which starts over.
+        let existing = self
+            .store
+            .get_app(&name)
+            .await?
+            .filter(|app| app.status != AppStatus::Removed);
+        let previous = match &existing {
+            Some(app) if app.latest_version != app.current_version => self
+                .store
+                .app_version(&name, app.latest_version)
+                .await?
+                .map(|newest| newest.config)
+                .or_else(|| Some(app.config.clone())),
+            Some(app) => Some(app.config.clone()),
+            None => None,
+        };
+        let (name, config) =
+            validate(request, previous.as_ref()).map_err(|e| AppError::Invalid(e.to_string()))?;
+        let promote = request.promote.unwrap_or(true) || existing.is_none();
+        Ok((name, config, promote, guard))
+    }
+
+    /// Stores a checked archive as the app's next version and runs it (the
+    /// caller holds the app's lock); `promote` moves `live` to it.
+    pub(super) async fn deploy_archive(
+        &self,
+        name: &AppName,
+        config: &FunctionConfig,
+        archive: Archive,
+        promote: bool,
+    ) -> Result<AppView, AppError> {
         let expected = config.handler_files();
         if !expected.iter().any(|f| archive.contains(f)) {
             return Err(ArchiveError::MissingHandler(expected.join(", ")).into());
@@ -47,11 +80,10 @@ impl AppService {
             Ok((archive, unpacked))
         })
         .await?;
-        let zip = archive.bytes().to_vec();
-        drop(archive);
+        let zip = archive.into_bytes();
         let stored = self
             .store
-            .add_app_version(&name, &config, &zip, &sha, crate::support::now_ms())
+            .add_app_version(name, config, &zip, &sha, crate::support::now_ms(), promote)
             .await;
         let version = match stored {
             Ok(version) => version,
@@ -60,58 +92,35 @@ impl AppService {
                 return Err(err.into());
             }
         };
-        let target = self.code_dir(&name, version);
+        let target = self.code_dir(name, version);
         if let Err(err) = blocking(move || unpacked.install(&target)).await {
             // `run_version` unpacks it again from the zip.
             tracing::warn!(app = %name, version, error = %err, "could not move the unpacked code into place");
         }
-        let ran = self
-            .beating(
-                &name,
-                version,
-                self.run_version(&name, version, &config, Some(zip)),
-            )
-            .await;
-        if let Err(err) = ran {
-            // A conflict or throttling left the running function as it was:
-            // an app being served stays served, with the failure noted.
-            let transient = matches!(
-                err,
-                AppError::Backend(FunctionError::Conflict(_) | FunctionError::Unavailable { .. })
-            );
-            let serving = self.served_format(name.as_str()).is_some();
-            let status = if transient && serving {
-                AppStatus::Active
-            } else {
-                self.set_active(name.as_str(), None);
-                AppStatus::Error
-            };
-            let note = format!(
-                "deploying version {version} failed: {}",
-                crate::support::with_causes(&err)
-            );
-            // Unless another replica changed the app meanwhile: its change stands.
-            let settled = self
-                .store
-                .settle_app_deploy(
-                    &name,
-                    version,
-                    status,
-                    Some(&note),
-                    crate::support::now_ms(),
-                )
-                .await?;
-            if !settled {
-                // The failure is still what the caller learns.
-                let _ = self.superseded(&name, version).await;
+        if !promote {
+            // Published beside the live version: reachable as `v<N>--<app>`.
+            self.run_version(name, version, config, Some(zip)).await?;
+            self.mark_running(name.as_str(), version, config.payload_format);
+            tracing::info!(app = %name, version, "version deployed without taking traffic");
+            return self.view(name, false).await;
+        }
+        let run = async {
+            self.run_version(name, version, config, Some(zip)).await?;
+            if self.backend.routes_aliases() {
+                self.backend
+                    .set_alias(name, LIVE, &AliasTarget::to(version))
+                    .await?;
             }
-            return Err(err);
+            Ok::<_, AppError>(())
+        };
+        if let Err(err) = self.beating(name, version, run).await {
+            return Err(self.failed_deploy(name, version, err).await);
         }
         // A new app (or one not served) is `DEPLOYED` until now.
         let settled = self
             .store
             .settle_app_deploy(
-                &name,
+                name,
                 version,
                 AppStatus::Active,
                 None,
@@ -119,14 +128,55 @@ impl AppService {
             )
             .await?;
         if !settled {
-            return Err(self.superseded(&name, version).await);
+            return Err(self.superseded(name, version).await);
         }
-        self.set_active(name.as_str(), Some((config.payload_format, version)));
+        let mut ran = vec![(version, config.payload_format)];
+        match self.store.get_app(name).await? {
+            Some(record) => {
+                if let Err(err) = self.ensure_running(name, &record, &mut ran).await {
+                    tracing::warn!(app = %name, error = %err, "could not run the versions the app's aliases name");
+                }
+                self.serve(name.as_str(), record.aliases, &ran);
+            }
+            None => return Err(AppError::NotFound(name.to_string())),
+        }
         tracing::info!(app = %name, version, runtime = %config.runtime, "app deployed");
-        self.view(&name, false).await
+        self.view(name, false).await
     }
 
-    async fn set_status(
+    /// Settles a deploy of `version` that failed, and gives the error the
+    /// caller learns. A conflict or throttling left the running function as
+    /// it was: an app being served stays served, with the failure noted.
+    async fn failed_deploy(&self, name: &AppName, version: i64, err: AppError) -> AppError {
+        let transient = matches!(
+            err,
+            AppError::Backend(FunctionError::Conflict(_) | FunctionError::Unavailable { .. })
+        );
+        let status = if transient && self.serves(name.as_str()) {
+            AppStatus::Active
+        } else {
+            self.stop_serving(name.as_str());
+            AppStatus::Error
+        };
+        let note = format!(
+            "deploying version {version} failed: {}",
+            crate::support::with_causes(&err)
+        );
+        // Unless another replica changed the app meanwhile: its change stands.
+        match self
+            .store
+            .settle_app_deploy(name, version, status, Some(&note), crate::support::now_ms())
+            .await
+        {
+            Ok(true) => {}
+            // The failure is still what the caller learns.
+            Ok(false) => drop(self.superseded(name, version).await),
+            Err(store) => return store.into(),
+        }
+        err
+    }
+
+    pub(super) async fn set_status(
         &self,
         app: &AppName,
         status: AppStatus,
@@ -149,10 +199,9 @@ impl AppService {
             )));
         }
         let _guard = self.lock(&app)?;
-        let config = record.config.clone();
-        self.run_version(&app, record.current_version, &config, None)
-            .await?;
-        self.set_active(name, Some((config.payload_format, record.current_version)));
+        let mut ran = Vec::new();
+        self.ensure_running(&app, &record, &mut ran).await?;
+        self.serve(name, record.aliases.clone(), &ran);
         self.set_status(&app, AppStatus::Active).await
     }
 
@@ -164,7 +213,7 @@ impl AppService {
             return Err(AppError::Conflict(format!("app '{name}' was removed")));
         }
         let _guard = self.lock(&app)?;
-        self.set_active(name, None);
+        self.stop_serving(name);
         // As the seed leaves its Lambda.
         self.backend.release(&app).await?;
         self.set_status(&app, AppStatus::Inactive).await
@@ -174,7 +223,7 @@ impl AppService {
     pub async fn remove(&self, name: &str) -> Result<AppStatusView, AppError> {
         let (app, _) = self.record(name).await?;
         let _guard = self.lock(&app)?;
-        self.set_active(name, None);
+        self.stop_serving(name);
         self.stop(&app).await?;
         let _ = tokio::fs::remove_dir_all(self.code_root.join(app.as_str())).await;
         self.set_status(&app, AppStatus::Removed).await

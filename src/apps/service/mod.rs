@@ -5,6 +5,8 @@
 //! its own `impl AppService` block in a file of its own.
 
 mod abandoned;
+mod aliases;
+mod domains;
 mod follow;
 mod lifecycle;
 mod misses;
@@ -21,8 +23,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use self::misses::Misses;
-pub use self::routing::Route;
-pub use self::views::{AppStatusView, AppVersionView, AppView};
+use self::routing::Serving;
+pub use self::routing::{Route, Selector};
+pub use self::aliases::{AliasRequest, RollbackRequest};
+pub use self::views::{AliasView, AppStatusView, AppVersionView, AppView, DomainView};
 use super::archive::{Archive, ArchiveError, COMPLETE_MARKER};
 use crate::function_config::{AppName, FunctionConfig};
 use crate::functions::{Deployment, FunctionBackend, FunctionError};
@@ -38,6 +42,9 @@ pub enum AppError {
     TooLarge(String),
     #[error("no app named '{0}'")]
     NotFound(String),
+    /// Something of an existing app that does not exist (a version, an alias, a domain).
+    #[error("{0}")]
+    Missing(String),
     #[error("{0}")]
     Conflict(String),
     /// The app's code could not be written to this machine's disk.
@@ -86,9 +93,12 @@ pub struct AppService {
     deploying: Mutex<HashSet<String>>,
     /// Signalled whenever an app's lock is released.
     released: tokio::sync::Notify,
-    /// Active apps, their payload format and the version this process runs:
-    /// what the proxy serves.
-    active: RwLock<HashMap<String, (PayloadFormat, i64)>>,
+    /// Active apps, their aliases and the versions this process runs: what
+    /// the proxy serves.
+    active: RwLock<HashMap<String, Serving>>,
+    /// Custom domains and their apps, as the store had them at the last sync
+    /// (and as changed through this process since).
+    domains: RwLock<HashMap<String, AppName>>,
     /// Names the proxy asked for that the store had no active app for.
     misses: Mutex<Misses>,
     /// One store lookup for a name the proxy does not serve at a time.
@@ -118,6 +128,7 @@ impl AppService {
             deploying: Mutex::default(),
             released: tokio::sync::Notify::new(),
             active: RwLock::default(),
+            domains: RwLock::default(),
             misses: Mutex::default(),
             lookup: tokio::sync::Mutex::new(()),
             miss_lookups: AtomicU64::new(0),
@@ -207,6 +218,42 @@ impl AppService {
                 config,
             })
             .await?;
+        Ok(())
+    }
+
+    /// Runs every version the record's aliases may send a request to that
+    /// does not run here yet (nor is in `ran`), adding each to `ran`. Only
+    /// the `live` version failing fails it (another alias's version that
+    /// cannot run is logged, and its requests fail).
+    async fn ensure_running(
+        &self,
+        app: &AppName,
+        record: &AppRecord,
+        ran: &mut Vec<(i64, PayloadFormat)>,
+    ) -> Result<(), AppError> {
+        for version in record.aliases.versions() {
+            if self.runs_here(app.as_str(), version) || ran.iter().any(|(v, _)| *v == version) {
+                continue;
+            }
+            let config = if version == record.current_version {
+                record.config.clone()
+            } else {
+                match self.store.app_version(app, version).await? {
+                    Some(stored) => stored.config,
+                    None => {
+                        tracing::warn!(app = %app, version, "an alias names a version the store does not have");
+                        continue;
+                    }
+                }
+            };
+            match self.run_version(app, version, &config, None).await {
+                Ok(()) => ran.push((version, config.payload_format)),
+                Err(err) if version == record.current_version => return Err(err),
+                Err(err) => {
+                    tracing::warn!(app = %app, version, error = %err, "could not run a version an alias names");
+                }
+            }
+        }
         Ok(())
     }
 

@@ -1,18 +1,28 @@
 //! What the API reads: the list of apps, one app (with its versions and
 //! what the function backend reports of it), its status.
 
+use std::collections::HashMap;
+
 use super::{AppError, AppService, AppStatusView, AppVersionView, AppView};
 use crate::function_config::AppName;
 use crate::store::AppRecord;
 
 impl AppService {
     pub async fn list(&self) -> Result<Vec<AppView>, AppError> {
-        self.store
+        let mut domains: HashMap<AppName, Vec<String>> = HashMap::new();
+        for (domain, app) in self.store.domains(None).await? {
+            domains.entry(app).or_default().push(domain);
+        }
+        Ok(self
+            .store
             .list_apps()
             .await?
             .into_iter()
-            .map(|r| Ok(self.to_view(r, None)))
-            .collect()
+            .map(|r| {
+                let domains = domains.remove(&r.name).unwrap_or_default();
+                AppView::of(r, &self.base_domain, domains, None)
+            })
+            .collect())
     }
 
     pub async fn status(&self, name: &str) -> Result<AppStatusView, AppError> {
@@ -31,7 +41,7 @@ impl AppService {
         } else {
             None
         };
-        Ok(self.to_view(record, versions))
+        self.to_view(record, versions).await
     }
 
     async fn versions(&self, name: &AppName) -> Result<Vec<AppVersionView>, AppError> {
@@ -44,14 +54,25 @@ impl AppService {
             .collect())
     }
 
-    fn to_view(&self, record: AppRecord, versions: Option<Vec<AppVersionView>>) -> AppView {
-        AppView::of(record, &self.base_domain, versions)
+    async fn to_view(
+        &self,
+        record: AppRecord,
+        versions: Option<Vec<AppVersionView>>,
+    ) -> Result<AppView, AppError> {
+        let domains = self
+            .store
+            .domains(Some(&record.name))
+            .await?
+            .into_iter()
+            .map(|(domain, _)| domain)
+            .collect();
+        Ok(AppView::of(record, &self.base_domain, domains, versions))
     }
 
     pub async fn get(&self, name: &str) -> Result<AppView, AppError> {
         let (app, record) = self.record(name).await?;
         let versions = self.versions(&app).await?;
-        let mut view = self.to_view(record, Some(versions));
+        let mut view = self.to_view(record, Some(versions)).await?;
         view.function = match self.backend.describe(&app).await {
             Ok(info) => info,
             Err(err) => {

@@ -27,7 +27,7 @@ impl AppService {
         }
         if let Some(problem) = self.backend.problem(app).await? {
             tracing::warn!(app = %app, problem = %problem, "app marked ERROR by reconciliation");
-            self.set_active(app.as_str(), None);
+            self.stop_serving(app.as_str());
             self.store
                 .set_app_status(
                     app,

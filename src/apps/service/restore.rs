@@ -28,16 +28,10 @@ impl AppService {
                 continue;
             }
             let app = record.name.clone();
-            let config = record.config.clone();
-            match self
-                .run_version(&app, record.current_version, &config, None)
-                .await
-            {
+            let mut ran = Vec::new();
+            match self.ensure_running(&app, &record, &mut ran).await {
                 Ok(()) => {
-                    self.set_active(
-                        app.as_str(),
-                        Some((config.payload_format, record.current_version)),
-                    );
+                    self.serve(app.as_str(), record.aliases.clone(), &ran);
                     restored += 1;
                 }
                 Err(err) => {

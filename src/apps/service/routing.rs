@@ -1,22 +1,67 @@
-//! What the proxy serves: the table of active apps (name → payload format
-//! and the version running here), `route` with its store lookup behind the
-//! negative cache, and `invoke`.
+//! What the proxy serves: the table of active apps (each one's aliases and
+//! the versions running here), custom domains, `route` with its store
+//! lookup behind the negative cache, and `invoke`.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::AppService;
-use crate::function_config::AppName;
-use crate::functions::FunctionError;
+use crate::function_config::{AliasTarget, Aliases, AppName, LIVE};
+use crate::functions::{FunctionError, Invoked, Target};
 use crate::proxy::PayloadFormat;
 use crate::store::AppStatus;
 
-/// How the proxy serves an app: the event format its function takes and the
-/// version running here (sent back as `x-app-version`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which of an app's functions a request asks for, read from its host's
+/// first label: `<app>` (its `live` alias), `<alias>--<app>`, `v<N>--<app>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    Alias(String),
+    Version(i64),
+}
+
+impl Selector {
+    /// The selector and app name a host's first label holds (app names and
+    /// aliases cannot hold `--`).
+    pub fn parse_label(label: &str) -> (Selector, &str) {
+        let Some((head, app)) = label.split_once("--") else {
+            return (Selector::Alias(LIVE.to_owned()), label);
+        };
+        let version = head
+            .strip_prefix('v')
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<i64>().ok());
+        match version {
+            Some(version) => (Selector::Version(version), app),
+            None => (Selector::Alias(head.to_owned()), app),
+        }
+    }
+
+    /// How the proxy names it to the user (`live`, `beta`, `v3`).
+    pub fn describe(&self) -> String {
+        match self {
+            Selector::Alias(alias) => alias.clone(),
+            Selector::Version(version) => format!("v{version}"),
+        }
+    }
+}
+
+/// How the proxy serves one request: the event format the function takes,
+/// the version picked (sent back as `x-app-version` unless the backend says
+/// which ran) and, for a backend that routes aliases, the alias to name.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub format: PayloadFormat,
     pub version: i64,
+    alias: Option<String>,
+}
+
+/// What this process serves of an active app.
+#[derive(Debug, Clone)]
+pub(super) struct Serving {
+    pub(super) aliases: Aliases,
+    /// The versions running here, with their payload formats.
+    pub(super) running: HashMap<i64, PayloadFormat>,
 }
 
 /// How long a first request waits for a change of its app under way here.
@@ -29,104 +74,217 @@ impl AppService {
         self.miss_lookups.load(Ordering::Relaxed)
     }
 
-    /// Serves `running` (payload format, version) under `name`, or stops serving it.
-    pub(super) fn set_active(&self, name: &str, running: Option<(PayloadFormat, i64)>) {
+    /// Stops serving `name` here.
+    pub(super) fn stop_serving(&self, name: &str) {
         if let Ok(mut active) = self.active.write() {
-            match running {
-                Some(running) => active.insert(name.to_owned(), running),
-                None => active.remove(name),
-            };
+            active.remove(name);
         }
     }
 
-    /// The version this process serves under `name`.
-    pub(super) fn running_version(&self, name: &str) -> Option<i64> {
-        self.active.read().ok()?.get(name).map(|(_, v)| *v)
+    /// Serves `name` with `aliases`; `ran` (versions and their formats) run
+    /// here now, besides those that ran already.
+    pub(super) fn serve(&self, name: &str, aliases: Aliases, ran: &[(i64, PayloadFormat)]) {
+        if let Ok(mut active) = self.active.write() {
+            let serving = active.entry(name.to_owned()).or_insert_with(|| Serving {
+                aliases: aliases.clone(),
+                running: HashMap::new(),
+            });
+            serving.aliases = aliases;
+            serving.running.extend(ran.iter().copied());
+        }
     }
 
-    /// The payload format of an app this process serves.
-    pub(super) fn served_format(&self, name: &str) -> Option<PayloadFormat> {
-        self.served(name).map(|r| r.format)
+    /// Notes that `version` of a served app runs here now.
+    pub(super) fn mark_running(&self, name: &str, version: i64, format: PayloadFormat) {
+        if let Ok(mut active) = self.active.write() {
+            if let Some(serving) = active.get_mut(name) {
+                serving.running.insert(version, format);
+            }
+        }
     }
 
-    /// How this process serves `name`, if it does.
-    fn served(&self, name: &str) -> Option<Route> {
+    /// The aliases this process serves `name` with, if it serves it.
+    pub(super) fn served_aliases(&self, name: &str) -> Option<Aliases> {
+        Some(self.active.read().ok()?.get(name)?.aliases.clone())
+    }
+
+    /// Whether `version` of `name` runs here.
+    pub(super) fn runs_here(&self, name: &str, version: i64) -> bool {
         self.active
             .read()
-            .ok()?
-            .get(name)
-            .map(|&(format, version)| Route { format, version })
+            .ok()
+            .and_then(|active| active.get(name).map(|s| s.running.contains_key(&version)))
+            .unwrap_or(false)
     }
 
-    /// How an active app is served (its payload format and version), or
-    /// `None` (the proxy answers 404).
+    /// Whether this process serves `name`.
+    pub(super) fn serves(&self, name: &str) -> bool {
+        self.active
+            .read()
+            .map(|active| active.contains_key(name))
+            .unwrap_or(false)
+    }
+
+    /// The app a custom domain names (a host without its port, lowercase).
+    pub fn domain_app(&self, host: &str) -> Option<String> {
+        let domains = self.domains.read().ok()?;
+        domains.get(host).map(|app| app.to_string())
+    }
+
+    /// Whether this process knows any custom domain (most hosts then need no lookup).
+    pub fn has_domains(&self) -> bool {
+        self.domains.read().map(|d| !d.is_empty()).unwrap_or(false)
+    }
+
+    /// How this process serves `selector` of `name` now, if it does: an
+    /// alias's version drawn here (unless the backend routes aliases).
+    fn pick(&self, name: &str, selector: &Selector) -> Option<Route> {
+        let active = self.active.read().ok()?;
+        let serving = active.get(name)?;
+        match selector {
+            Selector::Version(version) => Some(Route {
+                format: *serving.running.get(version)?,
+                version: *version,
+                alias: None,
+            }),
+            Selector::Alias(alias) => {
+                let target: &AliasTarget = serving.aliases.get(alias)?;
+                let format = *serving.running.get(&target.version)?;
+                if self.backend.routes_aliases() {
+                    return Some(Route {
+                        format,
+                        version: target.version,
+                        alias: Some(alias.clone()),
+                    });
+                }
+                let version = target.pick(fastrand::f64());
+                Some(Route {
+                    format: serving.running.get(&version).copied().unwrap_or(format),
+                    version: if serving.running.contains_key(&version) {
+                        version
+                    } else {
+                        target.version
+                    },
+                    alias: None,
+                })
+            }
+        }
+    }
+
+    /// How `selector` of an active app is served (its payload format and
+    /// version), or `None` (the proxy answers 404).
     ///
     /// An app this process does not serve yet (deployed through another
     /// replica since the last sync) is looked up in the store and, if it is
-    /// `ACTIVE`, served from this request on. Names the store has no active
-    /// app for are remembered for [`MISS_TTL`](super::misses::MISS_TTL), and
-    /// lookups are rate-limited, so unknown hosts cannot hammer the store.
-    pub async fn route(&self, name: &str) -> Option<Route> {
-        if let Some(route) = self.served(name) {
+    /// `ACTIVE`, served from this request on; so is a version of it not
+    /// running here yet. Names the store has nothing active for are
+    /// remembered for [`MISS_TTL`](super::misses::MISS_TTL), and lookups
+    /// are rate-limited, so unknown hosts cannot hammer the store.
+    pub async fn route(&self, name: &str, selector: &Selector) -> Option<Route> {
+        if let Some(route) = self.pick(name, selector) {
             return Some(route);
         }
         let app = AppName::parse(name).ok()?;
-        if self.recent_miss(name) {
+        let key = match selector {
+            Selector::Version(version) => format!("v{version}--{name}"),
+            Selector::Alias(_) => name.to_owned(),
+        };
+        if self.recent_miss(&key) {
             return None;
         }
         // Concurrent first requests wait for one lookup, then find the app
         // served (or remembered as a miss).
         let _one_at_a_time = self.lookup.lock().await;
-        if let Some(route) = self.served(name) {
+        if let Some(route) = self.pick(name, selector) {
             return Some(route);
+        }
+        // A served app without that alias: nothing to look up.
+        if matches!(selector, Selector::Alias(_)) && self.serves(name) {
+            return None;
         }
         let allowed = self
             .misses
             .lock()
-            .map(|mut misses| !misses.recent(name) && misses.take_lookup())
+            .map(|mut misses| !misses.recent(&key) && misses.take_lookup())
             .unwrap_or(false);
         if !allowed {
             return None;
         }
         self.miss_lookups.fetch_add(1, Ordering::Relaxed);
-        let record = match self.store.get_app(&app).await {
-            Ok(Some(record)) if record.status == AppStatus::Active => record,
-            Ok(_) => {
-                if let Ok(mut misses) = self.misses.lock() {
-                    misses.remember(name);
-                }
-                return None;
+        let found = self.look_up(&app, selector).await;
+        if !found {
+            if let Ok(mut misses) = self.misses.lock() {
+                misses.remember(&key);
             }
+        }
+        self.pick(name, selector)
+    }
+
+    /// Serves the app (and the version `selector` names) from the store if
+    /// it is active there; whether it found something to serve.
+    async fn look_up(&self, app: &AppName, selector: &Selector) -> bool {
+        let record = match self.store.get_app(app).await {
+            Ok(Some(record)) if record.status == AppStatus::Active => record,
+            Ok(_) => return false,
             Err(err) => {
-                tracing::warn!(app = name, error = %err, "could not look up an app in the store");
-                return None;
+                tracing::warn!(app = %app, error = %err, "could not look up an app in the store");
+                return false;
             }
         };
         // A change of this app through this process (the store sync
         // following it, an activation) is under way: its outcome stands.
-        let Some(_guard) = self.lock_waiting(&app, LOCK_WAIT).await else {
-            return self.served(name);
+        let Some(_guard) = self.lock_waiting(app, LOCK_WAIT).await else {
+            return self.serves(app.as_str());
         };
-        if let Some(route) = self.served(name) {
-            return Some(route);
+        if !self.serves(app.as_str()) {
+            if let Err(err) = self.follow_record(app, &record, false).await {
+                tracing::warn!(app = %app, version = record.current_version, error = %err, "could not serve an app found in the store");
+                return false;
+            }
+            tracing::info!(app = %app, version = record.current_version, "app found in the store on its first request: serving it");
         }
-        if let Err(err) = self.follow_record(&app, &record, false).await {
-            tracing::warn!(app = %app, version = record.current_version, error = %err, "could not serve an app found in the store");
-            return None;
+        let Selector::Version(version) = *selector else {
+            return true;
+        };
+        if self.runs_here(app.as_str(), version) {
+            return true;
         }
-        tracing::info!(app = %app, version = record.current_version, "app found in the store on its first request: serving it");
-        self.served(name)
+        match self.store.app_version(app, version).await {
+            Ok(Some(stored)) => {
+                let config = stored.config;
+                if let Err(err) = self.run_version(app, version, &config, None).await {
+                    tracing::warn!(app = %app, version, error = %err, "could not run a version asked for by its host");
+                    return false;
+                }
+                self.mark_running(app.as_str(), version, config.payload_format);
+                true
+            }
+            Ok(None) => false,
+            Err(err) => {
+                tracing::warn!(app = %app, version, error = %err, "could not look up a version in the store");
+                false
+            }
+        }
     }
 
-    fn recent_miss(&self, name: &str) -> bool {
+    fn recent_miss(&self, key: &str) -> bool {
         self.misses
             .lock()
-            .map(|misses| misses.recent(name))
+            .map(|misses| misses.recent(key))
             .unwrap_or(true)
     }
 
-    /// Invokes an active app.
-    pub async fn invoke(&self, name: &AppName, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
-        self.backend.invoke(name, event).await
+    /// Invokes what `route` picked of an active app.
+    pub async fn invoke(
+        &self,
+        name: &AppName,
+        route: &Route,
+        event: Vec<u8>,
+    ) -> Result<Invoked, FunctionError> {
+        let target = match &route.alias {
+            Some(alias) => Target::Alias(alias),
+            None => Target::Version(route.version),
+        };
+        self.backend.invoke_target(name, target, event).await
     }
 }

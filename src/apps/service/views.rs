@@ -4,6 +4,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::function_config::{AliasTarget, AppName, Routing};
 use crate::functions::FunctionInfo;
 use crate::proxy::PayloadFormat;
 use crate::store::{AppRecord, AppStatus, AppVersionRecord};
@@ -46,6 +47,15 @@ pub struct AppView {
     pub last_error: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The newest version deployed (`version` is the one `live` serves).
+    pub latest_version: i64,
+    /// Where `live` pointed before its last move (where a rollback goes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<i64>,
+    /// Every alias, `live` first.
+    pub aliases: Vec<AliasView>,
+    /// Custom domains its `live` alias serves.
+    pub domains: Vec<String>,
     /// Every deployed version, newest first (`GET /apps/{name}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub versions: Option<Vec<AppVersionView>>,
@@ -60,10 +70,16 @@ impl AppView {
     pub(super) fn of(
         record: AppRecord,
         base_domain: &str,
+        domains: Vec<String>,
         versions: Option<Vec<AppVersionView>>,
     ) -> Self {
+        let aliases = AliasView::all(&record, base_domain);
         let config = record.config;
         AppView {
+            latest_version: record.latest_version,
+            previous_version: record.aliases.previous,
+            aliases,
+            domains,
             host: format!("{}.{}", record.name, base_domain),
             name: record.name.into_string(),
             status: record.status,
@@ -96,4 +112,48 @@ impl AppVersionView {
             created_at: timestamp(version.created_at_ms),
         }
     }
+}
+
+/// An alias of an app and the host that serves it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AliasView {
+    pub name: String,
+    pub version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing: Option<Routing>,
+    /// `<name>.<base_domain>` for `live`, else `<alias>--<name>.<base_domain>`.
+    pub host: String,
+}
+
+impl AliasView {
+    pub(super) fn of(alias: &str, target: &AliasTarget, app: &AppName, base_domain: &str) -> Self {
+        let host = if alias == crate::function_config::LIVE {
+            format!("{app}.{base_domain}")
+        } else {
+            format!("{alias}--{app}.{base_domain}")
+        };
+        AliasView {
+            name: alias.to_owned(),
+            version: target.version,
+            routing: target.routing,
+            host,
+        }
+    }
+
+    /// Every alias of an app, `live` first.
+    pub(super) fn all(record: &AppRecord, base_domain: &str) -> Vec<Self> {
+        record
+            .aliases
+            .iter()
+            .map(|(alias, target)| Self::of(alias, target, &record.name, base_domain))
+            .collect()
+    }
+}
+
+/// A custom domain and the app it serves.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DomainView {
+    pub domain: String,
+    pub app: String,
 }

@@ -15,7 +15,7 @@ pub mod sandbox;
 mod tcp;
 mod worker;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -26,7 +26,7 @@ use self::pool::Pool;
 use self::queue::Bounds;
 pub use self::queue::Scaling;
 use self::worker::{Launcher, WorkerSpec};
-use super::{Deployment, FunctionBackend, FunctionError};
+use super::{Deployment, FunctionBackend, FunctionError, Invoked, Target};
 use crate::function_config::AppName;
 use crate::telemetry::metrics::FunctionMetrics;
 
@@ -58,7 +58,8 @@ pub struct LocalOptions {
 /// Runs functions on this machine.
 pub struct LocalFunctions {
     options: LocalOptions,
-    pools: RwLock<HashMap<String, Arc<Pool>>>,
+    /// Each app's versions running here, by version.
+    pools: RwLock<HashMap<String, BTreeMap<i64, Arc<Pool>>>>,
 }
 
 impl LocalFunctions {
@@ -83,7 +84,7 @@ impl LocalFunctions {
                 let pools: Vec<Arc<Pool>> = this
                     .pools
                     .read()
-                    .map(|p| p.values().cloned().collect())
+                    .map(|p| p.values().flat_map(|v| v.values().cloned()).collect())
                     .unwrap_or_default();
                 for pool in pools {
                     pool.reap(this.options.idle_timeout);
@@ -93,18 +94,25 @@ impl LocalFunctions {
         Ok(this)
     }
 
-    fn pool(&self, app: &AppName) -> Option<Arc<Pool>> {
-        self.pools.read().ok()?.get(app.as_str()).cloned()
+    /// The pool of `version`, else of the newest version running here.
+    fn pool(&self, app: &AppName, version: Option<i64>) -> Option<Arc<Pool>> {
+        let pools = self.pools.read().ok()?;
+        let versions = pools.get(app.as_str())?;
+        match version {
+            Some(version) => versions.get(&version),
+            None => versions.values().next_back(),
+        }
+        .cloned()
     }
 
-    /// Idle workers of an app (for tests and diagnostics).
+    /// Idle workers of an app's newest version (for tests and diagnostics).
     pub fn idle_workers(&self, app: &AppName) -> usize {
-        self.pool(app).map_or(0, |p| p.idle_count())
+        self.pool(app, None).map_or(0, |p| p.idle_count())
     }
 
-    /// Workers started for an app's current version, ever (for tests and diagnostics).
+    /// Workers started for an app's newest version, ever (for tests and diagnostics).
     pub fn workers_started(&self, app: &AppName) -> u64 {
-        self.pool(app).map_or(0, |p| p.started_count())
+        self.pool(app, None).map_or(0, |p| p.started_count())
     }
 }
 
@@ -127,7 +135,10 @@ impl FunctionBackend for LocalFunctions {
                 .map_err(|e| FunctionError::unavailable_because("preparing the code", e))?
                 .map_err(|e| FunctionError::unavailable_because("preparing the code", e))?;
         }
-        let metrics = self.options.metrics.app(deployment.app.as_str());
+        let metrics = self
+            .options
+            .metrics
+            .app(deployment.app.as_str(), Some(deployment.version));
         let spec = WorkerSpec {
             app: deployment.app.to_string(),
             version: deployment.version,
@@ -152,17 +163,21 @@ impl FunctionBackend for LocalFunctions {
             Box::new(Launcher::new(spec)),
             metrics,
         ));
+        // The version's earlier pool (deployed again) goes; other versions stay.
         let old = self
             .pools
             .write()
             .map_err(|_| FunctionError::unavailable("function table poisoned"))?
-            .insert(deployment.app.to_string(), pool);
+            .entry(deployment.app.to_string())
+            .or_default()
+            .insert(deployment.version, pool);
         if let Some(old) = old {
             old.retire();
         }
         Ok(())
     }
 
+    /// Stops every version of the app.
     async fn remove(&self, app: &AppName) -> Result<(), FunctionError> {
         let old = self
             .pools
@@ -170,8 +185,8 @@ impl FunctionBackend for LocalFunctions {
             .map_err(|_| FunctionError::unavailable("function table poisoned"))?
             .remove(app.as_str());
         match old {
-            Some(pool) => {
-                pool.retire();
+            Some(versions) => {
+                versions.values().for_each(|pool| pool.retire());
                 Ok(())
             }
             None => Err(FunctionError::NotFound),
@@ -179,7 +194,26 @@ impl FunctionBackend for LocalFunctions {
     }
 
     async fn invoke(&self, app: &AppName, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
-        let pool = self.pool(app).ok_or(FunctionError::NotFound)?;
+        let pool = self.pool(app, None).ok_or(FunctionError::NotFound)?;
         pool.invoke(event).await
+    }
+
+    /// A version only: aliases are drawn by the app service.
+    async fn invoke_target(
+        &self,
+        app: &AppName,
+        target: Target<'_>,
+        event: Vec<u8>,
+    ) -> Result<Invoked, FunctionError> {
+        let Target::Version(version) = target else {
+            return Err(FunctionError::NotFound);
+        };
+        let pool = self
+            .pool(app, Some(version))
+            .ok_or(FunctionError::NotFound)?;
+        Ok(Invoked {
+            payload: pool.invoke(event).await?,
+            version: Some(version),
+        })
     }
 }

@@ -7,7 +7,7 @@ use sqlx::{FromRow, Row};
 use super::{decode_all, SqlStore, APP_COLUMNS};
 use async_trait::async_trait;
 
-use crate::function_config::{AppName, FunctionConfig};
+use crate::function_config::{AliasTarget, Aliases, AppName, FunctionConfig};
 use crate::store::{AppRecord, AppStatus, AppStore, AppVersionRecord, StoreError};
 
 /// First key of the two-key advisory locks PostgreSQL takes per app name
@@ -18,6 +18,27 @@ const APP_LOCK_SPACE: i32 = 0x4150_5053; // "APPS"
 fn lock_key(name: &str) -> i32 {
     let digest = Sha256::digest(name.as_bytes());
     i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+impl SqlStore {
+    /// A transaction that holds `name`'s write lock: SQLite's write lock,
+    /// PostgreSQL's advisory lock for the app (see
+    /// [`super::Dialect::begin_app_write`]).
+    async fn begin_app_write(
+        &self,
+        name: &AppName,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let (begin, lock) = self.dialect.begin_app_write();
+        let mut tx = self.pool.begin_with(begin).await?;
+        if let Some(lock) = lock {
+            sqlx::query(lock)
+                .bind(APP_LOCK_SPACE)
+                .bind(lock_key(name.as_str()))
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
 }
 
 #[async_trait]
@@ -33,18 +54,11 @@ impl AppStore for SqlStore {
         code: &[u8],
         code_sha256: &str,
         now_ms: i64,
+        promote: bool,
     ) -> Result<i64, StoreError> {
         self.writable()?;
         let config_text = serde_json::to_string(config).map_err(|e| StoreError::Other(e.into()))?;
-        let (begin, lock) = self.dialect.begin_app_write();
-        let mut tx = self.pool.begin_with(begin).await?;
-        if let Some(lock) = lock {
-            sqlx::query(lock)
-                .bind(APP_LOCK_SPACE)
-                .bind(lock_key(name.as_str()))
-                .execute(&mut *tx)
-                .await?;
-        }
+        let mut tx = self.begin_app_write(name).await?;
         let version: i64 = sqlx::query(
             "SELECT COALESCE(MAX(version), 0) + 1 AS next FROM app_versions WHERE name = $1",
         )
@@ -65,24 +79,175 @@ impl AppStore for SqlStore {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO apps (name, status, current_version, config, last_error, created_at, updated_at, deploy_heartbeat_at) \
-             VALUES ($1, $2, $3, $4, NULL, $5, $5, $5) \
-             ON CONFLICT (name) DO UPDATE SET \
-             status = CASE apps.status WHEN $6 THEN $6 ELSE $2 END, \
-             current_version = $3, config = $4, last_error = NULL, updated_at = $5, \
-             deploy_heartbeat_at = $5",
+        let sql = format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1");
+        let existing: Option<AppRecord> = sqlx::query(&sql)
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .as_ref()
+            .map(AppRecord::from_row)
+            .transpose()?;
+        match existing {
+            Some(_) if !promote => {
+                sqlx::query("UPDATE apps SET latest_version = $2, updated_at = $3 WHERE name = $1")
+                    .bind(name.as_str())
+                    .bind(version)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            existing => {
+                // `live` moves here; the other aliases stay.
+                let aliases = match &existing {
+                    Some(app) => app.aliases.with_live(AliasTarget::to(version)),
+                    None => Aliases::live_at(version),
+                };
+                sqlx::query(
+                    "INSERT INTO apps (name, status, current_version, latest_version, config, aliases, last_error, created_at, updated_at, deploy_heartbeat_at) \
+                     VALUES ($1, $2, $3, $3, $4, $7, NULL, $5, $5, $5) \
+                     ON CONFLICT (name) DO UPDATE SET \
+                     status = CASE apps.status WHEN $6 THEN $6 ELSE $2 END, \
+                     current_version = $3, latest_version = $3, config = $4, aliases = $7, \
+                     last_error = NULL, updated_at = $5, deploy_heartbeat_at = $5",
+                )
+                .bind(name.as_str())
+                .bind(AppStatus::Deployed.as_str())
+                .bind(version)
+                .bind(config_text.as_str())
+                .bind(now_ms)
+                .bind(AppStatus::Active.as_str())
+                .bind(aliases.to_text())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(name = %name, version), err(level = "debug"))]
+    async fn app_version(
+        &self,
+        name: &AppName,
+        version: i64,
+    ) -> Result<Option<AppVersionRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT version, config, code_size, code_sha256, created_at FROM app_versions \
+             WHERE name = $1 AND version = $2",
         )
         .bind(name.as_str())
-        .bind(AppStatus::Deployed.as_str())
         .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(AppVersionRecord::from_row).transpose()?)
+    }
+
+    /// Read and written under the app's write lock, so two changes of one
+    /// app's aliases (on any replica) cannot both pass the check.
+    #[tracing::instrument(level = "debug", skip_all, fields(name = %name), err(level = "debug"))]
+    async fn set_aliases(
+        &self,
+        name: &AppName,
+        expected: &Aliases,
+        aliases: &Aliases,
+        live_config: &FunctionConfig,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.writable()?;
+        let config_text =
+            serde_json::to_string(live_config).map_err(|e| StoreError::Other(e.into()))?;
+        let mut tx = self.begin_app_write(name).await?;
+        let row = sqlx::query("SELECT aliases, current_version FROM apps WHERE name = $1")
+            .bind(name.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound);
+        };
+        let text: String = row.try_get("aliases")?;
+        let current: i64 = row.try_get("current_version")?;
+        if Aliases::from_text(&text, current) != *expected {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE apps SET aliases = $2, current_version = $3, config = $4, updated_at = $5 \
+             WHERE name = $1",
+        )
+        .bind(name.as_str())
+        .bind(aliases.to_text())
+        .bind(aliases.live.version)
         .bind(config_text.as_str())
         .bind(now_ms)
-        .bind(AppStatus::Active.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(version)
+        Ok(true)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(app = %app), err(level = "debug"))]
+    async fn add_domain(
+        &self,
+        domain: &str,
+        app: &AppName,
+        now_ms: i64,
+    ) -> Result<Option<AppName>, StoreError> {
+        self.writable()?;
+        sqlx::query(
+            "INSERT INTO app_domains (domain, name, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (domain) DO NOTHING",
+        )
+        .bind(domain)
+        .bind(app.as_str())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        let owner: String = sqlx::query("SELECT name FROM app_domains WHERE domain = $1")
+            .bind(domain)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("name")?;
+        if owner == app.as_str() {
+            return Ok(None);
+        }
+        Ok(Some(
+            AppName::try_from(owner).map_err(|e| StoreError::Other(anyhow::anyhow!(e)))?,
+        ))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(app = %app), err(level = "debug"))]
+    async fn remove_domain(&self, domain: &str, app: &AppName) -> Result<bool, StoreError> {
+        self.writable()?;
+        let done = sqlx::query("DELETE FROM app_domains WHERE domain = $1 AND name = $2")
+            .bind(domain)
+            .bind(app.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn domains(&self, app: Option<&AppName>) -> Result<Vec<(String, AppName)>, StoreError> {
+        let rows = match app {
+            Some(app) => {
+                sqlx::query("SELECT domain, name FROM app_domains WHERE name = $1 ORDER BY domain")
+                    .bind(app.as_str())
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT domain, name FROM app_domains ORDER BY domain")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|row| {
+                let domain: String = row.try_get("domain")?;
+                let name: String = row.try_get("name")?;
+                let name = AppName::try_from(name).map_err(|e| StoreError::Other(anyhow::anyhow!(e)))?;
+                Ok((domain, name))
+            })
+            .collect()
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(name = %name), err(level = "debug"))]

@@ -31,7 +31,7 @@ pub(crate) const JOB_COLUMNS: &str =
     "id, tenant_id, kind, job_identifier, backend, status, event_id, params, external_id, \
      attempt, exit_code, output, log_tail, error, created_at, started_at, finished_at, traceparent";
 pub(crate) const APP_COLUMNS: &str =
-    "name, status, current_version, config, last_error, created_at, updated_at";
+    "name, status, current_version, latest_version, config, aliases, last_error, created_at, updated_at";
 
 /// How a store records new events: grouped into shared commits.
 #[async_trait]

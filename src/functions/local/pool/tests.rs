@@ -113,7 +113,7 @@ fn pool(fakes: &Arc<Fakes>, scaling: Scaling, bounds: Bounds) -> Pool {
         scaling,
         bounds,
         launcher,
-        FunctionMetrics::default().app("app"),
+        FunctionMetrics::default().app("app", Some(1)),
     )
 }
 

@@ -1,0 +1,16 @@
+-- Versions you can route to: an app's aliases (`live`, what its host serves,
+-- and any others) as JSON, the newest version it has, and custom domains.
+-- `current_version` and `config` stay those of the version `live` points at.
+ALTER TABLE apps ADD COLUMN aliases TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE apps ADD COLUMN latest_version BIGINT NOT NULL DEFAULT 0;
+UPDATE apps SET latest_version =
+    COALESCE((SELECT MAX(version) FROM app_versions v WHERE v.name = apps.name), current_version);
+
+-- A domain belongs to one app; a request whose Host is exactly it is served
+-- by that app's `live` alias.
+CREATE TABLE app_domains (
+    domain     TEXT COLLATE "C" PRIMARY KEY,
+    name       TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX app_domains_by_app ON app_domains (name);
