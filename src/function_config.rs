@@ -239,7 +239,9 @@ impl Aliases {
 
     /// Every version some alias may send a request to.
     pub fn versions(&self) -> std::collections::BTreeSet<i64> {
-        self.iter().flat_map(|(_, target)| target.versions()).collect()
+        self.iter()
+            .flat_map(|(_, target)| target.versions())
+            .collect()
     }
 
     /// `live` moved to `target`, remembering where it was (unless it stays).

@@ -442,9 +442,7 @@ impl FunctionBackend for AwsLambda {
     ) -> Result<Invoked, FunctionError> {
         match target {
             Target::Version(version) => {
-                let mut invoked = self
-                    .call(app, Some(&version_alias(version)), event)
-                    .await?;
+                let mut invoked = self.call(app, Some(&version_alias(version)), event).await?;
                 invoked.version = Some(version);
                 Ok(invoked)
             }

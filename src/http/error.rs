@@ -156,7 +156,9 @@ impl From<AppError> for ApiError {
             AppError::TooLarge(message) => {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
             }
-            err @ (AppError::NotFound(_) | AppError::Missing(_)) => Self::not_found(err.to_string()),
+            err @ (AppError::NotFound(_) | AppError::Missing(_)) => {
+                Self::not_found(err.to_string())
+            }
             AppError::Io(message) => {
                 tracing::error!(request_id = %super::request_id::current(), error = %message, "writing an app's code failed");
                 Self::unavailable("the app's code could not be written; retry later")

@@ -84,7 +84,9 @@ fn app_of(proxy: &ProxyState, authority: &str) -> Option<AppRequest> {
     if !proxy.apps.has_domains() {
         return None;
     }
-    let host = without_port(authority).trim_end_matches('.').to_ascii_lowercase();
+    let host = without_port(authority)
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     let app = proxy.apps.domain_app(&host)?;
     Some(AppRequest {
         label: host.split('.').next().unwrap_or_default().to_owned(),

@@ -482,6 +482,9 @@ mod fake_lambda {
         pub get_function_calls: usize,
         /// Error type every write (create/update) answers with, if set.
         pub write_error: Option<(u16, &'static str)>,
+        /// Versions published so far, and each alias's version.
+        pub published: u32,
+        pub aliases: std::collections::HashMap<String, String>,
     }
 
     fn config(name: &str, state: &str) -> serde_json::Value {
@@ -530,17 +533,78 @@ mod fake_lambda {
             return error(status, kind);
         }
         script.exists = true;
+        script.published += 1;
         let name = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["FunctionName"]
             .as_str()
             .unwrap()
             .to_owned();
-        (StatusCode::CREATED, axum::Json(config(&name, "Pending"))).into_response()
+        let mut created = config(&name, "Pending");
+        created["Version"] = json!(script.published.to_string());
+        (StatusCode::CREATED, axum::Json(created)).into_response()
     }
 
     async fn update(State(s): State<Shared>, Path(name): Path<String>) -> Response {
-        match s.lock().unwrap().write_error {
+        let mut script = s.lock().unwrap();
+        match script.write_error {
             Some((status, kind)) => error(status, kind),
-            None => axum::Json(config(&name, "Active")).into_response(),
+            None => {
+                script.published += 1;
+                let mut updated = config(&name, "Active");
+                updated["Version"] = json!(script.published.to_string());
+                axum::Json(updated).into_response()
+            }
+        }
+    }
+
+    fn alias(name: &str, alias: &str, version: &str) -> Response {
+        axum::Json(json!({
+            "AliasArn": format!("arn:aws:lambda:us-east-1:123456789012:function:{name}:{alias}"),
+            "Name": alias, "FunctionVersion": version
+        }))
+        .into_response()
+    }
+
+    async fn create_alias(
+        State(s): State<Shared>,
+        Path(name): Path<String>,
+        body: axum::body::Bytes,
+    ) -> Response {
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let (new, version) = (
+            body["Name"].as_str().unwrap(),
+            body["FunctionVersion"].as_str().unwrap(),
+        );
+        s.lock()
+            .unwrap()
+            .aliases
+            .insert(new.to_owned(), version.to_owned());
+        alias(&name, new, version)
+    }
+
+    async fn put_alias(
+        State(s): State<Shared>,
+        Path((name, new)): Path<(String, String)>,
+        body: axum::body::Bytes,
+    ) -> Response {
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let version = body["FunctionVersion"].as_str().unwrap();
+        let mut script = s.lock().unwrap();
+        match script.aliases.get_mut(&new) {
+            Some(known) => {
+                *known = version.to_owned();
+                alias(&name, &new, version)
+            }
+            None => error(404, "ResourceNotFoundException"),
+        }
+    }
+
+    async fn get_alias(
+        State(s): State<Shared>,
+        Path((name, new)): Path<(String, String)>,
+    ) -> Response {
+        match s.lock().unwrap().aliases.get(&new) {
+            Some(version) => alias(&name, &new, version),
+            None => error(404, "ResourceNotFoundException"),
         }
     }
 
@@ -568,6 +632,11 @@ mod fake_lambda {
                 axum::routing::put(update),
             )
             .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+            .route("/2015-03-31/functions/{name}/aliases", post(create_alias))
+            .route(
+                "/2015-03-31/functions/{name}/aliases/{alias}",
+                get(get_alias).put(put_alias),
+            )
             .with_state(script);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

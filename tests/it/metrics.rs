@@ -11,10 +11,10 @@ use crate::apps::zip_of;
 use crate::common::{envelope, eventually, provisioning, write_job, Binary, TestApp};
 
 /// The metrics as the Prometheus text format gives them.
-struct Scrape(String);
+pub(crate) struct Scrape(String);
 
 impl Scrape {
-    async fn of(app: &TestApp) -> Scrape {
+    pub(crate) async fn of(app: &TestApp) -> Scrape {
         let response = reqwest::get(format!("{}/metrics", app.url)).await.unwrap();
         assert_eq!(response.status(), 200);
         let content_type = response.headers()["content-type"]
@@ -31,7 +31,7 @@ impl Scrape {
     /// The value of the sample `name` whose labels include every one of
     /// `labels`; 0 when there is none (a counter never incremented), and a
     /// failure when more than one matches.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
         let found: Vec<f64> = self
             .0

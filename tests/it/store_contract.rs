@@ -924,7 +924,14 @@ async fn app_versions_and_code_round_trip(store: Arc<dyn Store>) {
     // Under a linguistic collation "b0" would sort before "b-app".
     for name in ["b-app", "b0", "a-app"] {
         store
-            .add_app_version(&app_name(name), &config("nodejs20.x"), b"x", "sha", 4_000, true)
+            .add_app_version(
+                &app_name(name),
+                &config("nodejs20.x"),
+                b"x",
+                "sha",
+                4_000,
+                true,
+            )
             .await
             .unwrap();
     }
@@ -977,7 +984,14 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
         "no such app"
     );
     store
-        .add_app_version(&app_name("app"), &config("nodejs20.x"), b"1", "sha", 1_000, true)
+        .add_app_version(
+            &app_name("app"),
+            &config("nodejs20.x"),
+            b"1",
+            "sha",
+            1_000,
+            true,
+        )
         .await
         .unwrap();
     assert!(settle(1, AppStatus::Active, None, 1_100).await);
@@ -985,7 +999,14 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
     assert_eq!((app.status, app.updated_at_ms), (AppStatus::Active, 1_100));
 
     store
-        .add_app_version(&app_name("app"), &config("nodejs20.x"), b"2", "sha", 2_000, true)
+        .add_app_version(
+            &app_name("app"),
+            &config("nodejs20.x"),
+            b"2",
+            "sha",
+            2_000,
+            true,
+        )
         .await
         .unwrap();
     assert!(
@@ -1011,7 +1032,14 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
 
     for elsewhere in [AppStatus::Inactive, AppStatus::Removed] {
         store
-            .add_app_version(&app_name("app"), &config("nodejs20.x"), b"n", "sha", 3_000, true)
+            .add_app_version(
+                &app_name("app"),
+                &config("nodejs20.x"),
+                b"n",
+                "sha",
+                3_000,
+                true,
+            )
             .await
             .unwrap();
         let version = store
@@ -1029,7 +1057,14 @@ async fn a_deploy_settles_only_what_nothing_changed(store: Arc<dyn Store>) {
         assert_eq!((app.status, app.updated_at_ms), (elsewhere, 3_100));
         // Deployed again, it waits for that deploy.
         store
-            .add_app_version(&app_name("app"), &config("nodejs20.x"), b"m", "sha", 3_300, true)
+            .add_app_version(
+                &app_name("app"),
+                &config("nodejs20.x"),
+                b"m",
+                "sha",
+                3_300,
+                true,
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -1054,11 +1089,25 @@ async fn interrupted_deploys_are_taken_once_their_heartbeat_stops(store: Arc<dyn
             .collect::<Vec<_>>()
     };
     store
-        .add_app_version(&app_name("cut"), &config("nodejs20.x"), b"1", "sha", 1_000, true)
+        .add_app_version(
+            &app_name("cut"),
+            &config("nodejs20.x"),
+            b"1",
+            "sha",
+            1_000,
+            true,
+        )
         .await
         .unwrap();
     store
-        .add_app_version(&app_name("done"), &config("nodejs20.x"), b"1", "sha", 1_000, true)
+        .add_app_version(
+            &app_name("done"),
+            &config("nodejs20.x"),
+            b"1",
+            "sha",
+            1_000,
+            true,
+        )
         .await
         .unwrap();
     assert!(store
@@ -1095,7 +1144,14 @@ async fn interrupted_deploys_are_taken_once_their_heartbeat_stops(store: Arc<dyn
     );
     // Renewing a version that is no longer current changes nothing.
     store
-        .add_app_version(&app_name("cut"), &config("nodejs20.x"), b"2", "sha", 8_000, true)
+        .add_app_version(
+            &app_name("cut"),
+            &config("nodejs20.x"),
+            b"2",
+            "sha",
+            8_000,
+            true,
+        )
         .await
         .unwrap();
     store
@@ -1122,9 +1178,16 @@ async fn interrupted_deploys_are_taken_once_their_heartbeat_stops(store: Arc<dyn
 async fn an_interrupted_deploy_is_taken_by_one_replica(db: Database) {
     let (a, b) = (db.open().await, db.open().await);
     for name in ["one", "two", "three"] {
-        a.add_app_version(&app_name(name), &config("nodejs20.x"), b"1", "sha", 1_000, true)
-            .await
-            .unwrap();
+        a.add_app_version(
+            &app_name(name),
+            &config("nodejs20.x"),
+            b"1",
+            "sha",
+            1_000,
+            true,
+        )
+        .await
+        .unwrap();
     }
     let (from_a, from_b) = futures::join!(
         a.take_abandoned_deploys(2_000, 3_000),
@@ -1191,8 +1254,8 @@ async fn concurrent_deploys_of_one_app_get_distinct_versions(db: Database) {
                     format!("code {i}").as_bytes(),
                     "sha",
                     i,
-            true,
-        )
+                    true,
+                )
                 .await
         }
     });

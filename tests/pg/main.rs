@@ -16,6 +16,8 @@ mod bad_input;
 mod callbacks;
 #[path = "../it/common.rs"]
 mod common;
+#[path = "../it/delivery.rs"]
+mod delivery;
 #[path = "../it/gate.rs"]
 mod gate;
 #[path = "../it/hardening_http.rs"]

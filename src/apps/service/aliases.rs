@@ -67,7 +67,9 @@ impl AppService {
         let _guard = self.lock(&app)?;
         let record = self.current(&app).await?;
         if !record.aliases.others.contains_key(alias) {
-            return Err(AppError::Missing(format!("app '{app}' has no alias '{alias}'")));
+            return Err(AppError::Missing(format!(
+                "app '{app}' has no alias '{alias}'"
+            )));
         }
         self.backend.remove_alias(&app, alias).await?;
         let mut aliases = record.aliases.clone();

@@ -58,13 +58,12 @@ impl AppService {
 /// DNS name of at least two labels (the last not all digits, so not an IP
 /// address) outside `base_domain`.
 fn check_domain(domain: &str, base_domain: &str) -> Result<String, AppError> {
-    let invalid = |why: &str| {
-        AppError::Invalid(format!(
-            "invalid domain '{}': {why}",
-            domain.escape_debug()
-        ))
-    };
-    let name = domain.strip_suffix('.').unwrap_or(domain).to_ascii_lowercase();
+    let invalid =
+        |why: &str| AppError::Invalid(format!("invalid domain '{}': {why}", domain.escape_debug()));
+    let name = domain
+        .strip_suffix('.')
+        .unwrap_or(domain)
+        .to_ascii_lowercase();
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(invalid("a DNS name has 1 to 253 characters"));
     }

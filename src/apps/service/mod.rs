@@ -22,10 +22,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+pub use self::aliases::{AliasRequest, RollbackRequest};
 use self::misses::Misses;
 use self::routing::Serving;
 pub use self::routing::{Route, Selector};
-pub use self::aliases::{AliasRequest, RollbackRequest};
 pub use self::views::{AliasView, AppStatusView, AppVersionView, AppView, DomainView};
 use super::archive::{Archive, ArchiveError, COMPLETE_MARKER};
 use crate::function_config::{AppName, FunctionConfig};

@@ -244,7 +244,8 @@ impl AppStore for SqlStore {
             .map(|row| {
                 let domain: String = row.try_get("domain")?;
                 let name: String = row.try_get("name")?;
-                let name = AppName::try_from(name).map_err(|e| StoreError::Other(anyhow::anyhow!(e)))?;
+                let name =
+                    AppName::try_from(name).map_err(|e| StoreError::Other(anyhow::anyhow!(e)))?;
                 Ok((domain, name))
             })
             .collect()
