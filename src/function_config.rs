@@ -117,6 +117,48 @@ pub struct FunctionConfig {
     pub memory_size: u32,
     pub timeout: u32,
     pub payload_format: PayloadFormat,
+    /// Where the platform takes the code from when it is not the stored zip
+    /// (the AWS backend: an S3 object, a container image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeLocation>,
+}
+
+/// An object in S3 holding a zip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct S3Location {
+    pub bucket: String,
+    pub key: String,
+    /// A version of the object (versioned buckets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
+}
+
+/// How a container image is run (Lambda's `ImageConfig`); each unset part is the image's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_point: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_directory: Option<String>,
+}
+
+/// Code the platform fetches itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CodeLocation {
+    /// A zip in S3 (Lambda's `S3Bucket`/`S3Key`/`S3ObjectVersion`).
+    S3(S3Location),
+    /// A container image (Lambda's `PackageType: Image`).
+    #[serde(rename_all = "camelCase")]
+    Image {
+        uri: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        config: Option<ImageConfig>,
+    },
 }
 
 /// Reading the store's column (see `AppRecord`'s `FromRow`).

@@ -84,8 +84,8 @@ impl Drop for Unpacked {
     }
 }
 
-/// Removes temporary unpacking directories left under `root` by a process
-/// that died while unpacking; how many.
+/// Removes temporary unpacking directories (and uploads) left under `root`
+/// by a process that died while unpacking; how many.
 pub fn sweep_unpacking(root: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(root) else {
         return 0;
@@ -97,7 +97,14 @@ pub fn sweep_unpacking(root: &Path) -> usize {
                 .to_string_lossy()
                 .starts_with(UNPACKING_PREFIX)
         })
-        .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
+        .filter(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).is_ok()
+            } else {
+                std::fs::remove_file(path).is_ok()
+            }
+        })
         .count()
 }
 

@@ -2,6 +2,7 @@
 //! deploys, activates, deactivates and removes them.
 
 pub mod archive;
+pub mod s3;
 pub mod service;
 pub mod spec;
 

@@ -7,7 +7,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::function_config::{
-    runtime_kind, runtime_names, AppName, FunctionConfig, RuntimeKind, RuntimeName,
+    runtime_kind, runtime_names, AppName, CodeLocation, FunctionConfig, ImageConfig, RuntimeKind,
+    RuntimeName, S3Location,
 };
 use crate::proxy::PayloadFormat;
 
@@ -31,9 +32,19 @@ pub struct DeployRequest {
         pattern = "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
     )]
     pub name: String,
-    /// The code: a zip archive, base64-encoded.
+    /// The code: a zip archive, base64-encoded. Give exactly one of
+    /// `archive`, `s3` and `imageUri`.
     #[schema(min_length = 1, format = Byte)]
-    pub archive: String,
+    pub archive: Option<String>,
+    /// The code as a zip in S3: the AWS backend hands the location to
+    /// Lambda; the local backend downloads it (same limits as `archive`).
+    pub s3: Option<S3Location>,
+    /// A container image (`PackageType: Image`, AWS backend only; no
+    /// `runtime` nor `handler`: the image holds them).
+    #[schema(max_length = 1024)]
+    pub image_uri: Option<String>,
+    /// How the image runs (with `imageUri`).
+    pub image_config: Option<ImageConfig>,
     /// Default: the serving version's (a redeploy), else `nodejs20.x`.
     #[schema(value_type = Option<RuntimeName>)]
     pub runtime: Option<String>,
@@ -87,10 +98,19 @@ pub fn validate(
             request.name
         )));
     }
+    let code = check_source(request)?;
+    // An image's settings are not a zip's: a zip after an image starts from the defaults.
+    let previous_zip = previous.filter(|p| !matches!(p.code, Some(CodeLocation::Image { .. })));
+    let image = matches!(code, Some(CodeLocation::Image { .. }));
+    if image && (request.runtime.is_some() || request.handler.is_some()) {
+        return Err(invalid("imageUri")(
+            "an image function has no runtime or handler: the image holds them".into(),
+        ));
+    }
     let runtime = request
         .runtime
         .clone()
-        .or_else(|| previous.map(|p| p.runtime.clone()))
+        .or_else(|| previous_zip.map(|p| p.runtime.clone()))
         .unwrap_or_else(|| "nodejs20.x".into());
     let kind = runtime_kind(&runtime)
         .ok_or_else(|| {
@@ -103,7 +123,7 @@ pub fn validate(
     let handler = request
         .handler
         .clone()
-        .or_else(|| previous.map(|p| p.handler.clone()))
+        .or_else(|| previous_zip.map(|p| p.handler.clone()))
         .unwrap_or_else(|| "index.handler".into());
     check_handler(&handler, kind).map_err(invalid("handler"))?;
     let memory_size = request
@@ -141,14 +161,65 @@ pub fn validate(
     Ok((
         name,
         FunctionConfig {
-            runtime,
-            handler,
+            runtime: if image { String::new() } else { runtime },
+            handler: if image { String::new() } else { handler },
             environment,
             memory_size,
             timeout,
             payload_format,
+            code,
         },
     ))
+}
+
+/// Exactly one source of code: the archive (kept in the store), an S3
+/// object or an image (a location the platform fetches).
+fn check_source(request: &DeployRequest) -> Result<Option<CodeLocation>, InvalidField> {
+    let given = [
+        request.archive.is_some(),
+        request.s3.is_some(),
+        request.image_uri.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(invalid("archive")(
+            "give the code as exactly one of archive (a base64 zip), s3 ({bucket, key}) or imageUri"
+                .into(),
+        ));
+    }
+    if request.image_config.is_some() && request.image_uri.is_none() {
+        return Err(invalid("imageConfig")(
+            "imageConfig goes with imageUri".into(),
+        ));
+    }
+    let text_ok = |text: &str, max: usize| {
+        !text.is_empty()
+            && text.len() <= max
+            && !text.chars().any(|c| c.is_control() || c.is_whitespace())
+    };
+    if let Some(s3) = &request.s3 {
+        if !text_ok(&s3.bucket, 63) || !text_ok(&s3.key, 1024) {
+            return Err(invalid("s3")(
+                "s3 needs a bucket (up to 63 characters) and a key (up to 1024), without spaces"
+                    .into(),
+            ));
+        }
+        if s3.version_id.as_deref().is_some_and(|v| !text_ok(v, 1024)) {
+            return Err(invalid("s3")("s3.versionId must be a version id".into()));
+        }
+        return Ok(Some(CodeLocation::S3(s3.clone())));
+    }
+    if let Some(uri) = &request.image_uri {
+        if !text_ok(uri, 1024) {
+            return Err(invalid("imageUri")(
+                "imageUri must be an image reference such as 123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1".into(),
+            ));
+        }
+        return Ok(Some(CodeLocation::Image {
+            uri: uri.clone(),
+            config: request.image_config.clone(),
+        }));
+    }
+    Ok(None)
 }
 
 fn check_handler(handler: &str, kind: RuntimeKind) -> Result<(), String> {

@@ -11,12 +11,13 @@ use async_trait::async_trait;
 use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{
-    AliasRoutingConfiguration, Architecture, Environment, FunctionCode, InvocationType, Runtime,
+    AliasRoutingConfiguration, Architecture, Environment, FunctionCode, InvocationType,
+    PackageType, Runtime,
 };
 
 use super::{Cause, Deployment, FunctionBackend, FunctionError, FunctionInfo, Invoked, Target};
 use crate::aws::{describe, error_code};
-use crate::function_config::{AliasTarget, AppName, FunctionConfig, LIVE};
+use crate::function_config::{AliasTarget, AppName, CodeLocation, FunctionConfig, LIVE};
 use crate::telemetry::metrics::{FunctionMetrics, InvocationOutcome};
 
 /// The longest a deploy waits for Lambda to settle a change.
@@ -63,18 +64,34 @@ impl AwsLambda {
     /// Creates the function and publishes its first version; the version.
     async fn create(&self, name: &str, d: &Deployment<'_>) -> Result<String, FunctionError> {
         let config = d.config;
+        let code = FunctionCode::builder();
+        let code = match &config.code {
+            None => code.zip_file(Blob::new(d.zip)),
+            Some(CodeLocation::S3(s3)) => code
+                .s3_bucket(&s3.bucket)
+                .s3_key(&s3.key)
+                .set_s3_object_version(s3.version_id.clone()),
+            Some(CodeLocation::Image { uri, .. }) => code.image_uri(uri),
+        };
+        let image = image_settings(config);
         let created = self
             .client
             .create_function()
             .function_name(name)
-            .runtime(Runtime::from(config.runtime.as_str()))
-            .handler(&config.handler)
+            .set_runtime(
+                image
+                    .is_none()
+                    .then(|| Runtime::from(config.runtime.as_str())),
+            )
+            .set_handler(image.is_none().then(|| config.handler.clone()))
+            .set_package_type(image.is_some().then_some(PackageType::Image))
+            .set_image_config(image)
             .role(&self.role_arn)
             .timeout(i32::try_from(config.timeout).unwrap_or(i32::MAX))
             .memory_size(i32::try_from(config.memory_size).unwrap_or(i32::MAX))
             .environment(Self::environment(config))
             .set_architectures(self.architecture.clone().map(|a| vec![a]))
-            .code(FunctionCode::builder().zip_file(Blob::new(d.zip)).build())
+            .code(code.build())
             .publish(true)
             .send()
             .await
@@ -97,11 +114,17 @@ impl AwsLambda {
     /// Updates the function and publishes a version of it; the version.
     async fn update(&self, name: &str, d: &Deployment<'_>) -> Result<String, FunctionError> {
         let config = d.config;
+        let image = image_settings(config);
         self.client
             .update_function_configuration()
             .function_name(name)
-            .runtime(Runtime::from(config.runtime.as_str()))
-            .handler(&config.handler)
+            .set_runtime(
+                image
+                    .is_none()
+                    .then(|| Runtime::from(config.runtime.as_str())),
+            )
+            .set_handler(image.is_none().then(|| config.handler.clone()))
+            .set_image_config(image)
             .role(&self.role_arn)
             .timeout(i32::try_from(config.timeout).unwrap_or(i32::MAX))
             .memory_size(i32::try_from(config.memory_size).unwrap_or(i32::MAX))
@@ -110,11 +133,16 @@ impl AwsLambda {
             .await
             .map_err(sdk_error)?;
         self.settle(name).await?;
-        let updated = self
-            .client
-            .update_function_code()
-            .function_name(name)
-            .zip_file(Blob::new(d.zip))
+        let updated = self.client.update_function_code().function_name(name);
+        let updated = match &config.code {
+            None => updated.zip_file(Blob::new(d.zip)),
+            Some(CodeLocation::S3(s3)) => updated
+                .s3_bucket(&s3.bucket)
+                .s3_key(&s3.key)
+                .set_s3_object_version(s3.version_id.clone()),
+            Some(CodeLocation::Image { uri, .. }) => updated.image_uri(uri),
+        };
+        let updated = updated
             .set_architectures(self.architecture.clone().map(|a| vec![a]))
             .publish(true)
             .send()
@@ -305,6 +333,21 @@ impl AwsLambda {
     }
 }
 
+/// Lambda's `ImageConfig` of an image function (`None` for a zip).
+fn image_settings(config: &FunctionConfig) -> Option<aws_sdk_lambda::types::ImageConfig> {
+    let Some(CodeLocation::Image { config: image, .. }) = &config.code else {
+        return None;
+    };
+    let image = image.clone().unwrap_or_default();
+    Some(
+        aws_sdk_lambda::types::ImageConfig::builder()
+            .set_command(image.command)
+            .set_entry_point(image.entry_point)
+            .set_working_directory(image.working_directory)
+            .build(),
+    )
+}
+
 /// The alias that names our version `version` of an app on Lambda.
 fn version_alias(version: i64) -> String {
     format!("v{version}")
@@ -383,6 +426,10 @@ impl FunctionBackend for AwsLambda {
     }
 
     fn routes_aliases(&self) -> bool {
+        true
+    }
+
+    fn fetches_code(&self) -> bool {
         true
     }
 

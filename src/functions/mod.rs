@@ -180,6 +180,12 @@ pub trait FunctionBackend: Send + Sync {
             version,
         })
     }
+    /// Whether the backend fetches code from a [`crate::function_config::CodeLocation`]
+    /// itself (Lambda: S3 objects and container images); otherwise the app
+    /// service downloads S3 archives and refuses images.
+    fn fetches_code(&self) -> bool {
+        false
+    }
     /// Whether the backend keeps aliases and draws their routing shares
     /// itself (Lambda), so invocations name the alias; otherwise the app
     /// service draws and names a version.

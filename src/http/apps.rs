@@ -1,11 +1,16 @@
 //! `/apps`: the app-orchestrator management API.
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use utoipa::IntoParams;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiPath, RawBody};
+use super::extract::{ApiJson, ApiPath, ApiQuery, RawBody};
 use super::AppState;
 use crate::apps::service::{AliasRequest, AliasView, DomainView, RollbackRequest};
 use crate::apps::{AppStatusView, AppView, DeployRequest};
@@ -220,4 +225,122 @@ pub async fn delete_domain(
 ) -> Result<StatusCode, ApiError> {
     state.apps.delete_domain(&name, &domain).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Settings of a raw upload (`PUT /apps/{name}/code`); each omitted one is
+/// the app's newest version's.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CodeParams {
+    pub runtime: Option<String>,
+    pub handler: Option<String>,
+    pub memory_size: Option<u32>,
+    pub timeout: Option<u32>,
+    pub payload_format: Option<String>,
+    /// Default `true`: the new version takes the app's traffic.
+    pub promote: Option<bool>,
+}
+
+/// Deploy a new version from the raw zip in the body (`Content-Type:
+/// application/zip`, up to 50 MB, streamed to disk), with the app's
+/// current settings unless the query names others. A new app is created.
+#[utoipa::path(put, path = "/apps/{name}/code", tag = "apps",
+    params(("name" = String, Path), CodeParams),
+    request_body(content = Vec<u8>, content_type = "application/zip", description = "The zip archive, raw"),
+    responses(
+        (status = 200, description = "Deployed", body = AppView),
+        (status = 400, description = "Invalid name, settings or archive", body = ErrorBody),
+        (status = 409, body = ErrorBody),
+        (status = 413, description = "Archive over 50 MB zipped or 250 MB unzipped", body = ErrorBody),
+        (status = 415, description = "Not application/zip", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    ),
+    security((), ("bearer" = [])))]
+pub async fn put_code(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(params): ApiQuery<CodeParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<AppView>, ApiError> {
+    let request = code_request(name, params, &headers)?;
+    let upload = state.apps.upload_path()?;
+    if let Err(err) = receive(body, &headers, &upload).await {
+        let _ = tokio::fs::remove_file(&upload).await;
+        return Err(err);
+    }
+    Ok(Json(state.apps.deploy_upload(request, upload).await?))
+}
+
+/// The deploy request a raw upload makes: checked before the body is read.
+fn code_request(
+    name: String,
+    params: CodeParams,
+    headers: &HeaderMap,
+) -> Result<DeployRequest, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/zip") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send the archive as Content-Type: application/zip, not '{content_type}'"),
+        ));
+    }
+    crate::apps::AppName::parse(&name)
+        .map_err(|reason| ApiError::bad_request("invalid_app", format!("name: {reason}")))?;
+    Ok(DeployRequest {
+        name,
+        archive: Some(String::new()),
+        s3: None,
+        image_uri: None,
+        image_config: None,
+        runtime: params.runtime,
+        handler: params.handler,
+        environment: None,
+        memory_size: params.memory_size,
+        timeout: params.timeout,
+        payload_format: params.payload_format,
+        promote: params.promote,
+    })
+}
+
+/// Streams `body` into `path`, refusing more than an archive may hold.
+async fn receive(body: Body, headers: &HeaderMap, path: &std::path::Path) -> Result<(), ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the archive is over {} MB",
+                crate::apps::archive::MAX_ZIPPED / (1024 * 1024)
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > crate::apps::archive::MAX_ZIPPED as u64) {
+        return Err(too_large());
+    }
+    let io = |e: std::io::Error| ApiError::from(crate::apps::AppError::Io(e.to_string()));
+    let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut written = 0usize;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request("invalid_body", format!("reading the archive: {e}"))
+        })?;
+        written += chunk.len();
+        if written > crate::apps::archive::MAX_ZIPPED {
+            return Err(too_large());
+        }
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.flush().await.map_err(io)?;
+    Ok(())
 }

@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use crate::common::{envelope, provisioning, TestApp};
 use crate::moto::{moto, Moto};
+use crate::uploads::{body_of, zip_bytes, HELLO};
 
 fn unique(prefix: &str) -> String {
     format!(
@@ -830,4 +831,313 @@ async fn a_function_deleted_behind_our_back_is_noticed_by_the_periodic_check() {
             .contains("deleted outside"),
         "{details:#}"
     );
+}
+
+/// An S3 location on the local backend: downloaded with aws-sdk-s3 (from
+/// moto's S3) under the archive's limits; an image is refused there.
+#[tokio::test]
+async fn the_local_backend_downloads_an_s3_location_and_refuses_images() {
+    let Some(moto) = moto().await else { return };
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&moto.sdk().await)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = format!("code-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let put = |key: &'static str, body: Vec<u8>| {
+        s3.put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(body.into())
+            .send()
+    };
+    put("apps/hello.zip", zip_bytes(&[("index.js", HELLO)]))
+        .await
+        .unwrap();
+    put("apps/text.zip", b"plain text".to_vec()).await.unwrap();
+    put("apps/huge.zip", vec![0u8; 50 * 1024 * 1024 + 1])
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let service = crate::common::Binary::start(
+        &["--data-dir", &data, "--listen", "127.0.0.1:0"],
+        &[
+            ("AWS_ENDPOINT_URL", moto.url.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ],
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let deploy = |body: Value| {
+        let request = client
+            .post(format!("{}/apps/deploy", service.url))
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, view) = deploy(
+        json!({"name": "from-s3", "s3": {"bucket": bucket, "key": "apps/hello.zip"},
+                                       "environment": {"WHO": "s3"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{view:#}");
+    assert_eq!(
+        body_of(&service.url, "from-s3.localhost").await,
+        (200, "hello s3 128".into())
+    );
+    assert!(
+        view.get("s3").is_none(),
+        "the local backend keeps the zip itself: {view:#}"
+    );
+
+    let cases = [
+        (json!({"bucket": bucket, "key": "apps/missing.zip"}), 400),
+        (
+            json!({"bucket": "no-such-bucket-here", "key": "a.zip"}),
+            400,
+        ),
+        (json!({"bucket": bucket, "key": "apps/text.zip"}), 400),
+        (json!({"bucket": bucket, "key": "apps/huge.zip"}), 413),
+        (json!({"bucket": bucket}), 400),
+        (json!({"bucket": bucket, "key": ""}), 400),
+    ];
+    for (s3, expected) in cases {
+        let (status, body) = deploy(json!({"name": "from-s3", "s3": s3})).await;
+        assert_eq!(status, expected, "{s3}: {body:#}");
+        assert!(body["error"]["message"].is_string(), "{body:#}");
+    }
+    let (status, body) = deploy(
+        json!({"name": "from-s3", "archive": crate::apps::zip_of(&[("index.js", HELLO)]),
+                                       "s3": {"bucket": bucket, "key": "apps/hello.zip"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "one source only: {body:#}");
+    let (status, body) = deploy(json!({"name": "pictured", "imageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1"})).await;
+    assert_eq!(status, 400, "{body:#}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("aws"),
+        "{body:#}"
+    );
+    let (_, view) = {
+        let response = client
+            .get(format!("{}/apps/from-s3", service.url))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+    assert_eq!(
+        view["versions"].as_array().unwrap().len(),
+        1,
+        "nothing stored by the refusals"
+    );
+}
+
+/// Versions and aliases map one to one onto Lambda's: each version is
+/// published with an alias `v<N>`, `live` is a Lambda alias (with its
+/// routing weights), a rollback moves it; an S3 location and an image are
+/// handed to Lambda as they are.
+#[tokio::test]
+async fn aliases_weights_s3_locations_and_images_on_lambda() {
+    let Some(moto) = moto().await else { return };
+    let role = moto.role(&unique("lambda-role")).await;
+    let sdk = moto.sdk().await;
+    let app = lambda_app(&sdk, &role, |_, _| {}).await;
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let name = unique("aliased");
+    let code = |body: &str| {
+        crate::apps::zip_of(&[(
+            "index.js",
+            &format!("exports.handler = async () => ({{ statusCode: 200, body: '{body}' }});"),
+        )])
+    };
+    let (status, first) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": name, "archive": code("one")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{first:#}");
+    let (status, second) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": name, "archive": code("two"), "promote": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{second:#}");
+    let alias = |alias: &str| {
+        let request = lambda.get_alias().function_name(&name).name(alias);
+        async move { request.send().await.unwrap() }
+    };
+    let (v1, v2) = (alias("v1").await, alias("v2").await);
+    let (v1, v2) = (
+        v1.function_version().unwrap().to_owned(),
+        v2.function_version().unwrap().to_owned(),
+    );
+    assert_ne!(v1, v2, "each version published");
+    assert_eq!(alias("live").await.function_version(), Some(v1.as_str()));
+
+    // A canary is Lambda's routing configuration of the alias.
+    let response = app
+        .client
+        .put(format!("{}/apps/{name}/aliases/live", app.url))
+        .json(&json!({"version": 1, "routing": {"version": 2, "weight": 0.2}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let live = alias("live").await;
+    let weights = live
+        .routing_config()
+        .and_then(|r| r.additional_version_weights())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(weights, HashMap::from([(v2.clone(), 0.2)]));
+
+    // The proxy names the alias as the qualifier; the answer is the function's.
+    moto.queue_lambda_results(&[r#"{"statusCode":200,"body":"via live"}"#])
+        .await;
+    let response = app
+        .client
+        .get(format!("{}/", app.url))
+        .header("host", format!("{name}.localhost"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-app-version"));
+    assert_eq!(response.text().await.unwrap(), "via live");
+
+    // A rollback is an alias update: no upload.
+    let before = lambda
+        .list_versions_by_function()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .versions()
+        .len();
+    let (status, rolled) = app
+        .post(&format!("/apps/{name}/rollback"), &json!({"version": 2}))
+        .await;
+    assert_eq!(status, 200, "{rolled:#}");
+    let live = alias("live").await;
+    assert_eq!(live.function_version(), Some(v2.as_str()));
+    assert!(live
+        .routing_config()
+        .and_then(|r| r.additional_version_weights())
+        .is_none_or(|w| w.is_empty()));
+    let after = lambda
+        .list_versions_by_function()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .versions()
+        .len();
+    assert_eq!(after, before, "nothing published by a rollback");
+    // Another alias, then gone.
+    let response = app
+        .client
+        .put(format!("{}/apps/{name}/aliases/beta", app.url))
+        .json(&json!({"version": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(alias("beta").await.function_version(), Some(v1.as_str()));
+    let response = app
+        .client
+        .delete(format!("{}/apps/{name}/aliases/beta", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert!(lambda
+        .get_alias()
+        .function_name(&name)
+        .name("beta")
+        .send()
+        .await
+        .is_err());
+
+    // An S3 location goes to Lambda as S3Bucket/S3Key: the service does not download it.
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = unique("lambda-code");
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let zip = zip_bytes(&[("index.js", HELLO)]);
+    s3.put_object()
+        .bucket(&bucket)
+        .key("hello.zip")
+        .body(zip.clone().into())
+        .send()
+        .await
+        .unwrap();
+    let located = unique("located");
+    let (status, view) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": located, "s3": {"bucket": bucket, "key": "hello.zip"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{view:#}");
+    assert_eq!(view["s3"], json!({"bucket": bucket, "key": "hello.zip"}));
+    let config = lambda
+        .get_function_configuration()
+        .function_name(&located)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        config.code_size(),
+        zip.len() as i64,
+        "Lambda read the object"
+    );
+
+    // An image: PackageType Image, no runtime or handler, its ImageConfig.
+    let pictured = unique("pictured");
+    let image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1";
+    let (status, view) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": pictured, "imageUri": image,
+                    "imageConfig": {"command": ["app.handler"], "workingDirectory": "/srv"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{view:#}");
+    assert_eq!(view["imageUri"], image);
+    let function = lambda
+        .get_function()
+        .function_name(&pictured)
+        .send()
+        .await
+        .unwrap();
+    let config = function.configuration().unwrap();
+    assert_eq!(
+        config.package_type(),
+        Some(&aws_sdk_lambda::types::PackageType::Image)
+    );
+    assert_eq!(config.runtime(), None);
+    assert_eq!(function.code().and_then(|c| c.image_uri()), Some(image));
+    let (status, body) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": pictured, "imageUri": image, "runtime": "nodejs20.x"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body:#}");
 }

@@ -29,3 +29,4 @@ mod recovery;
 mod require;
 mod store_contract;
 mod traces;
+mod uploads;

@@ -30,6 +30,7 @@ fn config(runtime: &str) -> FunctionConfig {
         memory_size: 128,
         timeout: 3,
         payload_format: PayloadFormat::V1,
+        code: None,
     }
 }
 use crate::pg::PgTestDb;

@@ -42,3 +42,5 @@ mod recovery;
 mod replicas;
 #[path = "../it/require.rs"]
 mod require;
+#[path = "../it/uploads.rs"]
+mod uploads;

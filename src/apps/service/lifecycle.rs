@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::{blocking, AppError, AppService, AppStatusView, AppView, DeployGuard};
 use crate::apps::archive::{Archive, ArchiveError, Unpacked};
 use crate::apps::spec::{validate, DeployRequest};
-use crate::function_config::{AliasTarget, AppName, FunctionConfig, LIVE};
+use crate::function_config::{AliasTarget, AppName, CodeLocation, FunctionConfig, LIVE};
 use crate::functions::FunctionError;
 use crate::store::AppStatus;
 
@@ -16,13 +16,87 @@ impl AppService {
     /// Validates and unpacks the archive, then stores it as a new version
     /// and runs it. An archive refused at any step (including while it
     /// unpacks) leaves nothing behind: no version, no files, the app as it was.
+    ///
+    /// The code is the request's archive, or a location: an S3 object (the
+    /// AWS backend hands it to Lambda, the local one downloads it) or a
+    /// container image (the AWS backend only).
     pub async fn deploy(&self, request: DeployRequest) -> Result<AppView, AppError> {
+        let (name, mut config, promote, _guard) = self.prepare(&request).await?;
+        match config.code.take() {
+            None => {
+                let text = request.archive.as_deref().unwrap_or_default();
+                let zip = base64::engine::general_purpose::STANDARD
+                    .decode(text.trim())
+                    .map_err(|_| {
+                        AppError::Invalid("archive must be a base64-encoded zip file".into())
+                    })?;
+                let archive = Archive::check(zip)?;
+                self.deploy_archive(&name, &config, archive, promote).await
+            }
+            Some(location) if self.backend.fetches_code() => {
+                config.code = Some(location);
+                self.deploy_location(&name, &config, promote).await
+            }
+            Some(CodeLocation::S3(location)) => {
+                let zip = self.s3.fetch(&location).await?;
+                let archive = Archive::check(zip)?;
+                self.deploy_archive(&name, &config, archive, promote).await
+            }
+            Some(CodeLocation::Image { .. }) => Err(AppError::Invalid(format!(
+                "imageUri: container images run only on the aws functions backend; the {} backend runs zip archives",
+                self.backend.name()
+            ))),
+        }
+    }
+
+    /// Deploys a raw zip written to `upload` (a file this service made with
+    /// [`AppService::upload_path`]; removed here), with `request`'s
+    /// settings (its `archive`, `s3` and `imageUri` unset).
+    pub async fn deploy_upload(
+        &self,
+        request: DeployRequest,
+        upload: std::path::PathBuf,
+    ) -> Result<AppView, AppError> {
+        let read = {
+            let upload = upload.clone();
+            blocking(move || std::fs::read(&upload).map_err(|e| ArchiveError::Io(e.to_string())))
+        };
+        let zip = read.await;
+        let _ = tokio::fs::remove_file(&upload).await;
+        let mut request = request;
+        request.archive = Some(String::new());
         let (name, config, promote, _guard) = self.prepare(&request).await?;
-        let zip = base64::engine::general_purpose::STANDARD
-            .decode(request.archive.trim())
-            .map_err(|_| AppError::Invalid("archive must be a base64-encoded zip file".into()))?;
-        let archive = Archive::check(zip)?;
+        let archive = Archive::check(zip?)?;
         self.deploy_archive(&name, &config, archive, promote).await
+    }
+
+    /// A new file under the code root for an upload to stream into (swept
+    /// at start if a process dies while it is there).
+    pub fn upload_path(&self) -> Result<std::path::PathBuf, AppError> {
+        std::fs::create_dir_all(&self.code_root).map_err(|e| AppError::Io(e.to_string()))?;
+        Ok(self.code_root.join(format!(
+            "{}upload-{}.zip",
+            crate::apps::archive::UNPACKING_PREFIX,
+            uuid::Uuid::new_v4().simple()
+        )))
+    }
+
+    /// Stores a version whose code the platform fetches itself (an S3
+    /// object, an image) and deploys it (the caller holds the app's lock).
+    async fn deploy_location(
+        &self,
+        name: &AppName,
+        config: &FunctionConfig,
+        promote: bool,
+    ) -> Result<AppView, AppError> {
+        let described = serde_json::to_vec(&config.code).unwrap_or_default();
+        let sha = hex::encode(Sha256::digest(&described));
+        let version = self
+            .store
+            .add_app_version(name, config, &[], &sha, crate::support::now_ms(), promote)
+            .await?;
+        self.start_version(name, config, version, Vec::new(), promote)
+            .await
     }
 
     /// Checks a deploy's settings and takes the app's lock: its name, its
@@ -97,6 +171,20 @@ impl AppService {
             // `run_version` unpacks it again from the zip.
             tracing::warn!(app = %name, version, error = %err, "could not move the unpacked code into place");
         }
+        self.start_version(name, config, version, zip, promote)
+            .await
+    }
+
+    /// Runs a version just stored; `promote`: it takes `live` and the app
+    /// is settled `ACTIVE` (or `ERROR`).
+    async fn start_version(
+        &self,
+        name: &AppName,
+        config: &FunctionConfig,
+        version: i64,
+        zip: Vec<u8>,
+        promote: bool,
+    ) -> Result<AppView, AppError> {
         if !promote {
             // Published beside the live version: reachable as `v<N>--<app>`.
             self.run_version(name, version, config, Some(zip)).await?;

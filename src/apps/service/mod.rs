@@ -28,6 +28,7 @@ use self::routing::Serving;
 pub use self::routing::{Route, Selector};
 pub use self::views::{AliasView, AppStatusView, AppVersionView, AppView, DomainView};
 use super::archive::{Archive, ArchiveError, COMPLETE_MARKER};
+use super::s3::S3Archives;
 use crate::function_config::{AppName, FunctionConfig};
 use crate::functions::{Deployment, FunctionBackend, FunctionError};
 use crate::proxy::PayloadFormat;
@@ -90,6 +91,8 @@ pub struct AppService {
     backend: Arc<dyn FunctionBackend>,
     code_root: PathBuf,
     base_domain: String,
+    /// Where the local backend downloads archives named by an S3 location.
+    s3: S3Archives,
     deploying: Mutex<HashSet<String>>,
     /// Signalled whenever an app's lock is released.
     released: tokio::sync::Notify,
@@ -125,6 +128,7 @@ impl AppService {
             backend,
             code_root,
             base_domain,
+            s3: S3Archives::default(),
             deploying: Mutex::default(),
             released: tokio::sync::Notify::new(),
             active: RwLock::default(),
@@ -200,6 +204,19 @@ impl AppService {
         }
         let dir = self.code_dir(name, version);
         let code_dir = dir.clone();
+        if config.code.is_some() {
+            // The platform fetches this code itself.
+            self.backend
+                .deploy(Deployment {
+                    app: name,
+                    version,
+                    zip: &[],
+                    code_dir: &code_dir,
+                    config,
+                })
+                .await?;
+            return Ok(());
+        }
         let zip = match zip {
             Some(zip) => zip,
             None => self.store.app_code(name, version).await?,

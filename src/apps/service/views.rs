@@ -4,7 +4,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::function_config::{AliasTarget, AppName, Routing};
+use crate::function_config::{AliasTarget, AppName, CodeLocation, Routing, S3Location};
 use crate::functions::FunctionInfo;
 use crate::proxy::PayloadFormat;
 use crate::store::{AppRecord, AppStatus, AppVersionRecord};
@@ -43,6 +43,12 @@ pub struct AppView {
     pub memory_size: u32,
     pub timeout: u32,
     pub payload_format: PayloadFormat,
+    /// The live version's container image (then `runtime` and `handler` are empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_uri: Option<String>,
+    /// The S3 object the live version's code came from (AWS backend).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Location>,
     pub environment: std::collections::BTreeMap<String, String>,
     pub last_error: Option<String>,
     pub created_at: String,
@@ -75,7 +81,14 @@ impl AppView {
     ) -> Self {
         let aliases = AliasView::all(&record, base_domain);
         let config = record.config;
+        let (image_uri, s3) = match &config.code {
+            Some(CodeLocation::Image { uri, .. }) => (Some(uri.clone()), None),
+            Some(CodeLocation::S3(s3)) => (None, Some(s3.clone())),
+            None => (None, None),
+        };
         AppView {
+            image_uri,
+            s3,
             latest_version: record.latest_version,
             previous_version: record.aliases.previous,
             aliases,
