@@ -1,33 +1,49 @@
 //! `/apps`: the app-orchestrator management API.
 
+use std::future::Future;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, RawBody};
 use super::AppState;
-use crate::apps::service::{AliasRequest, AliasView, DomainView, RollbackRequest};
-use crate::apps::{AppStatusView, AppView, DeployRequest};
+use crate::apps::service::{AliasRequest, AliasView, DomainView, OperationView, RollbackRequest};
+use crate::apps::{AppError, AppStatusView, AppView, DeployRequest};
 
 /// Largest deploy request: a 50 MB zip, base64-encoded, plus JSON.
 pub const MAX_DEPLOY_BYTES: usize = 72 * 1024 * 1024;
+
+/// `?wait=false`: answer at once with an operation to follow.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitParams {
+    /// Default `true`: answer once the app is deployed. `false`: answer
+    /// `202` with an operation (`GET /operations/{id}`).
+    pub wait: Option<bool>,
+}
 
 /// Create or update an app from a zipped Lambda handler.
 ///
 /// Unpacks and checks the archive, then stores it as a new version (earlier
 /// ones are kept) and serves it at `<name>.<base_domain>`. A refused archive
 /// leaves nothing behind: no version, no files, the served version serving.
+/// With `?wait=false` it answers `202` at once with an operation.
 #[utoipa::path(
     post, path = "/apps/deploy", tag = "apps",
+    params(WaitParams),
     request_body = DeployRequest,
     responses(
         (status = 200, description = "Deployed and active", body = AppView),
+        (status = 202, description = "Accepted (`?wait=false`): follow the operation", body = OperationAccepted),
         (status = 400, description = "Invalid name, settings or archive", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 409, description = "Another deploy of this app is in progress, or another replica changed the app while this one ran", body = ErrorBody),
@@ -39,9 +55,62 @@ pub const MAX_DEPLOY_BYTES: usize = 72 * 1024 * 1024;
 )]
 pub async fn deploy(
     State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<WaitParams>,
     ApiJson(request): ApiJson<DeployRequest>,
-) -> Result<Json<AppView>, ApiError> {
-    Ok(Json(state.apps.deploy(request).await?))
+) -> Result<Response, ApiError> {
+    if params.wait != Some(false) {
+        return Ok(Json(state.apps.deploy(request).await?).into_response());
+    }
+    // What can be refused at once is.
+    crate::apps::validate(&request, None)
+        .map_err(|e| ApiError::bad_request("invalid_app", e.to_string()))?;
+    let (apps, app) = (state.apps.clone(), request.name.clone());
+    accepted(&state, &app, async move { apps.deploy(request).await }).await
+}
+
+/// `202 {"operation": …}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperationAccepted {
+    pub operation: OperationView,
+}
+
+/// Starts `deploy` as an operation of this process and answers `202` with it.
+async fn accepted(
+    state: &AppState,
+    app: &str,
+    deploy: impl Future<Output = Result<AppView, AppError>> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let operation = state.apps.begin_operation("deploy", app).await?;
+    let (apps, id) = (state.apps.clone(), operation.id.clone());
+    tokio::spawn(async move {
+        let work = async {
+            match deploy.await {
+                Ok(view) => Ok(serde_json::to_value(view).unwrap_or_default()),
+                Err(err) => {
+                    Err(serde_json::to_value(ApiError::from(err).body()).unwrap_or_default())
+                }
+            }
+        };
+        apps.run_operation(&id, work).await;
+    });
+    let location = format!("/operations/{}", operation.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(OperationAccepted { operation }),
+    )
+        .into_response())
+}
+
+/// An operation: `pending`, then `succeeded` with the app or `failed` with the error.
+#[utoipa::path(get, path = "/operations/{id}", tag = "apps", params(("id" = String, Path)),
+    responses((status = 200, body = OperationView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security((), ("bearer" = [])))]
+pub async fn operation(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<OperationView>, ApiError> {
+    Ok(Json(state.apps.operation(&id).await?))
 }
 
 /// Every app.
@@ -240,6 +309,8 @@ pub struct CodeParams {
     pub payload_format: Option<String>,
     /// Default `true`: the new version takes the app's traffic.
     pub promote: Option<bool>,
+    /// Default `true`; `false`: answer `202` with an operation once the body is in.
+    pub wait: Option<bool>,
 }
 
 /// Deploy a new version from the raw zip in the body (`Content-Type:
@@ -250,6 +321,7 @@ pub struct CodeParams {
     request_body(content = Vec<u8>, content_type = "application/zip", description = "The zip archive, raw"),
     responses(
         (status = 200, description = "Deployed", body = AppView),
+        (status = 202, description = "Accepted (`?wait=false`): follow the operation", body = OperationAccepted),
         (status = 400, description = "Invalid name, settings or archive", body = ErrorBody),
         (status = 409, body = ErrorBody),
         (status = 413, description = "Archive over 50 MB zipped or 250 MB unzipped", body = ErrorBody),
@@ -263,14 +335,22 @@ pub async fn put_code(
     ApiQuery(params): ApiQuery<CodeParams>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<AppView>, ApiError> {
+) -> Result<Response, ApiError> {
+    let wait = params.wait != Some(false);
     let request = code_request(name, params, &headers)?;
     let upload = state.apps.upload_path()?;
     if let Err(err) = receive(body, &headers, &upload).await {
         let _ = tokio::fs::remove_file(&upload).await;
         return Err(err);
     }
-    Ok(Json(state.apps.deploy_upload(request, upload).await?))
+    if wait {
+        return Ok(Json(state.apps.deploy_upload(request, upload).await?).into_response());
+    }
+    let (apps, app) = (state.apps.clone(), request.name.clone());
+    accepted(&state, &app, async move {
+        apps.deploy_upload(request, upload).await
+    })
+    .await
 }
 
 /// The deploy request a raw upload makes: checked before the body is read.

@@ -109,6 +109,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(apps::put_alias, apps::delete_alias))
         .routes(routes!(apps::rollback))
         .routes(routes!(apps::put_code))
+        .routes(routes!(apps::operation))
         .routes(routes!(apps::put_domain, apps::delete_domain))
         .routes(routes!(logs::logs))
         .routes(routes!(ops::health))

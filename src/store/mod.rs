@@ -24,8 +24,8 @@ use crate::function_config::{Aliases, AppName, FunctionConfig};
 pub use keys::{EventId, JobId, JsonObject, TenantId};
 pub use records::{
     AppRecord, AppStatus, AppVersionRecord, ChunkQuery, EventRecord, EventStatus, JobFinish,
-    JobKind, JobRecord, JobStatus, LogChunk, LogLine, NewEvent, StoredLogChunk, TenantRecord,
-    TenantState, TimelineEntry,
+    JobKind, JobRecord, JobStatus, LogChunk, LogLine, NewEvent, OperationRecord, OperationStatus,
+    StoredLogChunk, TenantRecord, TenantState, TimelineEntry,
 };
 
 /// Errors a store reports; mapped to HTTP in `http::error` only.
@@ -338,6 +338,32 @@ pub trait AppStore: Send + Sync {
     async fn remove_domain(&self, domain: &str, app: &AppName) -> Result<bool, StoreError>;
     /// Every custom domain and its app (one app's, with `app`), by domain.
     async fn domains(&self, app: Option<&AppName>) -> Result<Vec<(String, AppName)>, StoreError>;
+    /// Records a new `pending` operation, leased until `lease_until_ms`.
+    async fn create_operation(
+        &self,
+        operation: &OperationRecord,
+        lease_until_ms: i64,
+    ) -> Result<(), StoreError>;
+    async fn get_operation(&self, id: &str) -> Result<Option<OperationRecord>, StoreError>;
+    /// Keeps a running operation's lease.
+    async fn renew_operation(&self, id: &str, lease_until_ms: i64) -> Result<(), StoreError>;
+    /// Settles a `pending` operation (`result` or `error`, JSON).
+    async fn finish_operation(
+        &self,
+        id: &str,
+        status: OperationStatus,
+        result: Option<&str>,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Settles `failed` with `error` every `pending` operation whose lease
+    /// ended before `expired_before` (its process stopped); how many.
+    async fn settle_abandoned_operations(
+        &self,
+        expired_before: i64,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
     async fn get_app(&self, name: &AppName) -> Result<Option<AppRecord>, StoreError>;
     async fn list_apps(&self) -> Result<Vec<AppRecord>, StoreError>;
     async fn app_versions(&self, name: &AppName) -> Result<Vec<AppVersionRecord>, StoreError>;

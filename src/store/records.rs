@@ -274,6 +274,35 @@ pub struct ChunkQuery {
     pub limit: i64,
 }
 
+string_enum!(
+    /// Where an operation (a deploy that did not wait) is.
+    OperationStatus {
+        Pending => "pending",
+        Succeeded => "succeeded",
+        Failed => "failed",
+    }
+);
+
+/// An operation row: a deploy asked not to wait, and what became of it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OperationRecord {
+    pub id: String,
+    /// What it does (`deploy`).
+    pub kind: String,
+    /// The app it is about.
+    pub name: String,
+    #[sqlx(try_from = "String")]
+    pub status: OperationStatus,
+    /// Its outcome (JSON): the app, once it succeeded.
+    pub result: Option<String>,
+    /// Its error (JSON), once it failed.
+    pub error: Option<String>,
+    #[sqlx(rename = "created_at")]
+    pub created_at_ms: i64,
+    #[sqlx(rename = "updated_at")]
+    pub updated_at_ms: i64,
+}
+
 /// An app row.
 #[derive(Debug, Clone)]
 pub struct AppRecord {

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use super::{
     AppRecord, AppStatus, AppStore, AppVersionRecord, Census, ChunkQuery, Claimed, Commit, EventId,
     EventOutcome, EventRecord, EventStatus, EventStore, JobId, JobRecord, JobStore, LogChunk,
-    LogStore, NewEvent, Store, StoreError, StoredLogChunk, TenantId, TenantRecord, TenantStore,
-    TimelineEntry,
+    LogStore, NewEvent, OperationRecord, OperationStatus, Store, StoreError, StoredLogChunk,
+    TenantId, TenantRecord, TenantStore, TimelineEntry,
 };
 use crate::function_config::{Aliases, AppName, FunctionConfig};
 use crate::telemetry::metrics::StoreQueries;
@@ -215,6 +215,44 @@ impl AppStore for TimedStore {
     }
     async fn domains(&self, app: Option<&AppName>) -> Result<Vec<(String, AppName)>, StoreError> {
         self.time("domains", self.inner.domains(app)).await
+    }
+    async fn create_operation(
+        &self,
+        operation: &OperationRecord,
+        lease_until: i64,
+    ) -> Result<(), StoreError> {
+        let call = self.inner.create_operation(operation, lease_until);
+        self.time("create_operation", call).await
+    }
+    async fn get_operation(&self, id: &str) -> Result<Option<OperationRecord>, StoreError> {
+        self.time("get_operation", self.inner.get_operation(id))
+            .await
+    }
+    async fn renew_operation(&self, id: &str, lease_until: i64) -> Result<(), StoreError> {
+        let call = self.inner.renew_operation(id, lease_until);
+        self.time("renew_operation", call).await
+    }
+    async fn finish_operation(
+        &self,
+        id: &str,
+        status: OperationStatus,
+        result: Option<&str>,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let call = self.inner.finish_operation(id, status, result, error, now);
+        self.time("finish_operation", call).await
+    }
+    async fn settle_abandoned_operations(
+        &self,
+        expired_before: i64,
+        error: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let call = self
+            .inner
+            .settle_abandoned_operations(expired_before, error, now);
+        self.time("settle_abandoned_operations", call).await
     }
     async fn get_app(&self, name: &AppName) -> Result<Option<AppRecord>, StoreError> {
         self.time("get_app", self.inner.get_app(name)).await

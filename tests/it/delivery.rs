@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -426,4 +427,157 @@ async fn bad_alias_rollback_and_domain_requests_get_4xx_and_change_nothing() {
     let (_, after) = app.get("/apps/firm").await;
     assert_eq!(after["version"], before["version"]);
     assert_eq!(hit(&app, "firm").await, served("one", 1));
+}
+
+async fn wait_operation(url: &str, id: &str) -> Value {
+    crate::common::eventually(|| async {
+        let response = reqwest::get(format!("{url}/operations/{id}")).await.ok()?;
+        let body: Value = response.json().await.ok()?;
+        (body["status"] != "pending").then_some(body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_deploy_that_does_not_wait_is_followed_as_an_operation() {
+    let app = TestApp::start(|_, _| {}).await;
+    let body = json!({"name": "later", "archive": zip_of(&[("index.js", TAGGED)]),
+                      "environment": {"TAG": "async"}});
+    let response = app
+        .client
+        .post(format!("{}/apps/deploy?wait=false", app.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let accepted: Value = response.json().await.unwrap();
+    let operation = &accepted["operation"];
+    assert_eq!(operation["status"], "pending", "{accepted:#}");
+    assert_eq!(
+        (operation["kind"].as_str(), operation["app"].as_str()),
+        (Some("deploy"), Some("later"))
+    );
+    let id = operation["id"].as_str().unwrap();
+    assert_eq!(location, format!("/operations/{id}"));
+    let done = wait_operation(&app.url, id).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(done["result"]["version"], 1);
+    assert_eq!(hit(&app, "later").await, served("async", 1));
+
+    // A deploy that fails later is a failed operation with the error envelope.
+    let broken = json!({"name": "later", "archive": zip_of(&[("other.js", TAGGED)])});
+    let (status, accepted) = {
+        let response = app
+            .client
+            .post(format!("{}/apps/deploy?wait=false", app.url))
+            .json(&broken)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(status, 202);
+    let failed = wait_operation(&app.url, accepted["operation"]["id"].as_str().unwrap()).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"]["error"]["statusCode"], 400, "{failed:#}");
+    assert!(failed.get("result").is_none());
+    assert_eq!(
+        hit(&app, "later").await,
+        served("async", 1),
+        "the app as it was"
+    );
+
+    // What can be refused at once is; unknown operations are 404.
+    let response = app
+        .client
+        .post(format!("{}/apps/deploy?wait=false", app.url))
+        .json(&json!({"name": "Bad Name", "archive": zip_of(&[("index.js", TAGGED)])}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let (status, body) = app.get("/operations/op-none").await;
+    assert_eq!(status, 404, "{body:#}");
+    let response = app
+        .client
+        .post(format!("{}/apps/deploy?wait=maybe", app.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+
+    // A raw upload may not wait either.
+    let response = app
+        .client
+        .put(format!("{}/apps/later/code?wait=false", app.url))
+        .header("content-type", "application/zip")
+        .body(crate::uploads::zip_bytes(&[("index.js", TAGGED)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    let done = wait_operation(&app.url, accepted["operation"]["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(hit(&app, "later").await, served("async", 2));
+}
+
+/// An operation its process did not finish is settled `failed` by the next
+/// process: at start on SQLite, once its lease runs out on PostgreSQL.
+#[tokio::test]
+async fn an_operation_interrupted_by_a_stop_is_settled_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let db = crate::pg::suite_database().await;
+    let mut env = vec![("ORCHESTRATOR_FUNCTIONS__DEPLOY_LEASE_SECS", "1".to_owned())];
+    if let Some(db) = &db {
+        env.push(("DATABASE_URL", db.url.clone()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = ["--data-dir", data.as_str(), "--listen", "127.0.0.1:0"];
+    let first = crate::common::Binary::start(&args, &env).unwrap();
+    // Large enough that it is still being checked and unpacked when the process dies.
+    let mut noise = vec![0u8; 24 * 1024 * 1024];
+    let mut seed = 0x9e37_79b9_u32;
+    for byte in noise.iter_mut() {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        *byte = seed as u8;
+    }
+    let mut zip = std::io::Cursor::new(Vec::new());
+    {
+        use std::io::Write;
+        let mut writer = zip::ZipWriter::new(&mut zip);
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        writer.start_file("index.js", stored).unwrap();
+        writer.write_all(TAGGED.as_bytes()).unwrap();
+        writer.start_file("noise.bin", stored).unwrap();
+        writer.write_all(&noise).unwrap();
+        writer.finish().unwrap();
+    }
+    let archive = base64::engine::general_purpose::STANDARD.encode(zip.into_inner());
+    let body = json!({"name": "cut", "archive": archive});
+    let response = reqwest::Client::new()
+        .post(format!("{}/apps/deploy?wait=false", first.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let accepted: Value = response.json().await.unwrap();
+    first.kill9();
+    let id = accepted["operation"]["id"].as_str().unwrap();
+
+    let second = crate::common::Binary::start(&args, &env).unwrap();
+    let settled = wait_operation(&second.url, id).await;
+    assert_eq!(settled["status"], "failed", "{settled:#}");
+    assert_eq!(settled["error"]["error"]["code"], "interrupted");
 }

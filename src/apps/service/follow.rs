@@ -25,6 +25,9 @@ impl AppService {
                 _ = shutdown.cancelled() => return,
                 _ = ticks.tick() => {}
             }
+            if !self.sole_owner {
+                self.settle_operations(false).await;
+            }
             let deploying = match self.sync_listed().await {
                 Ok((_, deploying)) => deploying,
                 Err(err) => {

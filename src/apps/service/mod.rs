@@ -10,6 +10,7 @@ mod domains;
 mod follow;
 mod lifecycle;
 mod misses;
+mod operations;
 mod reads;
 mod reconcile;
 mod restore;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 pub use self::aliases::{AliasRequest, RollbackRequest};
 use self::misses::Misses;
+pub use self::operations::OperationView;
 use self::routing::Serving;
 pub use self::routing::{Route, Selector};
 pub use self::views::{AliasView, AppStatusView, AppVersionView, AppView, DomainView};

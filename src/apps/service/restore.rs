@@ -19,6 +19,9 @@ impl AppService {
         if swept > 0 {
             tracing::info!(swept, "removed code a stopped process was unpacking");
         }
+        if self.sole_owner {
+            self.settle_operations(true).await;
+        }
         let mut restored = 0;
         for record in self.store.list_apps().await? {
             if record.status == AppStatus::Deployed {

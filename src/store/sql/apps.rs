@@ -8,7 +8,9 @@ use super::{decode_all, SqlStore, APP_COLUMNS};
 use async_trait::async_trait;
 
 use crate::function_config::{AliasTarget, Aliases, AppName, FunctionConfig};
-use crate::store::{AppRecord, AppStatus, AppStore, AppVersionRecord, StoreError};
+use crate::store::{
+    AppRecord, AppStatus, AppStore, AppVersionRecord, OperationRecord, OperationStatus, StoreError,
+};
 
 /// First key of the two-key advisory locks PostgreSQL takes per app name
 /// (the two-key space is separate from the one-key locks sqlx's migrator takes).
@@ -385,5 +387,99 @@ impl AppStore for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(id = %operation.id), err(level = "debug"))]
+    async fn create_operation(
+        &self,
+        operation: &OperationRecord,
+        lease_until_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        sqlx::query(
+            "INSERT INTO operations (id, kind, name, status, result, error, created_at, updated_at, lease_until) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(operation.id.as_str())
+        .bind(operation.kind.as_str())
+        .bind(operation.name.as_str())
+        .bind(operation.status.as_str())
+        .bind(operation.result.as_deref())
+        .bind(operation.error.as_deref())
+        .bind(operation.created_at_ms)
+        .bind(operation.updated_at_ms)
+        .bind(lease_until_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn get_operation(&self, id: &str) -> Result<Option<OperationRecord>, StoreError> {
+        self.find(
+            "SELECT id, kind, name, status, result, error, created_at, updated_at \
+             FROM operations WHERE id = $1",
+            id,
+        )
+        .await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn renew_operation(&self, id: &str, lease_until_ms: i64) -> Result<(), StoreError> {
+        self.writable()?;
+        sqlx::query("UPDATE operations SET lease_until = $2 WHERE id = $1 AND status = $3")
+            .bind(id)
+            .bind(lease_until_ms)
+            .bind(OperationStatus::Pending.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn finish_operation(
+        &self,
+        id: &str,
+        status: OperationStatus,
+        result: Option<&str>,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        sqlx::query(
+            "UPDATE operations SET status = $2, result = $3, error = $4, updated_at = $5 \
+             WHERE id = $1 AND status = $6",
+        )
+        .bind(id)
+        .bind(status.as_str())
+        .bind(result)
+        .bind(error)
+        .bind(now_ms)
+        .bind(OperationStatus::Pending.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn settle_abandoned_operations(
+        &self,
+        expired_before: i64,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        self.writable()?;
+        let done = sqlx::query(
+            "UPDATE operations SET status = $2, error = $3, updated_at = $4 \
+             WHERE status = $5 AND lease_until < $1",
+        )
+        .bind(expired_before)
+        .bind(OperationStatus::Failed.as_str())
+        .bind(error)
+        .bind(now_ms)
+        .bind(OperationStatus::Pending.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 }
