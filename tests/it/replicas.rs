@@ -486,3 +486,93 @@ async fn an_apps_logs_from_every_replica_are_read_through_any() {
     drop((a, b, c));
     db.drop_db().await;
 }
+
+/// Aliases, versions, rollbacks and custom domains set through one replica
+/// are served by another, which never saw the change but reads the store.
+#[tokio::test]
+async fn aliases_versions_and_domains_set_through_one_replica_are_served_by_the_other() {
+    let Some(db) = PgTestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(&replica_config(dir.path(), "a", &db.url, ""), "all");
+    let b = start(&replica_config(dir.path(), "b", &db.url, ""), "proxy");
+    let client = reqwest::Client::new();
+    let code = |tag: &str| {
+        crate::apps::zip_of(&[(
+            "index.js",
+            &format!("exports.handler = async () => ({{ statusCode: 200, body: '{tag}' }});"),
+        )])
+    };
+    let send = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{:?}",
+            response.text().await
+        );
+    };
+    send(
+        client
+            .post(format!("{}/apps/deploy", a.url))
+            .json(&json!({"name": "pair", "archive": code("one")})),
+    )
+    .await;
+    send(
+        client
+            .post(format!("{}/apps/deploy", a.url))
+            .json(&json!({"name": "pair", "archive": code("two"), "promote": false})),
+    )
+    .await;
+    let via_b = |host: &'static str| {
+        let request = client.get(format!("{}/", b.url)).header("host", host);
+        async move {
+            let response = request.send().await.unwrap();
+            let version = response
+                .headers()
+                .get("x-app-version")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (
+                response.status().as_u16(),
+                version,
+                response.text().await.unwrap(),
+            )
+        }
+    };
+    let expect = |host: &'static str, version: &'static str, body: &'static str| {
+        let via_b = &via_b;
+        async move {
+            eventually(|| async {
+                let got = via_b(host).await;
+                (got == (200, Some(version.to_owned()), body.to_owned())).then_some(())
+            })
+            .await
+        }
+    };
+    expect("pair.localhost", "1", "one").await;
+    // A version not promoted, found in the store on its first request.
+    expect("v2--pair.localhost", "2", "two").await;
+
+    // Promoted, aliased, given a domain, rolled back: all through A, seen at B.
+    send(
+        client
+            .put(format!("{}/apps/pair/aliases/live", a.url))
+            .json(&json!({"version": 2})),
+    )
+    .await;
+    expect("pair.localhost", "2", "two").await;
+    send(
+        client
+            .put(format!("{}/apps/pair/aliases/stable", a.url))
+            .json(&json!({"version": 1})),
+    )
+    .await;
+    expect("stable--pair.localhost", "1", "one").await;
+    send(client.put(format!("{}/apps/pair/domains/pair.example.org", a.url))).await;
+    expect("pair.example.org", "2", "two").await;
+    send(client.post(format!("{}/apps/pair/rollback", a.url))).await;
+    expect("pair.localhost", "1", "one").await;
+    expect("pair.example.org", "1", "one").await;
+    drop((a, b));
+    db.drop_db().await;
+}

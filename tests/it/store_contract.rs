@@ -133,6 +133,9 @@ contract! {
         app_versions_and_code_round_trip,
         a_deploy_settles_only_what_nothing_changed,
         interrupted_deploys_are_taken_once_their_heartbeat_stops,
+        aliases_move_live_and_change_only_as_read,
+        domains_belong_to_one_app,
+        operations_settle_once,
     ],
     database: [
         requeue_abandoned_respects_live_leases,
@@ -1327,4 +1330,168 @@ async fn postgres_out_of_reach_is_unavailable_within_seconds() {
         Err(StoreError::Unavailable(_))
     ));
     db.drop_db().await;
+}
+
+/// `live` follows promoted versions only, remembers where it was, keeps the
+/// other aliases; a change is written only over the aliases it read.
+async fn aliases_move_live_and_change_only_as_read(store: Arc<dyn Store>) {
+    use orchestrator::function_config::{AliasTarget, Routing};
+    let app = app_name("aliased");
+    let add = |code: &'static [u8], at, promote| {
+        let (store, app) = (store.clone(), app.clone());
+        async move {
+            store
+                .add_app_version(&app, &config("nodejs20.x"), code, "sha", at, promote)
+                .await
+                .unwrap()
+        }
+    };
+    // An app's first version is live even when not promoted.
+    assert_eq!(add(b"1", 1_000, false).await, 1);
+    let record = store.get_app(&app).await.unwrap().unwrap();
+    assert_eq!((record.current_version, record.latest_version), (1, 1));
+    assert_eq!(record.aliases.live, AliasTarget::to(1));
+    assert_eq!(add(b"2", 2_000, false).await, 2);
+    let record = store.get_app(&app).await.unwrap().unwrap();
+    assert_eq!((record.current_version, record.latest_version), (1, 2));
+    assert_eq!(record.aliases.previous, None);
+
+    let mut next = record.aliases.with_live(AliasTarget {
+        version: 2,
+        routing: Some(Routing {
+            version: 1,
+            weight: 0.125,
+        }),
+    });
+    next.others.insert("beta".into(), AliasTarget::to(1));
+    let mut python = config("python3.12");
+    python.timeout = 9;
+    assert!(store
+        .set_aliases(&app, &record.aliases, &next, &python, 3_000)
+        .await
+        .unwrap());
+    // Written over what it read only: a stale change is refused.
+    assert!(!store
+        .set_aliases(&app, &record.aliases, &record.aliases, &python, 3_500)
+        .await
+        .unwrap());
+    let moved = store.get_app(&app).await.unwrap().unwrap();
+    assert_eq!(moved.aliases, next);
+    assert_eq!(moved.aliases.previous, Some(1));
+    assert_eq!((moved.current_version, moved.config.timeout), (2, 9));
+
+    // A promoted deploy moves live (without routing) and keeps the others.
+    assert_eq!(add(b"3", 4_000, true).await, 3);
+    let promoted = store.get_app(&app).await.unwrap().unwrap();
+    assert_eq!(promoted.aliases.live, AliasTarget::to(3));
+    assert_eq!(promoted.aliases.previous, Some(2));
+    assert_eq!(
+        promoted.aliases.others.get("beta"),
+        Some(&AliasTarget::to(1))
+    );
+    let version = store.app_version(&app, 2).await.unwrap().unwrap();
+    assert_eq!(version.version, 2);
+    assert!(store.app_version(&app, 9).await.unwrap().is_none());
+    assert!(matches!(
+        store
+            .set_aliases(&app_name("nobody"), &next, &next, &python, 5_000)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn domains_belong_to_one_app(store: Arc<dyn Store>) {
+    let (one, two) = (app_name("one"), app_name("two"));
+    assert_eq!(
+        store.add_domain("a.example.com", &one, 1).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.add_domain("a.example.com", &one, 2).await.unwrap(),
+        None,
+        "again: still its"
+    );
+    assert_eq!(
+        store.add_domain("a.example.com", &two, 3).await.unwrap(),
+        Some(one.clone())
+    );
+    assert_eq!(
+        store.add_domain("b.example.com", &two, 4).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.domains(None).await.unwrap(),
+        [
+            ("a.example.com".to_owned(), one.clone()),
+            ("b.example.com".to_owned(), two.clone())
+        ]
+    );
+    assert_eq!(store.domains(Some(&two)).await.unwrap().len(), 1);
+    assert!(
+        !store.remove_domain("a.example.com", &two).await.unwrap(),
+        "not its"
+    );
+    assert!(store.remove_domain("a.example.com", &one).await.unwrap());
+    assert_eq!(
+        store.add_domain("a.example.com", &two, 5).await.unwrap(),
+        None
+    );
+}
+
+async fn operations_settle_once(store: Arc<dyn Store>) {
+    use orchestrator::store::{OperationRecord, OperationStatus};
+    let operation = |id: &str| OperationRecord {
+        id: id.into(),
+        kind: "deploy".into(),
+        name: "app".into(),
+        status: OperationStatus::Pending,
+        result: None,
+        error: None,
+        created_at_ms: 1_000,
+        updated_at_ms: 1_000,
+    };
+    store
+        .create_operation(&operation("op-1"), 5_000)
+        .await
+        .unwrap();
+    store
+        .create_operation(&operation("op-2"), 5_000)
+        .await
+        .unwrap();
+    store.renew_operation("op-2", 9_000).await.unwrap();
+    store
+        .finish_operation("op-1", OperationStatus::Succeeded, Some("{}"), None, 2_000)
+        .await
+        .unwrap();
+    // Settled already: a second outcome does not overwrite the first.
+    store
+        .finish_operation("op-1", OperationStatus::Failed, None, Some("{}"), 2_500)
+        .await
+        .unwrap();
+    let one = store.get_operation("op-1").await.unwrap().unwrap();
+    assert_eq!(
+        (one.status, one.result.as_deref(), one.updated_at_ms),
+        (OperationStatus::Succeeded, Some("{}"), 2_000)
+    );
+    // Only a pending one whose lease ran out is settled as interrupted.
+    assert_eq!(
+        store
+            .settle_abandoned_operations(6_000, "{\"e\":1}", 6_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .settle_abandoned_operations(9_500, "{\"e\":1}", 9_500)
+            .await
+            .unwrap(),
+        1
+    );
+    let two = store.get_operation("op-2").await.unwrap().unwrap();
+    assert_eq!(
+        (two.status, two.error.as_deref()),
+        (OperationStatus::Failed, Some("{\"e\":1}"))
+    );
+    assert!(store.get_operation("op-3").await.unwrap().is_none());
 }
