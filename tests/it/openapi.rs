@@ -43,6 +43,12 @@ async fn served_spec_documents_every_route_with_errors() {
         ("/tenants", "get"),
         ("/tenants/{id}", "get"),
         ("/jobs/{id}", "get"),
+        ("/apps/{name}/code", "put"),
+        ("/apps/{name}/aliases", "get"),
+        ("/apps/{name}/aliases/{alias}", "put"),
+        ("/apps/{name}/rollback", "post"),
+        ("/apps/{name}/domains/{domain}", "put"),
+        ("/operations/{id}", "get"),
         ("/health", "get"),
         ("/ready", "get"),
         ("/openapi.json", "get"),
@@ -68,7 +74,7 @@ async fn served_spec_documents_every_route_with_errors() {
 /// Every enum in the spec lists the spellings the API sends and reads.
 #[test]
 fn the_spec_enums_are_the_wire_spellings() {
-    use orchestrator::store::{AppStatus, EventStatus, JobKind, JobStatus};
+    use orchestrator::store::{AppStatus, EventStatus, JobKind, JobStatus, OperationStatus};
     fn check<T>(spec: &Value, schema: &str, expected: usize)
     where
         T: std::str::FromStr + serde::Serialize,
@@ -90,6 +96,7 @@ fn the_spec_enums_are_the_wire_spellings() {
     check::<EventStatus>(&spec, "EventStatus", 5);
     check::<JobKind>(&spec, "JobKind", 3);
     check::<JobStatus>(&spec, "JobStatus", 4);
+    check::<OperationStatus>(&spec, "OperationStatus", 3);
     let runtimes = spec["components"]["schemas"]["RuntimeName"]["enum"]
         .as_array()
         .expect("RuntimeName is an enum in the spec");
