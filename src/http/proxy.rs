@@ -19,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use crate::apps::{AppName, AppService, Selector};
-use crate::function_config::LIVE;
 use crate::functions::FunctionError;
 use crate::proxy::{
     event_v1, event_v2, map_result, IncomingRequest, PayloadFormat, INTERNAL_SERVER_ERROR,
@@ -91,7 +90,7 @@ fn app_of(proxy: &ProxyState, authority: &str) -> Option<AppRequest> {
     Some(AppRequest {
         label: host.split('.').next().unwrap_or_default().to_owned(),
         app,
-        selector: Selector::Alias(LIVE.to_owned()),
+        selector: Selector::Live,
     })
 }
 
@@ -249,15 +248,13 @@ async fn serve(proxy: &ProxyState, asked: &AppRequest, host: &str, request: Requ
 /// The 404 for what the proxy does not serve.
 fn not_served(asked: &AppRequest) -> ApiError {
     match &asked.selector {
-        Selector::Alias(alias) if alias == LIVE => {
-            ApiError::not_found(format!("no active app '{}'", asked.app))
-        }
+        Selector::Live => ApiError::not_found(format!("no active app '{}'", asked.app)),
         selector => ApiError::not_found(format!(
             "app '{}' is not active or has no {} '{}'",
             asked.app,
             match selector {
                 Selector::Version(_) => "version",
-                Selector::Alias(_) => "alias",
+                _ => "alias",
             },
             selector.describe()
         )),

@@ -16,6 +16,8 @@ use crate::store::AppStatus;
 /// first label: `<app>` (its `live` alias), `<alias>--<app>`, `v<N>--<app>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
+    /// The `live` alias: what `<app>` and custom domains serve.
+    Live,
     Alias(String),
     Version(i64),
 }
@@ -25,7 +27,7 @@ impl Selector {
     /// aliases cannot hold `--`).
     pub fn parse_label(label: &str) -> (Selector, &str) {
         let Some((head, app)) = label.split_once("--") else {
-            return (Selector::Alias(LIVE.to_owned()), label);
+            return (Selector::Live, label);
         };
         let version = head
             .strip_prefix('v')
@@ -33,6 +35,7 @@ impl Selector {
             .and_then(|n| n.parse::<i64>().ok());
         match version {
             Some(version) => (Selector::Version(version), app),
+            None if head == LIVE => (Selector::Live, app),
             None => (Selector::Alias(head.to_owned()), app),
         }
     }
@@ -40,6 +43,7 @@ impl Selector {
     /// How the proxy names it to the user (`live`, `beta`, `v3`).
     pub fn describe(&self) -> String {
         match self {
+            Selector::Live => LIVE.to_owned(),
             Selector::Alias(alias) => alias.clone(),
             Selector::Version(version) => format!("v{version}"),
         }
@@ -147,28 +151,38 @@ impl AppService {
                 version: *version,
                 alias: None,
             }),
-            Selector::Alias(alias) => {
-                let target: &AliasTarget = serving.aliases.get(alias)?;
-                let format = *serving.running.get(&target.version)?;
-                if self.backend.routes_aliases() {
-                    return Some(Route {
-                        format,
-                        version: target.version,
-                        alias: Some(alias.clone()),
-                    });
-                }
-                let version = target.pick(fastrand::f64());
-                Some(Route {
-                    format: serving.running.get(&version).copied().unwrap_or(format),
-                    version: if serving.running.contains_key(&version) {
-                        version
-                    } else {
-                        target.version
-                    },
-                    alias: None,
-                })
-            }
+            Selector::Live => self.pick_alias(serving, LIVE, &serving.aliases.live),
+            Selector::Alias(alias) => self.pick_alias(serving, alias, serving.aliases.get(alias)?),
         }
+    }
+
+    /// A request of `alias` (`target`): the version drawn here, or the
+    /// alias named to a backend that routes aliases.
+    fn pick_alias(&self, serving: &Serving, alias: &str, target: &AliasTarget) -> Option<Route> {
+        let format = *serving.running.get(&target.version)?;
+        if self.backend.routes_aliases() {
+            return Some(Route {
+                format,
+                version: target.version,
+                alias: Some(alias.to_owned()),
+            });
+        }
+        let drawn = match target.routing {
+            Some(_) => target.pick(fastrand::f64()),
+            None => target.version,
+        };
+        Some(match serving.running.get(&drawn) {
+            Some(format) => Route {
+                format: *format,
+                version: drawn,
+                alias: None,
+            },
+            None => Route {
+                format,
+                version: target.version,
+                alias: None,
+            },
+        })
     }
 
     /// How `selector` of an active app is served (its payload format and
@@ -187,7 +201,7 @@ impl AppService {
         let app = AppName::parse(name).ok()?;
         let key = match selector {
             Selector::Version(version) => format!("v{version}--{name}"),
-            Selector::Alias(_) => name.to_owned(),
+            Selector::Live | Selector::Alias(_) => name.to_owned(),
         };
         if self.recent_miss(&key) {
             return None;
@@ -199,7 +213,7 @@ impl AppService {
             return Some(route);
         }
         // A served app without that alias: nothing to look up.
-        if matches!(selector, Selector::Alias(_)) && self.serves(name) {
+        if !matches!(selector, Selector::Version(_)) && self.serves(name) {
             return None;
         }
         let allowed = self
