@@ -319,9 +319,11 @@ pub fn check_alias_name(name: &str) -> Result<(), String> {
     let version_like = name
         .strip_prefix('v')
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if !label || name.contains("--") || version_like {
+    // Lambda refuses alias names of digits alone.
+    let digits = name.bytes().all(|b| b.is_ascii_digit());
+    if !label || name.contains("--") || version_like || digits {
         return Err(format!(
-            "invalid alias name '{}': use 1 to 63 characters of a-z, 0-9 and '-', without '--', not starting or ending with '-', and not v<number> (which names a version)",
+            "invalid alias name '{}': use 1 to 63 characters of a-z, 0-9 and '-', without '--', not starting or ending with '-', not digits alone, and not v<number> (which names a version)",
             name.escape_debug()
         ));
     }

@@ -102,6 +102,12 @@ pub fn validate(
     // An image's settings are not a zip's: a zip after an image starts from the defaults.
     let previous_zip = previous.filter(|p| !matches!(p.code, Some(CodeLocation::Image { .. })));
     let image = matches!(code, Some(CodeLocation::Image { .. }));
+    let was_image = previous.is_some_and(|p| matches!(p.code, Some(CodeLocation::Image { .. })));
+    if previous.is_some() && image != was_image {
+        return Err(invalid("imageUri")(
+            "an app's package type cannot change (Lambda keeps it): an image app takes images, a zip app zips; remove the app first".into(),
+        ));
+    }
     if image && (request.runtime.is_some() || request.handler.is_some()) {
         return Err(invalid("imageUri")(
             "an image function has no runtime or handler: the image holds them".into(),

@@ -225,41 +225,66 @@ impl AwsLambda {
         Ok(published)
     }
 
+    /// Notes that Lambda version `published` is our `version` (0: none of ours).
     fn remember(&self, app: &AppName, published: &str, version: i64) {
         if let Ok(mut versions) = self.versions.write() {
-            versions.insert((app.to_string(), published.to_owned()), version);
+            let known = versions
+                .entry((app.to_string(), published.to_owned()))
+                .or_insert(version);
+            *known = (*known).max(version);
         }
     }
 
     /// Our version of a Lambda version of the app, looking at its `v<N>`
-    /// aliases when it is not known here yet.
+    /// aliases (every page) when it is not known here yet; a Lambda version
+    /// none of them names is remembered as such, so invocations do not list
+    /// aliases again.
     async fn our_version(&self, app: &AppName, published: &str) -> Option<i64> {
         let key = (app.to_string(), published.to_owned());
-        if let Some(version) = self.versions.read().ok()?.get(&key) {
-            return Some(*version);
+        if let Some(known) = self.versions.read().ok()?.get(&key) {
+            return (*known > 0).then_some(*known);
         }
-        let listed = self
-            .client
-            .list_aliases()
-            .function_name(app.as_str())
-            .send()
-            .await
-            .ok()?;
         let mut found = None;
-        for alias in listed.aliases() {
-            let (Some(name), Some(target)) = (alias.name(), alias.function_version()) else {
-                continue;
-            };
-            let Some(version) = name.strip_prefix('v').and_then(|n| n.parse::<i64>().ok()) else {
-                continue;
-            };
-            self.remember(app, target, version);
-            if target == published {
-                // The newest of ours published as that Lambda version.
-                found = found.max(Some(version));
+        let mut marker = None;
+        loop {
+            let listed = self
+                .client
+                .list_aliases()
+                .function_name(app.as_str())
+                .set_marker(marker)
+                .send()
+                .await
+                .ok()?;
+            for alias in listed.aliases() {
+                let (Some(name), Some(target)) = (alias.name(), alias.function_version()) else {
+                    continue;
+                };
+                let Some(version) = name.strip_prefix('v').and_then(|n| n.parse::<i64>().ok())
+                else {
+                    continue;
+                };
+                self.remember(app, target, version);
+                if target == published {
+                    // The newest of ours published as that Lambda version.
+                    found = found.max(Some(version));
+                }
+            }
+            marker = listed.next_marker().map(str::to_owned);
+            if marker.is_none() {
+                break;
             }
         }
+        if found.is_none() {
+            self.remember(app, published, 0);
+        }
         found
+    }
+
+    /// Forgets what was learnt of a deleted function's versions.
+    fn forget(&self, app: &AppName) {
+        if let Ok(mut versions) = self.versions.write() {
+            versions.retain(|(name, _), _| name != app.as_str());
+        }
     }
 
     /// Waits until the last update is `Successful` (bounded).
@@ -447,6 +472,9 @@ impl FunctionBackend for AwsLambda {
             )),
             None => None,
         };
+        // Two of ours published as one Lambda version (the same code and
+        // settings): Lambda routes nothing to itself, and nothing differs.
+        let routing = routing.filter(|(second, _)| *second != version);
         self.put_alias(app.as_str(), alias, &version, routing).await
     }
 
@@ -465,6 +493,7 @@ impl FunctionBackend for AwsLambda {
     }
 
     async fn remove(&self, app: &AppName) -> Result<(), FunctionError> {
+        self.forget(app);
         self.client
             .delete_function()
             .function_name(app.as_str())

@@ -339,10 +339,7 @@ pub async fn put_code(
     let wait = params.wait != Some(false);
     let request = code_request(name, params, &headers)?;
     let upload = state.apps.upload_path()?;
-    if let Err(err) = receive(body, &headers, &upload).await {
-        let _ = tokio::fs::remove_file(&upload).await;
-        return Err(err);
-    }
+    receive(body, &headers, upload.path()).await?;
     if wait {
         return Ok(Json(state.apps.deploy_upload(request, upload).await?).into_response());
     }

@@ -315,15 +315,17 @@ pub trait AppStore: Send + Sync {
         name: &AppName,
         version: i64,
     ) -> Result<Option<AppVersionRecord>, StoreError>;
-    /// Replaces the app's aliases if they still are `expected` (else
-    /// `false`: another change got there first). `live_config` is the
-    /// configuration of the version `live` points at in `aliases`.
+    /// Replaces the app's aliases if they still are `expected` and the app
+    /// was not removed (else `false`: another change got there first).
+    /// `live_config` is the configuration of the version `live` points at
+    /// in `aliases`; `mend_error`: an app in `ERROR` becomes `ACTIVE`.
     async fn set_aliases(
         &self,
         name: &AppName,
         expected: &Aliases,
         aliases: &Aliases,
         live_config: &FunctionConfig,
+        mend_error: bool,
         now_ms: i64,
     ) -> Result<bool, StoreError>;
     /// Gives `domain` to `app`: `None` when it is the app's now (or was

@@ -193,11 +193,12 @@ impl AppStore for TimedStore {
         expected: &Aliases,
         aliases: &Aliases,
         live_config: &FunctionConfig,
+        mend_error: bool,
         now: i64,
     ) -> Result<bool, StoreError> {
         let call = self
             .inner
-            .set_aliases(name, expected, aliases, live_config, now);
+            .set_aliases(name, expected, aliases, live_config, mend_error, now);
         self.time("set_aliases", call).await
     }
     async fn add_domain(

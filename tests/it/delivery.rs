@@ -367,6 +367,12 @@ async fn bad_alias_rollback_and_domain_requests_get_4xx_and_change_nothing() {
         ("/apps/firm/aliases/v2", json!({"version": 1}), 400),
         ("/apps/firm/aliases/a--b", json!({"version": 1}), 400),
         ("/apps/firm/aliases/Beta", json!({"version": 1}), 400),
+        ("/apps/firm/aliases/2024", json!({"version": 1}), 400),
+        (
+            "/apps/firm/aliases/a-very-long-alias-name-that-with-the-app-name-is-over-63-chars",
+            json!({"version": 1}),
+            400,
+        ),
     ];
     for (path, body, expected) in cases {
         let (status, answer) = put(&app, path, body.clone()).await;

@@ -1367,12 +1367,19 @@ async fn aliases_move_live_and_change_only_as_read(store: Arc<dyn Store>) {
     let mut python = config("python3.12");
     python.timeout = 9;
     assert!(store
-        .set_aliases(&app, &record.aliases, &next, &python, 3_000)
+        .set_aliases(&app, &record.aliases, &next, &python, false, 3_000)
         .await
         .unwrap());
     // Written over what it read only: a stale change is refused.
     assert!(!store
-        .set_aliases(&app, &record.aliases, &record.aliases, &python, 3_500)
+        .set_aliases(
+            &app,
+            &record.aliases,
+            &record.aliases,
+            &python,
+            false,
+            3_500
+        )
         .await
         .unwrap());
     let moved = store.get_app(&app).await.unwrap().unwrap();
@@ -1389,12 +1396,42 @@ async fn aliases_move_live_and_change_only_as_read(store: Arc<dyn Store>) {
         promoted.aliases.others.get("beta"),
         Some(&AliasTarget::to(1))
     );
+    // Moving live may mend an app in ERROR, in the same write; a removed app refuses.
+    store
+        .set_app_status(&app, AppStatus::Error, Some("broken"), 4_100)
+        .await
+        .unwrap();
+    let back = promoted.aliases.with_live(AliasTarget::to(2));
+    assert!(store
+        .set_aliases(&app, &promoted.aliases, &back, &python, true, 4_200)
+        .await
+        .unwrap());
+    let mended = store.get_app(&app).await.unwrap().unwrap();
+    assert_eq!(
+        (mended.status, mended.last_error),
+        (AppStatus::Active, None)
+    );
+    store
+        .set_app_status(&app, AppStatus::Removed, None, 4_300)
+        .await
+        .unwrap();
+    assert!(!store
+        .set_aliases(&app, &back, &promoted.aliases, &python, true, 4_400)
+        .await
+        .unwrap());
+    // Deployed again, a removed app starts over: live alone.
+    assert_eq!(add(b"4", 4_500, false).await, 4);
+    let again = store.get_app(&app).await.unwrap().unwrap();
+    assert_eq!(
+        again.aliases,
+        orchestrator::function_config::Aliases::live_at(4)
+    );
     let version = store.app_version(&app, 2).await.unwrap().unwrap();
     assert_eq!(version.version, 2);
     assert!(store.app_version(&app, 9).await.unwrap().is_none());
     assert!(matches!(
         store
-            .set_aliases(&app_name("nobody"), &next, &next, &python, 5_000)
+            .set_aliases(&app_name("nobody"), &next, &next, &python, false, 5_000)
             .await,
         Err(StoreError::NotFound)
     ));

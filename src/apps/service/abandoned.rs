@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{AppError, AppService};
-use crate::function_config::AppName;
+use crate::function_config::{AppName, LIVE};
 use crate::store::{AppRecord, AppStatus};
 
 impl AppService {
@@ -42,6 +42,9 @@ impl AppService {
             let config = record.config.clone();
             let zip = self.store.app_code(&app, version).await?;
             self.run_version(&app, version, &config, Some(zip)).await?;
+            self.backend
+                .set_alias(&app, LIVE, &record.aliases.live)
+                .await?;
             Ok::<_, AppError>(config)
         };
         let outcome = tokio::select! {

@@ -45,6 +45,11 @@ impl AppService {
     ) -> Result<AliasView, AppError> {
         check_alias_name(alias).map_err(AppError::Invalid)?;
         let (app, _) = self.record(name).await?;
+        if alias != LIVE && alias.len() + 2 + app.as_str().len() > 63 {
+            return Err(AppError::Invalid(format!(
+                "alias '{alias}' is too long for app '{app}': '{alias}--{app}' must be a DNS label of at most 63 characters"
+            )));
+        }
         let _guard = self.lock(&app)?;
         let record = self.current(&app).await?;
         let target = AliasTarget {
@@ -71,16 +76,20 @@ impl AppService {
                 "app '{app}' has no alias '{alias}'"
             )));
         }
-        self.backend.remove_alias(&app, alias).await?;
         let mut aliases = record.aliases.clone();
         aliases.others.remove(alias);
         let serving = self.serves(app.as_str());
         self.commit_aliases(&app, &record, &aliases, &record.config, &[], serving)
-            .await
+            .await?;
+        // The store's word first: a Lambda alias left behind by a failure here
+        // is named by nothing and removed by the next delete.
+        self.backend.remove_alias(&app, alias).await?;
+        Ok(())
     }
 
     /// Moves `live` to a version already deployed (default: where it was
-    /// before), without uploading anything; an app in `ERROR` serves again.
+    /// before), without uploading anything; an app in `ERROR` serves again
+    /// (in the same write, so a removal made meanwhile stands).
     pub async fn rollback(
         &self,
         name: &str,
@@ -99,9 +108,6 @@ impl AppService {
         };
         self.move_alias(&app, &record, LIVE, AliasTarget::to(version))
             .await?;
-        if record.status == AppStatus::Error {
-            self.set_status(&app, AppStatus::Active).await?;
-        }
         tracing::info!(app = %app, from = record.current_version, to = version, "live rolled back");
         self.view(&app, false).await
     }
@@ -183,9 +189,31 @@ impl AppService {
             next.config = live_config.clone();
             self.ensure_running(app, &next, &mut ran).await?;
         }
-        self.backend.set_alias(app, alias, &target).await?;
+        // The store first (its compare-and-set decides between concurrent
+        // changes), then the platform's alias; if that fails, the store's
+        // change is undone.
         self.commit_aliases(app, record, &aliases, &live_config, &ran, serving)
             .await?;
+        if let Err(err) = self.backend.set_alias(app, alias, &target).await {
+            let reverted = self
+                .store
+                .set_aliases(
+                    app,
+                    &aliases,
+                    &record.aliases,
+                    &record.config,
+                    false,
+                    crate::support::now_ms(),
+                )
+                .await;
+            if !matches!(reverted, Ok(true)) {
+                tracing::warn!(app = %app, alias, "could not undo an alias change the platform refused");
+            }
+            if self.serves(app.as_str()) {
+                self.serve(app.as_str(), record.aliases.clone(), &[]);
+            }
+            return Err(err.into());
+        }
         Ok(aliases)
     }
 
@@ -200,6 +228,8 @@ impl AppService {
         ran: &[(i64, crate::proxy::PayloadFormat)],
         serving: bool,
     ) -> Result<(), AppError> {
+        // Moving `live` of an app in `ERROR` mends it.
+        let mend = aliases.live != record.aliases.live;
         let stored = self
             .store
             .set_aliases(
@@ -207,6 +237,7 @@ impl AppService {
                 &record.aliases,
                 aliases,
                 live_config,
+                mend,
                 crate::support::now_ms(),
             )
             .await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{AppError, AppService};
-use crate::function_config::{Aliases, AppName};
+use crate::function_config::{Aliases, AppName, LIVE};
 use crate::store::{AppRecord, AppStatus};
 
 impl AppService {
@@ -164,6 +164,10 @@ impl AppService {
                 let version = record.current_version;
                 let zip = self.store.app_code(app, version).await?;
                 self.run_version(app, version, &record.config, Some(zip))
+                    .await?;
+                // And the platform's `live` where the store has it.
+                self.backend
+                    .set_alias(app, LIVE, &record.aliases.live)
                     .await?;
                 ran.push((version, record.config.payload_format));
             }

@@ -55,14 +55,13 @@ impl AppService {
     pub async fn deploy_upload(
         &self,
         request: DeployRequest,
-        upload: std::path::PathBuf,
+        upload: Upload,
     ) -> Result<AppView, AppError> {
-        let read = {
-            let upload = upload.clone();
-            blocking(move || std::fs::read(&upload).map_err(|e| ArchiveError::Io(e.to_string())))
-        };
-        let zip = read.await;
-        let _ = tokio::fs::remove_file(&upload).await;
+        let path = upload.path().to_owned();
+        let zip =
+            blocking(move || std::fs::read(&path).map_err(|e| ArchiveError::Io(e.to_string())))
+                .await;
+        drop(upload);
         let mut request = request;
         request.archive = Some(String::new());
         let (name, config, promote, _guard) = self.prepare(&request).await?;
@@ -72,13 +71,13 @@ impl AppService {
 
     /// A new file under the code root for an upload to stream into (swept
     /// at start if a process dies while it is there).
-    pub fn upload_path(&self) -> Result<std::path::PathBuf, AppError> {
+    pub fn upload_path(&self) -> Result<Upload, AppError> {
         std::fs::create_dir_all(&self.code_root).map_err(|e| AppError::Io(e.to_string()))?;
-        Ok(self.code_root.join(format!(
+        Ok(Upload(self.code_root.join(format!(
             "{}upload-{}.zip",
             crate::apps::archive::UNPACKING_PREFIX,
             uuid::Uuid::new_v4().simple()
-        )))
+        ))))
     }
 
     /// Stores a version whose code the platform fetches itself (an S3
@@ -321,4 +320,21 @@ impl AppService {
 /// Removes unpacked code that will not be used, off the async threads.
 async fn discard(unpacked: Unpacked) {
     let _ = tokio::task::spawn_blocking(move || drop(unpacked)).await;
+}
+
+/// A file an upload streams into; removed when dropped (whatever became of
+/// the request: read, refused, or its client gone).
+#[derive(Debug)]
+pub struct Upload(std::path::PathBuf);
+
+impl Upload {
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

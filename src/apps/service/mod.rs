@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub use self::aliases::{AliasRequest, RollbackRequest};
+pub use self::lifecycle::Upload;
 use self::misses::Misses;
 pub use self::operations::OperationView;
 use self::routing::Serving;

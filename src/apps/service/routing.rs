@@ -200,8 +200,8 @@ impl AppService {
         }
         let app = AppName::parse(name).ok()?;
         let key = match selector {
-            Selector::Version(version) => format!("v{version}--{name}"),
-            Selector::Live | Selector::Alias(_) => name.to_owned(),
+            Selector::Live => name.to_owned(),
+            other => format!("{}--{name}", other.describe()),
         };
         if self.recent_miss(&key) {
             return None;
@@ -211,10 +211,6 @@ impl AppService {
         let _one_at_a_time = self.lookup.lock().await;
         if let Some(route) = self.pick(name, selector) {
             return Some(route);
-        }
-        // A served app without that alias: nothing to look up.
-        if !matches!(selector, Selector::Version(_)) && self.serves(name) {
-            return None;
         }
         let allowed = self
             .misses
@@ -248,7 +244,10 @@ impl AppService {
         // A change of this app through this process (the store sync
         // following it, an activation) is under way: its outcome stands.
         let Some(_guard) = self.lock_waiting(app, LOCK_WAIT).await else {
-            return self.serves(app.as_str());
+            return match selector {
+                Selector::Version(version) => self.runs_here(app.as_str(), *version),
+                _ => self.serves(app.as_str()),
+            };
         };
         if !self.serves(app.as_str()) {
             if let Err(err) = self.follow_record(app, &record, false).await {
@@ -257,28 +256,39 @@ impl AppService {
             }
             tracing::info!(app = %app, version = record.current_version, "app found in the store on its first request: serving it");
         }
-        let Selector::Version(version) = *selector else {
-            return true;
+        // The versions the request may go to, each started here if it is
+        // not running yet (one that failed to start before is tried again).
+        let versions: Vec<i64> = match selector {
+            Selector::Version(version) => vec![*version],
+            Selector::Live => record.aliases.live.versions().collect(),
+            Selector::Alias(alias) => match self.served_aliases(app.as_str()) {
+                Some(aliases) => match aliases.get(alias) {
+                    Some(target) => target.versions().collect(),
+                    None => return false,
+                },
+                None => return false,
+            },
         };
-        if self.runs_here(app.as_str(), version) {
-            return true;
-        }
-        match self.store.app_version(app, version).await {
-            Ok(Some(stored)) => {
-                let config = stored.config;
-                if let Err(err) = self.run_version(app, version, &config, None).await {
-                    tracing::warn!(app = %app, version, error = %err, "could not run a version asked for by its host");
+        for version in versions {
+            if self.runs_here(app.as_str(), version) {
+                continue;
+            }
+            let stored = match self.store.app_version(app, version).await {
+                Ok(Some(stored)) => stored,
+                Ok(None) => return false,
+                Err(err) => {
+                    tracing::warn!(app = %app, version, error = %err, "could not look up a version in the store");
                     return false;
                 }
-                self.mark_running(app.as_str(), version, config.payload_format);
-                true
+            };
+            let config = stored.config;
+            if let Err(err) = self.run_version(app, version, &config, None).await {
+                tracing::warn!(app = %app, version, error = %err, "could not run a version a request asked for");
+                return false;
             }
-            Ok(None) => false,
-            Err(err) => {
-                tracing::warn!(app = %app, version, error = %err, "could not look up a version in the store");
-                false
-            }
+            self.mark_running(app.as_str(), version, config.payload_format);
         }
+        true
     }
 
     fn recent_miss(&self, key: &str) -> bool {

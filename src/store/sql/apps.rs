@@ -90,7 +90,7 @@ impl AppStore for SqlStore {
             .map(AppRecord::from_row)
             .transpose()?;
         match existing {
-            Some(_) if !promote => {
+            Some(app) if !promote && app.status != AppStatus::Removed => {
                 sqlx::query("UPDATE apps SET latest_version = $2, updated_at = $3 WHERE name = $1")
                     .bind(name.as_str())
                     .bind(version)
@@ -100,9 +100,12 @@ impl AppStore for SqlStore {
             }
             existing => {
                 // `live` moves here; the other aliases stay.
+                // A removed app starts over: its function and aliases are gone.
                 let aliases = match &existing {
-                    Some(app) => app.aliases.with_live(AliasTarget::to(version)),
-                    None => Aliases::live_at(version),
+                    Some(app) if app.status != AppStatus::Removed => {
+                        app.aliases.with_live(AliasTarget::to(version))
+                    }
+                    _ => Aliases::live_at(version),
                 };
                 sqlx::query(
                     "INSERT INTO apps (name, status, current_version, latest_version, config, aliases, last_error, created_at, updated_at, deploy_heartbeat_at) \
@@ -153,13 +156,14 @@ impl AppStore for SqlStore {
         expected: &Aliases,
         aliases: &Aliases,
         live_config: &FunctionConfig,
+        mend_error: bool,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         self.writable()?;
         let config_text =
             serde_json::to_string(live_config).map_err(|e| StoreError::Other(e.into()))?;
         let mut tx = self.begin_app_write(name).await?;
-        let row = sqlx::query("SELECT aliases, current_version FROM apps WHERE name = $1")
+        let row = sqlx::query("SELECT aliases, current_version, status FROM apps WHERE name = $1")
             .bind(name.as_str())
             .fetch_optional(&mut *tx)
             .await?;
@@ -168,11 +172,16 @@ impl AppStore for SqlStore {
         };
         let text: String = row.try_get("aliases")?;
         let current: i64 = row.try_get("current_version")?;
-        if Aliases::from_text(&text, current) != *expected {
+        let status: String = row.try_get("status")?;
+        if Aliases::from_text(&text, current) != *expected || status == AppStatus::Removed.as_str()
+        {
             return Ok(false);
         }
+        // Moving `live` of an app in `ERROR` serves it again, in the same write.
         sqlx::query(
-            "UPDATE apps SET aliases = $2, current_version = $3, config = $4, updated_at = $5 \
+            "UPDATE apps SET aliases = $2, current_version = $3, config = $4, updated_at = $5, \
+             status = CASE WHEN $6 AND status = $7 THEN $8 ELSE status END, \
+             last_error = CASE WHEN $6 AND status = $7 THEN NULL ELSE last_error END \
              WHERE name = $1",
         )
         .bind(name.as_str())
@@ -180,6 +189,9 @@ impl AppStore for SqlStore {
         .bind(aliases.live.version)
         .bind(config_text.as_str())
         .bind(now_ms)
+        .bind(mend_error)
+        .bind(AppStatus::Error.as_str())
+        .bind(AppStatus::Active.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -194,20 +206,18 @@ impl AppStore for SqlStore {
         now_ms: i64,
     ) -> Result<Option<AppName>, StoreError> {
         self.writable()?;
-        sqlx::query(
+        // One statement: the domain's owner after it, ours or the app that had it.
+        let owner: String = sqlx::query(
             "INSERT INTO app_domains (domain, name, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (domain) DO NOTHING",
+             ON CONFLICT (domain) DO UPDATE SET domain = app_domains.domain \
+             RETURNING name",
         )
         .bind(domain)
         .bind(app.as_str())
         .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
-        let owner: String = sqlx::query("SELECT name FROM app_domains WHERE domain = $1")
-            .bind(domain)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("name")?;
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("name")?;
         if owner == app.as_str() {
             return Ok(None);
         }
