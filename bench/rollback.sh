@@ -2,13 +2,15 @@
 # Rollback latency on the local backend: POST /apps/{name}/rollback between two deployed versions
 # (both already running, and, separately, to a version whose workers are not running yet), side by
 # side with its floor, GET /apps/{name} (one management call reading the same app) in the same run.
-# Usage: bench/rollback.sh [rounds]   (default 50)
+# Usage: bench/rollback.sh [rounds]   (default 50; BIN=path/to/orchestrator skips the build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-50}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/orchestrator-target}
-cargo build --release --bin orchestrator >&2
-BIN=$CARGO_TARGET_DIR/release/orchestrator
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --bin orchestrator >&2
+  BIN=$CARGO_TARGET_DIR/release/orchestrator
+fi
 WORK=$(mktemp -d)
 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" > "$WORK/log" 2>&1 &
 PID=$!
