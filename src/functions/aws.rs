@@ -206,6 +206,41 @@ impl AwsLambda {
         }
     }
 
+    /// A function without a `live` alias (deployed before aliases, or
+    /// created outside the service) is invoked at `$LATEST`: before its code
+    /// changes, its current code is published and `live` pointed at it, so
+    /// what it serves moves only when the app's `live` does.
+    async fn keep_serving(&self, name: &str) -> Result<(), FunctionError> {
+        let live = self
+            .client
+            .get_alias()
+            .function_name(name)
+            .name(LIVE)
+            .send()
+            .await;
+        match live.map_err(sdk_error) {
+            Ok(_) => return Ok(()),
+            Err(FunctionError::NotFound) => {}
+            Err(err) => return Err(err),
+        }
+        let published = self
+            .client
+            .publish_version()
+            .function_name(name)
+            .send()
+            .await
+            .map_err(sdk_error)?;
+        let version = published
+            .version()
+            .ok_or_else(|| FunctionError::Failed("Lambda published no version".into()))?;
+        tracing::info!(
+            function = name,
+            version,
+            "function without a live alias: live now points at its current code"
+        );
+        self.put_alias(name, LIVE, version, None).await
+    }
+
     /// The Lambda version our `version` of the app was published as (its
     /// alias `v<N>` points at it).
     async fn lambda_version(&self, app: &AppName, version: i64) -> Result<String, FunctionError> {
@@ -437,7 +472,10 @@ impl FunctionBackend for AwsLambda {
     async fn deploy(&self, deployment: Deployment<'_>) -> Result<(), FunctionError> {
         let name = deployment.app.as_str();
         let published = match self.describe(deployment.app).await? {
-            Some(_) => self.update(name, &deployment).await?,
+            Some(_) => {
+                self.keep_serving(name).await?;
+                self.update(name, &deployment).await?
+            }
             None => match self.create(name, &deployment).await {
                 // Created meanwhile (another replica, or out of band): adopt it.
                 Err(FunctionError::Conflict(_)) => self.update(name, &deployment).await?,

@@ -557,6 +557,14 @@ mod fake_lambda {
         }
     }
 
+    async fn publish(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+        let mut script = s.lock().unwrap();
+        script.published += 1;
+        let mut published = config(&name, "Active");
+        published["Version"] = json!(script.published.to_string());
+        (StatusCode::CREATED, axum::Json(published)).into_response()
+    }
+
     fn alias(name: &str, alias: &str, version: &str) -> Response {
         axum::Json(json!({
             "AliasArn": format!("arn:aws:lambda:us-east-1:123456789012:function:{name}:{alias}"),
@@ -634,6 +642,7 @@ mod fake_lambda {
             )
             .route("/2015-03-31/functions/{name}/invocations", post(invoke))
             .route("/2015-03-31/functions/{name}/aliases", post(create_alias))
+            .route("/2015-03-31/functions/{name}/versions", post(publish))
             .route(
                 "/2015-03-31/functions/{name}/aliases/{alias}",
                 get(get_alias).put(put_alias),
@@ -1140,4 +1149,84 @@ async fn aliases_weights_s3_locations_and_images_on_lambda() {
         )
         .await;
     assert_eq!(status, 400, "{body:#}");
+}
+
+/// A function deployed before aliases existed has no `live` alias (its
+/// invocations run `$LATEST`): a deploy that does not promote first points
+/// `live` at the code it serves, so the new code takes no traffic.
+#[tokio::test]
+async fn a_function_without_aliases_keeps_serving_its_code_through_an_unpromoted_deploy() {
+    let Some(moto) = moto().await else { return };
+    let role = moto.role(&unique("lambda-role")).await;
+    let sdk = moto.sdk().await;
+    let app = lambda_app(&sdk, &role, |_, _| {}).await;
+    let lambda = aws_sdk_lambda::Client::new(&sdk);
+    let name = unique("older");
+    let (status, body) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": name, "archive": crate::apps::seed_archive()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body:#}");
+    let served_sha = lambda
+        .get_function_configuration()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .code_sha256()
+        .unwrap()
+        .to_owned();
+    // As an older release left it: no aliases at all.
+    for alias in ["live", "v1"] {
+        lambda
+            .delete_alias()
+            .function_name(&name)
+            .name(alias)
+            .send()
+            .await
+            .unwrap();
+    }
+    let (status, body) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": name, "archive": zip_bytes_b64(), "promote": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body:#}");
+    let live = lambda
+        .get_alias()
+        .function_name(&name)
+        .name("live")
+        .send()
+        .await
+        .unwrap();
+    let at_live = lambda
+        .get_function_configuration()
+        .function_name(&name)
+        .qualifier(live.function_version().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        at_live.code_sha256(),
+        Some(served_sha.as_str()),
+        "live serves the code it served"
+    );
+    let latest = lambda
+        .get_function_configuration()
+        .function_name(&name)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        latest.code_sha256(),
+        Some(served_sha.as_str()),
+        "the new code is published"
+    );
+}
+
+fn zip_bytes_b64() -> String {
+    crate::apps::zip_of(&[("index.js", HELLO)])
 }

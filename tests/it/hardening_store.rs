@@ -459,6 +459,8 @@ mod held_lambda {
         pub created: Mutex<Vec<String>>,
         /// Updates of functions whose name starts with this fail (400).
         pub failing: Mutex<Option<String>>,
+        /// Each function's aliases and the version each names.
+        pub aliases: Mutex<std::collections::HashMap<(String, String), String>>,
     }
 
     type Shared = Arc<Lambda>;
@@ -520,6 +522,64 @@ mod held_lambda {
         }
     }
 
+    fn alias(name: &str, alias: &str, version: &str) -> Response {
+        axum::Json(json!({"Name": alias, "FunctionVersion": version,
+            "AliasArn": format!("arn:aws:lambda:us-east-1:123456789012:function:{name}:{alias}")}))
+        .into_response()
+    }
+
+    async fn create_alias(
+        State(s): State<Shared>,
+        Path(name): Path<String>,
+        body: axum::body::Bytes,
+    ) -> Response {
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let (new, version) = (
+            body["Name"].as_str().unwrap(),
+            body["FunctionVersion"].as_str().unwrap(),
+        );
+        s.aliases
+            .lock()
+            .unwrap()
+            .insert((name.clone(), new.to_owned()), version.to_owned());
+        alias(&name, new, version)
+    }
+
+    async fn put_alias(
+        State(s): State<Shared>,
+        Path((name, new)): Path<(String, String)>,
+        body: axum::body::Bytes,
+    ) -> Response {
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let version = body["FunctionVersion"].as_str().unwrap().to_owned();
+        match s
+            .aliases
+            .lock()
+            .unwrap()
+            .get_mut(&(name.clone(), new.clone()))
+        {
+            Some(known) => {
+                *known = version.clone();
+                alias(&name, &new, &version)
+            }
+            None => error(404, "ResourceNotFoundException"),
+        }
+    }
+
+    async fn get_alias(
+        State(s): State<Shared>,
+        Path((name, new)): Path<(String, String)>,
+    ) -> Response {
+        match s.aliases.lock().unwrap().get(&(name.clone(), new.clone())) {
+            Some(version) => alias(&name, &new, version),
+            None => error(404, "ResourceNotFoundException"),
+        }
+    }
+
+    async fn publish(Path(name): Path<String>) -> Response {
+        (StatusCode::CREATED, axum::Json(config(&name, "Active"))).into_response()
+    }
+
     async fn invoke(Path(name): Path<String>) -> Response {
         axum::Json(json!({"statusCode": 200, "body": format!("{name} settled")})).into_response()
     }
@@ -535,6 +595,12 @@ mod held_lambda {
             )
             .route("/2015-03-31/functions/{name}/code", put(update))
             .route("/2015-03-31/functions/{name}/invocations", post(invoke))
+            .route("/2015-03-31/functions/{name}/aliases", post(create_alias))
+            .route(
+                "/2015-03-31/functions/{name}/aliases/{alias}",
+                get(get_alias).put(put_alias),
+            )
+            .route("/2015-03-31/functions/{name}/versions", post(publish))
             .with_state(lambda);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
