@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 mod events;
 mod extract;
+mod lambda_api;
 mod logs;
 mod ops;
 pub mod proxy;
@@ -89,8 +90,13 @@ fn api() -> OpenApiRouter<AppState> {
     let deploy = OpenApiRouter::new()
         .routes(routes!(apps::deploy))
         .layer(DefaultBodyLimit::max(apps::MAX_DEPLOY_BYTES));
+    // Lambda's payload limit, for its Invoke API.
+    let invoke = OpenApiRouter::new()
+        .routes(routes!(lambda_api::invoke))
+        .layer(DefaultBodyLimit::max(lambda_api::MAX_PAYLOAD_BYTES + 1024));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(deploy)
+        .merge(invoke)
         .routes(routes!(events::post_envelope, events::list_events))
         .routes(routes!(events::post_event, events::get_event))
         .routes(routes!(events::retry_event))

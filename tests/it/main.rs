@@ -17,6 +17,7 @@ mod hardening;
 mod hardening_http;
 mod hardening_store;
 mod inbox;
+mod invoke_api;
 mod library;
 mod lifecycle;
 mod logs;

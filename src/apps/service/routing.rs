@@ -311,4 +311,57 @@ impl AppService {
         };
         self.backend.invoke_target(name, target, event).await
     }
+
+    /// What an Invoke API call names: the app's newest version when
+    /// unqualified (or `$LATEST`, as Lambda's `$LATEST`), a version by its
+    /// number, an alias by its name; started here if it does not run yet.
+    pub async fn resolve_function(
+        &self,
+        name: &str,
+        qualifier: Option<&str>,
+    ) -> Result<(AppName, Route), FunctionError> {
+        let app = AppName::parse(name).map_err(|_| FunctionError::NotFound)?;
+        let selector = match qualifier {
+            None | Some("$LATEST") => {
+                let record = self
+                    .store
+                    .get_app(&app)
+                    .await
+                    .map_err(|e| FunctionError::unavailable_because("reading the app", e))?
+                    .ok_or(FunctionError::NotFound)?;
+                Selector::Version(record.latest_version)
+            }
+            Some(number) if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) => {
+                Selector::Version(number.parse().map_err(|_| FunctionError::NotFound)?)
+            }
+            Some(LIVE) => Selector::Live,
+            Some(alias) => Selector::Alias(alias.to_owned()),
+        };
+        let route = self
+            .route(name, &selector)
+            .await
+            .ok_or(FunctionError::NotFound)?;
+        Ok((app, route))
+    }
+
+    /// An Invoke API call: the version that ran, and its outcome (a
+    /// function's own failure is the inner error; the call's, the outer).
+    pub async fn invoke_function(
+        &self,
+        name: &str,
+        qualifier: Option<&str>,
+        payload: Vec<u8>,
+    ) -> Result<(i64, Result<Vec<u8>, FunctionError>), FunctionError> {
+        let (app, route) = self.resolve_function(name, qualifier).await?;
+        match self.invoke(&app, &route, payload).await {
+            Ok(invoked) => Ok((
+                invoked.version.unwrap_or(route.version),
+                Ok(invoked.payload),
+            )),
+            Err(err @ (FunctionError::Failed(_) | FunctionError::Timeout(_))) => {
+                Ok((route.version, Err(err)))
+            }
+            Err(err) => Err(err),
+        }
+    }
 }

@@ -1,0 +1,134 @@
+//! Lambda's Invoke API, called by boto3 (the Python SDK users already have)
+//! with `endpoint_url` pointed at the service: results, qualifiers, DryRun,
+//! function errors and Lambda's error shapes.
+
+use serde_json::{json, Value};
+
+use crate::apps::zip_of;
+use crate::common::TestApp;
+
+/// The Python of the moto environment `.ci/run` installs (it has boto3).
+fn python_with_boto3() -> Option<std::path::PathBuf> {
+    let moto = std::env::var("ORCHESTRATOR_TEST_MOTO").ok()?;
+    let python = std::path::Path::new(&moto).parent()?.join("python3");
+    python.exists().then_some(python)
+}
+
+/// Runs `script` with boto3's Lambda client on the service as `lam`; its
+/// stdout, parsed as JSON.
+fn boto3(url: &str, script: &str) -> Value {
+    let Some(python) = python_with_boto3() else {
+        crate::require::missing(
+            "no Python with boto3 (the moto environment: set ORCHESTRATOR_TEST_MOTO)",
+        );
+        return Value::Null;
+    };
+    let program = format!(
+        "import base64, json, boto3, botocore\n\
+         lam = boto3.client('lambda', endpoint_url='{url}', region_name='us-east-1',\n\
+             aws_access_key_id='testing', aws_secret_access_key='testing',\n\
+             config=botocore.config.Config(retries={{'max_attempts': 1}}))\n\
+         {script}\n"
+    );
+    let output = std::process::Command::new(python)
+        .arg("-c")
+        .arg(program)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+const ECHO: &str = r#"exports.handler = async (event, context) => {
+  if (event.fail) { throw new TypeError('asked to fail'); }
+  return { got: event, version: process.env.AWS_LAMBDA_FUNCTION_VERSION, tag: process.env.TAG };
+};"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_invokes_functions_through_the_invoke_api() {
+    if python_with_boto3().is_none() {
+        crate::require::missing(
+            "no Python with boto3 (the moto environment: set ORCHESTRATOR_TEST_MOTO)",
+        );
+        return;
+    }
+    let app = TestApp::start(|_, _| {}).await;
+    for (tag, promote) in [("one", true), ("two", false)] {
+        let (status, body) = app
+            .post(
+                "/apps/deploy",
+                &json!({"name": "echo", "archive": zip_of(&[("index.js", ECHO)]),
+                        "environment": {"TAG": tag}, "promote": promote}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body:#}");
+    }
+    let url = app.url.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        boto3(
+            &url,
+            r#"
+def call(**kw):
+    try:
+        r = lam.invoke(FunctionName='echo', **kw)
+        return {'status': r['StatusCode'], 'version': r.get('ExecutedVersion'),
+                'error': r.get('FunctionError'), 'payload': json.loads(r['Payload'].read() or b'null')}
+    except botocore.exceptions.ClientError as e:
+        return {'code': e.response['Error']['Code'], 'status': e.response['ResponseMetadata']['HTTPStatusCode']}
+out = {
+  'latest': call(Payload=json.dumps({'n': 1})),
+  'live': call(Payload=json.dumps({'n': 2}), Qualifier='live'),
+  'v1': call(Payload=json.dumps({'n': 3}), Qualifier='1'),
+  'failed': call(Payload=json.dumps({'fail': True})),
+  'dry': call(InvocationType='DryRun'),
+  'missing': call(Qualifier='9'),
+  'unknown_alias': call(Qualifier='nope'),
+  'not_json': call(Payload=b'not json'),
+}
+try:
+    lam.invoke(FunctionName='nobody', Payload=b'{}')
+except lam.exceptions.ResourceNotFoundException as e:
+    out['nobody'] = e.response['Error']['Code']
+print(json.dumps(out))
+"#,
+        )
+    })
+    .await
+    .unwrap();
+    if answers.is_null() {
+        return;
+    }
+    // Unqualified is $LATEST: the newest version, even one not promoted.
+    assert_eq!(answers["latest"]["status"], 200, "{answers:#}");
+    assert_eq!(answers["latest"]["version"], "2");
+    assert_eq!(
+        answers["latest"]["payload"],
+        json!({"got": {"n": 1}, "version": "2", "tag": "two"})
+    );
+    assert_eq!(answers["live"]["version"], "1");
+    assert_eq!(answers["live"]["payload"]["tag"], "one");
+    assert_eq!(answers["v1"]["payload"]["got"], json!({"n": 3}));
+    // A function error: 200, FunctionError, and the error document.
+    assert_eq!(answers["failed"]["status"], 200);
+    assert_eq!(answers["failed"]["error"], "Unhandled");
+    assert_eq!(
+        answers["failed"]["payload"],
+        json!({"errorType": "TypeError", "errorMessage": "asked to fail"})
+    );
+    assert_eq!(answers["dry"]["status"], 204);
+    assert_eq!(answers["missing"]["code"], "ResourceNotFoundException");
+    assert_eq!(
+        answers["unknown_alias"]["code"],
+        "ResourceNotFoundException"
+    );
+    assert_eq!(
+        answers["not_json"]["code"],
+        "InvalidRequestContentException"
+    );
+    assert_eq!(answers["nobody"], "ResourceNotFoundException");
+}
