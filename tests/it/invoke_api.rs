@@ -132,3 +132,94 @@ print(json.dumps(out))
     );
     assert_eq!(answers["nobody"], "ResourceNotFoundException");
 }
+
+/// The AWS CLI of the moto environment.
+fn aws_cli() -> Option<std::path::PathBuf> {
+    let moto = std::env::var("ORCHESTRATOR_TEST_MOTO").ok()?;
+    let aws = std::path::Path::new(&moto).parent()?.join("aws");
+    aws.exists().then_some(aws)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_cli_invokes_a_function_with_endpoint_url() {
+    let Some(aws) = aws_cli() else {
+        crate::require::missing("no AWS CLI (the moto environment: .ci/run installs awscli)");
+        return;
+    };
+    let app = TestApp::start(|_, _| {}).await;
+    let (status, body) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": "cli", "archive": zip_of(&[("index.js", ECHO)]), "environment": {"TAG": "cli"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body:#}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.json");
+    let run = |args: Vec<String>| {
+        let output = std::process::Command::new(&aws)
+            .args([
+                "lambda",
+                "invoke",
+                "--endpoint-url",
+                &app.url,
+                "--region",
+                "us-east-1",
+            ])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let out_path = out.display().to_string();
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| {
+        run(vec![
+            "--function-name".into(),
+            "cli".into(),
+            "--payload".into(),
+            r#"{"from":"cli"}"#.into(),
+            out_path.clone(),
+        ])
+    });
+    assert!(ok, "{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["StatusCode"], 200, "{stdout}");
+    assert_eq!(answer["ExecutedVersion"], "1");
+    let written: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(
+        written,
+        json!({"got": {"from": "cli"}, "version": "1", "tag": "cli"})
+    );
+
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| {
+        run(vec![
+            "--function-name".into(),
+            "cli".into(),
+            "--invocation-type".into(),
+            "DryRun".into(),
+            out_path.clone(),
+        ])
+    });
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap()["StatusCode"],
+        204
+    );
+
+    let (ok, _, stderr) = tokio::task::block_in_place(|| {
+        run(vec![
+            "--function-name".into(),
+            "nobody".into(),
+            out_path.clone(),
+        ])
+    });
+    assert!(!ok);
+    assert!(stderr.contains("ResourceNotFoundException"), "{stderr}");
+}
