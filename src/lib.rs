@@ -599,6 +599,13 @@ impl Orchestrator {
             let every = Duration::from_millis(self.config.functions.sync_interval_ms);
             tokio::spawn(apps.follow_store(every, token.clone()))
         });
+        // Asynchronous invocations run where functions are served.
+        let invocations = role.serves_proxy().then(|| {
+            let apps = self.apps.clone();
+            let every = Duration::from_millis(self.config.functions.sync_interval_ms.min(250));
+            let retry = Duration::from_millis(self.config.functions.async_retry_delay_ms);
+            tokio::spawn(apps.run_async_invocations(every, retry, token.clone()))
+        });
         let router = self.router_for(role);
         tracing::info!(role = ?role, "listening on http://{addr}");
         let cancel = token.clone();
@@ -628,7 +635,10 @@ impl Orchestrator {
         if let Some(workers) = workers {
             let _ = workers.await;
         }
-        for task in [sync, reconcile, metrics].into_iter().flatten() {
+        for task in [sync, invocations, reconcile, metrics]
+            .into_iter()
+            .flatten()
+        {
             let _ = task.await;
         }
         if let Some(writer) = self.log_writer {

@@ -297,6 +297,11 @@ impl Config {
         )?;
         at_least("functions.sync_interval_ms", functions.sync_interval_ms, 50)?;
         at_least(
+            "functions.async_retry_delay_ms",
+            functions.async_retry_delay_ms,
+            10,
+        )?;
+        at_least(
             "server.header_timeout_secs",
             self.server.header_timeout_secs,
             1,

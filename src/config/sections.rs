@@ -57,6 +57,9 @@ pub struct FunctionsConfig {
     /// Local runtime: bytes of output kept per app (`GET /apps/{name}/logs`);
     /// the oldest lines go first; `0` keeps none.
     pub log_retention_bytes: u64,
+    /// An asynchronous invocation (`Event`) that failed runs again after
+    /// this many milliseconds times the runs made (Lambda: 1, then 2 minutes).
+    pub async_retry_delay_ms: u64,
 }
 
 /// How local workers are confined.
@@ -153,6 +156,7 @@ impl Default for FunctionsConfig {
             max_queue: 100,
             max_queue_wait_ms: 10_000,
             log_retention_bytes: 4 * 1024 * 1024,
+            async_retry_delay_ms: 60_000,
         }
     }
 }

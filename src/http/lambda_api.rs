@@ -1,8 +1,8 @@
 //! Lambda's Invoke API (`POST /2015-03-31/functions/{name}/invocations`), so
 //! the AWS CLI, boto3 and the SDKs can call an app's function with
 //! `--endpoint-url`: the body is the function's raw payload (not an API
-//! Gateway event), answers and errors are Lambda's. Synchronous
-//! (`RequestResponse`) and `DryRun` invocations; `Event` is not taken yet.
+//! Gateway event), answers and errors are Lambda's: `RequestResponse`,
+//! `DryRun`, and `Event` (queued in the store, run later, retried twice).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -17,6 +17,8 @@ use crate::functions::FunctionError;
 
 /// Lambda's limit on a synchronous invocation's payload.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+/// Lambda's limit on an asynchronous (`Event`) invocation's payload.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
 
 /// `?Qualifier=`: a version number, an alias, or `$LATEST` (the default).
 #[derive(Debug, Deserialize, IntoParams)]
@@ -33,10 +35,11 @@ pub struct InvokeQuery {
 /// (`live` is what the app's host serves).
 #[utoipa::path(post, path = "/2015-03-31/functions/{name}/invocations", tag = "lambda",
     params(("name" = String, Path, description = "The app's name"), InvokeQuery,
-        ("X-Amz-Invocation-Type" = Option<String>, Header, description = "`RequestResponse` (default) or `DryRun`")),
+        ("X-Amz-Invocation-Type" = Option<String>, Header, description = "`RequestResponse` (default), `Event` or `DryRun`")),
     request_body(content = Vec<u8>, content_type = "application/json", description = "The function's payload"),
     responses(
         (status = 200, description = "The function's result (`X-Amz-Function-Error: Unhandled` and the error document when it failed; `X-Amz-Executed-Version`)"),
+        (status = 202, description = "`Event`: queued; it runs later, retried twice on failure"),
         (status = 204, description = "`DryRun`: the function exists and may be invoked"),
         (status = 400, description = "`InvalidRequestContentException`, `InvalidParameterValueException`"),
         (status = 404, description = "`ResourceNotFoundException`"),
@@ -66,11 +69,35 @@ pub async fn invoke(
             };
         }
         "Event" => {
-            return aws_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameterValueException",
-                "Event invocations are not taken by this service yet: use RequestResponse",
-            );
+            if body.len() > MAX_EVENT_BYTES {
+                return aws_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestTooLargeException",
+                    "Request must be smaller than 262144 bytes for an Event invocation",
+                );
+            }
+            if let Some(refused) = not_json(&body) {
+                return refused;
+            }
+            let payload = if body.is_empty() {
+                b"{}".to_vec()
+            } else {
+                body.to_vec()
+            };
+            return match state
+                .apps
+                .enqueue_invocation(&name, qualifier, payload)
+                .await
+            {
+                Ok(id) => {
+                    let mut response = StatusCode::ACCEPTED.into_response();
+                    if let Ok(id) = HeaderValue::from_str(&id) {
+                        response.headers_mut().insert("x-amzn-requestid", id);
+                    }
+                    response
+                }
+                Err(err) => lambda_error(&name, qualifier, &err),
+            };
         }
         other => {
             return aws_error(
@@ -89,12 +116,8 @@ pub async fn invoke(
             "Request must be smaller than 6291456 bytes for the InvokeFunction operation",
         );
     }
-    if !body.is_empty() && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-        return aws_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestContentException",
-            "Could not parse request body into json",
-        );
+    if let Some(refused) = not_json(&body) {
+        return refused;
     }
     let payload = if body.is_empty() {
         b"{}".to_vec()
@@ -109,6 +132,18 @@ pub async fn invoke(
         },
         Err(err) => lambda_error(&name, qualifier, &err),
     }
+}
+
+/// Lambda's answer to a payload that is not JSON, if it is not.
+fn not_json(body: &[u8]) -> Option<Response> {
+    if body.is_empty() || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
+        return None;
+    }
+    Some(aws_error(
+        StatusCode::BAD_REQUEST,
+        "InvalidRequestContentException",
+        "Could not parse request body into json",
+    ))
 }
 
 /// `200` with the result (or a function error's document).

@@ -23,9 +23,9 @@ use async_trait::async_trait;
 use crate::function_config::{Aliases, AppName, FunctionConfig};
 pub use keys::{EventId, JobId, JsonObject, TenantId};
 pub use records::{
-    AppRecord, AppStatus, AppVersionRecord, ChunkQuery, EventRecord, EventStatus, JobFinish,
-    JobKind, JobRecord, JobStatus, LogChunk, LogLine, NewEvent, OperationRecord, OperationStatus,
-    StoredLogChunk, TenantRecord, TenantState, TimelineEntry,
+    AppRecord, AppStatus, AppVersionRecord, AsyncInvocation, AsyncOutcome, ChunkQuery, EventRecord,
+    EventStatus, JobFinish, JobKind, JobRecord, JobStatus, LogChunk, LogLine, NewEvent,
+    OperationRecord, OperationStatus, StoredLogChunk, TenantRecord, TenantState, TimelineEntry,
 };
 
 /// Errors a store reports; mapped to HTTP in `http::error` only.
@@ -340,6 +340,27 @@ pub trait AppStore: Send + Sync {
     async fn remove_domain(&self, domain: &str, app: &AppName) -> Result<bool, StoreError>;
     /// Every custom domain and its app (one app's, with `app`), by domain.
     async fn domains(&self, app: Option<&AppName>) -> Result<Vec<(String, AppName)>, StoreError>;
+    /// Queues an asynchronous invocation, due at once.
+    async fn enqueue_invocation(
+        &self,
+        invocation: &AsyncInvocation,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Leases up to `limit` due invocations (queued and due, or running
+    /// past their lease) for `lease_ms`, counting the run.
+    async fn claim_invocations(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<AsyncInvocation>, StoreError>;
+    /// Records how a run ended.
+    async fn settle_invocation(
+        &self,
+        id: &str,
+        outcome: &AsyncOutcome,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
     /// Records a new `pending` operation, leased until `lease_until_ms`.
     async fn create_operation(
         &self,

@@ -303,6 +303,33 @@ pub struct OperationRecord {
     pub updated_at_ms: i64,
 }
 
+/// An asynchronous invocation (`X-Amz-Invocation-Type: Event`), queued.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AsyncInvocation {
+    pub id: String,
+    /// The app.
+    pub name: String,
+    pub qualifier: Option<String>,
+    pub payload: Vec<u8>,
+    /// Runs made so far (counted when one is claimed).
+    pub attempts: i64,
+}
+
+/// What became of one run of an asynchronous invocation.
+#[derive(Debug, Clone)]
+pub enum AsyncOutcome {
+    Succeeded,
+    /// Run again at `at_ms`.
+    Retry {
+        at_ms: i64,
+        error: String,
+    },
+    /// Given up.
+    Failed {
+        error: String,
+    },
+}
+
 /// An app row.
 #[derive(Debug, Clone)]
 pub struct AppRecord {

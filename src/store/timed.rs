@@ -8,10 +8,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{
-    AppRecord, AppStatus, AppStore, AppVersionRecord, Census, ChunkQuery, Claimed, Commit, EventId,
-    EventOutcome, EventRecord, EventStatus, EventStore, JobId, JobRecord, JobStore, LogChunk,
-    LogStore, NewEvent, OperationRecord, OperationStatus, Store, StoreError, StoredLogChunk,
-    TenantId, TenantRecord, TenantStore, TimelineEntry,
+    AppRecord, AppStatus, AppStore, AppVersionRecord, AsyncInvocation, AsyncOutcome, Census,
+    ChunkQuery, Claimed, Commit, EventId, EventOutcome, EventRecord, EventStatus, EventStore,
+    JobId, JobRecord, JobStore, LogChunk, LogStore, NewEvent, OperationRecord, OperationStatus,
+    Store, StoreError, StoredLogChunk, TenantId, TenantRecord, TenantStore, TimelineEntry,
 };
 use crate::function_config::{Aliases, AppName, FunctionConfig};
 use crate::telemetry::metrics::StoreQueries;
@@ -216,6 +216,32 @@ impl AppStore for TimedStore {
     }
     async fn domains(&self, app: Option<&AppName>) -> Result<Vec<(String, AppName)>, StoreError> {
         self.time("domains", self.inner.domains(app)).await
+    }
+    async fn enqueue_invocation(
+        &self,
+        invocation: &AsyncInvocation,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let call = self.inner.enqueue_invocation(invocation, now);
+        self.time("enqueue_invocation", call).await
+    }
+    async fn claim_invocations(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<AsyncInvocation>, StoreError> {
+        let call = self.inner.claim_invocations(now, lease_ms, limit);
+        self.time("claim_invocations", call).await
+    }
+    async fn settle_invocation(
+        &self,
+        id: &str,
+        outcome: &AsyncOutcome,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let call = self.inner.settle_invocation(id, outcome, now);
+        self.time("settle_invocation", call).await
     }
     async fn create_operation(
         &self,

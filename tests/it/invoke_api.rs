@@ -223,3 +223,73 @@ async fn the_aws_cli_invokes_a_function_with_endpoint_url() {
     assert!(!ok);
     assert!(stderr.contains("ResourceNotFoundException"), "{stderr}");
 }
+
+const FLAKY: &str = r#"let runs = 0;
+exports.handler = async (event) => {
+  runs += 1;
+  console.log(`run ${runs} of ${event.job}`);
+  if (runs < 3) { throw new Error('not yet'); }
+  return 'done';
+};"#;
+
+/// `Event`: `202` at once; the invocation runs later from the store's queue,
+/// and a failed run is retried (twice, as Lambda does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_invocation_is_queued_and_retried_until_it_succeeds() {
+    if python_with_boto3().is_none() {
+        crate::require::missing(
+            "no Python with boto3 (the moto environment: set ORCHESTRATOR_TEST_MOTO)",
+        );
+        return;
+    }
+    let app = TestApp::start(|c, _| c.functions.async_retry_delay_ms = 100).await;
+    let (status, body) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": "flaky", "archive": zip_of(&[("index.js", FLAKY)])}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body:#}");
+    let url = app.url.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        boto3(
+            &url,
+            r#"
+r = lam.invoke(FunctionName='flaky', InvocationType='Event', Payload=json.dumps({'job': 'nightly'}))
+out = {'status': r['StatusCode']}
+try:
+    lam.invoke(FunctionName='nobody', InvocationType='Event', Payload=b'{}')
+except lam.exceptions.ResourceNotFoundException as e:
+    out['nobody'] = e.response['Error']['Code']
+print(json.dumps(out))
+"#,
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        answers,
+        json!({"status": 202, "nobody": "ResourceNotFoundException"})
+    );
+    // Two failed runs, then the one that succeeds; the function's own log says so.
+    let runs = crate::common::eventually(|| async {
+        let (_, logs) = app.get("/apps/flaky/logs").await;
+        let runs: Vec<String> = logs["events"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["message"].as_str())
+            .filter(|m| m.contains("of nightly"))
+            .map(|m| {
+                m.trim()
+                    .rsplit_once("\t")
+                    .map_or(m, |(_, t)| t)
+                    .trim()
+                    .to_owned()
+            })
+            .collect();
+        (runs.len() >= 3).then_some(runs)
+    })
+    .await;
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert!(runs[2].ends_with("run 3 of nightly"), "{runs:?}");
+}

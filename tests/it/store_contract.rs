@@ -136,6 +136,7 @@ contract! {
         aliases_move_live_and_change_only_as_read,
         domains_belong_to_one_app,
         operations_settle_once,
+        async_invocations_are_claimed_when_due_and_retried,
     ],
     database: [
         requeue_abandoned_respects_live_leases,
@@ -1531,4 +1532,78 @@ async fn operations_settle_once(store: Arc<dyn Store>) {
         (OperationStatus::Failed, Some("{\"e\":1}"))
     );
     assert!(store.get_operation("op-3").await.unwrap().is_none());
+}
+
+async fn async_invocations_are_claimed_when_due_and_retried(store: Arc<dyn Store>) {
+    use orchestrator::store::{AsyncInvocation, AsyncOutcome};
+    let queued = AsyncInvocation {
+        id: "inv-1".into(),
+        name: "app".into(),
+        qualifier: Some("live".into()),
+        payload: br#"{"n":1}"#.to_vec(),
+        attempts: 0,
+    };
+    store.enqueue_invocation(&queued, 1_000).await.unwrap();
+    let claimed = store.claim_invocations(1_000, 500, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (claimed[0].attempts, claimed[0].qualifier.as_deref()),
+        (1, Some("live"))
+    );
+    assert_eq!(claimed[0].payload, queued.payload);
+    // Leased: not claimed again until the lease ends.
+    assert!(store
+        .claim_invocations(1_200, 500, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    store
+        .settle_invocation(
+            "inv-1",
+            &AsyncOutcome::Retry {
+                at_ms: 3_000,
+                error: "boom".into(),
+            },
+            1_300,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_invocations(2_000, 500, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+    let again = store.claim_invocations(3_000, 500, 10).await.unwrap();
+    assert_eq!(again[0].attempts, 2);
+    store
+        .settle_invocation("inv-1", &AsyncOutcome::Succeeded, 3_100)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_invocations(9_000, 500, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "done"
+    );
+    // A run whose process died (lease over) is claimed again.
+    let second = AsyncInvocation {
+        id: "inv-2".into(),
+        ..queued
+    };
+    store.enqueue_invocation(&second, 10_000).await.unwrap();
+    assert_eq!(
+        store
+            .claim_invocations(10_000, 500, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let taken_over = store.claim_invocations(10_600, 500, 10).await.unwrap();
+    assert_eq!((taken_over.len(), taken_over[0].attempts), (1, 2));
 }

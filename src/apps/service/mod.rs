@@ -6,6 +6,7 @@
 
 mod abandoned;
 mod aliases;
+mod async_invocations;
 mod domains;
 mod follow;
 mod lifecycle;

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 
 use crate::function_config::{AliasTarget, Aliases, AppName, FunctionConfig};
 use crate::store::{
-    AppRecord, AppStatus, AppStore, AppVersionRecord, OperationRecord, OperationStatus, StoreError,
+    AppRecord, AppStatus, AppStore, AppVersionRecord, AsyncInvocation, AsyncOutcome,
+    OperationRecord, OperationStatus, StoreError,
 };
 
 /// First key of the two-key advisory locks PostgreSQL takes per app name
@@ -394,6 +395,77 @@ impl AppStore for SqlStore {
         .bind(version)
         .bind(now_ms)
         .bind(AppStatus::Deployed.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(id = %invocation.id), err(level = "debug"))]
+    async fn enqueue_invocation(
+        &self,
+        invocation: &AsyncInvocation,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        sqlx::query(
+            "INSERT INTO async_invocations (id, name, qualifier, payload, status, attempts, due_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5, $5)",
+        )
+        .bind(invocation.id.as_str())
+        .bind(invocation.name.as_str())
+        .bind(invocation.qualifier.as_deref())
+        .bind(invocation.payload.as_slice())
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn claim_invocations(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<AsyncInvocation>, StoreError> {
+        self.writable()?;
+        let sql = self
+            .dialect
+            .claim_invocations("id, name, qualifier, payload, attempts");
+        let rows = sqlx::query(&sql)
+            .bind(now_ms)
+            .bind(lease_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(AsyncInvocation::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
+    async fn settle_invocation(
+        &self,
+        id: &str,
+        outcome: &AsyncOutcome,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        let (status, due, error) = match outcome {
+            AsyncOutcome::Succeeded => ("succeeded", now_ms, None),
+            AsyncOutcome::Retry { at_ms, error } => ("queued", *at_ms, Some(error.as_str())),
+            AsyncOutcome::Failed { error } => ("failed", now_ms, Some(error.as_str())),
+        };
+        sqlx::query(
+            "UPDATE async_invocations SET status = $2, due_at = $3, last_error = COALESCE($4, last_error), \
+             lease_until = NULL, updated_at = $5 WHERE id = $1 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(due)
+        .bind(error)
+        .bind(now_ms)
         .execute(&self.pool)
         .await?;
         Ok(())

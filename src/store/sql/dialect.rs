@@ -42,6 +42,29 @@ impl Dialect {
         }
     }
 
+    /// Claims due asynchronous invocations (queued and due, or running
+    /// with an expired lease), as [`Dialect::claim_events`] claims events.
+    pub fn claim_invocations(self, columns: &str) -> String {
+        let due =
+            "(status = 'queued' AND due_at <= $1) OR (status = 'running' AND lease_until < $1)";
+        let set =
+            "status = 'running', attempts = attempts + 1, lease_until = $1 + $2, updated_at = $1";
+        match self {
+            Dialect::Sqlite => format!(
+                "UPDATE async_invocations SET {set} \
+                 WHERE id IN (SELECT id FROM async_invocations WHERE {due} ORDER BY due_at LIMIT $3) \
+                 RETURNING {columns}"
+            ),
+            Dialect::Postgres => format!(
+                "WITH due AS MATERIALIZED ( \
+                     SELECT id AS due_id FROM async_invocations WHERE {due} \
+                     ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 UPDATE async_invocations SET {set} FROM due WHERE id = due.due_id \
+                 RETURNING {columns}"
+            ),
+        }
+    }
+
     /// The column that orders events by insertion (newest first when descending).
     pub fn event_order(self) -> &'static str {
         match self {
