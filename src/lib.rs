@@ -73,6 +73,16 @@ pub enum Role {
 }
 
 impl Role {
+    /// As the `--role` flag spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Api => "api",
+            Role::Proxy => "proxy",
+            Role::Worker => "worker",
+        }
+    }
+
     /// Serves the management API (events, tenants, apps).
     pub fn serves_api(self) -> bool {
         matches!(self, Role::All | Role::Api)
@@ -241,6 +251,19 @@ impl OrchestratorBuilder {
             tiers = %tiers.name(),
             webhook = %webhook.as_ref().map(WebhookClient::url).unwrap_or("none"),
             "backends chosen"
+        );
+        match &config.tier_details.source {
+            TierDetailsSource::Config => {
+                let names: Vec<&str> = config.tiers.keys().map(String::as_str).collect();
+                tracing::info!(count = names.len(), names = %names.join(","), "tiers loaded from the configuration");
+            }
+            TierDetailsSource::DynamoDb { table, .. } => {
+                tracing::info!(table = %table, "tiers read from DynamoDB when events need them");
+            }
+        }
+        tracing::info!(
+            isolation = %isolation.unwrap_or("the platform's (AWS Lambda)"),
+            "functions isolation"
         );
         let inbox = Inbox::new(store.clone());
         let services = Services {
@@ -607,7 +630,8 @@ impl Orchestrator {
             tokio::spawn(apps.run_async_invocations(every, retry, token.clone()))
         });
         let router = self.router_for(role);
-        tracing::info!(role = ?role, "listening on http://{addr}");
+        self.log_telemetry();
+        tracing::info!(role = %role.as_str(), "listening on http://{addr}");
         let cancel = token.clone();
         let server = &self.config.server;
         let limits = http::server::Limits {
@@ -649,6 +673,29 @@ impl Orchestrator {
 
     /// Serves `GET /metrics` alone on `listen` (`metrics.listen`), without a
     /// token, until `stop`.
+    /// One start-up line: where metrics, logs, function logs and traces go.
+    fn log_telemetry(&self) {
+        let config = &self.config;
+        let metrics = if !config.is_anonymous() {
+            "GET /metrics (bearer token)"
+        } else {
+            "GET /metrics (open)"
+        };
+        let traces = std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+            .ok()
+            .filter(|_| crate::telemetry::trace::exporting())
+            .unwrap_or_else(|| "off".to_owned());
+        tracing::info!(
+            metrics = %metrics,
+            metrics_listen = %config.metrics.listen.as_deref().unwrap_or("none"),
+            logs = ?config.log_format,
+            function_logs_bytes_per_app = config.functions.log_retention_bytes,
+            traces = %traces,
+            "telemetry"
+        );
+    }
+
     async fn serve_metrics(
         &self,
         listen: &str,

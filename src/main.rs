@@ -123,6 +123,10 @@ fn main() -> ExitCode {
     }
     let result = load(&cli).and_then(|mut config| {
         let _logs = orchestrator::telemetry::init(config.log_format);
+        match &cli.config {
+            Some(path) => tracing::info!(file = %path.display(), "configuration read (then the environment and flags)"),
+            None => tracing::info!("no configuration file: defaults, then the environment and flags"),
+        }
         // Before the runtime: the exporter's HTTP client and thread are its own.
         let _traces =
             orchestrator::telemetry::trace::init_export().context("starting the OTLP exporter")?;

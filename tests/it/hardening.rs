@@ -751,3 +751,44 @@ async fn health_says_how_functions_are_confined() {
         "{health}"
     );
 }
+
+/// Start-up says what it chose, a line each: the configuration read, the
+/// tiers, the backends, the isolation, where telemetry goes, the role.
+#[test]
+fn start_up_says_what_it_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("orchestrator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [tiers.basic]\njobIdentifier = \"b\"\n[tiers.gold]\njobIdentifier = \"g\"\n\
+             [auth]\napi_tokens = [\"t\"]\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let service =
+        crate::common::Binary::start(&["--config", &config, "serve", "--role", "proxy"], &[])
+            .unwrap();
+    // The reader thread records the `listening on` line just after it reports it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let log = loop {
+        let log = service.output.lock().unwrap().clone();
+        if log.contains("listening on") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    for expected in [
+        format!("configuration read (then the environment and flags) file={config}"),
+        "tiers loaded from the configuration count=2 names=basic,gold".to_owned(),
+        "backends chosen".to_owned(),
+        "functions isolation isolation=".to_owned(),
+        "telemetry metrics=GET /metrics (bearer token) metrics_listen=127.0.0.1:0".to_owned(),
+        "role=proxy".to_owned(),
+    ] {
+        assert!(log.contains(&expected), "{expected:?} not in:\n{log}");
+    }
+}
