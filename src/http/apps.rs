@@ -270,7 +270,7 @@ pub async fn rollback(
     params(("name" = String, Path), ("domain" = String, Path)),
     responses(
         (status = 200, body = DomainView),
-        (status = 400, description = "Not a DNS name, or under the service's base domain", body = ErrorBody),
+        (status = 400, description = "Not a DNS name, under the service's base domain, or the host the API is reached at", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "Another app holds the domain, or the app was removed", body = ErrorBody),
         (status = 401, body = ErrorBody),
@@ -279,7 +279,22 @@ pub async fn rollback(
 pub async fn put_domain(
     State(state): State<AppState>,
     ApiPath((name, domain)): ApiPath<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Json<DomainView>, ApiError> {
+    // The host this request reached the API by would send every later API
+    // request to the app (including the one that would undo it).
+    let api_host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(|host| host.rsplit_once(':').map_or(host, |(name, _)| name))
+        .map(|host| host.trim_end_matches('.').to_ascii_lowercase());
+    let asked = domain.trim_end_matches('.').to_ascii_lowercase();
+    if api_host.as_deref() == Some(asked.as_str()) {
+        return Err(ApiError::bad_request(
+            "invalid_app",
+            format!("'{asked}' is the host this API is reached at: it cannot serve an app"),
+        ));
+    }
     Ok(Json(state.apps.put_domain(&name, &domain).await?))
 }
 

@@ -295,6 +295,15 @@ async fn custom_domains_serve_the_live_alias_and_belong_to_one_app() {
     }
     let (status, _) = put(&app, "/apps/nobody/domains/a.example.com", json!({})).await;
     assert_eq!(status, 404);
+    // Not the host the API itself is reached at.
+    let response = app
+        .client
+        .put(format!("{}/apps/other/domains/api.example.net", app.url))
+        .header("host", "api.example.net:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
 
     // The live alias moves: the domain follows it.
     deploy(&app, "site", "site-2", json!({})).await;
