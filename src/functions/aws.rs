@@ -167,16 +167,16 @@ impl AwsLambda {
         let routing = AliasRoutingConfiguration::builder()
             .set_additional_version_weights(routing.map(|(v, w)| HashMap::from([(v, w)])))
             .build();
-        let updated = self
-            .client
-            .update_alias()
-            .function_name(name)
-            .name(alias)
-            .function_version(version)
-            .routing_config(routing.clone())
-            .send()
-            .await;
-        match updated.map_err(sdk_error) {
+        let update = || {
+            self.client
+                .update_alias()
+                .function_name(name)
+                .name(alias)
+                .function_version(version)
+                .routing_config(routing.clone())
+                .send()
+        };
+        match update().await.map_err(sdk_error) {
             Err(FunctionError::NotFound) => {}
             other => return other.map(drop),
         }
@@ -191,17 +191,7 @@ impl AwsLambda {
             .await;
         match created.map_err(sdk_error) {
             // Created meanwhile (another replica): ours is the newer word.
-            Err(FunctionError::Conflict(_)) => self
-                .client
-                .update_alias()
-                .function_name(name)
-                .name(alias)
-                .function_version(version)
-                .routing_config(routing)
-                .send()
-                .await
-                .map(drop)
-                .map_err(sdk_error),
+            Err(FunctionError::Conflict(_)) => update().await.map(drop).map_err(sdk_error),
             other => other.map(drop),
         }
     }

@@ -69,20 +69,9 @@ pub async fn invoke(
             };
         }
         "Event" => {
-            if body.len() > MAX_EVENT_BYTES {
-                return aws_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "RequestTooLargeException",
-                    "Request must be smaller than 262144 bytes for an Event invocation",
-                );
-            }
-            if let Some(refused) = not_json(&body) {
-                return refused;
-            }
-            let payload = if body.is_empty() {
-                b"{}".to_vec()
-            } else {
-                body.to_vec()
+            let payload = match payload(&body, MAX_EVENT_BYTES, "an Event invocation") {
+                Ok(payload) => payload,
+                Err(refused) => return *refused,
             };
             return match state
                 .apps
@@ -109,20 +98,9 @@ pub async fn invoke(
             );
         }
     }
-    if body.len() > MAX_PAYLOAD_BYTES {
-        return aws_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestTooLargeException",
-            "Request must be smaller than 6291456 bytes for the InvokeFunction operation",
-        );
-    }
-    if let Some(refused) = not_json(&body) {
-        return refused;
-    }
-    let payload = if body.is_empty() {
-        b"{}".to_vec()
-    } else {
-        body.to_vec()
+    let payload = match payload(&body, MAX_PAYLOAD_BYTES, "the InvokeFunction operation") {
+        Ok(payload) => payload,
+        Err(refused) => return *refused,
     };
     match state.apps.invoke_function(&name, qualifier, payload).await {
         Ok((version, Ok(result))) => answered(version, None, result),
@@ -134,16 +112,27 @@ pub async fn invoke(
     }
 }
 
-/// Lambda's answer to a payload that is not JSON, if it is not.
-fn not_json(body: &[u8]) -> Option<Response> {
-    if body.is_empty() || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
-        return None;
+/// The payload to hand the function (`{}` for an empty body), or Lambda's
+/// answer to one over `limit` bytes (for `what`) or not JSON.
+fn payload(body: &[u8], limit: usize, what: &str) -> Result<Vec<u8>, Box<Response>> {
+    if body.len() > limit {
+        return Err(Box::new(aws_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            &format!("Request must be smaller than {limit} bytes for {what}"),
+        )));
     }
-    Some(aws_error(
-        StatusCode::BAD_REQUEST,
-        "InvalidRequestContentException",
-        "Could not parse request body into json",
-    ))
+    if body.is_empty() {
+        return Ok(b"{}".to_vec());
+    }
+    if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+        return Err(Box::new(aws_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            "Could not parse request body into json",
+        )));
+    }
+    Ok(body.to_vec())
 }
 
 /// `200` with the result (or a function error's document).

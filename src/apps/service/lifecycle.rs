@@ -263,7 +263,7 @@ impl AppService {
         err
     }
 
-    pub(super) async fn set_status(
+    async fn set_status(
         &self,
         app: &AppName,
         status: AppStatus,
