@@ -11,6 +11,7 @@
 pub mod apps;
 pub mod aws;
 pub mod builder;
+pub mod cli;
 pub mod config;
 pub mod envvars;
 pub mod events;

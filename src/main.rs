@@ -22,14 +22,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Cli {
     /// TOML configuration file.
-    #[arg(long, global = true, env = "ORCHESTRATOR_CONFIG")]
+    #[arg(long, global = true, help_heading = "Service options", env = "ORCHESTRATOR_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on (HOST:PORT; port 0 picks a free one).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Service options")]
     listen: Option<String>,
     /// Directory for the SQLite database and job logs.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Service options")]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    connection: orchestrator::cli::Connection,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -49,6 +51,13 @@ enum Command {
     Migrate,
     /// Print the OpenAPI document.
     Openapi,
+    /// Print a shell's completion script (`source <(orchestrator completions bash)`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    #[command(flatten)]
+    Client(orchestrator::cli::ClientCommand),
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
@@ -109,6 +118,19 @@ fn main() -> ExitCode {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Client(command)) => return orchestrator::cli::run(&cli.connection, command),
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "orchestrator", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not a failure.
+            let _ = std::io::stdout().write_all(&script);
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     if let Some(Command::Openapi) = cli.command {
         return match orchestrator::http::openapi().to_pretty_json() {
             Ok(json) => {

@@ -322,6 +322,9 @@ pub struct CodeParams {
     pub memory_size: Option<u32>,
     pub timeout: Option<u32>,
     pub payload_format: Option<String>,
+    /// The environment as a JSON object of strings (`{"KEY":"value"}`,
+    /// URL-encoded); replaces the app's. Omitted: the app's newest version's.
+    pub environment: Option<String>,
     /// Default `true`: the new version takes the app's traffic.
     pub promote: Option<bool>,
     /// Default `true`; `false`: answer `202` with an operation once the body is in.
@@ -385,6 +388,17 @@ fn code_request(
     }
     crate::apps::AppName::parse(&name)
         .map_err(|reason| ApiError::bad_request("invalid_app", format!("name: {reason}")))?;
+    let environment = params
+        .environment
+        .map(|text| {
+            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("environment must be a JSON object of strings: {e}"),
+                )
+            })
+        })
+        .transpose()?;
     Ok(DeployRequest {
         name,
         archive: Some(String::new()),
@@ -393,7 +407,7 @@ fn code_request(
         image_config: None,
         runtime: params.runtime,
         handler: params.handler,
-        environment: None,
+        environment,
         memory_size: params.memory_size,
         timeout: params.timeout,
         payload_format: params.payload_format,
