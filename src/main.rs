@@ -22,7 +22,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 )]
 struct Cli {
     /// TOML configuration file.
-    #[arg(long, global = true, help_heading = "Service options", env = "ORCHESTRATOR_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Service options",
+        env = "ORCHESTRATOR_CONFIG"
+    )]
     config: Option<PathBuf>,
     /// Address to listen on (HOST:PORT; port 0 picks a free one).
     #[arg(long, global = true, help_heading = "Service options")]

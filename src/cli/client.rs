@@ -138,7 +138,8 @@ async fn refusal(response: Response) -> CliError {
         .map(|v| v.split(':').next().unwrap_or(v).to_owned());
     let text = response.text().await.unwrap_or_default();
     let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    let field = |value: &Value, key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+    let field =
+        |value: &Value, key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
     let (code, message) = match (body.get("error"), lambda_type) {
         (Some(error), _) => (field(error, "code"), field(error, "message")),
         (None, Some(kind)) => (

@@ -90,7 +90,15 @@ impl Settings {
 
 pub async fn run(client: &Client, args: DeployArgs, output: Output) -> Result<(), CliError> {
     let packed = pack_with_spinner(&args.path)?;
-    let answer = upload(client, &args.name, &packed, &args.settings, !args.no_promote, args.wait).await?;
+    let answer = upload(
+        client,
+        &args.name,
+        &packed,
+        &args.settings,
+        !args.no_promote,
+        args.wait,
+    )
+    .await?;
     report(client, &answer, output);
     Ok(())
 }
@@ -136,7 +144,9 @@ pub async fn upload(
     const CHUNK: usize = 64 * 1024;
     let all = bytes::Bytes::from(packed.bytes.clone());
     let progress = bar.clone();
-    let chunks = (0..all.len()).step_by(CHUNK).map(move |at| all.slice(at..all.len().min(at + CHUNK)));
+    let chunks = (0..all.len())
+        .step_by(CHUNK)
+        .map(move |at| all.slice(at..all.len().min(at + CHUNK)));
     let body = futures_util::stream::iter(chunks.map(move |chunk| {
         progress.inc(chunk.len() as u64);
         Ok::<_, std::io::Error>(chunk)
@@ -163,21 +173,33 @@ pub fn report(client: &Client, answer: &Value, output: Output) {
             "Accepted: operation {} ({}); follow it at {}",
             output::cell(operation.get("id")),
             output::cell(operation.get("status")),
-            client.url(&["operations", operation.get("id").and_then(Value::as_str).unwrap_or_default()])
+            client.url(&[
+                "operations",
+                operation
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            ])
         );
         return;
     }
     let name = output::cell(answer.get("name"));
     let live = answer.get("version").and_then(Value::as_i64);
     let latest = answer.get("latestVersion").and_then(Value::as_i64);
-    let host = answer.get("host").and_then(Value::as_str).unwrap_or_default();
+    let host = answer
+        .get("host")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     match (live, latest) {
         (Some(live), Some(latest)) if live != latest => {
             println!("Deployed {name} version {latest} (not live; live is version {live})");
             println!("  {}", client.app_url(&format!("v{latest}--{host}")));
         }
         _ => {
-            println!("Deployed {name} version {} (live)", output::cell(answer.get("version")));
+            println!(
+                "Deployed {name} version {} (live)",
+                output::cell(answer.get("version"))
+            );
             println!("  {}", client.app_url(host));
         }
     }

@@ -29,7 +29,10 @@ pub struct DevArgs {
 
 pub async fn run(client: &Client, args: DevArgs, output: Output) -> Result<(), CliError> {
     if !args.path.is_dir() {
-        return Err(CliError::Usage(format!("{} is not a directory", args.path.display())));
+        return Err(CliError::Usage(format!(
+            "{} is not a directory",
+            args.path.display()
+        )));
     }
     // Watch before the first deploy, so that no change is missed between them.
     let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<DebounceEventResult>();

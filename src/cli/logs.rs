@@ -40,14 +40,23 @@ pub async fn run(client: &Client, args: &LogsArgs, output: Output) -> Result<(),
     if !args.follow {
         let logs = client.json(client.get(&path).query(&query)).await?;
         let empty = Vec::new();
-        for line in logs.get("events").and_then(Value::as_array).unwrap_or(&empty) {
+        for line in logs
+            .get("events")
+            .and_then(Value::as_array)
+            .unwrap_or(&empty)
+        {
             print_line(line, output);
         }
         return Ok(());
     }
     query.push(("follow", "true".to_owned()));
     let mut response = client
-        .send(client.get(&path).query(&query).header("accept", "text/event-stream"))
+        .send(
+            client
+                .get(&path)
+                .query(&query)
+                .header("accept", "text/event-stream"),
+        )
         .await?;
     let mut events = SseReader::default();
     loop {
@@ -56,7 +65,9 @@ pub async fn run(client: &Client, args: &LogsArgs, output: Output) -> Result<(),
             reason: describe(&e),
         })?;
         let Some(chunk) = chunk else {
-            return Err(CliError::BadAnswer("the service closed the log stream".into()));
+            return Err(CliError::BadAnswer(
+                "the service closed the log stream".into(),
+            ));
         };
         for data in events.push(&chunk) {
             match serde_json::from_str::<Value>(&data) {
@@ -75,8 +86,14 @@ fn print_line(line: &Value, output: Output) {
     }
     let text = |key| line.get(key).and_then(Value::as_str).unwrap_or_default();
     let request = text("requestId");
-    let short = request.get(..8).unwrap_or(if request.is_empty() { "-" } else { request });
-    println!("{} {short:8} {}", text("timestamp"), text("message").trim_end());
+    let short = request
+        .get(..8)
+        .unwrap_or(if request.is_empty() { "-" } else { request });
+    println!(
+        "{} {short:8} {}",
+        text("timestamp"),
+        text("message").trim_end()
+    );
 }
 
 /// Splits a Server-Sent Events stream into its events' data.
@@ -107,8 +124,14 @@ impl SseReader {
 
 /// Where the first event ends: (end of its text, end of the blank line).
 fn find_blank_line(bytes: &[u8]) -> Option<(usize, usize)> {
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|i| (i, i + 2));
-    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, i + 4));
+    let lf = bytes
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (i, i + 2));
+    let crlf = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4));
     match (lf, crlf) {
         (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
         (a, b) => a.or(b),

@@ -29,8 +29,13 @@ pub struct Connection {
     )]
     pub url: String,
     /// A bearer token from `auth.api_tokens`.
-    #[arg(long, global = true,
-        help_heading = "Client options", env = "ORCHESTRATOR_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Client options",
+        env = "ORCHESTRATOR_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// `table` for people, `json` for scripts.
     #[arg(long, global = true,

@@ -74,13 +74,11 @@ pub fn cell(value: Option<&Value>) -> String {
         Some(Value::String(text)) if text.is_empty() => "-".to_owned(),
         Some(Value::String(text)) => text.clone(),
         Some(Value::Array(items)) if items.is_empty() => "-".to_owned(),
-        Some(Value::Array(items)) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
-            items
-                .iter()
-                .map(|item| cell(Some(item)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
+        Some(Value::Array(items)) if items.iter().all(|i| !i.is_object() && !i.is_array()) => items
+            .iter()
+            .map(|item| cell(Some(item)))
+            .collect::<Vec<_>>()
+            .join(", "),
         Some(Value::Object(map)) if map.is_empty() => "-".to_owned(),
         Some(other) => other.to_string(),
     }

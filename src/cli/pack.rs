@@ -61,8 +61,11 @@ fn zip_dir(dir: &Path) -> Result<Packed, CliError> {
     let (mut files, mut links) = (0, 0);
     let mut buffer = Vec::new();
     for entry in walk {
-        let entry = entry.map_err(|e| CliError::Usage(format!("reading {}: {e}", dir.display())))?;
-        let Some(kind) = entry.file_type() else { continue };
+        let entry =
+            entry.map_err(|e| CliError::Usage(format!("reading {}: {e}", dir.display())))?;
+        let Some(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_symlink() {
             links += 1;
             continue;
@@ -159,7 +162,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let bootstrap = dir.path().join("bootstrap");
         std::fs::write(&bootstrap, "#!/bin/sh\n").expect("write");
-        std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(&bootstrap, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         let packed = pack(dir.path()).expect("packed");
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&packed.bytes)).expect("zip");
         let file = archive.by_name("bootstrap").expect("entry");
@@ -173,6 +177,9 @@ mod tests {
         let file = dir.path().join("x.txt");
         std::fs::write(&file, "hello").expect("write");
         assert!(matches!(pack(&file), Err(CliError::Usage(_))));
-        assert!(matches!(pack(&dir.path().join("missing")), Err(CliError::Io { .. })));
+        assert!(matches!(
+            pack(&dir.path().join("missing")),
+            Err(CliError::Io { .. })
+        ));
     }
 }

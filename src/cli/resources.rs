@@ -140,23 +140,33 @@ const TENANT_ROWS: &[Column] = &[
 pub async fn apps(client: &Client, command: AppsCommand, output: Output) -> Result<(), CliError> {
     use AppsCommand::*;
     let (answer, shape): (Value, fn(&Value)) = match &command {
-        List => (client.json(client.get(&["apps"])).await?, |v| output::rows(v, APP_ROWS)),
+        List => (client.json(client.get(&["apps"])).await?, |v| {
+            output::rows(v, APP_ROWS)
+        }),
         Get { name } => (client.json(client.get(&["apps", name])).await?, print_app),
-        Status { name } => (client.json(client.get(&["apps", name, "status"])).await?, print_status),
+        Status { name } => (
+            client.json(client.get(&["apps", name, "status"])).await?,
+            print_status,
+        ),
         Activate { name } | Deactivate { name } | Remove { name } => {
             let action = match command {
                 Activate { .. } => "activate",
                 Deactivate { .. } => "deactivate",
                 _ => "remove",
             };
-            (client.json(client.post(&["apps", name, action])).await?, print_status)
+            (
+                client.json(client.post(&["apps", name, action])).await?,
+                print_status,
+            )
         }
         Rollback { name, version } => {
             let body = match version {
                 Some(version) => json!({ "version": version }),
                 None => json!({}),
             };
-            let app = client.json(client.post(&["apps", name, "rollback"]).json(&body)).await?;
+            let app = client
+                .json(client.post(&["apps", name, "rollback"]).json(&body))
+                .await?;
             (app, |app| {
                 println!(
                     "{} live is version {} (was {})",
@@ -166,9 +176,10 @@ pub async fn apps(client: &Client, command: AppsCommand, output: Output) -> Resu
                 )
             })
         }
-        Aliases { name } => (client.json(client.get(&["apps", name, "aliases"])).await?, |v| {
-            output::rows(v, ALIAS_ROWS)
-        }),
+        Aliases { name } => (
+            client.json(client.get(&["apps", name, "aliases"])).await?,
+            |v| output::rows(v, ALIAS_ROWS),
+        ),
     };
     show(&answer, output, shape);
     Ok(())
@@ -194,7 +205,11 @@ fn print_app(app: &Value) {
 }
 
 fn print_status(status: &Value) {
-    println!("{} {}", output::cell(status.get("name")), output::cell(status.get("status")));
+    println!(
+        "{} {}",
+        output::cell(status.get("name")),
+        output::cell(status.get("status"))
+    );
 }
 
 fn show(answer: &Value, output: Output, table: fn(&Value)) {
@@ -204,7 +219,11 @@ fn show(answer: &Value, output: Output, table: fn(&Value)) {
     }
 }
 
-pub async fn events(client: &Client, command: EventsCommand, output: Output) -> Result<(), CliError> {
+pub async fn events(
+    client: &Client,
+    command: EventsCommand,
+    output: Output,
+) -> Result<(), CliError> {
     match command {
         EventsCommand::Send { event_type, detail } => {
             let detail = argument_text(&detail)?;
@@ -220,7 +239,11 @@ pub async fn events(client: &Client, command: EventsCommand, output: Output) -> 
                 let duplicate = a.get("duplicate").and_then(Value::as_bool) == Some(true);
                 println!(
                     "{} event {}",
-                    if duplicate { "Already recorded:" } else { "Recorded" },
+                    if duplicate {
+                        "Already recorded:"
+                    } else {
+                        "Recorded"
+                    },
                     output::cell(a.get("eventId"))
                 );
             });
@@ -261,18 +284,32 @@ pub async fn events(client: &Client, command: EventsCommand, output: Output) -> 
         EventsCommand::Retry { id } => {
             let answer = client.json(client.post(&["events", &id, "retry"])).await?;
             show(&answer, output, |e| {
-                println!("{} {}", output::cell(e.get("id")), output::cell(e.get("status")))
+                println!(
+                    "{} {}",
+                    output::cell(e.get("id")),
+                    output::cell(e.get("status"))
+                )
             });
         }
     }
     Ok(())
 }
 
-pub async fn tenants(client: &Client, command: TenantsCommand, output: Output) -> Result<(), CliError> {
-    let limit = |limit: Option<u32>| limit.map(|l| vec![("limit", l.to_string())]).unwrap_or_default();
+pub async fn tenants(
+    client: &Client,
+    command: TenantsCommand,
+    output: Output,
+) -> Result<(), CliError> {
+    let limit = |limit: Option<u32>| {
+        limit
+            .map(|l| vec![("limit", l.to_string())])
+            .unwrap_or_default()
+    };
     match command {
         TenantsCommand::List { limit: n } => {
-            let answer = client.json(client.get(&["tenants"]).query(&limit(n))).await?;
+            let answer = client
+                .json(client.get(&["tenants"]).query(&limit(n)))
+                .await?;
             show(&answer, output, |v| output::rows(v, TENANT_ROWS));
         }
         TenantsCommand::Get { id } => {
@@ -317,20 +354,34 @@ pub async fn tenants(client: &Client, command: TenantsCommand, output: Output) -
 /// A timeline, a line per step: time, kind, and what the step says.
 fn print_timeline(timeline: &Value) {
     let empty = Vec::new();
-    for item in timeline.get("items").and_then(Value::as_array).unwrap_or(&empty) {
+    for item in timeline
+        .get("items")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+    {
         let text = |key| output::cell(item.get(key));
         let kind = item.get("kind").and_then(Value::as_str).unwrap_or_default();
         let what = match kind {
             "transition" => format!("{} -> {}", text("from"), text("to")),
             "event" => {
-                let mut what = format!("{} {} (attempt {})", text("type"), text("status"), text("attempt"));
+                let mut what = format!(
+                    "{} {} (attempt {})",
+                    text("type"),
+                    text("status"),
+                    text("attempt")
+                );
                 if item.get("error").is_some_and(|e| !e.is_null()) {
                     what.push_str(&format!(": {}", text("error")));
                 }
                 what
             }
             "jobStarted" => format!("{} {}", text("jobKind"), text("jobIdentifier")),
-            "jobFinished" => format!("{} {} exit {}", text("jobKind"), text("status"), text("exitCode")),
+            "jobFinished" => format!(
+                "{} {} exit {}",
+                text("jobKind"),
+                text("status"),
+                text("exitCode")
+            ),
             _ => String::new(),
         };
         println!("{} {kind:<12} {what}", text("time"));
@@ -354,8 +405,14 @@ pub async fn invoke(client: &Client, args: InvokeArgs, output: Output) -> Result
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let (function_error, version) = (header("x-amz-function-error"), header("x-amz-executed-version"));
-    let body = response.bytes().await.map_err(|e| CliError::BadAnswer(e.to_string()))?;
+    let (function_error, version) = (
+        header("x-amz-function-error"),
+        header("x-amz-executed-version"),
+    );
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| CliError::BadAnswer(e.to_string()))?;
     let text = String::from_utf8_lossy(&body);
     match (output, serde_json::from_slice::<Value>(&body)) {
         (Output::Table, Ok(value)) => output::json(&value),
@@ -377,8 +434,11 @@ pub async fn invoke(client: &Client, args: InvokeArgs, output: Output) -> Result
 /// A JSON argument: given inline, `@file`, or `@-` (standard input).
 pub fn argument_text(value: &str) -> Result<String, CliError> {
     match value.strip_prefix('@') {
-        Some("-") => std::io::read_to_string(std::io::stdin()).map_err(CliError::io("reading standard input")),
-        Some(path) => std::fs::read_to_string(path).map_err(CliError::io(format!("reading {path}"))),
+        Some("-") => std::io::read_to_string(std::io::stdin())
+            .map_err(CliError::io("reading standard input")),
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(CliError::io(format!("reading {path}")))
+        }
         None => Ok(value.to_owned()),
     }
 }
