@@ -45,6 +45,7 @@ use crate::events::{
     Dispatcher, EventHandler, EventType, HandlerSet, Inbox, RetryPolicy, Services,
 };
 use crate::functions::aws::AwsLambda;
+use crate::functions::local::runtimes::Runtimes;
 use crate::functions::local::{sandbox, LocalFunctions, LocalOptions, Scaling};
 use crate::functions::logs::FunctionLogs;
 use crate::functions::FunctionBackend;
@@ -228,7 +229,17 @@ impl OrchestratorBuilder {
                         logs
                     }
                 };
-                LocalFunctions::start(local_options(&config, sandbox, metrics.functions(), logs))?
+                // A sandboxed worker sees the sandbox's PATH, not ours.
+                let search = match sandbox {
+                    Some(_) => sandbox::PATH.to_owned(),
+                    None => std::env::var("PATH").unwrap_or_default(),
+                };
+                let runtimes = Runtimes::shared(&search, &config.functions.runtimes)
+                    .map_err(anyhow::Error::msg)?;
+                tracing::info!(available = %runtimes.summary(), "runtimes found");
+                let mut options = local_options(&config, sandbox, metrics.functions(), logs);
+                options.runtimes = runtimes;
+                LocalFunctions::start(options)?
             }
         };
         let apps = Arc::new(
@@ -376,6 +387,7 @@ fn local_options(
         idle_timeout: Duration::from_secs(functions.idle_timeout_secs),
         batch_scheduling: functions.batch_scheduling,
         region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        runtimes: Default::default(),
     }
 }
 

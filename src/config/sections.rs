@@ -60,6 +60,10 @@ pub struct FunctionsConfig {
     /// An asynchronous invocation (`Event`) that failed runs again after
     /// this many milliseconds times the runs made (Lambda: 1, then 2 minutes).
     pub async_retry_delay_ms: u64,
+    /// Local runtime: the interpreter a runtime runs on, when it is not the
+    /// one found on the search path (`"nodejs22.x" = "/opt/node22/bin/node"`);
+    /// each must be the version its runtime names.
+    pub runtimes: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// How local workers are confined.
@@ -157,6 +161,7 @@ impl Default for FunctionsConfig {
             max_queue_wait_ms: 10_000,
             log_retention_bytes: 4 * 1024 * 1024,
             async_retry_delay_ms: 60_000,
+            runtimes: Default::default(),
         }
     }
 }

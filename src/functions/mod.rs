@@ -180,6 +180,25 @@ pub trait FunctionBackend: Send + Sync {
             version,
         })
     }
+    /// Whether this backend can run `runtime`, or why not (the local
+    /// runtime needs an interpreter of its version; Lambda runs them all).
+    fn check_runtime(&self, _runtime: &str) -> Result<(), String> {
+        Ok(())
+    }
+    /// The runtime a new app gets when its deploy names none (`None`: `nodejs20.x`).
+    fn default_runtime(&self) -> Option<&'static str> {
+        None
+    }
+    /// Every runtime and whether (and on what) this backend runs it.
+    fn runtimes(&self) -> Vec<local::runtimes::RuntimeView> {
+        crate::function_config::runtime_names()
+            .map(|runtime| local::runtimes::RuntimeView {
+                runtime,
+                available: true,
+                interpreter: None,
+            })
+            .collect()
+    }
     /// Whether the backend fetches code from a [`crate::function_config::CodeLocation`]
     /// itself (Lambda: S3 objects and container images); otherwise the app
     /// service downloads S3 archives and refuses images.

@@ -15,7 +15,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, RawBody};
 use super::AppState;
-use crate::apps::service::{AliasRequest, AliasView, DomainView, OperationView, RollbackRequest};
+use crate::apps::service::{
+    AliasRequest, AliasView, DomainView, OperationView, RollbackRequest, RuntimesView,
+};
 use crate::apps::{AppError, AppStatusView, AppView, DeployRequest};
 
 /// Largest deploy request: a 50 MB zip, base64-encoded, plus JSON.
@@ -114,6 +116,15 @@ pub async fn operation(
 }
 
 /// Every app.
+/// The runtimes a deploy may name: on the local backend, the interpreters
+/// found at start (a runtime whose version is missing is `available: false`,
+/// and deploying it is a `400`); on Lambda, all of them.
+#[utoipa::path(get, path = "/runtimes", tag = "apps",
+    responses((status = 200, body = RuntimesView), (status = 401, body = ErrorBody)), security((), ("bearer" = [])))]
+pub async fn runtimes(State(state): State<AppState>) -> Json<RuntimesView> {
+    Json(state.apps.runtimes())
+}
+
 #[utoipa::path(get, path = "/apps", tag = "apps",
     responses((status = 200, body = Vec<AppView>), (status = 401, body = ErrorBody)), security((), ("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<AppView>>, ApiError> {

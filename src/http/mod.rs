@@ -105,6 +105,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(tenants::tenant_timeline))
         .routes(routes!(tenants::get_job))
         .routes(routes!(apps::list))
+        .routes(routes!(apps::runtimes))
         .routes(routes!(apps::get))
         .routes(routes!(apps::status))
         .routes(routes!(apps::activate))

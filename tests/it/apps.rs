@@ -565,6 +565,7 @@ async fn an_app_is_deployed_until_its_function_is_ready() {
             idle_timeout: std::time::Duration::from_secs(60),
             batch_scheduling: false,
             region: "us-east-1".into(),
+            runtimes: crate::common::runtimes(crate::common::sandbox().is_some()),
             sandbox: crate::common::sandbox(),
             max_queue: 100,
             max_queue_wait: std::time::Duration::from_secs(10),

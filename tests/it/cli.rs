@@ -489,7 +489,10 @@ async fn sends_an_event_and_reads_the_tenants_timeline() {
         ],
     )
     .await;
-    assert!(first["eventId"].is_string() && first["duplicate"] != true, "{first}");
+    assert!(
+        first["eventId"].is_string() && first["duplicate"] != true,
+        "{first}"
+    );
     assert!(again.starts_with("Already recorded: event "), "{again}");
 }
 

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use orchestrator::config::Config;
-use orchestrator::functions::local::sandbox::{Sandbox, SandboxOptions};
+use orchestrator::functions::local::runtimes::Runtimes;
+use orchestrator::functions::local::sandbox::{self, Sandbox, SandboxOptions};
 use orchestrator::{OrchestratorBuilder, Role};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -68,6 +69,33 @@ pub fn sandbox() -> Option<Arc<Sandbox>> {
             eprintln!("SANDBOX UNAVAILABLE on this machine ({why}): functions run unconfined");
             None
         }
+    }
+}
+
+/// The runtimes a local backend finds here, as the service finds them:
+/// on the sandbox's `PATH` when confined, else on ours.
+pub fn runtimes(confined: bool) -> Arc<Runtimes> {
+    let search = match confined {
+        true => sandbox::PATH.to_owned(),
+        false => std::env::var("PATH").unwrap_or_default(),
+    };
+    Runtimes::shared(&search, &Default::default()).unwrap()
+}
+
+/// The newest Python runtime this machine runs both confined and not (the
+/// tests of Python functions deploy it; a machine without Python fails them).
+pub fn python_runtime() -> String {
+    let (confined, plain) = (runtimes(true), runtimes(false));
+    let both: Vec<&str> = plain
+        .available()
+        .filter(|r| r.starts_with("python") && confined.available().any(|c| c == *r))
+        .collect();
+    match both.last() {
+        Some(runtime) => (*runtime).to_owned(),
+        None => panic!(
+            "no Python 3.9-3.13 both on PATH and on the sandbox's PATH ({})",
+            sandbox::PATH
+        ),
     }
 }
 

@@ -70,6 +70,7 @@ fn backend(
     scaling: Scaling,
     sandbox: Option<std::sync::Arc<orchestrator::functions::local::sandbox::Sandbox>>,
 ) -> std::sync::Arc<LocalFunctions> {
+    let confined = sandbox.is_some();
     LocalFunctions::start(LocalOptions {
         metrics: Default::default(),
         logs: Default::default(),
@@ -81,6 +82,7 @@ fn backend(
         sandbox,
         max_queue: 100,
         max_queue_wait: Duration::from_secs(10),
+        runtimes: crate::common::runtimes(confined),
     })
     .unwrap()
 }
@@ -245,7 +247,7 @@ async fn a_handlers_child_processes_do_not_get_the_runtime_connection() {
             "python-child",
             "index.py",
             python,
-            json!({"runtime": "python3.12"}),
+            json!({"runtime": crate::common::python_runtime()}),
         ),
     ];
     for (name, file, code, settings) in cases {
@@ -347,7 +349,7 @@ async fn python_handlers_run() {
         dir.path(),
         "py",
         &[("app.py", code)],
-        &config(json!({"runtime": "python3.12", "handler": "app.handler"})),
+        &config(json!({"runtime": crate::common::python_runtime(), "handler": "app.handler"})),
     )
     .await;
     let result = backend
@@ -383,7 +385,7 @@ async fn a_result_over_the_limit_fails_and_the_worker_stays_warm() {
             dir.path(),
             "big-py",
             &[("app.py", python)],
-            &config(json!({"runtime": "python3.12", "handler": "app.handler"})),
+            &config(json!({"runtime": crate::common::python_runtime(), "handler": "app.handler"})),
         )
         .await,
     ];
@@ -903,7 +905,7 @@ async fn each_invocation_sees_its_trace_id_in_the_environment() {
         dir.path(),
         "trace-py",
         &[("app.py", python)],
-        &config(json!({"runtime": "python3.12", "handler": "app.handler"})),
+        &config(json!({"runtime": crate::common::python_runtime(), "handler": "app.handler"})),
     )
     .await;
     for app in [&node_app, &python_app] {

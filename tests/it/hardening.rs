@@ -786,6 +786,7 @@ fn start_up_says_what_it_chose() {
         "tiers loaded from the configuration count=2 names=basic,gold".to_owned(),
         "backends chosen".to_owned(),
         "functions isolation isolation=".to_owned(),
+        "runtimes found available=".to_owned(),
         "telemetry metrics=GET /metrics (bearer token) metrics_listen=127.0.0.1:0".to_owned(),
         "role=proxy".to_owned(),
     ] {

@@ -29,6 +29,7 @@ mod pg;
 mod prometheus;
 mod recovery;
 mod require;
+mod runtimes;
 mod store_contract;
 mod traces;
 mod uploads;

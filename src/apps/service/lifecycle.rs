@@ -126,8 +126,25 @@ impl AppService {
             Some(app) => Some(app.config.clone()),
             None => None,
         };
+        // A new app that names no runtime gets the one this backend prefers.
+        let defaulted;
+        let request = match (previous.is_some(), self.backend.default_runtime()) {
+            (false, Some(runtime)) if request.runtime.is_none() && request.image_uri.is_none() => {
+                defaulted = DeployRequest {
+                    runtime: Some(runtime.to_owned()),
+                    ..request.clone()
+                };
+                &defaulted
+            }
+            _ => request,
+        };
         let (name, config) =
             validate(request, previous.as_ref()).map_err(|e| AppError::Invalid(e.to_string()))?;
+        if !matches!(config.code, Some(CodeLocation::Image { .. })) {
+            self.backend
+                .check_runtime(&config.runtime)
+                .map_err(|why| AppError::Invalid(format!("runtime: {why}")))?;
+        }
         let promote = request.promote.unwrap_or(true) || existing.is_none();
         Ok((name, config, promote, guard))
     }

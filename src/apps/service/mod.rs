@@ -121,6 +121,14 @@ pub struct AppService {
 }
 
 impl AppService {
+    /// Every runtime, and whether (and on what) the functions backend runs it.
+    pub fn runtimes(&self) -> RuntimesView {
+        RuntimesView {
+            backend: self.backend.name(),
+            runtimes: self.backend.runtimes(),
+        }
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         backend: Arc<dyn FunctionBackend>,
@@ -305,4 +313,12 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| AppError::Io(format!("unpacking stopped: {e}")))?
         .map_err(AppError::from)
+}
+
+/// The runtimes a deploy may name here.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RuntimesView {
+    /// The functions backend: `local` or `aws`.
+    pub backend: &'static str,
+    pub runtimes: Vec<crate::functions::local::runtimes::RuntimeView>,
 }

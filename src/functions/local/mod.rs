@@ -11,6 +11,7 @@ mod pool;
 mod protocol;
 mod queue;
 mod runtime_api;
+pub mod runtimes;
 pub mod sandbox;
 mod tcp;
 mod worker;
@@ -53,6 +54,8 @@ pub struct LocalOptions {
     pub metrics: Arc<FunctionMetrics>,
     /// Where functions' output is kept.
     pub logs: crate::functions::logs::FunctionLogs,
+    /// The interpreters runtimes run on.
+    pub runtimes: Arc<runtimes::Runtimes>,
 }
 
 /// Runs functions on this machine.
@@ -126,6 +129,18 @@ impl FunctionBackend for LocalFunctions {
         "local"
     }
 
+    fn check_runtime(&self, runtime: &str) -> Result<(), String> {
+        self.options.runtimes.interpreter(runtime).map(|_| ())
+    }
+
+    fn default_runtime(&self) -> Option<&'static str> {
+        self.options.runtimes.default_runtime()
+    }
+
+    fn runtimes(&self) -> Vec<runtimes::RuntimeView> {
+        self.options.runtimes.views()
+    }
+
     async fn deploy(&self, deployment: Deployment<'_>) -> Result<(), FunctionError> {
         if self.options.sandbox.is_some() {
             // The worker's own user reads the code (whatever modes the zip carried).
@@ -143,6 +158,12 @@ impl FunctionBackend for LocalFunctions {
             app: deployment.app.to_string(),
             version: deployment.version,
             config: deployment.config.clone(),
+            interpreter: self
+                .options
+                .runtimes
+                .interpreter(&deployment.config.runtime)
+                .map_err(FunctionError::unavailable)?
+                .cloned(),
             code_dir: std::path::absolute(deployment.code_dir)
                 .unwrap_or_else(|_| deployment.code_dir.to_owned()),
             runtimes_dir: std::path::absolute(&self.options.runtimes_dir)

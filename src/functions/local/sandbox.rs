@@ -117,7 +117,7 @@ impl Sandbox {
         let empty = std::env::temp_dir();
         let mut command = std::process::Command::new(&self.bwrap);
         command
-            .args(cell.arguments(&empty, &empty, Path::new("/bin/true"), &[]))
+            .args(cell.arguments(&empty, &empty, None, Path::new("/bin/true"), &[]))
             .env_clear()
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -187,11 +187,13 @@ pub struct Cell {
 
 impl Cell {
     /// bwrap's arguments to run `program args` confined, with `code` as
-    /// `/var/task` and `runtimes` as `/var/runtime`.
+    /// `/var/task`, `runtimes` as `/var/runtime`, and `shown` (an
+    /// interpreter's installation outside the standard directories) read-only.
     pub fn arguments(
         &self,
         code: &Path,
         runtimes: &Path,
+        shown: Option<&Path>,
         program: &Path,
         args: &[PathBuf],
     ) -> Vec<std::ffi::OsString> {
@@ -221,6 +223,9 @@ impl Cell {
         ]);
         for path in ETC {
             push(&["--ro-bind-try".as_ref(), path.as_ref(), path.as_ref()]);
+        }
+        if let Some(shown) = shown {
+            push(&["--ro-bind".as_ref(), shown.as_os_str(), shown.as_os_str()]);
         }
         let tmp_size = self.sandbox.options.tmp_size_bytes.to_string();
         push(&[
@@ -496,13 +501,6 @@ fn find_program(name: &str) -> Option<PathBuf> {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// The interpreter `name` as the sandbox sees it: the first on the sandbox's `PATH`.
-pub fn interpreter(name: &str) -> Option<PathBuf> {
-    PATH.split(':')
-        .map(|dir| Path::new(dir).join(name))
-        .find(|candidate| is_executable(candidate))
 }
 
 /// Makes `dir` and what is under it readable by a worker's user.

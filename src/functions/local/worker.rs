@@ -19,6 +19,7 @@ use super::handle::WorkerHandle;
 use super::pipes::{self, RuntimePipes, RUNTIME_FDS, RUNTIME_FDS_ENV};
 use super::pool::{Launch, Shared};
 use super::runtime_api::{watchdog, Api, Deadline, Function};
+use super::runtimes::Interpreter;
 use super::sandbox::{self, Cell, Sandbox};
 use super::tcp::Port;
 use crate::function_config::{FunctionConfig, RuntimeKind};
@@ -49,6 +50,8 @@ pub struct WorkerSpec {
     pub app: String,
     pub version: i64,
     pub config: FunctionConfig,
+    /// What runs a Node.js or Python function (`None`: the zip's `bootstrap`).
+    pub interpreter: Option<Interpreter>,
     pub code_dir: PathBuf,
     pub runtimes_dir: PathBuf,
     pub region: String,
@@ -156,7 +159,6 @@ struct Layout {
     runtime_dir: PathBuf,
     path: String,
     home: String,
-    confined: bool,
 }
 
 impl Layout {
@@ -167,7 +169,6 @@ impl Layout {
                 runtime_dir: sandbox::RUNTIME_DIR.into(),
                 path: sandbox::PATH.into(),
                 home: "/tmp".into(),
-                confined,
             };
         }
         Layout {
@@ -175,26 +176,23 @@ impl Layout {
             runtime_dir: spec.runtimes_dir.clone(),
             path: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
             home: std::env::temp_dir().display().to_string(),
-            confined,
-        }
-    }
-
-    /// The interpreter `name`: the sandbox's own, or the first on `PATH`.
-    fn interpreter(&self, name: &str) -> PathBuf {
-        match self.confined {
-            true => sandbox::interpreter(name).unwrap_or_else(|| name.into()),
-            false => name.into(),
         }
     }
 
     /// The program that runs the function, and its arguments.
-    fn program(&self, config: &FunctionConfig) -> (PathBuf, Vec<PathBuf>) {
+    fn program(&self, spec: &WorkerSpec) -> (PathBuf, Vec<PathBuf>) {
+        let config = &spec.config;
+        let interpreter = |name: &str| {
+            spec.interpreter
+                .as_ref()
+                .map_or_else(|| PathBuf::from(name), |i| i.path.clone())
+        };
         match config.kind() {
             // A small young generation keeps each worker near Node's 40 MiB
             // baseline under load (the default lets it grow by tens of MiB);
             // the old one stops within memorySize, as Lambda's runtime sets it.
             RuntimeKind::Node => (
-                self.interpreter("node"),
+                interpreter("node"),
                 vec![
                     "--max-semi-space-size=1".into(),
                     format!("--max-old-space-size={}", config.memory_size * 9 / 10).into(),
@@ -202,7 +200,7 @@ impl Layout {
                 ],
             ),
             RuntimeKind::Python => (
-                self.interpreter("python3"),
+                interpreter("python3"),
                 vec![self.runtime_dir.join(PYTHON_BOOTSTRAP)],
             ),
             RuntimeKind::Provided => (self.task_root.join("bootstrap"), Vec::new()),
@@ -292,12 +290,14 @@ fn command(
     api_addr: &str,
     theirs: &[OwnedFd; 2],
 ) -> Result<Command, FunctionError> {
-    let (program, args) = layout.program(&spec.config);
+    let (program, args) = layout.program(spec);
     let (launcher, launch_args) = match cell {
-        Some(cell) => (
-            cell.program().to_owned(),
-            cell.arguments(&spec.code_dir, &spec.runtimes_dir, &program, &args),
-        ),
+        Some(cell) => {
+            let shown = spec.interpreter.as_ref().and_then(|i| i.prefix.as_deref());
+            let arguments =
+                cell.arguments(&spec.code_dir, &spec.runtimes_dir, shown, &program, &args);
+            (cell.program().to_owned(), arguments)
+        }
         None => (
             program,
             args.iter().map(|a| a.as_os_str().to_owned()).collect(),
