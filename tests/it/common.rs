@@ -82,23 +82,6 @@ pub fn runtimes(confined: bool) -> Arc<Runtimes> {
     Runtimes::shared(&search, &Default::default()).unwrap()
 }
 
-/// The newest Python runtime this machine runs both confined and not (the
-/// tests of Python functions deploy it; a machine without Python fails them).
-pub fn python_runtime() -> String {
-    let (confined, plain) = (runtimes(true), runtimes(false));
-    let both: Vec<&str> = plain
-        .available()
-        .filter(|r| r.starts_with("python") && confined.available().any(|c| c == *r))
-        .collect();
-    match both.last() {
-        Some(runtime) => (*runtime).to_owned(),
-        None => panic!(
-            "no Python 3.9-3.13 both on PATH and on the sandbox's PATH ({})",
-            sandbox::PATH
-        ),
-    }
-}
-
 /// Writes an executable shell script `jobs/<name>`.
 pub fn write_job(dir: &Path, name: &str, body: &str) {
     let jobs = dir.join("jobs");

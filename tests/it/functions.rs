@@ -247,7 +247,7 @@ async fn a_handlers_child_processes_do_not_get_the_runtime_connection() {
             "python-child",
             "index.py",
             python,
-            json!({"runtime": crate::common::python_runtime()}),
+            json!({"runtime": python_runtime()}),
         ),
     ];
     for (name, file, code, settings) in cases {
@@ -349,7 +349,7 @@ async fn python_handlers_run() {
         dir.path(),
         "py",
         &[("app.py", code)],
-        &config(json!({"runtime": crate::common::python_runtime(), "handler": "app.handler"})),
+        &config(json!({"runtime": python_runtime(), "handler": "app.handler"})),
     )
     .await;
     let result = backend
@@ -385,7 +385,7 @@ async fn a_result_over_the_limit_fails_and_the_worker_stays_warm() {
             dir.path(),
             "big-py",
             &[("app.py", python)],
-            &config(json!({"runtime": crate::common::python_runtime(), "handler": "app.handler"})),
+            &config(json!({"runtime": python_runtime(), "handler": "app.handler"})),
         )
         .await,
     ];
@@ -905,7 +905,7 @@ async fn each_invocation_sees_its_trace_id_in_the_environment() {
         dir.path(),
         "trace-py",
         &[("app.py", python)],
-        &config(json!({"runtime": crate::common::python_runtime(), "handler": "app.handler"})),
+        &config(json!({"runtime": python_runtime(), "handler": "app.handler"})),
     )
     .await;
     for app in [&node_app, &python_app] {
@@ -1044,4 +1044,24 @@ async fn a_caller_that_goes_away_does_not_cancel_its_invocation() {
     .await;
     let replaced = pid(backend.invoke(&app, b"{}".to_vec()).await);
     assert_ne!(replaced, warm, "the hung worker was stopped at its timeout");
+}
+
+/// The newest Python runtime this machine runs both confined and not (the
+/// tests of Python functions deploy it; a machine without Python fails them).
+pub fn python_runtime() -> String {
+    let (confined, plain) = (
+        crate::common::runtimes(true),
+        crate::common::runtimes(false),
+    );
+    let both: Vec<&str> = plain
+        .available()
+        .filter(|r| r.starts_with("python") && confined.available().any(|c| c == *r))
+        .collect();
+    match both.last() {
+        Some(runtime) => (*runtime).to_owned(),
+        None => panic!(
+            "no Python 3.9-3.13 both on PATH and on the sandbox's PATH ({})",
+            orchestrator::functions::local::sandbox::PATH
+        ),
+    }
 }
