@@ -348,6 +348,9 @@ impl AwsLambda {
             .function_name(app.as_str())
             .set_qualifier(qualifier.map(str::to_owned))
             .invocation_type(InvocationType::RequestResponse)
+            .set_log_type(
+                crate::functions::logs::tail().map(|_| aws_sdk_lambda::types::LogType::Tail),
+            )
             .payload(Blob::new(event))
             .send()
             .await
@@ -363,6 +366,12 @@ impl AwsLambda {
                 return Err(sdk_error(err));
             }
         };
+        if let (Some(tail), Some(log)) = (crate::functions::logs::tail(), answer.log_result()) {
+            use base64::Engine;
+            if let Ok(text) = base64::engine::general_purpose::STANDARD.decode(log) {
+                tail.push(&text);
+            }
+        }
         let version = match answer.executed_version() {
             Some(published) if published != "$LATEST" => self.our_version(app, published).await,
             _ => None,

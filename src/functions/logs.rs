@@ -43,15 +43,91 @@ pub const STDERR: &str = "stderr";
 /// The runtime's own lines: START, END, REPORT, and why an invocation failed.
 pub const PLATFORM: &str = "platform";
 
+/// The most of an invocation's log a tail keeps (Lambda's `LogResult`: the last 4 KB).
+pub const TAIL_BYTES: usize = 4096;
+
+tokio::task_local! {
+    static TAIL: Tail;
+}
+
+/// The log of the invocations a task makes, for Lambda's `X-Amz-Log-Type:
+/// Tail`: the backends add to it what they ran (the local runtime its lines,
+/// Lambda its `LogResult`), only the last [`TAIL_BYTES`] kept.
+#[derive(Clone, Default)]
+pub struct Tail(Arc<Mutex<Vec<u8>>>);
+
+impl Tail {
+    /// Adds `text` (whole lines), keeping the last [`TAIL_BYTES`].
+    pub fn push(&self, text: &[u8]) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kept.extend_from_slice(text);
+        if kept.len() > TAIL_BYTES {
+            let cut = kept.len() - TAIL_BYTES;
+            kept.drain(..cut);
+        }
+    }
+
+    fn text(&self) -> Vec<u8> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Runs `work` with a tail of the invocations it makes; its output and the tail.
+pub async fn with_tail<F: std::future::Future>(work: F) -> (F::Output, Vec<u8>) {
+    let tail = Tail::default();
+    let output = TAIL.scope(tail.clone(), work).await;
+    (output, tail.text())
+}
+
+/// The tail the current task keeps, if it keeps one.
+pub fn tail() -> Option<Tail> {
+    TAIL.try_with(Tail::clone).ok()
+}
+
 struct Shared {
     pending: Mutex<Vec<(AppName, LogLine)>>,
+    /// Invocations whose lines also go to a tail, by request id.
+    taps: Mutex<HashMap<String, Tail>>,
+    /// How many taps there are (read without the lock on every line).
+    tapped: std::sync::atomic::AtomicUsize,
     wake: Notify,
     dropped: AtomicU64,
     /// About how many bytes `pending` holds.
     pending_bytes: std::sync::atomic::AtomicUsize,
 }
 
+/// An invocation's lines going to a tail; dropping it stops them.
+pub struct Tap {
+    shared: Arc<Shared>,
+    request_id: String,
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if self.shared.taps().remove(&self.request_id).is_some() {
+            self.shared.tapped.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Shared {
+    fn taps(&self) -> MutexGuard<'_, HashMap<String, Tail>> {
+        self.taps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A line of `request_id` for its tail, if one is kept.
+    fn to_tap(&self, request_id: &str, message: &str) {
+        if self.tapped.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if let Some(tail) = self.taps().get(request_id) {
+            let mut line = Vec::with_capacity(message.len() + 1);
+            line.extend_from_slice(message.as_bytes());
+            line.push(b'\n');
+            tail.push(&line);
+        }
+    }
+
     fn pending(&self) -> MutexGuard<'_, Vec<(AppName, LogLine)>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -75,6 +151,9 @@ pub struct AppLog {
 impl AppLog {
     /// Keeps `message` (one line) under `request_id`.
     pub fn write(&self, request_id: Option<&str>, stream: &'static str, message: &str) {
+        if let Some(id) = request_id {
+            self.shared.to_tap(id, message);
+        }
         let Some(app) = &self.app else { return };
         let line = LogLine {
             at_ms: crate::support::now_ms(),
@@ -119,6 +198,8 @@ impl FunctionLogs {
                 wake: Notify::new(),
                 dropped: AtomicU64::new(0),
                 pending_bytes: Default::default(),
+                taps: Mutex::default(),
+                tapped: Default::default(),
             }),
             keep: true,
         }
@@ -129,6 +210,17 @@ impl FunctionLogs {
         Self {
             keep: false,
             ..Self::new()
+        }
+    }
+
+    /// Sends the lines of invocation `request_id` to `tail` too, until the
+    /// guard is dropped.
+    pub fn tap(&self, request_id: &str, tail: Tail) -> Tap {
+        self.shared.taps().insert(request_id.to_owned(), tail);
+        self.shared.tapped.fetch_add(1, Ordering::Relaxed);
+        Tap {
+            shared: self.shared.clone(),
+            request_id: request_id.to_owned(),
         }
     }
 

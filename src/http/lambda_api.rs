@@ -2,12 +2,14 @@
 //! the AWS CLI, boto3 and the SDKs can call an app's function with
 //! `--endpoint-url`: the body is the function's raw payload (not an API
 //! Gateway event), answers and errors are Lambda's: `RequestResponse`,
-//! `DryRun`, and `Event` (queued in the store, run later, retried twice).
+//! `DryRun`, and `Event` (queued in the store, run later, retried twice);
+//! `X-Amz-Log-Type: Tail` returns the invocation's last 4 KB of log.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -102,14 +104,39 @@ pub async fn invoke(
         Ok(payload) => payload,
         Err(refused) => return *refused,
     };
-    match state.apps.invoke_function(&name, qualifier, payload).await {
+    let invocation = state.apps.invoke_function(&name, qualifier, payload);
+    let (outcome, tail) = match headers.get("x-amz-log-type").map(HeaderValue::as_bytes) {
+        None | Some(b"None") => (invocation.await, None),
+        Some(b"Tail") => {
+            let (outcome, tail) = crate::functions::logs::with_tail(invocation).await;
+            (outcome, Some(tail))
+        }
+        Some(other) => {
+            return aws_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                &format!(
+                    "X-Amz-Log-Type must be None or Tail, not {}",
+                    String::from_utf8_lossy(other)
+                ),
+            );
+        }
+    };
+    let mut response = match outcome {
         Ok((version, Ok(result))) => answered(version, None, result),
         Ok((version, Err(err))) => match error_document(&err) {
             Some(document) => answered(version, Some("Unhandled"), document),
-            None => lambda_error(&name, qualifier, &err),
+            None => return lambda_error(&name, qualifier, &err),
         },
-        Err(err) => lambda_error(&name, qualifier, &err),
+        Err(err) => return lambda_error(&name, qualifier, &err),
+    };
+    if let Some(tail) = tail {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(tail);
+        if let Ok(value) = HeaderValue::from_str(&encoded) {
+            response.headers_mut().insert("x-amz-log-result", value);
+        }
     }
+    response
 }
 
 /// The payload to hand the function (`{}` for an empty body), or Lambda's

@@ -45,6 +45,7 @@ fn boto3(url: &str, script: &str) -> Value {
 }
 
 const ECHO: &str = r#"exports.handler = async (event, context) => {
+  if (event.say) { console.log('echo says ' + event.say); }
   if (event.fail) { throw new TypeError('asked to fail'); }
   return { got: event, version: process.env.AWS_LAMBDA_FUNCTION_VERSION, tag: process.env.TAG };
 };"#;
@@ -76,8 +77,10 @@ async fn boto3_invokes_functions_through_the_invoke_api() {
 def call(**kw):
     try:
         r = lam.invoke(FunctionName='echo', **kw)
+        log = r.get('LogResult')
         return {'status': r['StatusCode'], 'version': r.get('ExecutedVersion'),
-                'error': r.get('FunctionError'), 'payload': json.loads(r['Payload'].read() or b'null')}
+                'error': r.get('FunctionError'), 'payload': json.loads(r['Payload'].read() or b'null'),
+                'log': base64.b64decode(log).decode() if log is not None else None}
     except botocore.exceptions.ClientError as e:
         return {'code': e.response['Error']['Code'], 'status': e.response['ResponseMetadata']['HTTPStatusCode']}
 out = {
@@ -89,6 +92,9 @@ out = {
   'missing': call(Qualifier='9'),
   'unknown_alias': call(Qualifier='nope'),
   'not_json': call(Payload=b'not json'),
+  'tail': call(Payload=json.dumps({'say': 'hello-tail'}), LogType='Tail'),
+  'failed_tail': call(Payload=json.dumps({'fail': True, 'say': 'before-failing'}), LogType='Tail'),
+  'big_tail': call(Payload=json.dumps({'say': 'x' * 6000}), LogType='Tail'),
 }
 try:
     lam.invoke(FunctionName='nobody', Payload=b'{}')
@@ -131,6 +137,34 @@ print(json.dumps(out))
         "InvalidRequestContentException"
     );
     assert_eq!(answers["nobody"], "ResourceNotFoundException");
+
+    // `LogType='Tail'`: the invocation's own log, START to REPORT.
+    assert_eq!(answers["latest"]["log"], Value::Null);
+    let log = answers["tail"]["log"].as_str().unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines[0].starts_with("START RequestId: "), "{log}");
+    let request = lines[0].split_whitespace().nth(2).unwrap();
+    assert!(log.contains("echo says hello-tail"), "{log}");
+    assert!(log.contains(&format!("END RequestId: {request}")), "{log}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with(&format!("REPORT RequestId: {request}")),
+        "{log}"
+    );
+    // Only this invocation's lines.
+    assert_eq!(log.matches("START RequestId").count(), 1, "{log}");
+    let failed = answers["failed_tail"]["log"].as_str().unwrap();
+    assert_eq!(answers["failed_tail"]["error"], "Unhandled");
+    assert!(
+        failed.contains("echo says before-failing") && failed.contains("asked to fail"),
+        "{failed}"
+    );
+    // The last 4 KB: the end of a longer log.
+    let big = answers["big_tail"]["log"].as_str().unwrap();
+    assert_eq!(big.len(), 4096, "{}", big.len());
+    assert!(big.contains("REPORT RequestId"));
 }
 
 /// The AWS CLI of the moto environment.
@@ -222,6 +256,59 @@ async fn the_aws_cli_invokes_a_function_with_endpoint_url() {
     });
     assert!(!ok);
     assert!(stderr.contains("ResourceNotFoundException"), "{stderr}");
+
+    // `--log-type Tail`: the log comes back base64-encoded in LogResult.
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| {
+        run(vec![
+            "--function-name".into(),
+            "cli".into(),
+            "--log-type".into(),
+            "Tail".into(),
+            "--payload".into(),
+            r#"{"say":"from-the-cli"}"#.into(),
+            out_path.clone(),
+        ])
+    });
+    assert!(ok, "{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    use base64::Engine;
+    let log = base64::engine::general_purpose::STANDARD
+        .decode(answer["LogResult"].as_str().unwrap())
+        .unwrap();
+    let log = String::from_utf8(log).unwrap();
+    assert!(log.starts_with("START RequestId: "), "{log}");
+    assert!(
+        log.contains("echo says from-the-cli") && log.contains("REPORT RequestId: "),
+        "{log}"
+    );
+
+    // `--invocation-type Event`: 202 at once, run later (its line reaches the app's log).
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| {
+        run(vec![
+            "--function-name".into(),
+            "cli".into(),
+            "--invocation-type".into(),
+            "Event".into(),
+            "--payload".into(),
+            r#"{"say":"queued-by-the-cli"}"#.into(),
+            out_path.clone(),
+        ])
+    });
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap()["StatusCode"],
+        202
+    );
+    app.wait_for("/apps/cli/logs", |logs| {
+        logs["events"].as_array().is_some_and(|lines| {
+            lines.iter().any(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("echo says queued-by-the-cli"))
+            })
+        })
+    })
+    .await;
 }
 
 const FLAKY: &str = r#"let runs = 0;

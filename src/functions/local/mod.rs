@@ -66,6 +66,19 @@ pub struct LocalFunctions {
 }
 
 impl LocalFunctions {
+    /// One invocation on `pool`, its lines also in the task's tail if it keeps one.
+    async fn run(&self, pool: &Pool, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
+        let Some(tail) = crate::functions::logs::tail() else {
+            return pool.invoke(event).await;
+        };
+        let request_id = crate::support::request_uuid();
+        let _tap = self.options.logs.tap(&request_id, tail);
+        let outcome = pool.invoke_as(event, request_id).await;
+        // The worker's last lines travel through a pipe read by another task.
+        tokio::task::yield_now().await;
+        outcome
+    }
+
     /// Writes the runtime clients and starts the idle reaper.
     pub fn start(options: LocalOptions) -> Result<Arc<Self>, FunctionError> {
         let io = |e| FunctionError::unavailable_because("writing the runtime clients", e);
@@ -216,7 +229,7 @@ impl FunctionBackend for LocalFunctions {
 
     async fn invoke(&self, app: &AppName, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
         let pool = self.pool(app, None).ok_or(FunctionError::NotFound)?;
-        pool.invoke(event).await
+        self.run(&pool, event).await
     }
 
     /// A version only: aliases are drawn by the app service.
@@ -233,7 +246,7 @@ impl FunctionBackend for LocalFunctions {
             .pool(app, Some(version))
             .ok_or(FunctionError::NotFound)?;
         Ok(Invoked {
-            payload: pool.invoke(event).await?,
+            payload: self.run(&pool, event).await?,
             version: Some(version),
         })
     }

@@ -227,8 +227,16 @@ impl Pool {
     /// takes it out of the queue, but one a worker has taken runs to its
     /// end, as API Gateway does.
     pub async fn invoke(&self, event: Vec<u8>) -> Result<Vec<u8>, FunctionError> {
+        self.invoke_as(event, crate::support::request_uuid()).await
+    }
+
+    /// [`Pool::invoke`] under the request id `request_id`.
+    pub async fn invoke_as(
+        &self,
+        event: Vec<u8>,
+        request_id: String,
+    ) -> Result<Vec<u8>, FunctionError> {
         let (reply, mut answer) = tokio::sync::oneshot::channel();
-        let request_id = crate::support::request_uuid();
         let mut queued = Queued {
             shared: &self.shared,
             request_id: request_id.clone(),
