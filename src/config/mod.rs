@@ -21,7 +21,7 @@ pub use backends::{
 };
 pub use sections::{
     AuthConfig, BuilderConfig, CallbacksConfig, FunctionsConfig, InboxConfig, Isolation,
-    MetricsConfig, ServerConfig, TierDetailsConfig,
+    LambdaAccessKey, MetricsConfig, ServerConfig, TierDetailsConfig,
 };
 
 /// A value that must never be printed (its `Debug` is `***`). It is

@@ -124,6 +124,17 @@ pub struct AuthConfig {
     pub event_api_key_header: String,
     /// Allow listening beyond loopback without tokens.
     pub allow_anonymous: bool,
+    /// Access keys an AWS client may sign Lambda Invoke API requests with
+    /// (SigV4), when `api_tokens` are set; without tokens any signature is accepted.
+    pub lambda_access_keys: Vec<LambdaAccessKey>,
+}
+
+/// `[[auth.lambda_access_keys]]`: an AWS-style access key for the Invoke API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LambdaAccessKey {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -193,6 +204,7 @@ impl Default for AuthConfig {
             event_api_keys: Vec::new(),
             event_api_key_header: "x-api-key".into(),
             allow_anonymous: false,
+            lambda_access_keys: Vec::new(),
         }
     }
 }

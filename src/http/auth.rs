@@ -1,17 +1,19 @@
 //! Access tokens: bearer tokens for management routes, API keys (or bearer
-//! tokens) for `POST /events…`; health, readiness and the spec are public.
-//! Tokens are compared as SHA-256 digests in constant time.
+//! tokens) for `POST /events…`, SigV4 signatures (or bearer tokens) for the
+//! Lambda Invoke API; health, readiness and the spec are public. Tokens are
+//! compared as SHA-256 digests in constant time.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderName, Method};
+use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use super::sigv4::{self, AccessKeys};
 use crate::config::AuthConfig;
 
 /// Who may call a route.
@@ -20,6 +22,8 @@ pub enum Access {
     Public,
     Events,
     Management,
+    /// The Lambda Invoke API: what AWS clients sign.
+    Lambda,
 }
 
 /// Which access a request needs.
@@ -35,6 +39,8 @@ pub fn access_for(method: &Method, path: &str) -> Access {
             .is_some_and(|rest| !rest.contains('/'));
     if method == Method::POST && ingest {
         Access::Events
+    } else if path.starts_with("/2015-03-31/functions/") {
+        Access::Lambda
     } else {
         Access::Management
     }
@@ -60,6 +66,7 @@ pub struct AuthPolicy {
     api_tokens: Vec<Digest32>,
     event_keys: Vec<Digest32>,
     key_header: HeaderName,
+    lambda_keys: AccessKeys,
 }
 
 impl AuthPolicy {
@@ -71,6 +78,7 @@ impl AuthPolicy {
                 .event_api_key_header
                 .parse()
                 .unwrap_or(HeaderName::from_static("x-api-key")),
+            lambda_keys: AccessKeys::new(&config.lambda_access_keys),
         }
     }
 
@@ -86,8 +94,8 @@ impl AuthPolicy {
             .map(str::trim);
         match access {
             Access::Public => Ok(()),
-            Access::Management if self.api_tokens.is_empty() => Ok(()),
-            Access::Management => match bearer {
+            Access::Management | Access::Lambda if self.api_tokens.is_empty() => Ok(()),
+            Access::Management | Access::Lambda => match bearer {
                 Some(token) if contains(&self.api_tokens, token) => Ok(()),
                 Some(_) => Err(ApiError::unauthorized("invalid bearer token")),
                 None => Err(ApiError::unauthorized(
@@ -123,9 +131,66 @@ pub async fn require_access(
     next: Next,
 ) -> Response {
     let access = access_for(request.method(), request.uri().path());
+    let signed = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes().starts_with(sigv4::SCHEME.as_bytes()));
+    if access == Access::Lambda && signed && !policy.api_tokens.is_empty() {
+        return match policy.verify_signed(request).await {
+            Ok(request) => next.run(request).await,
+            Err(refused) => refused,
+        };
+    }
     match policy.allows(access, request.headers()) {
         Ok(()) => next.run(request).await,
+        Err(err) if access == Access::Lambda => lambda_refusal(
+            StatusCode::FORBIDDEN,
+            "MissingAuthenticationTokenException",
+            &format!(
+                "{} (or sign the request with a key in auth.lambda_access_keys)",
+                err.message
+            ),
+        ),
         Err(err) => err.into_response(),
+    }
+}
+
+fn lambda_refusal(status: StatusCode, kind: &'static str, message: &str) -> Response {
+    super::lambda_api::aws_error(status, kind, message)
+}
+
+/// The most of a signed body read to check its signature (Lambda's
+/// synchronous payload limit; the route refuses more).
+const MAX_SIGNED_BODY: usize = 6 * 1024 * 1024;
+
+impl AuthPolicy {
+    /// Reads a SigV4-signed request's body and checks its signature; the
+    /// request again, with its body, if it holds.
+    async fn verify_signed(&self, request: Request) -> Result<Request, Response> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, MAX_SIGNED_BODY).await.map_err(|_| {
+            lambda_refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestTooLargeException",
+                &format!("Request must be smaller than {MAX_SIGNED_BODY} bytes for the InvokeFunction operation"),
+            )
+        })?;
+        let uri = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        self.lambda_keys
+            .verify(
+                parts.method.as_str(),
+                &uri,
+                &parts.headers,
+                &body,
+                std::time::SystemTime::now(),
+            )
+            .map_err(|refusal| {
+                lambda_refusal(StatusCode::FORBIDDEN, refusal.kind, &refusal.message)
+            })?;
+        Ok(Request::from_parts(parts, axum::body::Body::from(body)))
     }
 }
 

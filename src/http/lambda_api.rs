@@ -240,7 +240,7 @@ fn lambda_error(name: &str, qualifier: Option<&str>, err: &FunctionError) -> Res
 }
 
 /// An AWS JSON error: the type in `X-Amzn-ErrorType` and the body.
-fn aws_error(status: StatusCode, kind: &'static str, message: &str) -> Response {
+pub(super) fn aws_error(status: StatusCode, kind: &'static str, message: &str) -> Response {
     let body = serde_json::json!({"Type": "User", "message": message}).to_string();
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();

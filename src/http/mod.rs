@@ -12,6 +12,7 @@ mod ops;
 pub mod proxy;
 mod request_id;
 pub mod server;
+mod sigv4;
 mod tenants;
 
 use std::sync::Arc;

@@ -380,3 +380,133 @@ print(json.dumps(out))
     assert_eq!(runs.len(), 3, "{runs:?}");
     assert!(runs[2].ends_with("run 3 of nightly"), "{runs:?}");
 }
+
+/// With tokens configured, an AWS client's SigV4 signature is checked
+/// against `auth.lambda_access_keys`: the right key passes (boto3 and the
+/// AWS CLI), a wrong secret, an unknown key or no signature are Lambda's 403s;
+/// a bearer token (the orchestrator CLI) passes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_requests_are_checked_against_the_configured_keys() {
+    let Some(aws) = aws_cli() else {
+        crate::require::missing("no AWS CLI (the moto environment: .ci/run installs awscli)");
+        return;
+    };
+    let app = TestApp::start(|c, _| {
+        c.auth.api_tokens = vec![orchestrator::config::Secret("admin".into())];
+        c.auth.lambda_access_keys = vec![orchestrator::config::LambdaAccessKey {
+            access_key_id: "AKIDORCHESTRATOR".into(),
+            secret_access_key: orchestrator::config::Secret("local/secret+KEY".into()),
+        }];
+    })
+    .await;
+    let deployed = app
+        .client
+        .post(format!("{}/apps/deploy", app.url))
+        .bearer_auth("admin")
+        .json(&json!({"name": "signed", "archive": zip_of(&[("index.js", ECHO)]), "environment": {"TAG": "s"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 200);
+    let invocations = format!("{}/2015-03-31/functions/signed/invocations", app.url);
+
+    // Neither signed nor a bearer token: Lambda's 403.
+    let bare = app
+        .client
+        .post(&invocations)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 403);
+    assert_eq!(
+        bare.headers()["x-amzn-errortype"],
+        "MissingAuthenticationTokenException"
+    );
+    // A bearer token: what `orchestrator invoke --token` sends.
+    let bearer = app
+        .client
+        .post(&invocations)
+        .bearer_auth("admin")
+        .body("{\"n\":1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+
+    let url = app.url.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        boto3(
+            &url,
+            r#"
+def client(key, secret):
+    return boto3.client('lambda', endpoint_url=lam.meta.endpoint_url, region_name='eu-west-1',
+        aws_access_key_id=key, aws_secret_access_key=secret,
+        config=botocore.config.Config(retries={'max_attempts': 1}))
+def call(c, **kw):
+    try:
+        r = c.invoke(FunctionName='signed', **kw)
+        return {'status': r['StatusCode'], 'payload': json.loads(r['Payload'].read())}
+    except botocore.exceptions.ClientError as e:
+        return {'code': e.response['Error']['Code'], 'status': e.response['ResponseMetadata']['HTTPStatusCode']}
+good = client('AKIDORCHESTRATOR', 'local/secret+KEY')
+print(json.dumps({
+  'good': call(good, Payload=json.dumps({'signed': True})),
+  'qualified': call(good, Payload=b'{}', Qualifier='live', LogType='Tail'),
+  'wrong_secret': call(client('AKIDORCHESTRATOR', 'not-it'), Payload=b'{}'),
+  'unknown_key': call(client('AKIDSOMEONEELSE', 'local/secret+KEY'), Payload=b'{}'),
+}))
+"#,
+        )
+    })
+    .await
+    .unwrap();
+    if answers.is_null() {
+        return;
+    }
+    assert_eq!(answers["good"]["status"], 200, "{answers:#}");
+    assert_eq!(answers["good"]["payload"]["got"], json!({"signed": true}));
+    assert_eq!(answers["qualified"]["status"], 200, "{answers:#}");
+    assert_eq!(
+        answers["wrong_secret"],
+        json!({"code": "InvalidSignatureException", "status": 403})
+    );
+    assert_eq!(
+        answers["unknown_key"],
+        json!({"code": "UnrecognizedClientException", "status": 403})
+    );
+
+    // The AWS CLI, signing with the configured key.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.json");
+    let output = tokio::task::block_in_place(|| {
+        std::process::Command::new(&aws)
+            .args([
+                "lambda",
+                "invoke",
+                "--endpoint-url",
+                &app.url,
+                "--region",
+                "us-east-1",
+            ])
+            .args([
+                "--function-name",
+                "signed",
+                "--payload",
+                r#"{"via":"aws-cli"}"#,
+            ])
+            .arg(&out)
+            .env("AWS_ACCESS_KEY_ID", "AKIDORCHESTRATOR")
+            .env("AWS_SECRET_ACCESS_KEY", "local/secret+KEY")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .output()
+            .unwrap()
+    });
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let written: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(written["got"], json!({"via": "aws-cli"}));
+}
