@@ -21,7 +21,7 @@ use crate::common::{envelope, provisioning, TestApp};
 use crate::moto::{moto, Moto};
 use crate::uploads::{body_of, zip_bytes, HELLO};
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     format!(
         "{prefix}-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
@@ -294,7 +294,7 @@ async fn a_build_state_change_event_completes_the_job_and_unknown_projects_fail_
 }
 
 /// The service with apps on AWS Lambda at `sdk` (moto or the fake), functions running as `role`.
-async fn lambda_app(
+pub async fn lambda_app(
     sdk: &aws_config::SdkConfig,
     role: &str,
     configure: impl FnOnce(&mut orchestrator::config::Config, &std::path::Path),

@@ -510,3 +510,56 @@ print(json.dumps({
     let written: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(written["got"], json!({"via": "aws-cli"}));
 }
+
+/// A function on the AWS backend: the Invoke API hands the call to Lambda
+/// (moto here) with the qualifier, and answers with what Lambda returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invoke_api_passes_through_to_lambda() {
+    let Some(moto) = crate::moto::moto().await else {
+        return;
+    };
+    let role = moto.role(&crate::aws::unique("invoke-role")).await;
+    let sdk = moto.sdk().await;
+    let app = crate::aws::lambda_app(&sdk, &role, |_, _| {}).await;
+    let name = crate::aws::unique("through");
+    let (status, body) = app
+        .post(
+            "/apps/deploy",
+            &json!({"name": name, "archive": zip_of(&[("index.js", ECHO)])}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body:#}");
+    moto.queue_lambda_results(&[r#"{"from":"lambda","n":1}"#, r#"{"from":"lambda","n":2}"#])
+        .await;
+    let url = app.url.clone();
+    let script = format!(
+        r#"
+out = {{}}
+for key, kw in [('plain', {{}}), ('live', {{'Qualifier': 'live'}})]:
+    r = lam.invoke(FunctionName='{name}', Payload=json.dumps({{'to': key}}), **kw)
+    out[key] = {{'status': r['StatusCode'], 'version': r.get('ExecutedVersion'), 'payload': json.loads(r['Payload'].read())}}
+try:
+    lam.invoke(FunctionName='{name}', Qualifier='nope', Payload=b'{{}}')
+except botocore.exceptions.ClientError as e:
+    out['unknown_alias'] = e.response['Error']['Code']
+print(json.dumps(out))
+"#
+    );
+    let answers = tokio::task::spawn_blocking(move || boto3(&url, &script))
+        .await
+        .unwrap();
+    if answers.is_null() {
+        return;
+    }
+    assert_eq!(answers["plain"]["status"], 200, "{answers:#}");
+    assert_eq!(
+        answers["plain"]["payload"],
+        json!({"from": "lambda", "n": 1})
+    );
+    assert_eq!(
+        answers["live"]["payload"],
+        json!({"from": "lambda", "n": 2})
+    );
+    assert_eq!(answers["live"]["version"], "1");
+    assert_eq!(answers["unknown_alias"], "ResourceNotFoundException");
+}
