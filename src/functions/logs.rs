@@ -70,7 +70,33 @@ impl Tail {
     fn text(&self) -> Vec<u8> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    /// Bytes added so far (the kept ones; it grows until the cut).
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Waits for the lines a worker wrote before it answered: they are in
+    /// its output pipe, read by another task. Returns once none arrived for
+    /// [`TAIL_QUIET`], or after [`TAIL_WAIT`] at most.
+    pub async fn settle(&self) {
+        let deadline = tokio::time::Instant::now() + TAIL_WAIT;
+        let mut seen = self.len();
+        loop {
+            tokio::time::sleep(TAIL_QUIET).await;
+            let now = self.len();
+            if now == seen || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            seen = now;
+        }
+    }
 }
+
+/// How long a tail must stay unchanged after an invocation to be complete.
+const TAIL_QUIET: Duration = Duration::from_millis(10);
+/// The most a tail waits for late lines.
+const TAIL_WAIT: Duration = Duration::from_millis(100);
 
 /// Runs `work` with a tail of the invocations it makes; its output and the tail.
 pub async fn with_tail<F: std::future::Future>(work: F) -> (F::Output, Vec<u8>) {

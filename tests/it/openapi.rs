@@ -49,6 +49,7 @@ async fn served_spec_documents_every_route_with_errors() {
         ("/apps/{name}/rollback", "post"),
         ("/apps/{name}/domains/{domain}", "put"),
         ("/operations/{id}", "get"),
+        ("/runtimes", "get"),
         ("/health", "get"),
         ("/ready", "get"),
         ("/openapi.json", "get"),

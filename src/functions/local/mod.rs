@@ -72,10 +72,9 @@ impl LocalFunctions {
             return pool.invoke(event).await;
         };
         let request_id = crate::support::request_uuid();
-        let _tap = self.options.logs.tap(&request_id, tail);
+        let _tap = self.options.logs.tap(&request_id, tail.clone());
         let outcome = pool.invoke_as(event, request_id).await;
-        // The worker's last lines travel through a pipe read by another task.
-        tokio::task::yield_now().await;
+        tail.settle().await;
         outcome
     }
 

@@ -224,9 +224,6 @@ impl Cell {
         for path in ETC {
             push(&["--ro-bind-try".as_ref(), path.as_ref(), path.as_ref()]);
         }
-        if let Some(shown) = shown {
-            push(&["--ro-bind".as_ref(), shown.as_os_str(), shown.as_os_str()]);
-        }
         let tmp_size = self.sandbox.options.tmp_size_bytes.to_string();
         push(&[
             "--proc".as_ref(),
@@ -249,6 +246,12 @@ impl Cell {
             "--ro-bind".as_ref(),
             runtimes.as_os_str(),
             RUNTIME_DIR.as_ref(),
+        ]);
+        // After `/tmp` and `/var` are made: an installation under them stays visible.
+        if let Some(shown) = shown {
+            push(&["--ro-bind".as_ref(), shown.as_os_str(), shown.as_os_str()]);
+        }
+        push(&[
             "--chdir".as_ref(),
             TASK_ROOT.as_ref(),
             "--".as_ref(),
