@@ -12,6 +12,9 @@ use super::output::{self, Output};
 use super::pack::{self, Packed};
 use super::{CliError, Client};
 
+/// The largest archive the service takes (its `PUT /apps/{name}/code` limit).
+const MAX_ARCHIVE: usize = 50 * 1024 * 1024;
+
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
     /// A directory to zip (all but `.git` and what `.orchestratorignore`
@@ -90,6 +93,14 @@ impl Settings {
 
 pub async fn run(client: &Client, args: DeployArgs, output: Output) -> Result<(), CliError> {
     let packed = pack_with_spinner(&args.path)?;
+    if packed.bytes.len() > MAX_ARCHIVE {
+        return Err(CliError::Usage(format!(
+            "the archive is {} MB; the service takes at most {} MB (leave files out with {})",
+            packed.bytes.len().div_ceil(1024 * 1024),
+            MAX_ARCHIVE / (1024 * 1024),
+            pack::IGNORE_FILE
+        )));
+    }
     let answer = upload(
         client,
         &args.name,

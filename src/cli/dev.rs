@@ -8,9 +8,12 @@ use std::time::Duration;
 use notify::RecursiveMode;
 use notify_debouncer_mini::DebounceEventResult;
 
+use tokio::task::JoinHandle;
+
 use super::deploy::{self, Settings};
 use super::logs::{self, LogsArgs};
 use super::output::Output;
+use super::pack::{self, Packed};
 use super::{CliError, Client};
 
 #[derive(Debug, clap::Args)]
@@ -49,49 +52,25 @@ pub async fn run(client: &Client, args: DevArgs, output: Output) -> Result<(), C
         .map_err(|e| CliError::Usage(format!("cannot watch {}: {e}", args.path.display())))?;
 
     let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let packed = deploy::pack_with_spinner(&args.path)?;
-    let app = deploy::upload(client, &args.name, &packed, &args.settings, true, true).await?;
-    deploy::report(client, &app, output);
-    let mut deployed = packed.sha256;
-
-    let follow = LogsArgs {
-        app: args.name.clone(),
-        follow: true,
-        since: Some(since),
-        request_id: None,
-        limit: None,
+    let mut session = Session {
+        client,
+        args: &args,
+        output,
+        deployed: None,
+        logs: None,
+        since,
     };
-    let logs_client = client.clone();
-    let mut logs = tokio::spawn(async move { logs::run(&logs_client, &follow, output).await });
+    // The first deploy may fail as any later one may: said, and the watch goes on.
+    session.deploy(deploy::pack_with_spinner(&args.path)).await;
     eprintln!("watching {} (Ctrl-C to stop)", args.path.display());
     loop {
         tokio::select! {
             batch = changes.recv() => match batch {
                 None => return Err(CliError::Usage("the file watcher stopped".into())),
                 Some(Err(err)) => eprintln!("warning: watching files: {err}"),
-                Some(Ok(_)) => {
-                    let packed = match crate::cli::pack::pack(&args.path) {
-                        Ok(packed) => packed,
-                        Err(err) => {
-                            eprintln!("error: {err}");
-                            continue;
-                        }
-                    };
-                    if packed.sha256 == deployed {
-                        continue;
-                    }
-                    eprintln!("change detected: redeploying {}", args.name);
-                    match deploy::upload(client, &args.name, &packed, &args.settings, true, true).await {
-                        Ok(app) => {
-                            deployed = packed.sha256;
-                            deploy::report(client, &app, output);
-                        }
-                        // A broken edit is reported; the next one is tried.
-                        Err(err) => eprintln!("error: {err}"),
-                    }
-                }
+                Some(Ok(_)) => session.deploy(pack::pack(&args.path)).await,
             },
-            ended = &mut logs => {
+            ended = following(&mut session.logs) => {
                 return match ended {
                     Ok(result) => result,
                     Err(err) => Err(CliError::BadAnswer(format!("following the logs: {err}"))),
@@ -99,5 +78,69 @@ pub async fn run(client: &Client, args: DevArgs, output: Output) -> Result<(), C
             }
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
+    }
+}
+
+/// What `dev` keeps between changes.
+struct Session<'a> {
+    client: &'a Client,
+    args: &'a DevArgs,
+    output: Output,
+    /// The hash of the archive deployed last.
+    deployed: Option<String>,
+    /// The log follower, once the app exists.
+    logs: Option<JoinHandle<Result<(), CliError>>>,
+    since: String,
+}
+
+impl Session<'_> {
+    /// Deploys `packed` unless it is what was deployed last; a failure is
+    /// printed and the next change is tried.
+    async fn deploy(&mut self, packed: Result<Packed, CliError>) {
+        let packed = match packed {
+            Ok(packed) if self.deployed.as_deref() == Some(packed.sha256.as_str()) => return,
+            Ok(packed) => packed,
+            Err(err) => return eprintln!("error: {err}"),
+        };
+        if self.deployed.is_some() {
+            eprintln!("change detected: redeploying {}", self.args.name);
+        }
+        let (client, args) = (self.client, self.args);
+        match deploy::upload(client, &args.name, &packed, &args.settings, true, true).await {
+            Ok(app) => {
+                self.deployed = Some(packed.sha256);
+                deploy::report(client, &app, self.output);
+                self.follow_logs();
+            }
+            Err(err) => eprintln!("error: {err}"),
+        }
+    }
+
+    /// Starts following the app's logs (once).
+    fn follow_logs(&mut self) {
+        if self.logs.is_some() {
+            return;
+        }
+        let follow = LogsArgs {
+            app: self.args.name.clone(),
+            follow: true,
+            since: Some(self.since.clone()),
+            request_id: None,
+            limit: None,
+        };
+        let (client, output) = (self.client.clone(), self.output);
+        self.logs = Some(tokio::spawn(async move {
+            logs::run(&client, &follow, output).await
+        }));
+    }
+}
+
+/// The follower's end, or never while there is none.
+async fn following(
+    logs: &mut Option<JoinHandle<Result<(), CliError>>>,
+) -> Result<Result<(), CliError>, tokio::task::JoinError> {
+    match logs {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
     }
 }

@@ -467,28 +467,10 @@ async fn sends_an_event_and_reads_the_tenants_timeline() {
         "TENANT_PROVISIONING",
         provisioning("cli-two", "basic"),
     );
-    let first = ok_json(
-        &app.url,
-        &[
-            "events",
-            "send",
-            "TENANT_PROVISIONING",
-            "--detail",
-            &envelope.to_string(),
-        ],
-    )
-    .await;
-    let again = ok(
-        &app.url,
-        &[
-            "events",
-            "send",
-            "TENANT_PROVISIONING",
-            "--detail",
-            &envelope.to_string(),
-        ],
-    )
-    .await;
+    let text = envelope.to_string();
+    let send = ["events", "send", "TENANT_PROVISIONING", "--detail", &text];
+    let first = ok_json(&app.url, &send).await;
+    let again = ok(&app.url, &send).await;
     assert!(
         first["eventId"].is_string() && first["duplicate"] != true,
         "{first}"
@@ -542,6 +524,34 @@ async fn dev_redeploys_after_a_file_write_and_follows_the_logs() {
     dev.wait_for_line("Deployed devapp version 4 (live)").await;
     eventually(|| async { (served(&app, "devapp").await["edition"] == "fourth").then_some(()) })
         .await;
+    dev.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_keeps_watching_when_the_first_deploy_fails() {
+    let app = TestApp::start(|_, _| {}).await;
+    let project = tempfile::tempdir().unwrap();
+    // No handler file yet: the service refuses the first deploy.
+    std::fs::write(project.path().join("notes.txt"), "to do").unwrap();
+    let dev = Running::start(
+        &app.url,
+        &[
+            "dev",
+            project.path().to_str().unwrap(),
+            "--name",
+            "later",
+            "--debounce-ms",
+            "100",
+        ],
+    );
+    let refused = dev.wait_for_line("error: ").await;
+    assert!(refused.contains("HTTP 400"), "{refused}");
+    dev.wait_for_line("watching").await;
+    assert_eq!(app.get("/apps/later").await.0, 404);
+    write_app(project.path(), "at-last");
+    dev.wait_for_line("Deployed later version 1 (live)").await;
+    assert_eq!(served(&app, "later").await["edition"], "at-last");
+    dev.wait_for_line("served /hello").await;
     dev.stop().await;
 }
 

@@ -44,6 +44,15 @@ fn boto3(url: &str, script: &str) -> Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
+/// [`boto3`] off the runtime's threads; `None` where it was skipped.
+async fn boto3_answers(url: &str, script: &str) -> Option<Value> {
+    let (url, script) = (url.to_owned(), script.to_owned());
+    let answers = tokio::task::spawn_blocking(move || boto3(&url, &script))
+        .await
+        .unwrap();
+    (!answers.is_null()).then_some(answers)
+}
+
 const ECHO: &str = r#"exports.handler = async (event, context) => {
   if (event.say) { console.log('echo says ' + event.say); }
   if (event.fail) { throw new TypeError('asked to fail'); }
@@ -69,11 +78,9 @@ async fn boto3_invokes_functions_through_the_invoke_api() {
             .await;
         assert_eq!(status, 200, "{body:#}");
     }
-    let url = app.url.clone();
-    let answers = tokio::task::spawn_blocking(move || {
-        boto3(
-            &url,
-            r#"
+    let Some(answers) = boto3_answers(
+        &app.url,
+        r#"
 def call(**kw):
     try:
         r = lam.invoke(FunctionName='echo', **kw)
@@ -102,13 +109,11 @@ except lam.exceptions.ResourceNotFoundException as e:
     out['nobody'] = e.response['Error']['Code']
 print(json.dumps(out))
 "#,
-        )
-    })
+    )
     .await
-    .unwrap();
-    if answers.is_null() {
+    else {
         return;
-    }
+    };
     // Unqualified is $LATEST: the newest version, even one not promoted.
     assert_eq!(answers["latest"]["status"], 200, "{answers:#}");
     assert_eq!(answers["latest"]["version"], "2");
@@ -337,11 +342,9 @@ async fn an_event_invocation_is_queued_and_retried_until_it_succeeds() {
         )
         .await;
     assert_eq!(status, 200, "{body:#}");
-    let url = app.url.clone();
-    let answers = tokio::task::spawn_blocking(move || {
-        boto3(
-            &url,
-            r#"
+    let Some(answers) = boto3_answers(
+        &app.url,
+        r#"
 r = lam.invoke(FunctionName='flaky', InvocationType='Event', Payload=json.dumps({'job': 'nightly'}))
 out = {'status': r['StatusCode']}
 try:
@@ -350,10 +353,11 @@ except lam.exceptions.ResourceNotFoundException as e:
     out['nobody'] = e.response['Error']['Code']
 print(json.dumps(out))
 "#,
-        )
-    })
+    )
     .await
-    .unwrap();
+    else {
+        return;
+    };
     assert_eq!(
         answers,
         json!({"status": 202, "nobody": "ResourceNotFoundException"})
@@ -434,11 +438,9 @@ async fn signed_requests_are_checked_against_the_configured_keys() {
         .unwrap();
     assert_eq!(bearer.status(), 200);
 
-    let url = app.url.clone();
-    let answers = tokio::task::spawn_blocking(move || {
-        boto3(
-            &url,
-            r#"
+    let Some(answers) = boto3_answers(
+        &app.url,
+        r#"
 def client(key, secret):
     return boto3.client('lambda', endpoint_url=lam.meta.endpoint_url, region_name='eu-west-1',
         aws_access_key_id=key, aws_secret_access_key=secret,
@@ -457,13 +459,11 @@ print(json.dumps({
   'unknown_key': call(client('AKIDSOMEONEELSE', 'local/secret+KEY'), Payload=b'{}'),
 }))
 "#,
-        )
-    })
+    )
     .await
-    .unwrap();
-    if answers.is_null() {
+    else {
         return;
-    }
+    };
     assert_eq!(answers["good"]["status"], 200, "{answers:#}");
     assert_eq!(answers["good"]["payload"]["got"], json!({"signed": true}));
     assert_eq!(answers["qualified"]["status"], 200, "{answers:#}");
@@ -531,7 +531,6 @@ async fn the_invoke_api_passes_through_to_lambda() {
     assert_eq!(status, 200, "{body:#}");
     moto.queue_lambda_results(&[r#"{"from":"lambda","n":1}"#, r#"{"from":"lambda","n":2}"#])
         .await;
-    let url = app.url.clone();
     let script = format!(
         r#"
 out = {{}}
@@ -545,12 +544,9 @@ except botocore.exceptions.ClientError as e:
 print(json.dumps(out))
 "#
     );
-    let answers = tokio::task::spawn_blocking(move || boto3(&url, &script))
-        .await
-        .unwrap();
-    if answers.is_null() {
+    let Some(answers) = boto3_answers(&app.url, &script).await else {
         return;
-    }
+    };
     assert_eq!(answers["plain"]["status"], 200, "{answers:#}");
     assert_eq!(
         answers["plain"]["payload"],

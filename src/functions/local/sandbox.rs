@@ -251,11 +251,7 @@ impl Cell {
         if let Some(shown) = shown {
             push(&["--ro-bind".as_ref(), shown.as_os_str(), shown.as_os_str()]);
         }
-        push(&[
-            "--chdir".as_ref(),
-            TASK_ROOT.as_ref(),
-            "--".as_ref(),
-        ]);
+        push(&["--chdir".as_ref(), TASK_ROOT.as_ref(), "--".as_ref()]);
         let id = self.uid.to_string();
         let reuid = format!("--reuid={id}");
         let regid = format!("--regid={id}");
