@@ -109,6 +109,7 @@ pub struct OrchestratorBuilder {
     tiers: Option<Arc<dyn TierSource>>,
     store: Option<Arc<dyn Store>>,
     functions: Option<Arc<dyn FunctionBackend>>,
+    sbt: Option<Arc<tenants::sbt::SbtPlane>>,
 }
 
 impl OrchestratorBuilder {
@@ -120,6 +121,7 @@ impl OrchestratorBuilder {
             tiers: None,
             store: None,
             functions: None,
+            sbt: None,
         }
     }
 
@@ -138,6 +140,13 @@ impl OrchestratorBuilder {
     /// Replaces the tier details source.
     pub fn tier_source(mut self, tiers: Arc<dyn TierSource>) -> Self {
         self.tiers = Some(tiers);
+        self
+    }
+
+    /// Uses this sbt-aws control plane (names and bus client) instead of
+    /// the one `[sbt]` describes with the standard AWS configuration.
+    pub fn sbt_plane(mut self, sbt: Arc<tenants::sbt::SbtPlane>) -> Self {
+        self.sbt = Some(sbt);
         self
     }
 
@@ -278,7 +287,16 @@ impl OrchestratorBuilder {
             "functions isolation"
         );
         let inbox = Inbox::new(store.clone());
+        let sbt = match (self.sbt, &config.sbt.event_bus) {
+            (Some(sbt), _) => sbt,
+            (None, Some(_)) => Arc::new(tenants::sbt::SbtPlane::new(
+                config.sbt.clone(),
+                Some(sdk().await),
+            )),
+            (None, None) => Arc::new(tenants::sbt::SbtPlane::new(config.sbt.clone(), None)),
+        };
         let services = Services {
+            sbt,
             metrics: metrics.clone(),
             store,
             tiers,
@@ -439,6 +457,7 @@ impl Orchestrator {
             isolation: self.isolation,
             metrics: self.services.metrics.clone(),
             stopping: self.stopping.clone(),
+            sbt: self.services.sbt.clone(),
         }
     }
 

@@ -21,7 +21,7 @@ pub use backends::{
 };
 pub use sections::{
     AuthConfig, BuilderConfig, CallbacksConfig, FunctionsConfig, InboxConfig, Isolation,
-    LambdaAccessKey, MetricsConfig, ServerConfig, TierDetailsConfig,
+    LambdaAccessKey, MetricsConfig, SbtConfig, ServerConfig, TierDetailsConfig,
 };
 
 /// A value that must never be printed (its `Debug` is `***`). It is
@@ -83,6 +83,8 @@ pub struct Config {
     pub inbox: InboxConfig,
     pub server: ServerConfig,
     pub metrics: MetricsConfig,
+    /// `[sbt]`: the sbt-aws application plane.
+    pub sbt: SbtConfig,
 }
 
 impl Default for Config {
@@ -105,6 +107,7 @@ impl Default for Config {
             inbox: InboxConfig::default(),
             server: ServerConfig::default(),
             metrics: MetricsConfig::default(),
+            sbt: SbtConfig::default(),
         }
     }
 }

@@ -257,3 +257,51 @@ impl Default for ServerConfig {
         }
     }
 }
+
+/// `[sbt]`: this service as an application plane of AWS's SaaS Builder
+/// Toolkit (sbt-aws): which control-plane events it takes, what their jobs
+/// get, and where and how it answers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SbtConfig {
+    /// The control plane's bus (ARN or name) the outcomes are put on with
+    /// `PutEvents`; none: outcomes are only recorded.
+    pub event_bus: Option<String>,
+    /// Sources accepted on incoming events (sbt-aws 0.9: `sbt.control.plane`;
+    /// 0.8: `controlPlaneEventSource`).
+    pub control_plane_sources: Vec<String>,
+    /// The source of the events this service puts.
+    pub application_plane_source: String,
+    /// Prefixed to outgoing detail-types (`sbt_aws_provisionSuccess`; 0.8: empty).
+    pub detail_type_prefix: String,
+    /// Detail-types that onboard a tenant (0.9 and 0.8 names).
+    pub onboarding_detail_types: Vec<String>,
+    /// Detail-types that offboard a tenant.
+    pub offboarding_detail_types: Vec<String>,
+    /// Detail fields a job gets as they are (ScriptJob's `environmentStringVariablesFromIncomingEvent`).
+    pub string_variables: Vec<String>,
+    /// Detail fields a job gets as JSON text (`environmentJSONVariablesFromIncomingEvent`).
+    pub json_variables: Vec<String>,
+    /// Job outputs reported as `jobOutput.tenantData`.
+    pub tenant_data: Vec<String>,
+    /// Job outputs reported as `jobOutput.tenantRegistrationData`.
+    pub tenant_registration_data: Vec<String>,
+}
+
+impl Default for SbtConfig {
+    fn default() -> Self {
+        let names = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect();
+        Self {
+            event_bus: None,
+            control_plane_sources: names(&["sbt.control.plane", "controlPlaneEventSource"]),
+            application_plane_source: "sbt.application.plane".into(),
+            detail_type_prefix: "sbt_aws_".into(),
+            onboarding_detail_types: names(&["sbt_aws_onboardingRequest", "onboardingRequest"]),
+            offboarding_detail_types: names(&["sbt_aws_offboardingRequest", "offboardingRequest"]),
+            string_variables: names(&["tenantId", "tier", "tenantName", "email"]),
+            json_variables: Vec::new(),
+            tenant_data: Vec::new(),
+            tenant_registration_data: Vec::new(),
+        }
+    }
+}

@@ -35,11 +35,20 @@ pub enum EventType {
     /// Internal: deliver the signed provisioning webhook to ARC SaaS tenant management.
     #[serde(rename = "TENANT_CALLBACK")]
     TenantCallback,
+    /// sbt-aws: the control plane onboards a tenant (any of `sbt.onboarding_detail_types`).
+    #[serde(rename = "sbt_aws_onboardingRequest")]
+    SbtOnboardingRequest,
+    /// sbt-aws: the control plane offboards a tenant (any of `sbt.offboarding_detail_types`).
+    #[serde(rename = "sbt_aws_offboardingRequest")]
+    SbtOffboardingRequest,
+    /// Internal: put a tenant's outcome on the sbt-aws control plane's bus.
+    #[serde(rename = "SBT_REPORT")]
+    SbtReport,
 }
 
 impl EventType {
     /// All types, in a stable order.
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 14] = [
         EventType::TenantProvisioning,
         EventType::TenantDeprovisioning,
         EventType::TenantProvisioningSuccess,
@@ -51,6 +60,9 @@ impl EventType {
         EventType::TenantDeprovisioningFailure,
         EventType::BuildStateChange,
         EventType::TenantCallback,
+        EventType::SbtOnboardingRequest,
+        EventType::SbtOffboardingRequest,
+        EventType::SbtReport,
     ];
 
     /// The wire name (EventBridge `detail-type`).
@@ -67,6 +79,9 @@ impl EventType {
             EventType::TenantDeprovisioningFailure => "TENANT_DEPROVISIONING_FAILURE",
             EventType::BuildStateChange => "CodeBuild Build State Change",
             EventType::TenantCallback => "TENANT_CALLBACK",
+            EventType::SbtOnboardingRequest => "sbt_aws_onboardingRequest",
+            EventType::SbtOffboardingRequest => "sbt_aws_offboardingRequest",
+            EventType::SbtReport => "SBT_REPORT",
         }
     }
 
@@ -77,7 +92,8 @@ impl EventType {
 
     /// Types a client may POST. Matching is exact and case-sensitive, as in ARC SaaS.
     pub fn accepted_from_clients(name: &str) -> Option<EventType> {
-        EventType::from_name(name).filter(|t| *t != EventType::TenantCallback)
+        EventType::from_name(name)
+            .filter(|t| !matches!(t, EventType::TenantCallback | EventType::SbtReport))
     }
 }
 

@@ -157,8 +157,22 @@ async fn ingest(
                 .detail_type
                 .as_deref()
                 .ok_or_else(|| ApiError::bad_request("invalid_body", "missing 'detail-type': POST to /events/{eventType} or send an EventBridge envelope"))?;
-            let event_type =
-                EventType::accepted_from_clients(name).ok_or_else(|| unsupported(name))?;
+            let event_type = match state.sbt.incoming_type(name) {
+                Some(sbt) => {
+                    let source = incoming.source.as_deref().unwrap_or_default();
+                    if !state.sbt.accepts_source(source) {
+                        return Err(ApiError::bad_request(
+                            "invalid_source",
+                            format!(
+                                "an sbt-aws '{name}' event must come from a control plane source ({}), not '{source}'",
+                                state.sbt.sources()
+                            ),
+                        ));
+                    }
+                    sbt
+                }
+                None => EventType::accepted_from_clients(name).ok_or_else(|| unsupported(name))?,
+            };
             if !incoming.envelope {
                 return Err(ApiError::bad_request(
                     "invalid_body",

@@ -51,6 +51,8 @@ pub struct AppState {
     /// Cancelled when the service starts shutting down: long answers (a
     /// log follower's stream) end then.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// sbt-aws's event names and sources (`[sbt]`).
+    pub sbt: Arc<crate::tenants::sbt::SbtPlane>,
 }
 
 #[derive(OpenApi)]

@@ -168,6 +168,9 @@ pub struct TenantRecord {
     pub callback_secret: Option<String>,
     pub callback_context: Option<String>,
     pub callback_event_id: Option<EventId>,
+    /// `sbt` for a tenant of an sbt-aws control plane (its outcomes are put
+    /// on the control plane's bus); `None`: ARC SaaS.
+    pub control_plane: Option<String>,
     pub version: i64,
     #[sqlx(rename = "created_at")]
     pub created_at_ms: i64,

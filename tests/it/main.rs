@@ -30,6 +30,7 @@ mod prometheus;
 mod recovery;
 mod require;
 mod runtimes;
+mod sbt;
 mod store_contract;
 mod traces;
 mod uploads;

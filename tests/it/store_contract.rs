@@ -210,6 +210,7 @@ fn tenant(id: &str, state: TenantState) -> TenantRecord {
         callback_secret: Some("s3cret".into()),
         callback_context: None,
         callback_event_id: Some("evt".into()),
+        control_plane: None,
         version: 0,
         created_at_ms: 0,
         updated_at_ms: 0,

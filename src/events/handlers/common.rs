@@ -205,6 +205,7 @@ pub fn new_tenant(id: &TenantId, state: TenantState) -> TenantRecord {
         callback_secret: None,
         callback_context: None,
         callback_event_id: None,
+        control_plane: None,
         version: 0,
         created_at_ms: crate::support::now_ms(),
         updated_at_ms: crate::support::now_ms(),

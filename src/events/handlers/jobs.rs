@@ -326,14 +326,43 @@ pub fn follow_up(
     }
 }
 
-/// The webhook delivery for a final provisioning outcome, when the tenant
-/// carried ARC SaaS credentials and a receiver is configured.
+/// The report of an sbt-aws tenant's outcome to its control plane, or
+/// `None` for a tenant of another control plane.
+pub fn sbt_report(
+    cause: &InboxEvent,
+    tenant: &TenantRecord,
+    phase: crate::tenants::sbt::Phase,
+    success: bool,
+) -> Option<NewEvent> {
+    if tenant.control_plane.as_deref() != Some(crate::tenants::sbt::CONTROL_PLANE) {
+        return None;
+    }
+    Some(follow_up(
+        &format!("{}:sbt", cause.id),
+        EventType::SbtReport,
+        json!({"tenantId": tenant.id, "tenantRegistrationId": tenant.id,
+               "phase": phase.as_str(), "success": success}),
+        Some(cause.trace),
+    ))
+}
+
+/// The delivery of a final provisioning outcome: the webhook when the
+/// tenant carried ARC SaaS credentials and a receiver is configured, the
+/// bus event for an sbt-aws tenant.
 pub fn callback_event(
     services: &Services,
     cause: &InboxEvent,
     tenant: &mut TenantRecord,
     success: bool,
 ) -> Option<NewEvent> {
+    if let Some(report) = sbt_report(
+        cause,
+        tenant,
+        crate::tenants::sbt::Phase::Provision,
+        success,
+    ) {
+        return Some(report);
+    }
     if tenant.callback_secret.is_none() || tenant.callback_context.is_none() {
         return None;
     }

@@ -9,6 +9,7 @@ mod deployment;
 mod jobs;
 mod provisioning;
 mod results;
+mod sbt;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub use deployment::DeploymentHandler;
 pub(crate) use jobs::rerun;
 pub use provisioning::{DeprovisioningHandler, ProvisioningHandler};
 pub use results::ResultHandler;
+pub use sbt::{SbtOffboardingHandler, SbtOnboardingHandler, SbtReportHandler};
 
 use super::{EventType, Inbox};
 use crate::builder::BuilderService;
@@ -155,6 +157,8 @@ pub struct Services {
     pub job_lease: std::time::Duration,
     /// Where events, jobs and deliveries are counted.
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
+    /// The sbt-aws control plane's names and bus (`[sbt]`).
+    pub sbt: Arc<crate::tenants::sbt::SbtPlane>,
 }
 
 impl Services {
@@ -210,6 +214,9 @@ impl Default for HandlerSet {
         }
         set.set(E::BuildStateChange, Arc::new(BuildStateHandler));
         set.set(E::TenantCallback, Arc::new(CallbackHandler));
+        set.set(E::SbtOnboardingRequest, Arc::new(SbtOnboardingHandler));
+        set.set(E::SbtOffboardingRequest, Arc::new(SbtOffboardingHandler));
+        set.set(E::SbtReport, Arc::new(SbtReportHandler));
         set
     }
 }

@@ -5,10 +5,12 @@ use async_trait::async_trait;
 use super::common::{
     callback_credentials, environment_override, job_params, new_tenant, tier_details,
 };
-use super::jobs::{begin, launch, Begin};
+use super::jobs::{begin, launch, sbt_report, Begin};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::store::{Commit, JobKind, JsonObject, TenantState};
+use crate::tenants::sbt::Phase;
 use crate::tenants::Lifecycle;
+use serde_json::{Map, Value};
 
 /// Looks up the tier and runs its `jobIdentifier`.
 pub struct ProvisioningHandler;
@@ -20,50 +22,65 @@ impl EventHandler for ProvisioningHandler {
         event: &InboxEvent,
         services: &Services,
     ) -> Result<Handled, HandlerError> {
-        let step = match begin(services, event, Lifecycle::Provision).await? {
-            Begin::Proceed(step) => step,
-            Begin::Done(done) => return Ok(done),
-        };
-        let id = &step.tenant_id;
-        let tier = tier_details(services, &event.detail, step.current.as_ref()).await?;
-        let job = tier
-            .job_identifier()
-            .ok_or_else(|| {
-                HandlerError::Permanent(format!("tier '{}' has no jobIdentifier", tier.tier))
-            })?
-            .to_owned();
-        let overrides = environment_override(&event.detail);
-        let params = job_params(
-            tier.params().chain(overrides.iter()),
-            [
-                ("TENANT_ID", id.as_str()),
-                ("TIER", &tier.tier),
-                ("EVENT_ID", event.id.as_str()),
-            ],
-        )?;
-        let mut record = step
-            .current
-            .clone()
-            .unwrap_or_else(|| new_tenant(id, step.state));
-        record.state = step.state;
-        record.tier = Some(tier.tier.clone());
-        record.last_error = None;
-        record.job_output = JsonObject::default();
-        record.params = JsonObject::from(overrides.clone());
-        let credentials = callback_credentials(&event.detail, &overrides);
-        record.callback_secret = credentials.as_ref().map(|(s, _)| s.clone());
-        record.callback_context = credentials.map(|(_, c)| c);
-        record.callback_event_id = None;
-        launch(
-            services,
-            event,
-            step.write(record),
-            JobKind::Provisioning,
-            &job,
-            params,
-        )
-        .await
+        provision(services, event, environment_override(&event.detail), None).await
     }
+}
+
+/// Provisions the tenant `event` names with the tier's job, the job getting
+/// `variables` besides the tier's parameters; `control_plane`: the tenant's
+/// (`None`: ARC SaaS, whose webhook credentials are read from the event).
+pub(super) async fn provision(
+    services: &Services,
+    event: &InboxEvent,
+    variables: Map<String, Value>,
+    control_plane: Option<&str>,
+) -> Result<Handled, HandlerError> {
+    let step = match begin(services, event, Lifecycle::Provision).await? {
+        Begin::Proceed(step) => step,
+        Begin::Done(done) => return Ok(done),
+    };
+    let id = &step.tenant_id;
+    let tier = tier_details(services, &event.detail, step.current.as_ref()).await?;
+    let job = tier
+        .job_identifier()
+        .ok_or_else(|| {
+            HandlerError::Permanent(format!("tier '{}' has no jobIdentifier", tier.tier))
+        })?
+        .to_owned();
+    let params = job_params(
+        tier.params().chain(variables.iter()),
+        [
+            ("TENANT_ID", id.as_str()),
+            ("TIER", &tier.tier),
+            ("EVENT_ID", event.id.as_str()),
+        ],
+    )?;
+    let mut record = step
+        .current
+        .clone()
+        .unwrap_or_else(|| new_tenant(id, step.state));
+    record.state = step.state;
+    record.tier = Some(tier.tier.clone());
+    record.last_error = None;
+    record.job_output = JsonObject::default();
+    record.params = JsonObject::from(variables.clone());
+    record.control_plane = control_plane.map(str::to_owned);
+    let credentials = match control_plane {
+        None => callback_credentials(&event.detail, &variables),
+        Some(_) => None,
+    };
+    record.callback_secret = credentials.as_ref().map(|(s, _)| s.clone());
+    record.callback_context = credentials.map(|(_, c)| c);
+    record.callback_event_id = None;
+    launch(
+        services,
+        event,
+        step.write(record),
+        JobKind::Provisioning,
+        &job,
+        params,
+    )
+    .await
 }
 
 /// Runs the tier's `deprovisioningJobIdentifier` (the tier remembered from
@@ -77,45 +94,58 @@ impl EventHandler for DeprovisioningHandler {
         event: &InboxEvent,
         services: &Services,
     ) -> Result<Handled, HandlerError> {
-        let step = match begin(services, event, Lifecycle::Deprovision).await? {
-            Begin::Proceed(step) => step,
-            Begin::Done(done) => return Ok(done),
-        };
-        let mut record = step.existing()?;
-        let tier = tier_details(services, &event.detail, step.current.as_ref()).await?;
-        record.state = step.state;
-        record.last_error = None;
-        let Some(job) = tier.deprovisioning_job_identifier().map(str::to_owned) else {
-            record.state = TenantState::Inactive;
-            record.current_job_id = None;
-            services
-                .commit(Commit {
-                    tenant: Some(step.write(record)),
-                    ..Commit::default()
-                })
-                .await?;
-            return Ok(Handled::note(format!(
-                "tier '{}' has no deprovisioningJobIdentifier: tenant is INACTIVE",
-                tier.tier
-            )));
-        };
-        let overrides = environment_override(&event.detail);
-        let params = job_params(
-            tier.params().chain(overrides.iter()),
-            [
-                ("TENANT_ID", step.tenant_id.as_str()),
-                ("TIER", &tier.tier),
-                ("EVENT_ID", event.id.as_str()),
-            ],
-        )?;
-        launch(
-            services,
-            event,
-            step.write(record),
-            JobKind::Deprovisioning,
-            &job,
-            params,
-        )
-        .await
+        deprovision(services, event, environment_override(&event.detail)).await
     }
+}
+
+/// Deprovisions the tenant `event` names with the tier's job, which gets
+/// `variables` besides the tier's parameters.
+pub(super) async fn deprovision(
+    services: &Services,
+    event: &InboxEvent,
+    variables: Map<String, Value>,
+) -> Result<Handled, HandlerError> {
+    let step = match begin(services, event, Lifecycle::Deprovision).await? {
+        Begin::Proceed(step) => step,
+        Begin::Done(done) => return Ok(done),
+    };
+    let mut record = step.existing()?;
+    let tier = tier_details(services, &event.detail, step.current.as_ref()).await?;
+    record.state = step.state;
+    record.last_error = None;
+    let Some(job) = tier.deprovisioning_job_identifier().map(str::to_owned) else {
+        record.state = TenantState::Inactive;
+        record.current_job_id = None;
+        let events = sbt_report(event, &record, Phase::Deprovision, true)
+            .into_iter()
+            .collect();
+        services
+            .commit(Commit {
+                tenant: Some(step.write(record)),
+                events,
+                ..Commit::default()
+            })
+            .await?;
+        return Ok(Handled::note(format!(
+            "tier '{}' has no deprovisioningJobIdentifier: tenant is INACTIVE",
+            tier.tier
+        )));
+    };
+    let params = job_params(
+        tier.params().chain(variables.iter()),
+        [
+            ("TENANT_ID", step.tenant_id.as_str()),
+            ("TIER", &tier.tier),
+            ("EVENT_ID", event.id.as_str()),
+        ],
+    )?;
+    launch(
+        services,
+        event,
+        step.write(record),
+        JobKind::Deprovisioning,
+        &job,
+        params,
+    )
+    .await
 }

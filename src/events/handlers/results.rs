@@ -4,10 +4,11 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
 use super::common::{tenant_id, transition, write};
-use super::jobs::{callback_event, follow_up};
+use super::jobs::{callback_event, follow_up, sbt_report};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::events::EventType;
 use crate::store::{Commit, JobKind};
+use crate::tenants::sbt::Phase;
 use crate::tenants::Lifecycle;
 
 /// Applies the result of a provisioning, deployment or deprovisioning job.
@@ -91,6 +92,9 @@ impl EventHandler for ResultHandler {
             }
             Lifecycle::DeploySucceeded => {
                 events.extend(callback_event(services, event, &mut record, true))
+            }
+            Lifecycle::DeprovisionSucceeded | Lifecycle::DeprovisionFailed => {
+                events.extend(sbt_report(event, &record, Phase::Deprovision, self.success))
             }
             _ => {}
         }

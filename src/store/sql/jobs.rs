@@ -93,19 +93,19 @@ impl TenantStore for SqlStore {
         let mut tx = self.pool.begin().await?;
         if let Some(write) = &commit.tenant {
             let t = &write.record;
-            // Both statements take the row as $1..$10 and the time as $11; the
-            // update also checks the version read ($12).
+            // Both statements take the row as $1..$10 and $12, the time as $11;
+            // the update also checks the version read ($13).
             let sql = match write.expected_version {
                 Some(_) => {
                     "UPDATE tenants SET state = $2, tier = $3, current_job_id = $4, last_error = $5, \
                      job_output = $6, params = $7, callback_secret = $8, callback_context = $9, \
-                     callback_event_id = $10, version = version + 1, updated_at = $11 \
-                     WHERE id = $1 AND version = $12"
+                     callback_event_id = $10, control_plane = $12, version = version + 1, updated_at = $11 \
+                     WHERE id = $1 AND version = $13"
                 }
                 None => {
                     "INSERT INTO tenants (id, state, tier, current_job_id, last_error, job_output, params, \
-                     callback_secret, callback_context, callback_event_id, version, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, $11, $11) ON CONFLICT (id) DO NOTHING"
+                     callback_secret, callback_context, callback_event_id, control_plane, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12, 0, $11, $11) ON CONFLICT (id) DO NOTHING"
                 }
             };
             let mut query = sqlx::query(sql)
@@ -119,7 +119,8 @@ impl TenantStore for SqlStore {
                 .bind(&t.callback_secret)
                 .bind(&t.callback_context)
                 .bind(&t.callback_event_id)
-                .bind(now_ms);
+                .bind(now_ms)
+                .bind(&t.control_plane);
             if let Some(version) = write.expected_version {
                 query = query.bind(version);
             }

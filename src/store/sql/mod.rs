@@ -26,7 +26,7 @@ pub(crate) const EVENT_COLUMNS: &str =
      received_at, updated_at, next_attempt_at, traceparent";
 pub(crate) const TENANT_COLUMNS: &str =
     "id, state, tier, current_job_id, last_error, job_output, params, \
-     callback_secret, callback_context, callback_event_id, version, created_at, updated_at";
+     callback_secret, callback_context, callback_event_id, control_plane, version, created_at, updated_at";
 pub(crate) const JOB_COLUMNS: &str =
     "id, tenant_id, kind, job_identifier, backend, status, event_id, params, external_id, \
      attempt, exit_code, output, log_tail, error, created_at, started_at, finished_at, traceparent";
