@@ -295,6 +295,9 @@ impl OrchestratorBuilder {
             )),
             (None, None) => Arc::new(tenants::sbt::SbtPlane::new(config.sbt.clone(), None)),
         };
+        if let Some(bus) = sbt.event_bus() {
+            tracing::info!(event_bus = %bus, "sbt-aws outcomes go to the control plane's bus");
+        }
         let services = Services {
             sbt,
             metrics: metrics.clone(),
