@@ -110,6 +110,7 @@ pub struct OrchestratorBuilder {
     store: Option<Arc<dyn Store>>,
     functions: Option<Arc<dyn FunctionBackend>>,
     sbt: Option<Arc<tenants::sbt::SbtPlane>>,
+    notifier: Option<Arc<tenants::notify::Notifier>>,
 }
 
 impl OrchestratorBuilder {
@@ -122,6 +123,7 @@ impl OrchestratorBuilder {
             store: None,
             functions: None,
             sbt: None,
+            notifier: None,
         }
     }
 
@@ -147,6 +149,13 @@ impl OrchestratorBuilder {
     /// the one `[sbt]` describes with the standard AWS configuration.
     pub fn sbt_plane(mut self, sbt: Arc<tenants::sbt::SbtPlane>) -> Self {
         self.sbt = Some(sbt);
+        self
+    }
+
+    /// Uses these notification sinks instead of the ones `[notifications]`
+    /// describes with the standard AWS configuration.
+    pub fn notifier(mut self, notifier: Arc<tenants::notify::Notifier>) -> Self {
+        self.notifier = Some(notifier);
         self
     }
 
@@ -298,8 +307,26 @@ impl OrchestratorBuilder {
         if let Some(bus) = sbt.event_bus() {
             tracing::info!(event_bus = %bus, "sbt-aws outcomes go to the control plane's bus");
         }
+        let notifier = match self.notifier {
+            Some(notifier) => notifier,
+            None => {
+                let sdk = match config.notifications.event_bus {
+                    Some(_) => Some(sdk().await),
+                    None => None,
+                };
+                Arc::new(
+                    tenants::notify::Notifier::new(&config.notifications, sdk)
+                        .map_err(anyhow::Error::msg)?,
+                )
+            }
+        };
+        let sinks = notifier.sinks();
+        if !sinks.is_empty() {
+            tracing::info!(sinks = %sinks.join(", "), "tenant transitions are published");
+        }
         let services = Services {
             sbt,
+            notifier,
             metrics: metrics.clone(),
             store,
             tiers,

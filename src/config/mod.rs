@@ -21,7 +21,8 @@ pub use backends::{
 };
 pub use sections::{
     AuthConfig, BuilderConfig, CallbacksConfig, FunctionsConfig, InboxConfig, Isolation,
-    LambdaAccessKey, MetricsConfig, SbtConfig, ServerConfig, TierDetailsConfig,
+    LambdaAccessKey, MetricsConfig, NotificationsConfig, SbtConfig, ServerConfig,
+    TierDetailsConfig, WebhookSink,
 };
 
 /// A value that must never be printed (its `Debug` is `***`). It is
@@ -85,6 +86,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// `[sbt]`: the sbt-aws application plane.
     pub sbt: SbtConfig,
+    /// `[notifications]`: tenant transitions published to EventBridge and webhooks.
+    pub notifications: NotificationsConfig,
 }
 
 impl Default for Config {
@@ -108,6 +111,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             metrics: MetricsConfig::default(),
             sbt: SbtConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }

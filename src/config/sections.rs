@@ -305,3 +305,25 @@ impl Default for SbtConfig {
         }
     }
 }
+
+/// `[notifications]`: where every tenant transition and final job outcome
+/// is published (each delivered at least once through the inbox).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsConfig {
+    /// An EventBridge bus (ARN or name): `PutEvents`, detail-type
+    /// `orchestrator.tenant.<transition>`.
+    pub event_bus: Option<String>,
+    /// Receivers of Standard Webhooks (`webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`).
+    pub webhooks: Vec<WebhookSink>,
+}
+
+/// `[[notifications.webhooks]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSink {
+    pub url: String,
+    /// `whsec_` and the base64 of the signing key, as Standard Webhooks spells it.
+    pub secret: Secret,
+}

@@ -44,11 +44,14 @@ pub enum EventType {
     /// Internal: put a tenant's outcome on the sbt-aws control plane's bus.
     #[serde(rename = "SBT_REPORT")]
     SbtReport,
+    /// Internal: publish a tenant transition or job outcome to one sink of `[notifications]`.
+    #[serde(rename = "TENANT_NOTIFY")]
+    TenantNotify,
 }
 
 impl EventType {
     /// All types, in a stable order.
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 15] = [
         EventType::TenantProvisioning,
         EventType::TenantDeprovisioning,
         EventType::TenantProvisioningSuccess,
@@ -63,6 +66,7 @@ impl EventType {
         EventType::SbtOnboardingRequest,
         EventType::SbtOffboardingRequest,
         EventType::SbtReport,
+        EventType::TenantNotify,
     ];
 
     /// The wire name (EventBridge `detail-type`).
@@ -82,6 +86,7 @@ impl EventType {
             EventType::SbtOnboardingRequest => "sbt_aws_onboardingRequest",
             EventType::SbtOffboardingRequest => "sbt_aws_offboardingRequest",
             EventType::SbtReport => "SBT_REPORT",
+            EventType::TenantNotify => "TENANT_NOTIFY",
         }
     }
 
@@ -92,8 +97,12 @@ impl EventType {
 
     /// Types a client may POST. Matching is exact and case-sensitive, as in ARC SaaS.
     pub fn accepted_from_clients(name: &str) -> Option<EventType> {
-        EventType::from_name(name)
-            .filter(|t| !matches!(t, EventType::TenantCallback | EventType::SbtReport))
+        EventType::from_name(name).filter(|t| {
+            !matches!(
+                t,
+                EventType::TenantCallback | EventType::SbtReport | EventType::TenantNotify
+            )
+        })
     }
 }
 

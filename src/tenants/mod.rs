@@ -2,6 +2,7 @@
 //! signed webhook that reports outcomes to ARC SaaS tenant management, and
 //! the outcome events an sbt-aws control plane gets.
 
+pub mod notify;
 pub mod sbt;
 pub mod state;
 pub mod view;

@@ -24,6 +24,7 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod moto;
+mod notifications;
 mod openapi;
 mod pg;
 mod prometheus;

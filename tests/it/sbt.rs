@@ -38,7 +38,12 @@ fn boto3(moto: &str, script: &str) -> Value {
 /// A bus like sbt-aws's `SbtEventBus`, with a rule sending what the
 /// application plane puts to a queue; (bus ARN, queue URL).
 fn control_plane_bus(moto: &str) -> (String, String) {
-    let name = format!("sbt-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    bus_with_queue(moto, "sbt.application.plane")
+}
+
+/// A new bus with a rule sending events of `source` to a new queue; (bus ARN, queue URL).
+pub fn bus_with_queue(moto: &str, source: &str) -> (String, String) {
+    let name = format!("bus-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let made = boto3(
         moto,
         &format!(
@@ -47,7 +52,7 @@ events, sqs = boto3.client('events', **kw), boto3.client('sqs', **kw)
 bus = events.create_event_bus(Name='{name}')['EventBusArn']
 queue = sqs.create_queue(QueueName='{name}')['QueueUrl']
 arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=['QueueArn'])['Attributes']['QueueArn']
-events.put_rule(Name='{name}', EventBusName='{name}', EventPattern=json.dumps({{'source': ['sbt.application.plane']}}))
+events.put_rule(Name='{name}', EventBusName='{name}', EventPattern=json.dumps({{'source': ['{source}']}}))
 events.put_targets(Rule='{name}', EventBusName='{name}', Targets=[{{'Id': 'q', 'Arn': arn}}])
 print(json.dumps({{'bus': bus, 'queue': queue}}))
 "#
@@ -60,7 +65,7 @@ print(json.dumps({{'bus': bus, 'queue': queue}}))
 }
 
 /// Every event on the queue so far (EventBridge envelopes), taken off it.
-fn received(moto: &str, queue: &str) -> Vec<Value> {
+pub fn received(moto: &str, queue: &str) -> Vec<Value> {
     let got = boto3(
         moto,
         &format!(

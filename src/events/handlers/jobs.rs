@@ -90,9 +90,11 @@ pub async fn finish(
     let trace = span.map(|(parent, own)| if ran { own } else { parent });
     let (status, exit_code, error) = (finish.status, finish.exit_code, finish.error.clone());
     let event = result_event(job, success, output, finish.error.as_deref(), trace);
+    let mut events = vec![event];
+    events.extend(super::notify::job_outcome(services, job, &finish, trace));
     let commit = Commit {
         finished_jobs: vec![finish],
-        events: vec![event],
+        events,
         ..Commit::default()
     };
     services.commit(commit).await?;

@@ -7,6 +7,7 @@ mod callback;
 mod common;
 mod deployment;
 mod jobs;
+mod notify;
 mod provisioning;
 mod results;
 mod sbt;
@@ -22,6 +23,7 @@ pub use callback::CallbackHandler;
 pub use common::{check_override_names, tenant_id};
 pub use deployment::DeploymentHandler;
 pub(crate) use jobs::rerun;
+pub use notify::NotifyHandler;
 pub use provisioning::{DeprovisioningHandler, ProvisioningHandler};
 pub use results::ResultHandler;
 pub use sbt::{SbtOffboardingHandler, SbtOnboardingHandler, SbtReportHandler};
@@ -159,6 +161,8 @@ pub struct Services {
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// The sbt-aws control plane's names and bus (`[sbt]`).
     pub sbt: Arc<crate::tenants::sbt::SbtPlane>,
+    /// Where tenant transitions and job outcomes are published (`[notifications]`).
+    pub notifier: Arc<crate::tenants::notify::Notifier>,
 }
 
 impl Services {
@@ -167,8 +171,12 @@ impl Services {
         crate::support::now_ms() + i64::try_from(self.job_lease.as_millis()).unwrap_or(i64::MAX / 2)
     }
 
-    /// Applies `commit` and wakes the dispatcher for the events it raised.
-    pub async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+    /// Applies `commit` and wakes the dispatcher for the events it raised;
+    /// a change of the tenant's state is published to every sink too.
+    pub async fn commit(&self, mut commit: Commit) -> Result<(), StoreError> {
+        if let Some(write) = &commit.tenant {
+            commit.events.extend(notify::transition(self, write));
+        }
         let raised = !commit.events.is_empty();
         self.store.commit(commit, crate::support::now_ms()).await?;
         if raised {
@@ -217,6 +225,7 @@ impl Default for HandlerSet {
         set.set(E::SbtOnboardingRequest, Arc::new(SbtOnboardingHandler));
         set.set(E::SbtOffboardingRequest, Arc::new(SbtOffboardingHandler));
         set.set(E::SbtReport, Arc::new(SbtReportHandler));
+        set.set(E::TenantNotify, Arc::new(NotifyHandler));
         set
     }
 }
