@@ -16,11 +16,14 @@ use sha2::Sha256;
 
 use crate::common::{envelope, provisioning, write_job, TestApp};
 
+/// One delivery: webhook-id, webhook-timestamp, webhook-signature, body,
+/// and the status answered.
+type Delivery = (String, String, String, String, u16);
+
 /// A webhook receiver answering 503 to a message's first delivery, 200 after.
 #[derive(Clone, Default)]
 struct Receiver {
-    /// (webhook-id, webhook-timestamp, webhook-signature, body, status answered)
-    seen: Arc<Mutex<Vec<(String, String, String, String, u16)>>>,
+    seen: Arc<Mutex<Vec<Delivery>>>,
 }
 
 impl Receiver {
