@@ -47,11 +47,38 @@ pub enum EventType {
     /// Internal: publish a tenant transition or job outcome to one sink of `[notifications]`.
     #[serde(rename = "TENANT_NOTIFY")]
     TenantNotify,
+    /// Extension: change a tenant's tier or plan.
+    #[serde(rename = "TENANT_UPDATE")]
+    TenantUpdate,
+    /// Extension: how update jobs report back.
+    #[serde(rename = "TENANT_UPDATE_SUCCESS")]
+    TenantUpdateSuccess,
+    /// Extension: how update jobs report back.
+    #[serde(rename = "TENANT_UPDATE_FAILURE")]
+    TenantUpdateFailure,
+    /// Extension: suspend an ACTIVE tenant.
+    #[serde(rename = "TENANT_SUSPEND")]
+    TenantSuspend,
+    /// Extension: how suspend jobs report back.
+    #[serde(rename = "TENANT_SUSPEND_SUCCESS")]
+    TenantSuspendSuccess,
+    /// Extension: how suspend jobs report back.
+    #[serde(rename = "TENANT_SUSPEND_FAILURE")]
+    TenantSuspendFailure,
+    /// Extension: resume a SUSPENDED tenant.
+    #[serde(rename = "TENANT_RESUME")]
+    TenantResume,
+    /// Extension: how resume jobs report back.
+    #[serde(rename = "TENANT_RESUME_SUCCESS")]
+    TenantResumeSuccess,
+    /// Extension: how resume jobs report back.
+    #[serde(rename = "TENANT_RESUME_FAILURE")]
+    TenantResumeFailure,
 }
 
 impl EventType {
     /// All types, in a stable order.
-    pub const ALL: [EventType; 15] = [
+    pub const ALL: [EventType; 24] = [
         EventType::TenantProvisioning,
         EventType::TenantDeprovisioning,
         EventType::TenantProvisioningSuccess,
@@ -67,6 +94,15 @@ impl EventType {
         EventType::SbtOffboardingRequest,
         EventType::SbtReport,
         EventType::TenantNotify,
+        EventType::TenantUpdate,
+        EventType::TenantUpdateSuccess,
+        EventType::TenantUpdateFailure,
+        EventType::TenantSuspend,
+        EventType::TenantSuspendSuccess,
+        EventType::TenantSuspendFailure,
+        EventType::TenantResume,
+        EventType::TenantResumeSuccess,
+        EventType::TenantResumeFailure,
     ];
 
     /// The wire name (EventBridge `detail-type`).
@@ -87,6 +123,15 @@ impl EventType {
             EventType::SbtOffboardingRequest => "sbt_aws_offboardingRequest",
             EventType::SbtReport => "SBT_REPORT",
             EventType::TenantNotify => "TENANT_NOTIFY",
+            EventType::TenantUpdate => "TENANT_UPDATE",
+            EventType::TenantUpdateSuccess => "TENANT_UPDATE_SUCCESS",
+            EventType::TenantUpdateFailure => "TENANT_UPDATE_FAILURE",
+            EventType::TenantSuspend => "TENANT_SUSPEND",
+            EventType::TenantSuspendSuccess => "TENANT_SUSPEND_SUCCESS",
+            EventType::TenantSuspendFailure => "TENANT_SUSPEND_FAILURE",
+            EventType::TenantResume => "TENANT_RESUME",
+            EventType::TenantResumeSuccess => "TENANT_RESUME_SUCCESS",
+            EventType::TenantResumeFailure => "TENANT_RESUME_FAILURE",
         }
     }
 

@@ -67,7 +67,8 @@ string_enum!(
 
 string_enum!(
     /// The tenant's internal state. `Deploying` is reported as ARC SaaS's
-    /// `PROVISIONING` with `stage: "deploying"`.
+    /// `PROVISIONING` with `stage: "deploying"`; `Updating` and `Suspending`
+    /// as `ACTIVE`, `Resuming` as `SUSPENDED`, each with its stage.
     TenantState {
         Provisioning => "PROVISIONING",
         Deploying => "DEPLOYING",
@@ -75,6 +76,10 @@ string_enum!(
         ProvisionFailed => "PROVISIONFAILED",
         Deprovisioning => "DEPROVISIONING",
         Inactive => "INACTIVE",
+        Updating => "UPDATING",
+        Suspending => "SUSPENDING",
+        Suspended => "SUSPENDED",
+        Resuming => "RESUMING",
     }
 );
 
@@ -97,6 +102,9 @@ string_enum!(
         Provisioning => "provisioning",
         Deprovisioning => "deprovisioning",
         Deployment => "deployment",
+        Update => "update",
+        Suspend => "suspend",
+        Resume => "resume",
     }
 );
 

@@ -18,6 +18,16 @@ pub enum Lifecycle {
     Deprovision,
     DeprovisionSucceeded,
     DeprovisionFailed,
+    /// A change of tier or plan (`TENANT_UPDATE`).
+    Update,
+    UpdateSucceeded,
+    UpdateFailed,
+    Suspend,
+    SuspendSucceeded,
+    SuspendFailed,
+    Resume,
+    ResumeSucceeded,
+    ResumeFailed,
 }
 
 /// What an event does to a tenant.
@@ -42,12 +52,17 @@ pub fn next(current: Option<TenantState>, event: Lifecycle) -> Transition {
         };
     };
     let ignore = |why: &str| Transition::Ignore(format!("{why} (tenant is {state})"));
+    let busy = |what: &str| {
+        Transition::Reject(format!("tenant is {state}: wait for its {what} to finish"))
+    };
     match (event, state) {
         (L::Provision, S::ProvisionFailed | S::Inactive) => Transition::To(S::Provisioning),
         (L::Provision, S::Provisioning | S::Deploying) => {
             ignore("provisioning already in progress")
         }
-        (L::Provision, S::Active) => ignore("already provisioned"),
+        (L::Provision, S::Active | S::Updating | S::Suspending | S::Suspended | S::Resuming) => {
+            ignore("already provisioned")
+        }
         (L::Provision, S::Deprovisioning) => Transition::Reject(
             "tenant is being deprovisioned; provision it again once it is INACTIVE".into(),
         ),
@@ -62,9 +77,13 @@ pub fn next(current: Option<TenantState>, event: Lifecycle) -> Transition {
         (L::DeployFailed, S::Deploying) => Transition::To(S::ProvisionFailed),
         (L::DeploySucceeded | L::DeployFailed, _) => ignore("stale deployment result"),
 
-        (L::Deprovision, S::Provisioning | S::Deploying | S::Active | S::ProvisionFailed) => {
-            Transition::To(S::Deprovisioning)
-        }
+        (
+            L::Deprovision,
+            S::Provisioning | S::Deploying | S::Active | S::ProvisionFailed | S::Suspended,
+        ) => Transition::To(S::Deprovisioning),
+        (L::Deprovision, S::Updating) => busy("update"),
+        (L::Deprovision, S::Suspending) => busy("suspension"),
+        (L::Deprovision, S::Resuming) => busy("resumption"),
         (L::Deprovision, S::Deprovisioning) => ignore("deprovisioning already in progress"),
         (L::Deprovision, S::Inactive) => ignore("already deprovisioned"),
         (L::DeprovisionSucceeded, S::Deprovisioning) => Transition::To(S::Inactive),
@@ -74,6 +93,33 @@ pub fn next(current: Option<TenantState>, event: Lifecycle) -> Transition {
         (L::DeprovisionSucceeded | L::DeprovisionFailed, _) => {
             ignore("stale deprovisioning result")
         }
+
+        // A tier change runs on an ACTIVE tenant, which stays ACTIVE.
+        (L::Update, S::Active) => Transition::To(S::Updating),
+        (L::Update, S::Updating) => ignore("an update is already in progress"),
+        (L::Update, _) => Transition::Reject(format!(
+            "only an ACTIVE tenant can be updated; it is {state}"
+        )),
+        (L::UpdateSucceeded | L::UpdateFailed, S::Updating) => Transition::To(S::Active),
+        (L::UpdateSucceeded | L::UpdateFailed, _) => ignore("stale update result"),
+
+        (L::Suspend, S::Active) => Transition::To(S::Suspending),
+        (L::Suspend, S::Suspending | S::Suspended) => ignore("already suspended"),
+        (L::Suspend, _) => Transition::Reject(format!(
+            "only an ACTIVE tenant can be suspended; it is {state}"
+        )),
+        (L::SuspendSucceeded, S::Suspending) => Transition::To(S::Suspended),
+        (L::SuspendFailed, S::Suspending) => Transition::To(S::Active),
+        (L::SuspendSucceeded | L::SuspendFailed, _) => ignore("stale suspension result"),
+
+        (L::Resume, S::Suspended) => Transition::To(S::Resuming),
+        (L::Resume, S::Resuming | S::Active) => ignore("not suspended"),
+        (L::Resume, _) => Transition::Reject(format!(
+            "only a SUSPENDED tenant can be resumed; it is {state}"
+        )),
+        (L::ResumeSucceeded, S::Resuming) => Transition::To(S::Active),
+        (L::ResumeFailed, S::Resuming) => Transition::To(S::Suspended),
+        (L::ResumeSucceeded | L::ResumeFailed, _) => ignore("stale resumption result"),
     }
 }
 
@@ -83,15 +129,19 @@ mod tests {
     use Lifecycle as L;
     use TenantState as S;
 
-    const STATES: [S; 6] = [
+    const STATES: [S; 10] = [
         S::Provisioning,
         S::Deploying,
         S::Active,
         S::ProvisionFailed,
         S::Deprovisioning,
         S::Inactive,
+        S::Updating,
+        S::Suspending,
+        S::Suspended,
+        S::Resuming,
     ];
-    const EVENTS: [L; 9] = [
+    const EVENTS: [L; 18] = [
         L::Provision,
         L::ProvisionSucceeded,
         L::ProvisionFailed,
@@ -101,6 +151,15 @@ mod tests {
         L::Deprovision,
         L::DeprovisionSucceeded,
         L::DeprovisionFailed,
+        L::Update,
+        L::UpdateSucceeded,
+        L::UpdateFailed,
+        L::Suspend,
+        L::SuspendSucceeded,
+        L::SuspendFailed,
+        L::Resume,
+        L::ResumeSucceeded,
+        L::ResumeFailed,
     ];
 
     fn to(from: Option<S>, event: L) -> Option<S> {
@@ -248,18 +307,90 @@ mod tests {
         ));
     }
 
+    /// The whole table, a row per event and a column per state (in the
+    /// order of `STATES`): the state it moves to (`p` provisioning, `d`
+    /// deploying, `a` active, `f` provision failed, `x` deprovisioning, `i`
+    /// inactive, `u` updating, `s` suspending, `S` suspended, `r` resuming),
+    /// `.` ignored, `!` rejected.
+    const TABLE: [(L, &str); 18] = [
+        (L::Provision, "...p!p...."),
+        (L::ProvisionSucceeded, "d........."),
+        (L::ProvisionFailed, "f........."),
+        (L::Deploy, ".da......."),
+        (L::DeploySucceeded, ".a........"),
+        (L::DeployFailed, ".f........"),
+        (L::Deprovision, "xxxx..!!x!"),
+        (L::DeprovisionSucceeded, "....i....."),
+        (L::DeprovisionFailed, "....x....."),
+        (L::Update, "!!u!!!.!!!"),
+        (L::UpdateSucceeded, "......a..."),
+        (L::UpdateFailed, "......a..."),
+        (L::Suspend, "!!s!!!!..!"),
+        (L::SuspendSucceeded, ".......S.."),
+        (L::SuspendFailed, ".......a.."),
+        (L::Resume, "!!.!!!!!r."),
+        (L::ResumeSucceeded, ".........a"),
+        (L::ResumeFailed, ".........S"),
+    ];
+
+    fn letter(state: S) -> char {
+        match state {
+            S::Provisioning => 'p',
+            S::Deploying => 'd',
+            S::Active => 'a',
+            S::ProvisionFailed => 'f',
+            S::Deprovisioning => 'x',
+            S::Inactive => 'i',
+            S::Updating => 'u',
+            S::Suspending => 's',
+            S::Suspended => 'S',
+            S::Resuming => 'r',
+        }
+    }
+
     #[test]
-    fn every_pair_is_decided() {
-        // Exhaustive: the table answers for every (state, event), and only the
-        // listed pairs move the tenant.
-        let mut moves = 0;
-        for state in STATES {
-            for event in EVENTS {
-                if matches!(next(Some(state), event), Transition::To(_)) {
-                    moves += 1;
-                }
+    fn every_pair_is_decided_as_the_table_says() {
+        assert_eq!(TABLE.len(), EVENTS.len());
+        for (event, row) in TABLE {
+            let expected: Vec<char> = row.chars().collect();
+            assert_eq!(expected.len(), STATES.len(), "{event:?}");
+            for (state, want) in STATES.into_iter().zip(expected) {
+                let got = match next(Some(state), event) {
+                    Transition::To(to) => letter(to),
+                    Transition::Ignore(_) => '.',
+                    Transition::Reject(_) => '!',
+                };
+                assert_eq!(got, want, "{event:?} from {state:?}");
             }
         }
-        assert_eq!(moves, 14);
+    }
+
+    #[test]
+    fn update_suspend_and_resume_come_back_to_active() {
+        let mut s = to(Some(S::Active), L::Update);
+        assert_eq!(s, Some(S::Updating));
+        s = to(s, L::UpdateFailed);
+        assert_eq!(
+            s,
+            Some(S::Active),
+            "a failed update keeps the tenant ACTIVE"
+        );
+        s = to(s, L::Suspend);
+        s = to(s, L::SuspendSucceeded);
+        assert_eq!(s, Some(S::Suspended));
+        s = to(s, L::Resume);
+        s = to(s, L::ResumeFailed);
+        assert_eq!(
+            s,
+            Some(S::Suspended),
+            "a failed resumption keeps it SUSPENDED"
+        );
+        s = to(s, L::Resume);
+        s = to(s, L::ResumeSucceeded);
+        assert_eq!(s, Some(S::Active));
+        assert_eq!(
+            to(Some(S::Suspended), L::Deprovision),
+            Some(S::Deprovisioning)
+        );
     }
 }

@@ -104,6 +104,9 @@ pub fn status_of(state: TenantState) -> (&'static str, Option<&'static str>) {
     match state {
         TenantState::Provisioning => ("PROVISIONING", Some("provisioning")),
         TenantState::Deploying => ("PROVISIONING", Some("deploying")),
+        TenantState::Updating => ("ACTIVE", Some("updating")),
+        TenantState::Suspending => ("ACTIVE", Some("suspending")),
+        TenantState::Resuming => ("SUSPENDED", Some("resuming")),
         other => (other.as_str(), None),
     }
 }

@@ -13,6 +13,18 @@ use serde_json::{Map, Value};
 pub const JOB_IDENTIFIER: &str = "jobIdentifier";
 pub const DEPROVISIONING_JOB_IDENTIFIER: &str = "deprovisioningJobIdentifier";
 pub const DEPLOYMENT_JOB_IDENTIFIER: &str = "deploymentJobIdentifier";
+pub const UPDATE_JOB_IDENTIFIER: &str = "updateJobIdentifier";
+pub const SUSPEND_JOB_IDENTIFIER: &str = "suspendJobIdentifier";
+pub const RESUME_JOB_IDENTIFIER: &str = "resumeJobIdentifier";
+/// Every key that names a job.
+const JOB_KEYS: [&str; 6] = [
+    JOB_IDENTIFIER,
+    DEPROVISIONING_JOB_IDENTIFIER,
+    DEPLOYMENT_JOB_IDENTIFIER,
+    UPDATE_JOB_IDENTIFIER,
+    SUSPEND_JOB_IDENTIFIER,
+    RESUME_JOB_IDENTIFIER,
+];
 
 /// The details of one tier, as stored (any keys; values of any JSON type).
 #[derive(Debug, Clone, PartialEq)]
@@ -44,16 +56,28 @@ impl TierDetails {
         self.text(DEPLOYMENT_JOB_IDENTIFIER)
     }
 
+    /// The job a tier change to this tier runs (`updateJobIdentifier`, else
+    /// `deploymentJobIdentifier`), if the tier has one.
+    pub fn update_job_identifier(&self) -> Option<&str> {
+        self.text(UPDATE_JOB_IDENTIFIER)
+            .or_else(|| self.deployment_job_identifier())
+    }
+
+    /// The job that suspends a tenant of this tier, if the tier has one.
+    pub fn suspend_job_identifier(&self) -> Option<&str> {
+        self.text(SUSPEND_JOB_IDENTIFIER)
+    }
+
+    /// The job that resumes a suspended tenant of this tier, if the tier has one.
+    pub fn resume_job_identifier(&self) -> Option<&str> {
+        self.text(RESUME_JOB_IDENTIFIER)
+    }
+
     /// Every other key, for the job's parameters.
     pub fn params(&self) -> impl Iterator<Item = (&String, &Value)> {
-        self.values.iter().filter(|(k, _)| {
-            ![
-                JOB_IDENTIFIER,
-                DEPROVISIONING_JOB_IDENTIFIER,
-                DEPLOYMENT_JOB_IDENTIFIER,
-            ]
-            .contains(&k.as_str())
-        })
+        self.values
+            .iter()
+            .filter(|(k, _)| !JOB_KEYS.contains(&k.as_str()))
     }
 }
 

@@ -10,6 +10,7 @@ mod apps;
 mod aws;
 mod bad_input;
 mod callbacks;
+mod changes;
 mod cli;
 mod delivery;
 mod functions;

@@ -14,6 +14,8 @@ mod apps;
 mod bad_input;
 #[path = "../it/callbacks.rs"]
 mod callbacks;
+#[path = "../it/changes.rs"]
+mod changes;
 #[path = "../it/cli.rs"]
 mod cli;
 #[path = "../it/common.rs"]

@@ -299,6 +299,12 @@ fn result_event(
         (JobKind::Deployment, false) => EventType::TenantDeploymentFailure,
         (JobKind::Deprovisioning, true) => EventType::TenantDeprovisioningSuccess,
         (JobKind::Deprovisioning, false) => EventType::TenantDeprovisioningFailure,
+        (JobKind::Update, true) => EventType::TenantUpdateSuccess,
+        (JobKind::Update, false) => EventType::TenantUpdateFailure,
+        (JobKind::Suspend, true) => EventType::TenantSuspendSuccess,
+        (JobKind::Suspend, false) => EventType::TenantSuspendFailure,
+        (JobKind::Resume, true) => EventType::TenantResumeSuccess,
+        (JobKind::Resume, false) => EventType::TenantResumeFailure,
     };
     let detail = json!({
         "tenantId": job.tenant_id,

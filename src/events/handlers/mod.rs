@@ -4,6 +4,7 @@
 
 mod build_state;
 mod callback;
+mod changes;
 mod common;
 mod deployment;
 mod jobs;
@@ -20,6 +21,7 @@ use serde_json::{Map, Value};
 
 pub use build_state::BuildStateHandler;
 pub use callback::CallbackHandler;
+pub use changes::ChangeHandler;
 pub use common::{check_override_names, tenant_id};
 pub use deployment::DeploymentHandler;
 pub(crate) use jobs::rerun;
@@ -217,6 +219,12 @@ impl Default for HandlerSet {
                 JobKind::Deprovisioning,
                 false,
             ),
+            (E::TenantUpdateSuccess, JobKind::Update, true),
+            (E::TenantUpdateFailure, JobKind::Update, false),
+            (E::TenantSuspendSuccess, JobKind::Suspend, true),
+            (E::TenantSuspendFailure, JobKind::Suspend, false),
+            (E::TenantResumeSuccess, JobKind::Resume, true),
+            (E::TenantResumeFailure, JobKind::Resume, false),
         ] {
             set.set(event, Arc::new(ResultHandler { kind, success }));
         }
@@ -226,6 +234,9 @@ impl Default for HandlerSet {
         set.set(E::SbtOffboardingRequest, Arc::new(SbtOffboardingHandler));
         set.set(E::SbtReport, Arc::new(SbtReportHandler));
         set.set(E::TenantNotify, Arc::new(NotifyHandler));
+        set.set(E::TenantUpdate, Arc::new(ChangeHandler::UPDATE));
+        set.set(E::TenantSuspend, Arc::new(ChangeHandler::SUSPEND));
+        set.set(E::TenantResume, Arc::new(ChangeHandler::RESUME));
         set
     }
 }

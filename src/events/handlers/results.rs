@@ -26,6 +26,12 @@ impl ResultHandler {
             (JobKind::Deployment, false) => Lifecycle::DeployFailed,
             (JobKind::Deprovisioning, true) => Lifecycle::DeprovisionSucceeded,
             (JobKind::Deprovisioning, false) => Lifecycle::DeprovisionFailed,
+            (JobKind::Update, true) => Lifecycle::UpdateSucceeded,
+            (JobKind::Update, false) => Lifecycle::UpdateFailed,
+            (JobKind::Suspend, true) => Lifecycle::SuspendSucceeded,
+            (JobKind::Suspend, false) => Lifecycle::SuspendFailed,
+            (JobKind::Resume, true) => Lifecycle::ResumeSucceeded,
+            (JobKind::Resume, false) => Lifecycle::ResumeFailed,
         }
     }
 }
@@ -95,6 +101,22 @@ impl EventHandler for ResultHandler {
             }
             Lifecycle::DeprovisionSucceeded | Lifecycle::DeprovisionFailed => {
                 events.extend(sbt_report(event, &record, Phase::Deprovision, self.success))
+            }
+            // The new tier is the one the update job ran with (its TIER).
+            Lifecycle::UpdateSucceeded => {
+                if let Some(job) = event.detail.get("jobId").and_then(Value::as_str) {
+                    let job = services
+                        .store
+                        .get_job(&crate::store::JobId::from(job))
+                        .await?;
+                    if let Some(tier) = job
+                        .as_ref()
+                        .and_then(|j| j.params.0.get("TIER"))
+                        .and_then(Value::as_str)
+                    {
+                        record.tier = Some(tier.to_owned());
+                    }
+                }
             }
             _ => {}
         }

@@ -1,0 +1,260 @@
+//! Update, suspend and resume through the real server with local jobs: the
+//! tier's jobs run with `TIER`/`PREVIOUS_TIER`, the tenant stays `ACTIVE`
+//! (stage `updating`) while its update runs, a failed update keeps the old
+//! tier, suspension and resumption go through `SUSPENDED`, with and without
+//! jobs, and a suspended tenant can be deprovisioned.
+
+use serde_json::{json, Value};
+
+use crate::common::{envelope, provisioning, write_job, TestApp};
+
+fn tier(config: &mut orchestrator::config::Config, name: &str, values: Value) {
+    config
+        .tiers
+        .insert(name.into(), values.as_object().cloned().unwrap());
+}
+
+async fn started() -> TestApp {
+    let app = TestApp::start(|c, dir| {
+        tier(c, "basic", json!({"jobIdentifier": "p", "suspendJobIdentifier": "pause", "resumeJobIdentifier": "unpause", "SIZE": 1}));
+        tier(c, "gold", json!({"jobIdentifier": "p", "updateJobIdentifier": "upgrade", "SIZE": 8}));
+        tier(c, "broken", json!({"jobIdentifier": "p", "updateJobIdentifier": "fail"}));
+        tier(c, "plain", json!({"jobIdentifier": "p", "deprovisioningJobIdentifier": "bye"}));
+        write_job(dir, "p", "true");
+        // A gate file holds the upgrade until the test lets it go.
+        write_job(
+            dir,
+            "upgrade",
+            "while [ ! -e \"$GATE\" ]; do sleep 0.05; done\necho \"SAW=$PREVIOUS_TIER>$TIER/$SIZE\" >> \"$JOB_OUTPUT\"",
+        );
+        write_job(dir, "fail", "echo 'cannot upgrade' >&2\nexit 2");
+        write_job(dir, "pause", "echo \"PAUSED=$TIER\" >> \"$JOB_OUTPUT\"");
+        write_job(dir, "unpause", "echo \"RESUMED=yes\" >> \"$JOB_OUTPUT\"");
+        write_job(dir, "bye", "true");
+    })
+    .await;
+    app
+}
+
+async fn send(app: &TestApp, id: &str, event: &str, detail: Value) {
+    let (status, body) = app
+        .post(&format!("/events/{event}"), &envelope(id, event, detail))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn an_update_runs_the_new_tiers_job_and_keeps_the_tenant_active() {
+    let app = started().await;
+    let gate = app.path().join("gate");
+    send(
+        &app,
+        "u-1",
+        "TENANT_PROVISIONING",
+        provisioning("up-co", "basic"),
+    )
+    .await;
+    app.wait_tenant("up-co", "ACTIVE").await;
+
+    let mut detail = json!({"tenantId": "up-co", "planConfig": {"tier": "gold"}});
+    detail["builderConfig"] =
+        json!({"config": {"environmentOverride": {"GATE": gate.display().to_string()}}});
+    send(&app, "u-2", "TENANT_UPDATE", detail).await;
+    // While the job runs: ACTIVE, stage updating, the old tier.
+    let running = app
+        .wait_for("/tenants/up-co", |t| t["stage"] == "updating")
+        .await;
+    assert_eq!(running["status"], "ACTIVE");
+    assert_eq!(running["tier"], "basic");
+    std::fs::write(&gate, "go").unwrap();
+    let done = app
+        .wait_for("/tenants/up-co", |t| {
+            t["tier"] == "gold" && t["stage"].is_null()
+        })
+        .await;
+    assert_eq!(done["status"], "ACTIVE");
+    assert_eq!(done["jobOutput"]["SAW"], "basic>gold/8");
+    let update = done["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["kind"] == "update")
+        .cloned()
+        .unwrap();
+    assert_eq!(update["jobIdentifier"], "upgrade");
+    assert_eq!(update["status"], "succeeded");
+
+    // A failed update: ACTIVE, the old tier kept, the error said.
+    send(
+        &app,
+        "u-3",
+        "TENANT_UPDATE",
+        json!({"tenantId": "up-co", "tier": "broken"}),
+    )
+    .await;
+    let failed = app
+        .wait_for("/tenants/up-co", |t| {
+            t["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("update failed"))
+        })
+        .await;
+    assert_eq!(failed["status"], "ACTIVE");
+    assert_eq!(failed["tier"], "gold");
+
+    // Refused: no tier named, an unknown tenant, a tenant that is not ACTIVE.
+    for (id, detail, said) in [
+        ("u-4", json!({"tenantId": "up-co"}), "needs the new tier"),
+        (
+            "u-5",
+            json!({"tenantId": "nobody", "tier": "gold"}),
+            "unknown tenant",
+        ),
+    ] {
+        send(&app, id, "TENANT_UPDATE", detail).await;
+        let event = app.wait_event(id, "failed").await;
+        assert!(
+            event["lastError"].as_str().unwrap().contains(said),
+            "{event}"
+        );
+    }
+    // A tier without an update or deployment job: the change is recorded at once.
+    send(
+        &app,
+        "u-6",
+        "TENANT_UPDATE",
+        json!({"tenantId": "up-co", "tier": "plain"}),
+    )
+    .await;
+    app.wait_for("/tenants/up-co", |t| t["tier"] == "plain")
+        .await;
+}
+
+#[tokio::test]
+async fn suspend_and_resume_go_through_suspended() {
+    let app = started().await;
+    send(
+        &app,
+        "s-1",
+        "TENANT_PROVISIONING",
+        provisioning("sus-co", "basic"),
+    )
+    .await;
+    app.wait_tenant("sus-co", "ACTIVE").await;
+    send(&app, "s-2", "TENANT_SUSPEND", json!({"tenantId": "sus-co"})).await;
+    let suspended = app.wait_tenant("sus-co", "SUSPENDED").await;
+    assert_eq!(suspended["jobOutput"]["PAUSED"], "basic");
+    // Suspending again changes nothing; provisioning a suspended tenant neither.
+    send(&app, "s-3", "TENANT_SUSPEND", json!({"tenantId": "sus-co"})).await;
+    let again = app.wait_event("s-3", "succeeded").await;
+    assert!(
+        again["note"].as_str().unwrap().contains("ignored"),
+        "{again}"
+    );
+    // An update of a suspended tenant is refused.
+    send(
+        &app,
+        "s-4",
+        "TENANT_UPDATE",
+        json!({"tenantId": "sus-co", "tier": "gold"}),
+    )
+    .await;
+    let refused = app.wait_event("s-4", "failed").await;
+    assert!(
+        refused["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("only an ACTIVE tenant"),
+        "{refused}"
+    );
+
+    send(&app, "s-5", "TENANT_RESUME", json!({"tenantId": "sus-co"})).await;
+    let resumed = app
+        .wait_for("/tenants/sus-co", |t| {
+            t["status"] == "ACTIVE" && t["jobOutput"]["RESUMED"] == "yes"
+        })
+        .await;
+    assert_eq!(resumed["tier"], "basic");
+    let kinds: Vec<&str> = resumed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["provisioning", "suspend", "resume"]);
+
+    // The timeline holds the whole walk.
+    let (_, timeline) = app.get("/tenants/sus-co/timeline").await;
+    let walk: Vec<&str> = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "transition")
+        .filter_map(|i| i["to"].as_str())
+        .collect();
+    assert_eq!(
+        walk,
+        [
+            "PROVISIONING",
+            "DEPLOYING",
+            "ACTIVE",
+            "SUSPENDING",
+            "SUSPENDED",
+            "RESUMING",
+            "ACTIVE"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_tier_without_jobs_suspends_at_once_and_a_suspended_tenant_can_be_deprovisioned() {
+    let app = started().await;
+    send(
+        &app,
+        "d-1",
+        "TENANT_PROVISIONING",
+        provisioning("plain-co", "plain"),
+    )
+    .await;
+    app.wait_tenant("plain-co", "ACTIVE").await;
+    send(
+        &app,
+        "d-2",
+        "TENANT_SUSPEND",
+        json!({"tenantId": "plain-co"}),
+    )
+    .await;
+    let note = app.wait_event("d-2", "succeeded").await;
+    assert!(
+        note["note"]
+            .as_str()
+            .unwrap()
+            .contains("tenant is SUSPENDED"),
+        "{note}"
+    );
+    app.wait_tenant("plain-co", "SUSPENDED").await;
+    send(
+        &app,
+        "d-3",
+        "TENANT_DEPROVISIONING",
+        json!({"tenantId": "plain-co"}),
+    )
+    .await;
+    app.wait_tenant("plain-co", "INACTIVE").await;
+    // Resuming an INACTIVE tenant is refused.
+    send(
+        &app,
+        "d-4",
+        "TENANT_RESUME",
+        json!({"tenantId": "plain-co"}),
+    )
+    .await;
+    let refused = app.wait_event("d-4", "failed").await;
+    assert!(
+        refused["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("only a SUSPENDED tenant"),
+        "{refused}"
+    );
+}
