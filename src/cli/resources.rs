@@ -59,6 +59,9 @@ pub enum EventsCommand {
 pub enum TenantsCommand {
     /// Tenants, most recently updated first.
     List {
+        /// Only this status (`ACTIVE`, `SUSPENDED`, `INACTIVE`, …).
+        #[arg(long)]
+        status: Option<String>,
         #[arg(long)]
         limit: Option<u32>,
     },
@@ -306,10 +309,10 @@ pub async fn tenants(
             .unwrap_or_default()
     };
     match command {
-        TenantsCommand::List { limit: n } => {
-            let answer = client
-                .json(client.get(&["tenants"]).query(&limit(n)))
-                .await?;
+        TenantsCommand::List { status, limit: n } => {
+            let mut query = limit(n);
+            query.extend(status.map(|s| ("status", s)));
+            let answer = client.json(client.get(&["tenants"]).query(&query)).await?;
             show(&answer, output, |v| output::rows(v, TENANT_ROWS));
         }
         TenantsCommand::Get { id } => {

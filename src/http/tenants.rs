@@ -14,6 +14,9 @@ use crate::tenants::view::{JobView, TenantView, TimelineView};
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListTenants {
+    /// Only tenants with this status (`PROVISIONING`, `ACTIVE`, `PROVISIONFAILED`,
+    /// `DEPROVISIONING`, `INACTIVE`, `SUSPENDED`), as `status` shows it.
+    pub status: Option<String>,
     /// At most this many (default 100, at most 1000), most recently updated first.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
@@ -55,8 +58,25 @@ pub async fn list_tenants(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListTenants>,
 ) -> Result<Json<Vec<TenantView>>, ApiError> {
+    let states = match &query.status {
+        Some(status) => {
+            let states = crate::tenants::view::states_with_status(status);
+            if states.is_empty() {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!("unknown status '{status}': use PROVISIONING, ACTIVE, PROVISIONFAILED, DEPROVISIONING, INACTIVE or SUSPENDED"),
+                ));
+            }
+            states
+        }
+        None => Vec::new(),
+    };
     let mut views = Vec::new();
-    for tenant in state.store.list_tenants(super::limit(query.limit)?).await? {
+    for tenant in state
+        .store
+        .list_tenants(&states, super::limit(query.limit)?)
+        .await?
+    {
         views.push(tenant_view(&state, tenant).await?);
     }
     Ok(Json(views))

@@ -227,7 +227,12 @@ pub trait EventStore: Send + Sync {
 #[async_trait]
 pub trait TenantStore: Send + Sync {
     async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError>;
-    async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError>;
+    /// Tenants in one of `states` (all when empty), most recently updated first.
+    async fn list_tenants(
+        &self,
+        states: &[TenantState],
+        limit: i64,
+    ) -> Result<Vec<TenantRecord>, StoreError>;
     /// Applies a [`Commit`] atomically. Fails with `Conflict` when the tenant
     /// changed since it was read or a job to finish is already finished. A
     /// tenant write that changes its state adds a `transition` entry to its

@@ -99,8 +99,12 @@ impl TenantStore for TimedStore {
     async fn get_tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>, StoreError> {
         self.time("get_tenant", self.inner.get_tenant(id)).await
     }
-    async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError> {
-        self.time("list_tenants", self.inner.list_tenants(limit))
+    async fn list_tenants(
+        &self,
+        states: &[crate::store::TenantState],
+        limit: i64,
+    ) -> Result<Vec<TenantRecord>, StoreError> {
+        self.time("list_tenants", self.inner.list_tenants(states, limit))
             .await
     }
     async fn commit(&self, commit: Commit, now: i64) -> Result<(), StoreError> {

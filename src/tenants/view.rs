@@ -111,6 +111,15 @@ pub fn status_of(state: TenantState) -> (&'static str, Option<&'static str>) {
     }
 }
 
+/// The states reported as `status` (none for a status that is not one).
+pub fn states_with_status(status: &str) -> Vec<TenantState> {
+    TenantState::ALL
+        .iter()
+        .copied()
+        .filter(|state| status_of(*state).0 == status)
+        .collect()
+}
+
 impl TenantView {
     pub fn new(tenant: TenantRecord, jobs: Vec<JobView>, callback: Option<EventRecord>) -> Self {
         let (status, stage) = status_of(tenant.state);

@@ -233,6 +233,22 @@ async fn a_tier_without_jobs_suspends_at_once_and_a_suspended_tenant_can_be_depr
         "{note}"
     );
     app.wait_tenant("plain-co", "SUSPENDED").await;
+    // Listed by the status it shows.
+    let ids = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| t["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (status, suspended) = app.get("/tenants?status=SUSPENDED").await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&suspended), ["plain-co"]);
+    let (_, active) = app.get("/tenants?status=ACTIVE").await;
+    assert!(!ids(&active).contains(&"plain-co".to_owned()));
+    let (status, body) = app.get("/tenants?status=SLEEPING").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_query");
     send(
         &app,
         "d-3",

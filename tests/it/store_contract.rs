@@ -599,13 +599,13 @@ async fn tenant_writes_check_the_version(store: Arc<dyn Store>) {
         write.record.id = "t2".into();
     }
     store.commit(other, 4_000).await.unwrap();
-    let listed = store.list_tenants(10).await.unwrap();
+    let listed = store.list_tenants(&[], 10).await.unwrap();
     assert_eq!(
         ids(&listed, |t| t.id.as_str()),
         ["t2", "t1"],
         "recently updated first"
     );
-    assert_eq!(store.list_tenants(1).await.unwrap().len(), 1);
+    assert_eq!(store.list_tenants(&[], 1).await.unwrap().len(), 1);
 
     // Each change of state is on the timeline, with its cause, in the same
     // transaction (the conflicting commits above left nothing there).

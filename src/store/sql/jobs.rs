@@ -81,10 +81,31 @@ impl TenantStore for SqlStore {
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
-    async fn list_tenants(&self, limit: i64) -> Result<Vec<TenantRecord>, StoreError> {
-        let sql =
-            format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY updated_at DESC, id LIMIT $1");
-        decode_all(&sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?)
+    async fn list_tenants(
+        &self,
+        states: &[crate::store::TenantState],
+        limit: i64,
+    ) -> Result<Vec<TenantRecord>, StoreError> {
+        if states.is_empty() {
+            let sql = format!(
+                "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY updated_at DESC, id LIMIT $1"
+            );
+            return decode_all(&sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?);
+        }
+        // $2.. are the states (a handful at most).
+        let wanted = (0..states.len())
+            .map(|i| format!("${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE state IN ({wanted}) \
+             ORDER BY updated_at DESC, id LIMIT $1"
+        );
+        let mut query = sqlx::query(&sql).bind(limit);
+        for state in states {
+            query = query.bind(state.as_str());
+        }
+        decode_all(&query.fetch_all(&self.pool).await?)
     }
 
     #[tracing::instrument(level = "debug", skip_all, err(level = "debug"))]
