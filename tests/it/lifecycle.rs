@@ -95,7 +95,17 @@ async fn provisioning_runs_the_tier_job_and_the_tenant_becomes_active() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(params, ["EVENT_ID", "REGION", "SIZE", "TENANT_ID", "TIER"]);
+    assert_eq!(
+        params,
+        [
+            "CORRELATION_ID",
+            "EVENT_ID",
+            "REGION",
+            "SIZE",
+            "TENANT_ID",
+            "TIER"
+        ]
+    );
     let log = app
         .path()
         .join("data/jobs")

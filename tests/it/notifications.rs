@@ -108,7 +108,11 @@ async fn transitions_and_job_outcomes_reach_every_sink_once() {
             let tier = json!({"jobIdentifier": "np", "deprovisioningJobIdentifier": "nd"});
             c.tiers
                 .insert("basic".into(), tier.as_object().cloned().unwrap());
-            write_job(dir, "np", "echo \"DB=db.$TENANT_ID\" >> \"$JOB_OUTPUT\"");
+            write_job(
+                dir,
+                "np",
+                "echo \"CORR=$CORRELATION_ID\" >> \"$JOB_OUTPUT\"",
+            );
             write_job(dir, "nd", "true");
         },
         move |builder| builder.notifier(notifier),
@@ -121,7 +125,9 @@ async fn transitions_and_job_outcomes_reach_every_sink_once() {
         )
         .await;
     assert_eq!(status, 200);
-    app.wait_tenant("nt-1", "ACTIVE").await;
+    let active = app.wait_tenant("nt-1", "ACTIVE").await;
+    let provisioning_id = active["jobOutput"]["CORR"].as_str().unwrap().to_owned();
+    assert_eq!(provisioning_id.len(), 32, "a trace id: {provisioning_id}");
     let (status, _) = app
         .post(
             "/events/TENANT_DEPROVISIONING",
@@ -152,6 +158,7 @@ async fn transitions_and_job_outcomes_reach_every_sink_once() {
     .await;
     let mut per_id: BTreeMap<&str, usize> = BTreeMap::new();
     let mut kinds = Vec::new();
+    let mut correlation: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (id, timestamp, signature, body, status) in &delivered {
         assert!(
             verify(&secret, id, timestamp, body, signature),
@@ -164,9 +171,25 @@ async fn transitions_and_job_outcomes_reach_every_sink_once() {
             let body: Value = serde_json::from_str(body).unwrap();
             assert_eq!(body["data"]["tenantId"], "nt-1", "{body}");
             kinds.push(body["type"].as_str().unwrap().to_owned());
+            let phase = match body["type"].as_str().unwrap() {
+                "tenant.provisioning" | "tenant.deploying" | "tenant.active" => "provision",
+                "tenant.deprovisioning" | "tenant.inactive" => "deprovision",
+                _ => "job",
+            };
+            correlation
+                .entry(phase.to_owned())
+                .or_default()
+                .insert(body["data"]["correlationId"].as_str().unwrap().to_owned());
         }
     }
     assert_eq!(per_id.len(), 7, "{per_id:?}");
+    // One correlation id per operation, the one its job got as CORRELATION_ID.
+    assert_eq!(
+        correlation["provision"],
+        BTreeSet::from([provisioning_id.clone()])
+    );
+    assert_eq!(correlation["deprovision"].len(), 1);
+    assert_ne!(correlation["deprovision"], correlation["provision"]);
     assert!(
         per_id.values().all(|n| *n == 2),
         "each refused once, then taken once: {per_id:?}"

@@ -165,8 +165,10 @@ pub async fn launch(
     mut tenant: TenantWrite,
     kind: JobKind,
     job_identifier: &str,
-    params: BTreeMap<String, String>,
+    mut params: BTreeMap<String, String>,
 ) -> Result<Handled, HandlerError> {
+    // The operation's correlation id: its trace, which every event it causes continues.
+    params.insert("CORRELATION_ID".into(), event.trace.trace_id());
     let job = JobRecord {
         id: JobId::from(uuid::Uuid::new_v4().to_string()),
         tenant_id: tenant.record.id.clone(),

@@ -70,6 +70,11 @@ fn messages(
     trace: Option<TraceContext>,
 ) -> Vec<NewEvent> {
     let trace = trace.or_else(crate::telemetry::trace::current);
+    // The operation's correlation id: the trace its events and jobs share.
+    let mut data = data;
+    if let (Some(map), Some(trace)) = (data.as_object_mut(), trace) {
+        map.insert("correlationId".into(), json!(trace.trace_id()));
+    }
     services
         .notifier
         .sinks()
