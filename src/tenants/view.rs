@@ -15,10 +15,13 @@ use crate::telemetry::trace::TraceContext;
 #[serde(rename_all = "camelCase")]
 pub struct TenantView {
     pub id: String,
-    /// `PROVISIONING`, `ACTIVE`, `PROVISIONFAILED`, `DEPROVISIONING` or `INACTIVE`.
+    /// `PROVISIONING`, `ACTIVE`, `PROVISIONFAILED`, `DEPROVISIONING`,
+    /// `INACTIVE` or `SUSPENDED`.
     #[schema(example = "ACTIVE")]
     pub status: String,
-    /// Finer step while `PROVISIONING`: `provisioning` or `deploying`.
+    /// The step in progress: `provisioning` or `deploying` (while
+    /// `PROVISIONING`), `updating` or `suspending` (while `ACTIVE`),
+    /// `resuming` (while `SUSPENDED`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
     pub tier: Option<String>,
