@@ -278,6 +278,10 @@ pub struct SbtConfig {
     pub onboarding_detail_types: Vec<String>,
     /// Detail-types that offboard a tenant.
     pub offboarding_detail_types: Vec<String>,
+    /// Detail-types that activate (resume) a tenant.
+    pub activate_detail_types: Vec<String>,
+    /// Detail-types that deactivate (suspend) a tenant.
+    pub deactivate_detail_types: Vec<String>,
     /// Detail fields a job gets as they are (ScriptJob's `environmentStringVariablesFromIncomingEvent`).
     pub string_variables: Vec<String>,
     /// Detail fields a job gets as JSON text (`environmentJSONVariablesFromIncomingEvent`).
@@ -298,6 +302,8 @@ impl Default for SbtConfig {
             detail_type_prefix: "sbt_aws_".into(),
             onboarding_detail_types: names(&["sbt_aws_onboardingRequest", "onboardingRequest"]),
             offboarding_detail_types: names(&["sbt_aws_offboardingRequest", "offboardingRequest"]),
+            activate_detail_types: names(&["sbt_aws_activateRequest", "activateRequest"]),
+            deactivate_detail_types: names(&["sbt_aws_deactivateRequest", "deactivateRequest"]),
             string_variables: names(&["tenantId", "tier", "tenantName", "email"]),
             json_variables: Vec::new(),
             tenant_data: Vec::new(),

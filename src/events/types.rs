@@ -41,6 +41,12 @@ pub enum EventType {
     /// sbt-aws: the control plane offboards a tenant (any of `sbt.offboarding_detail_types`).
     #[serde(rename = "sbt_aws_offboardingRequest")]
     SbtOffboardingRequest,
+    /// sbt-aws: the control plane activates (resumes) a tenant.
+    #[serde(rename = "sbt_aws_activateRequest")]
+    SbtActivateRequest,
+    /// sbt-aws: the control plane deactivates (suspends) a tenant.
+    #[serde(rename = "sbt_aws_deactivateRequest")]
+    SbtDeactivateRequest,
     /// Internal: put a tenant's outcome on the sbt-aws control plane's bus.
     #[serde(rename = "SBT_REPORT")]
     SbtReport,
@@ -78,7 +84,7 @@ pub enum EventType {
 
 impl EventType {
     /// All types, in a stable order.
-    pub const ALL: [EventType; 24] = [
+    pub const ALL: [EventType; 26] = [
         EventType::TenantProvisioning,
         EventType::TenantDeprovisioning,
         EventType::TenantProvisioningSuccess,
@@ -92,6 +98,8 @@ impl EventType {
         EventType::TenantCallback,
         EventType::SbtOnboardingRequest,
         EventType::SbtOffboardingRequest,
+        EventType::SbtActivateRequest,
+        EventType::SbtDeactivateRequest,
         EventType::SbtReport,
         EventType::TenantNotify,
         EventType::TenantUpdate,
@@ -121,6 +129,8 @@ impl EventType {
             EventType::TenantCallback => "TENANT_CALLBACK",
             EventType::SbtOnboardingRequest => "sbt_aws_onboardingRequest",
             EventType::SbtOffboardingRequest => "sbt_aws_offboardingRequest",
+            EventType::SbtActivateRequest => "sbt_aws_activateRequest",
+            EventType::SbtDeactivateRequest => "sbt_aws_deactivateRequest",
             EventType::SbtReport => "SBT_REPORT",
             EventType::TenantNotify => "TENANT_NOTIFY",
             EventType::TenantUpdate => "TENANT_UPDATE",

@@ -18,6 +18,8 @@ pub const CONTROL_PLANE: &str = "sbt";
 pub enum Phase {
     Provision,
     Deprovision,
+    Activate,
+    Deactivate,
 }
 
 impl Phase {
@@ -25,6 +27,8 @@ impl Phase {
         match self {
             Phase::Provision => "provision",
             Phase::Deprovision => "deprovision",
+            Phase::Activate => "activate",
+            Phase::Deactivate => "deactivate",
         }
     }
 
@@ -32,6 +36,8 @@ impl Phase {
         match text {
             "provision" => Some(Phase::Provision),
             "deprovision" => Some(Phase::Deprovision),
+            "activate" => Some(Phase::Activate),
+            "deactivate" => Some(Phase::Deactivate),
             _ => None,
         }
     }
@@ -85,6 +91,10 @@ impl SbtPlane {
             Some(EventType::SbtOnboardingRequest)
         } else if named(&self.config.offboarding_detail_types) {
             Some(EventType::SbtOffboardingRequest)
+        } else if named(&self.config.activate_detail_types) {
+            Some(EventType::SbtActivateRequest)
+        } else if named(&self.config.deactivate_detail_types) {
+            Some(EventType::SbtDeactivateRequest)
         } else {
             None
         }
@@ -148,6 +158,10 @@ impl SbtPlane {
             (Phase::Provision, false) => "provisionFailure",
             (Phase::Deprovision, true) => "deprovisionSuccess",
             (Phase::Deprovision, false) => "deprovisionFailure",
+            (Phase::Activate, true) => "activateSuccess",
+            (Phase::Activate, false) => "activateFailure",
+            (Phase::Deactivate, true) => "deactivateSuccess",
+            (Phase::Deactivate, false) => "deactivateFailure",
         };
         let pick = |names: &[String]| -> Map<String, Value> {
             names

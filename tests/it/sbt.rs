@@ -209,6 +209,36 @@ async fn sbt_aws_events_run_jobs_and_outcomes_go_on_the_control_plane_bus() {
         "tenant-of-reg-ok|basic|reg-ok-co|admin@reg-ok.example|[{\"id\":\"price_1\",\"metricName\":\"calls\"}]|reg-ok"
     );
     app.wait_tenant("reg-old", "ACTIVE").await;
+    // Deactivate, then activate (sbt-aws declares these; they suspend and resume).
+    let (status, _) = app
+        .post(
+            "/events",
+            &onboarding(
+                "reg-old",
+                "sbt_aws_deactivateRequest",
+                "sbt.control.plane",
+                json!({}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200);
+    app.wait_tenant("reg-old", "SUSPENDED").await;
+    let (status, _) = app
+        .post(
+            "/events",
+            &onboarding(
+                "reg-old",
+                "sbt_aws_activateRequest",
+                "sbt.control.plane",
+                json!({}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200);
+    app.wait_for("/tenants/reg-old", |t| {
+        t["status"] == "ACTIVE" && t["stage"].is_null()
+    })
+    .await;
     app.wait_tenant("reg-broken", "PROVISIONFAILED").await;
     app.wait_tenant("reg-slow", "PROVISIONFAILED").await;
 
@@ -227,7 +257,7 @@ async fn sbt_aws_events_run_jobs_and_outcomes_go_on_the_control_plane_bus() {
     assert_eq!(gone["jobOutput"]["GONE"], "tenant-of-reg-ok");
 
     // What the control plane's bus got, by registration and detail-type.
-    let expected = 6;
+    let expected = 8;
     let mut all: Vec<Value> = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while all.len() < expected && std::time::Instant::now() < deadline {
@@ -270,6 +300,9 @@ async fn sbt_aws_events_run_jobs_and_outcomes_go_on_the_control_plane_bus() {
         1,
         "{all:#?}"
     );
+    for kind in ["sbt_aws_deactivateSuccess", "sbt_aws_activateSuccess"] {
+        assert_eq!(by("reg-old", kind).len(), 1, "{kind}: {all:#?}");
+    }
     let offboarded = by("reg-ok", "sbt_aws_deprovisionSuccess");
     assert_eq!(offboarded.len(), 1, "{all:#?}");
     assert_eq!(all.len(), expected, "nothing twice: {all:#?}");

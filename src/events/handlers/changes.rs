@@ -10,10 +10,11 @@
 use async_trait::async_trait;
 
 use super::common::{environment_override, job_params, tier_details, tier_of};
-use super::jobs::{begin, launch, Begin};
+use super::jobs::{begin, launch, sbt_report, Begin};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::store::{Commit, JobKind, TenantState};
 use crate::telemetry::trace::{self, Span};
+use crate::tenants::sbt::Phase;
 use crate::tenants::Lifecycle;
 
 /// One kind of change.
@@ -85,9 +86,19 @@ impl EventHandler for ChangeHandler {
                 record.tier = Some(tier.tier.clone());
             }
             let now = record.state;
+            let phase = match self.kind {
+                JobKind::Suspend => Some(Phase::Deactivate),
+                JobKind::Resume => Some(Phase::Activate),
+                _ => None,
+            };
+            let events = phase
+                .and_then(|phase| sbt_report(event, &record, phase, true))
+                .into_iter()
+                .collect();
             services
                 .commit(Commit {
                     tenant: Some(step.write(record)),
+                    events,
                     ..Commit::default()
                 })
                 .await?;

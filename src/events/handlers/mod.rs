@@ -28,7 +28,9 @@ pub(crate) use jobs::rerun;
 pub use notify::NotifyHandler;
 pub use provisioning::{DeprovisioningHandler, ProvisioningHandler};
 pub use results::ResultHandler;
-pub use sbt::{SbtOffboardingHandler, SbtOnboardingHandler, SbtReportHandler};
+pub use sbt::{
+    SbtActivationHandler, SbtOffboardingHandler, SbtOnboardingHandler, SbtReportHandler,
+};
 
 use super::{EventType, Inbox};
 use crate::builder::BuilderService;
@@ -233,6 +235,14 @@ impl Default for HandlerSet {
         set.set(E::SbtOnboardingRequest, Arc::new(SbtOnboardingHandler));
         set.set(E::SbtOffboardingRequest, Arc::new(SbtOffboardingHandler));
         set.set(E::SbtReport, Arc::new(SbtReportHandler));
+        set.set(
+            E::SbtActivateRequest,
+            Arc::new(SbtActivationHandler { activate: true }),
+        );
+        set.set(
+            E::SbtDeactivateRequest,
+            Arc::new(SbtActivationHandler { activate: false }),
+        );
         set.set(E::TenantNotify, Arc::new(NotifyHandler));
         set.set(E::TenantUpdate, Arc::new(ChangeHandler::UPDATE));
         set.set(E::TenantSuspend, Arc::new(ChangeHandler::SUSPEND));

@@ -102,6 +102,12 @@ impl EventHandler for ResultHandler {
             Lifecycle::DeprovisionSucceeded | Lifecycle::DeprovisionFailed => {
                 events.extend(sbt_report(event, &record, Phase::Deprovision, self.success))
             }
+            Lifecycle::SuspendSucceeded | Lifecycle::SuspendFailed => {
+                events.extend(sbt_report(event, &record, Phase::Deactivate, self.success))
+            }
+            Lifecycle::ResumeSucceeded | Lifecycle::ResumeFailed => {
+                events.extend(sbt_report(event, &record, Phase::Activate, self.success))
+            }
             // The new tier is the one the update job ran with (its TIER).
             Lifecycle::UpdateSucceeded => {
                 if let Some(job) = event.detail.get("jobId").and_then(Value::as_str) {

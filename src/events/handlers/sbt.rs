@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
+use super::changes::ChangeHandler;
 use super::jobs::follow_up;
 use super::provisioning::{deprovision, provision};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
@@ -19,6 +20,31 @@ pub struct SbtOnboardingHandler;
 
 /// `sbt_aws_offboardingRequest`: deprovisions the tenant.
 pub struct SbtOffboardingHandler;
+
+/// `sbt_aws_activateRequest` / `sbt_aws_deactivateRequest`: resumes or
+/// suspends the tenant (`TENANT_RESUME` / `TENANT_SUSPEND`).
+pub struct SbtActivationHandler {
+    pub activate: bool,
+}
+
+#[async_trait]
+impl EventHandler for SbtActivationHandler {
+    async fn handle(
+        &self,
+        event: &InboxEvent,
+        services: &Services,
+    ) -> Result<Handled, HandlerError> {
+        let (change, phase) = match self.activate {
+            true => (ChangeHandler::RESUME, Phase::Activate),
+            false => (ChangeHandler::SUSPEND, Phase::Deactivate),
+        };
+        let started = async {
+            let (keyed, _) = keyed(event, services)?;
+            change.handle(&keyed, services).await
+        };
+        report_refusal(event, services, phase, started.await).await
+    }
+}
 
 #[async_trait]
 impl EventHandler for SbtOnboardingHandler {
