@@ -121,7 +121,7 @@ async fn tier_details_come_from_dynamodb() {
 }
 
 /// A CodeBuild project in moto.
-async fn project(moto: &Moto) -> String {
+pub async fn project(moto: &Moto) -> String {
     let role = moto.role(&unique("codebuild-role")).await;
     let name = unique("provision");
     aws_sdk_codebuild::Client::new(&moto.sdk().await)

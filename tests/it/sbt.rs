@@ -332,3 +332,97 @@ async fn sbt_aws_events_run_jobs_and_outcomes_go_on_the_control_plane_bus() {
         "{timeline:#}"
     );
 }
+
+/// The same onboarding on CodeBuild (moto): the build gets the detail's
+/// fields as PLAINTEXT overrides, named as in the detail, and its end is
+/// put on the bus as `sbt_aws_provisionSuccess` (moto's builds export no
+/// variables, so the data is empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sbt_aws_onboarding_runs_a_codebuild_build() {
+    let Some(moto) = crate::moto::moto().await else {
+        return;
+    };
+    let url = moto.url.clone();
+    let (bus, queue) = tokio::task::block_in_place(|| control_plane_bus(&url));
+    let project = crate::aws::project(moto).await;
+    let sbt_config = SbtConfig {
+        event_bus: Some(bus),
+        json_variables: vec!["prices".into()],
+        tenant_data: vec!["tenantS3Bucket".into()],
+        ..SbtConfig::default()
+    };
+    let sdk = moto.sdk().await;
+    let plane = Arc::new(SbtPlane::new(sbt_config.clone(), Some(&sdk)));
+    let tier_project = project.clone();
+    let app = TestApp::start_with(
+        move |config, _| {
+            config.sbt = sbt_config;
+            let tier = json!({"jobIdentifier": tier_project});
+            config
+                .tiers
+                .insert("basic".into(), tier.as_object().cloned().unwrap());
+        },
+        move |builder| {
+            builder.sbt_plane(plane).builder_service(Arc::new(
+                orchestrator::builder::codebuild::CodeBuildJobs::new(
+                    &sdk,
+                    std::time::Duration::from_millis(200),
+                ),
+            ))
+        },
+    )
+    .await;
+    let registration = format!("reg-cb-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let recorded = moto
+        .record(async {
+            let event = onboarding(
+                &registration,
+                "sbt_aws_onboardingRequest",
+                "sbt.control.plane",
+                json!({}),
+            );
+            let (status, _) = app.post("/events", &event).await;
+            assert_eq!(status, 200);
+            app.wait_tenant(&registration, "ACTIVE").await;
+        })
+        .await;
+    let start = recorded
+        .iter()
+        .find(|(target, body)| {
+            target.ends_with(".StartBuild") && body["projectName"] == project.as_str()
+        })
+        .map(|(_, body)| body.clone())
+        .expect("a StartBuild for the tier's project");
+    let overrides: std::collections::HashMap<String, String> = start
+        ["environmentVariablesOverride"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_owned(),
+                v["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(overrides["tenantName"], format!("{registration}-co"));
+    assert_eq!(overrides["email"], format!("admin@{registration}.example"));
+    assert_eq!(overrides["tenantId"], format!("tenant-of-{registration}"));
+    assert_eq!(
+        overrides["prices"],
+        r#"[{"id":"price_1","metricName":"calls"}]"#
+    );
+    assert_eq!(overrides["TENANT_ID"], registration);
+    let mut put = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while put.is_empty() && std::time::Instant::now() < deadline {
+        put.extend(tokio::task::block_in_place(|| received(&url, &queue)));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(put.len(), 1, "{put:#?}");
+    assert_eq!(put[0]["detail-type"], "sbt_aws_provisionSuccess");
+    assert_eq!(
+        put[0]["detail"],
+        json!({"tenantRegistrationId": registration, "jobOutput": {"tenantData": {}, "tenantRegistrationData": {}}})
+    );
+}
