@@ -41,6 +41,12 @@ pub enum EventType {
     /// sbt-aws: the control plane offboards a tenant (any of `sbt.offboarding_detail_types`).
     #[serde(rename = "sbt_aws_offboardingRequest")]
     SbtOffboardingRequest,
+    /// Extension: how backup jobs (before deprovisioning) report back.
+    #[serde(rename = "TENANT_BACKUP_SUCCESS")]
+    TenantBackupSuccess,
+    /// Extension: how backup jobs (before deprovisioning) report back.
+    #[serde(rename = "TENANT_BACKUP_FAILURE")]
+    TenantBackupFailure,
     /// sbt-aws: the control plane activates (resumes) a tenant.
     #[serde(rename = "sbt_aws_activateRequest")]
     SbtActivateRequest,
@@ -84,7 +90,7 @@ pub enum EventType {
 
 impl EventType {
     /// All types, in a stable order.
-    pub const ALL: [EventType; 26] = [
+    pub const ALL: [EventType; 28] = [
         EventType::TenantProvisioning,
         EventType::TenantDeprovisioning,
         EventType::TenantProvisioningSuccess,
@@ -101,6 +107,8 @@ impl EventType {
         EventType::SbtActivateRequest,
         EventType::SbtDeactivateRequest,
         EventType::SbtReport,
+        EventType::TenantBackupSuccess,
+        EventType::TenantBackupFailure,
         EventType::TenantNotify,
         EventType::TenantUpdate,
         EventType::TenantUpdateSuccess,
@@ -132,6 +140,8 @@ impl EventType {
             EventType::SbtActivateRequest => "sbt_aws_activateRequest",
             EventType::SbtDeactivateRequest => "sbt_aws_deactivateRequest",
             EventType::SbtReport => "SBT_REPORT",
+            EventType::TenantBackupSuccess => "TENANT_BACKUP_SUCCESS",
+            EventType::TenantBackupFailure => "TENANT_BACKUP_FAILURE",
             EventType::TenantNotify => "TENANT_NOTIFY",
             EventType::TenantUpdate => "TENANT_UPDATE",
             EventType::TenantUpdateSuccess => "TENANT_UPDATE_SUCCESS",

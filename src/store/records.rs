@@ -68,7 +68,8 @@ string_enum!(
 string_enum!(
     /// The tenant's internal state. `Deploying` is reported as ARC SaaS's
     /// `PROVISIONING` with `stage: "deploying"`; `Updating` and `Suspending`
-    /// as `ACTIVE`, `Resuming` as `SUSPENDED`, each with its stage.
+    /// as `ACTIVE`, `Resuming` as `SUSPENDED`, `Archiving` as
+    /// `DEPROVISIONING`, each with its stage.
     TenantState {
         Provisioning => "PROVISIONING",
         Deploying => "DEPLOYING",
@@ -80,6 +81,7 @@ string_enum!(
         Suspending => "SUSPENDING",
         Suspended => "SUSPENDED",
         Resuming => "RESUMING",
+        Archiving => "ARCHIVING",
     }
 );
 
@@ -105,6 +107,7 @@ string_enum!(
         Update => "update",
         Suspend => "suspend",
         Resume => "resume",
+        Backup => "backup",
     }
 );
 

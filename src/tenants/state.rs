@@ -28,6 +28,9 @@ pub enum Lifecycle {
     Resume,
     ResumeSucceeded,
     ResumeFailed,
+    /// The archive taken before deprovisioning (`backupJobIdentifier`).
+    BackupSucceeded,
+    BackupFailed,
 }
 
 /// What an event does to a tenant.
@@ -63,7 +66,7 @@ pub fn next(current: Option<TenantState>, event: Lifecycle) -> Transition {
         (L::Provision, S::Active | S::Updating | S::Suspending | S::Suspended | S::Resuming) => {
             ignore("already provisioned")
         }
-        (L::Provision, S::Deprovisioning) => Transition::Reject(
+        (L::Provision, S::Deprovisioning | S::Archiving) => Transition::Reject(
             "tenant is being deprovisioned; provision it again once it is INACTIVE".into(),
         ),
 
@@ -85,6 +88,9 @@ pub fn next(current: Option<TenantState>, event: Lifecycle) -> Transition {
         (L::Deprovision, S::Suspending) => busy("suspension"),
         (L::Deprovision, S::Resuming) => busy("resumption"),
         (L::Deprovision, S::Deprovisioning) => ignore("deprovisioning already in progress"),
+        // After its backup: the deprovisioning itself (the handler checks the
+        // backup is the one that finished).
+        (L::Deprovision, S::Archiving) => Transition::To(S::Deprovisioning),
         (L::Deprovision, S::Inactive) => ignore("already deprovisioned"),
         (L::DeprovisionSucceeded, S::Deprovisioning) => Transition::To(S::Inactive),
         // The tenant stays DEPROVISIONING with the error recorded; a new
@@ -120,6 +126,13 @@ pub fn next(current: Option<TenantState>, event: Lifecycle) -> Transition {
         (L::ResumeSucceeded, S::Resuming) => Transition::To(S::Active),
         (L::ResumeFailed, S::Resuming) => Transition::To(S::Suspended),
         (L::ResumeSucceeded | L::ResumeFailed, _) => ignore("stale resumption result"),
+
+        // A backup's success leaves the tenant archiving until the
+        // deprovisioning it raises starts; its failure stops the
+        // deprovisioning (the handler puts back the state the tenant left).
+        (L::BackupSucceeded, S::Archiving) => Transition::To(S::Archiving),
+        (L::BackupFailed, S::Archiving) => Transition::To(S::Active),
+        (L::BackupSucceeded | L::BackupFailed, _) => ignore("stale backup result"),
     }
 }
 
@@ -129,7 +142,7 @@ mod tests {
     use Lifecycle as L;
     use TenantState as S;
 
-    const STATES: [S; 10] = [
+    const STATES: [S; 11] = [
         S::Provisioning,
         S::Deploying,
         S::Active,
@@ -140,8 +153,9 @@ mod tests {
         S::Suspending,
         S::Suspended,
         S::Resuming,
+        S::Archiving,
     ];
-    const EVENTS: [L; 18] = [
+    const EVENTS: [L; 20] = [
         L::Provision,
         L::ProvisionSucceeded,
         L::ProvisionFailed,
@@ -160,6 +174,8 @@ mod tests {
         L::Resume,
         L::ResumeSucceeded,
         L::ResumeFailed,
+        L::BackupSucceeded,
+        L::BackupFailed,
     ];
 
     fn to(from: Option<S>, event: L) -> Option<S> {
@@ -310,27 +326,30 @@ mod tests {
     /// The whole table, a row per event and a column per state (in the
     /// order of `STATES`): the state it moves to (`p` provisioning, `d`
     /// deploying, `a` active, `f` provision failed, `x` deprovisioning, `i`
-    /// inactive, `u` updating, `s` suspending, `S` suspended, `r` resuming),
+    /// inactive, `u` updating, `s` suspending, `S` suspended, `r` resuming,
+    /// `A` archiving),
     /// `.` ignored, `!` rejected.
-    const TABLE: [(L, &str); 18] = [
-        (L::Provision, "...p!p...."),
-        (L::ProvisionSucceeded, "d........."),
-        (L::ProvisionFailed, "f........."),
-        (L::Deploy, ".da......."),
-        (L::DeploySucceeded, ".a........"),
-        (L::DeployFailed, ".f........"),
-        (L::Deprovision, "xxxx..!!x!"),
-        (L::DeprovisionSucceeded, "....i....."),
-        (L::DeprovisionFailed, "....x....."),
-        (L::Update, "!!u!!!.!!!"),
-        (L::UpdateSucceeded, "......a..."),
-        (L::UpdateFailed, "......a..."),
-        (L::Suspend, "!!s!!!!..!"),
-        (L::SuspendSucceeded, ".......S.."),
-        (L::SuspendFailed, ".......a.."),
-        (L::Resume, "!!.!!!!!r."),
-        (L::ResumeSucceeded, ".........a"),
-        (L::ResumeFailed, ".........S"),
+    const TABLE: [(L, &str); 20] = [
+        (L::Provision, "...p!p....!"),
+        (L::ProvisionSucceeded, "d.........."),
+        (L::ProvisionFailed, "f.........."),
+        (L::Deploy, ".da........"),
+        (L::DeploySucceeded, ".a........."),
+        (L::DeployFailed, ".f........."),
+        (L::Deprovision, "xxxx..!!x!x"),
+        (L::DeprovisionSucceeded, "....i......"),
+        (L::DeprovisionFailed, "....x......"),
+        (L::Update, "!!u!!!.!!!!"),
+        (L::UpdateSucceeded, "......a...."),
+        (L::UpdateFailed, "......a...."),
+        (L::Suspend, "!!s!!!!..!!"),
+        (L::SuspendSucceeded, ".......S..."),
+        (L::SuspendFailed, ".......a..."),
+        (L::Resume, "!!.!!!!!r.!"),
+        (L::ResumeSucceeded, ".........a."),
+        (L::ResumeFailed, ".........S."),
+        (L::BackupSucceeded, "..........A"),
+        (L::BackupFailed, "..........a"),
     ];
 
     fn letter(state: S) -> char {
@@ -345,6 +364,7 @@ mod tests {
             S::Suspending => 's',
             S::Suspended => 'S',
             S::Resuming => 'r',
+            S::Archiving => 'A',
         }
     }
 

@@ -21,7 +21,7 @@ pub struct TenantView {
     pub status: String,
     /// The step in progress: `provisioning` or `deploying` (while
     /// `PROVISIONING`), `updating` or `suspending` (while `ACTIVE`),
-    /// `resuming` (while `SUSPENDED`).
+    /// `resuming` (while `SUSPENDED`), `archiving` (while `DEPROVISIONING`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
     pub tier: Option<String>,
@@ -110,6 +110,7 @@ pub fn status_of(state: TenantState) -> (&'static str, Option<&'static str>) {
         TenantState::Updating => ("ACTIVE", Some("updating")),
         TenantState::Suspending => ("ACTIVE", Some("suspending")),
         TenantState::Resuming => ("SUSPENDED", Some("resuming")),
+        TenantState::Archiving => ("DEPROVISIONING", Some("archiving")),
         other => (other.as_str(), None),
     }
 }

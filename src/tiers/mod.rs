@@ -16,8 +16,10 @@ pub const DEPLOYMENT_JOB_IDENTIFIER: &str = "deploymentJobIdentifier";
 pub const UPDATE_JOB_IDENTIFIER: &str = "updateJobIdentifier";
 pub const SUSPEND_JOB_IDENTIFIER: &str = "suspendJobIdentifier";
 pub const RESUME_JOB_IDENTIFIER: &str = "resumeJobIdentifier";
+pub const BACKUP_JOB_IDENTIFIER: &str = "backupJobIdentifier";
 /// Every key that names a job.
-const JOB_KEYS: [&str; 6] = [
+const JOB_KEYS: [&str; 7] = [
+    BACKUP_JOB_IDENTIFIER,
     JOB_IDENTIFIER,
     DEPROVISIONING_JOB_IDENTIFIER,
     DEPLOYMENT_JOB_IDENTIFIER,
@@ -71,6 +73,11 @@ impl TierDetails {
     /// The job that resumes a suspended tenant of this tier, if the tier has one.
     pub fn resume_job_identifier(&self) -> Option<&str> {
         self.text(RESUME_JOB_IDENTIFIER)
+    }
+
+    /// The job that archives a tenant before it is deprovisioned, if the tier has one.
+    pub fn backup_job_identifier(&self) -> Option<&str> {
+        self.text(BACKUP_JOB_IDENTIFIER)
     }
 
     /// Every other key, for the job's parameters.

@@ -20,6 +20,8 @@ async fn started() -> TestApp {
         tier(c, "gold", json!({"jobIdentifier": "p", "updateJobIdentifier": "upgrade", "SIZE": 8}));
         tier(c, "broken", json!({"jobIdentifier": "p", "updateJobIdentifier": "fail"}));
         tier(c, "plain", json!({"jobIdentifier": "p", "deprovisioningJobIdentifier": "bye"}));
+        tier(c, "kept", json!({"jobIdentifier": "p", "backupJobIdentifier": "backup", "deprovisioningJobIdentifier": "bye", "BUCKET": "archive"}));
+        tier(c, "lossy", json!({"jobIdentifier": "p", "backupJobIdentifier": "fail", "deprovisioningJobIdentifier": "bye"}));
         write_job(dir, "p", "true");
         // A gate file holds the upgrade until the test lets it go.
         write_job(
@@ -30,7 +32,14 @@ async fn started() -> TestApp {
         write_job(dir, "fail", "echo 'cannot upgrade' >&2\nexit 2");
         write_job(dir, "pause", "echo \"PAUSED=$TIER\" >> \"$JOB_OUTPUT\"");
         write_job(dir, "unpause", "echo \"RESUMED=yes\" >> \"$JOB_OUTPUT\"");
-        write_job(dir, "bye", "true");
+        write_job(dir, "bye", "echo \"BYE_SAW=${GATE:+gated}/$BUCKET\" >> \"$JOB_OUTPUT\"");
+        write_job(
+            dir,
+            "backup",
+            "if [ -n \"$GATE\" ]; then while [ ! -e \"$GATE\" ]; do sleep 0.05; done; fi\n\
+             echo \"ARCHIVE=s3://$BUCKET/$TENANT_ID.tar.gz\" >> \"$JOB_OUTPUT\"\n\
+             echo \"WAS=$PREVIOUS_STATUS\" >> \"$JOB_OUTPUT\"",
+        );
     })
     .await;
     app
@@ -273,4 +282,147 @@ async fn a_tier_without_jobs_suspends_at_once_and_a_suspended_tenant_can_be_depr
             .contains("only a SUSPENDED tenant"),
         "{refused}"
     );
+}
+
+#[tokio::test]
+async fn deprovisioning_archives_first_and_a_failed_backup_stops_it() {
+    let app = started().await;
+    let gate = app.path().join("backup-gate");
+    send(
+        &app,
+        "a-1",
+        "TENANT_PROVISIONING",
+        provisioning("arch-co", "kept"),
+    )
+    .await;
+    app.wait_tenant("arch-co", "ACTIVE").await;
+    let mut detail = json!({"tenantId": "arch-co"});
+    detail["builderConfig"] =
+        json!({"config": {"environmentOverride": {"GATE": gate.display().to_string()}}});
+    send(&app, "a-2", "TENANT_DEPROVISIONING", detail).await;
+    let archiving = app
+        .wait_for("/tenants/arch-co", |t| t["stage"] == "archiving")
+        .await;
+    assert_eq!(archiving["status"], "DEPROVISIONING");
+    // Another deprovisioning while the backup runs is refused.
+    send(
+        &app,
+        "a-3",
+        "TENANT_DEPROVISIONING",
+        json!({"tenantId": "arch-co"}),
+    )
+    .await;
+    let refused = app.wait_event("a-3", "failed").await;
+    assert!(
+        refused["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("wait for its backup"),
+        "{refused}"
+    );
+    std::fs::write(&gate, "go").unwrap();
+    let gone = app.wait_tenant("arch-co", "INACTIVE").await;
+    // The archive's location is kept on the tenant; the deprovisioning job ran after it, with what the backup got.
+    assert_eq!(gone["jobOutput"]["ARCHIVE"], "s3://archive/arch-co.tar.gz");
+    assert_eq!(gone["jobOutput"]["WAS"], "ACTIVE");
+    assert_eq!(gone["jobOutput"]["BYE_SAW"], "gated/archive");
+    let kinds: Vec<&str> = gone["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["provisioning", "backup", "deprovisioning"]);
+    let (_, timeline) = app.get("/tenants/arch-co/timeline").await;
+    let walk: Vec<&str> = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "transition")
+        .filter_map(|i| i["to"].as_str())
+        .collect();
+    assert_eq!(
+        walk,
+        [
+            "PROVISIONING",
+            "DEPLOYING",
+            "ACTIVE",
+            "ARCHIVING",
+            "DEPROVISIONING",
+            "INACTIVE"
+        ]
+    );
+
+    // A failed backup: nothing deprovisioned, the tenant back where it was, the error said.
+    send(
+        &app,
+        "a-4",
+        "TENANT_PROVISIONING",
+        provisioning("lossy-co", "lossy"),
+    )
+    .await;
+    app.wait_tenant("lossy-co", "ACTIVE").await;
+    send(
+        &app,
+        "a-5",
+        "TENANT_SUSPEND",
+        json!({"tenantId": "lossy-co"}),
+    )
+    .await;
+    app.wait_tenant("lossy-co", "SUSPENDED").await;
+    send(
+        &app,
+        "a-6",
+        "TENANT_DEPROVISIONING",
+        json!({"tenantId": "lossy-co"}),
+    )
+    .await;
+    let kept = app
+        .wait_for("/tenants/lossy-co", |t| {
+            t["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("backup failed"))
+        })
+        .await;
+    assert_eq!(kept["status"], "SUSPENDED");
+    assert!(
+        kept["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("not deprovisioned"),
+        "{kept}"
+    );
+    let kinds: Vec<&str> = kept["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["provisioning", "backup"]);
+
+    // "archive": true on a tier without a backup job is refused; the tenant stays.
+    send(
+        &app,
+        "a-7",
+        "TENANT_PROVISIONING",
+        provisioning("plain-arch", "plain"),
+    )
+    .await;
+    app.wait_tenant("plain-arch", "ACTIVE").await;
+    send(
+        &app,
+        "a-8",
+        "TENANT_DEPROVISIONING",
+        json!({"tenantId": "plain-arch", "archive": true}),
+    )
+    .await;
+    let refused = app.wait_event("a-8", "failed").await;
+    assert!(
+        refused["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("no backupJobIdentifier"),
+        "{refused}"
+    );
+    app.wait_tenant("plain-arch", "ACTIVE").await;
 }

@@ -307,6 +307,8 @@ fn result_event(
         (JobKind::Suspend, false) => EventType::TenantSuspendFailure,
         (JobKind::Resume, true) => EventType::TenantResumeSuccess,
         (JobKind::Resume, false) => EventType::TenantResumeFailure,
+        (JobKind::Backup, true) => EventType::TenantBackupSuccess,
+        (JobKind::Backup, false) => EventType::TenantBackupFailure,
     };
     let detail = json!({
         "tenantId": job.tenant_id,

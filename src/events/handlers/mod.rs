@@ -227,6 +227,8 @@ impl Default for HandlerSet {
             (E::TenantSuspendFailure, JobKind::Suspend, false),
             (E::TenantResumeSuccess, JobKind::Resume, true),
             (E::TenantResumeFailure, JobKind::Resume, false),
+            (E::TenantBackupSuccess, JobKind::Backup, true),
+            (E::TenantBackupFailure, JobKind::Backup, false),
         ] {
             set.set(event, Arc::new(ResultHandler { kind, success }));
         }

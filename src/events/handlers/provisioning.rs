@@ -111,6 +111,38 @@ pub(super) async fn deprovision(
     };
     let mut record = step.existing()?;
     let tier = tier_details(services, &event.detail, step.current.as_ref()).await?;
+    let previous = record.state;
+    if previous == TenantState::Archiving {
+        // Only the deprovisioning its finished backup raised goes on.
+        let backup = event.detail.get("backupJobId").and_then(Value::as_str);
+        if backup.is_none() || backup != record.current_job_id.as_ref().map(|j| j.as_str()) {
+            return Err(HandlerError::Permanent(
+                "tenant is being archived: wait for its backup to finish".into(),
+            ));
+        }
+    } else if let Some(backup) = backup_job(&tier, &event.detail)? {
+        // Archive first (keeping where the tenant was, should the backup fail).
+        record.state = TenantState::Archiving;
+        record.last_error = None;
+        let mut params = job_params(
+            tier.params().chain(variables.iter()),
+            [
+                ("TENANT_ID", step.tenant_id.as_str()),
+                ("TIER", &tier.tier),
+                ("EVENT_ID", event.id.as_str()),
+            ],
+        )?;
+        params.insert("PREVIOUS_STATUS".into(), previous.as_str().to_owned());
+        return launch(
+            services,
+            event,
+            step.write(record),
+            JobKind::Backup,
+            &backup,
+            params,
+        )
+        .await;
+    }
     record.state = step.state;
     record.last_error = None;
     let Some(job) = tier.deprovisioning_job_identifier().map(str::to_owned) else {
@@ -148,4 +180,21 @@ pub(super) async fn deprovision(
         params,
     )
     .await
+}
+
+/// The backup to run before deprovisioning: the tier's `backupJobIdentifier`
+/// (always when set), required when the event asks `"archive": true`.
+fn backup_job(
+    tier: &crate::tiers::TierDetails,
+    detail: &Map<String, Value>,
+) -> Result<Option<String>, HandlerError> {
+    let asked = detail.get("archive").and_then(Value::as_bool) == Some(true);
+    match tier.backup_job_identifier() {
+        Some(job) => Ok(Some(job.to_owned())),
+        None if asked => Err(HandlerError::Permanent(format!(
+            "archive asked for, but tier '{}' has no backupJobIdentifier",
+            tier.tier
+        ))),
+        None => Ok(None),
+    }
 }

@@ -7,7 +7,7 @@ use super::common::{tenant_id, transition, write};
 use super::jobs::{callback_event, follow_up, sbt_report};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
 use crate::events::EventType;
-use crate::store::{Commit, JobKind};
+use crate::store::{Commit, JobKind, TenantState};
 use crate::tenants::sbt::Phase;
 use crate::tenants::Lifecycle;
 
@@ -32,6 +32,8 @@ impl ResultHandler {
             (JobKind::Suspend, false) => Lifecycle::SuspendFailed,
             (JobKind::Resume, true) => Lifecycle::ResumeSucceeded,
             (JobKind::Resume, false) => Lifecycle::ResumeFailed,
+            (JobKind::Backup, true) => Lifecycle::BackupSucceeded,
+            (JobKind::Backup, false) => Lifecycle::BackupFailed,
         }
     }
 }
@@ -108,20 +110,34 @@ impl EventHandler for ResultHandler {
             Lifecycle::ResumeSucceeded | Lifecycle::ResumeFailed => {
                 events.extend(sbt_report(event, &record, Phase::Activate, self.success))
             }
+            // Archived: the deprovisioning itself, naming the backup that finished.
+            // Its job gets what the backup got (an sbt-aws tenant's variables too).
+            Lifecycle::BackupSucceeded => {
+                let given = job_params(services, &event.detail).await?;
+                events.push(follow_up(
+                    &format!("{}:deprovision", event.id),
+                    EventType::TenantDeprovisioning,
+                    json!({"tenantId": id, "backupJobId": record.current_job_id,
+                           "builderConfig": {"config": {"environmentOverride": given}}}),
+                    Some(event.trace),
+                ));
+            }
+            // A failed backup stops the deprovisioning: the tenant is back
+            // where it was (the backup job's PREVIOUS_STATUS).
+            Lifecycle::BackupFailed => {
+                let previous = job_param(services, &event.detail, "PREVIOUS_STATUS").await?;
+                if let Some(state) = previous.and_then(|p| TenantState::try_from(p).ok()) {
+                    record.state = state;
+                }
+                if let Some(error) = record.last_error.as_mut() {
+                    error.push_str("; the tenant was not deprovisioned");
+                }
+                events.extend(sbt_report(event, &record, Phase::Deprovision, false));
+            }
             // The new tier is the one the update job ran with (its TIER).
             Lifecycle::UpdateSucceeded => {
-                if let Some(job) = event.detail.get("jobId").and_then(Value::as_str) {
-                    let job = services
-                        .store
-                        .get_job(&crate::store::JobId::from(job))
-                        .await?;
-                    if let Some(tier) = job
-                        .as_ref()
-                        .and_then(|j| j.params.0.get("TIER"))
-                        .and_then(Value::as_str)
-                    {
-                        record.tier = Some(tier.to_owned());
-                    }
+                if let Some(tier) = job_param(services, &event.detail, "TIER").await? {
+                    record.tier = Some(tier);
                 }
             }
             _ => {}
@@ -135,4 +151,55 @@ impl EventHandler for ResultHandler {
         services.commit(commit).await?;
         Ok(Handled::note(format!("tenant {id} is now {new_state}")))
     }
+}
+
+/// The parameters the result's job ran with, but the ones the service
+/// sets itself for each job.
+async fn job_params(
+    services: &Services,
+    detail: &Map<String, Value>,
+) -> Result<Map<String, Value>, HandlerError> {
+    let Some(job) = detail.get("jobId").and_then(Value::as_str) else {
+        return Ok(Map::new());
+    };
+    let job = services
+        .store
+        .get_job(&crate::store::JobId::from(job))
+        .await?;
+    let own = [
+        "TENANT_ID",
+        "TIER",
+        "EVENT_ID",
+        "CORRELATION_ID",
+        "PREVIOUS_STATUS",
+    ];
+    Ok(job
+        .map(|j| j.params.0)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(name, _)| !own.contains(&name.as_str()))
+        .collect())
+}
+
+/// A parameter the result's job ran with (`TIER` of an update,
+/// `PREVIOUS_STATUS` of a backup).
+async fn job_param(
+    services: &Services,
+    detail: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, HandlerError> {
+    let Some(job) = detail.get("jobId").and_then(Value::as_str) else {
+        return Ok(None);
+    };
+    let job = services
+        .store
+        .get_job(&crate::store::JobId::from(job))
+        .await?;
+    Ok(job.and_then(|j| {
+        j.params
+            .0
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }))
 }
