@@ -124,7 +124,17 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Client(command)) => return orchestrator::cli::run(&cli.connection, command),
+        Some(Command::Client(command)) => {
+            // A client printing into a closed pipe (`| head`) ends quietly, as
+            // command-line tools do, rather than panicking on the write.
+            #[cfg(unix)]
+            // SAFETY: called before any other thread exists.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            return orchestrator::cli::run(&cli.connection, command);
+        }
+
         Some(Command::Completions { shell }) => {
             use clap::CommandFactory;
             use std::io::Write;

@@ -115,7 +115,6 @@ pub async fn operation(
     Ok(Json(state.apps.operation(&id).await?))
 }
 
-/// Every app.
 /// The runtimes a deploy may name: on the local backend, the interpreters
 /// found at start (a runtime whose version is missing is `available: false`,
 /// and deploying it is a `400`); on Lambda, all of them.
@@ -125,6 +124,7 @@ pub async fn runtimes(State(state): State<AppState>) -> Json<RuntimesView> {
     Json(state.apps.runtimes())
 }
 
+/// Every app.
 #[utoipa::path(get, path = "/apps", tag = "apps",
     responses((status = 200, body = Vec<AppView>), (status = 401, body = ErrorBody)), security((), ("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<AppView>>, ApiError> {

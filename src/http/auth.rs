@@ -135,7 +135,10 @@ pub async fn require_access(
         .headers()
         .get(header::AUTHORIZATION)
         .is_some_and(|v| v.as_bytes().starts_with(sigv4::SCHEME.as_bytes()));
-    if access == Access::Lambda && signed && !policy.api_tokens.is_empty() {
+    // Signatures are checked once there is anything to check them against:
+    // tokens (then keys are how AWS clients get in) or keys configured.
+    let checks_signatures = !policy.api_tokens.is_empty() || !policy.lambda_keys.is_empty();
+    if access == Access::Lambda && signed && checks_signatures {
         return match policy.verify_signed(request).await {
             Ok(request) => next.run(request).await,
             Err(refused) => refused,
@@ -143,14 +146,20 @@ pub async fn require_access(
     }
     match policy.allows(access, request.headers()) {
         Ok(()) => next.run(request).await,
-        Err(err) if access == Access::Lambda => lambda_refusal(
-            StatusCode::FORBIDDEN,
-            "MissingAuthenticationTokenException",
-            &format!(
-                "{} (or sign the request with a key in auth.lambda_access_keys)",
-                err.message
-            ),
-        ),
+        Err(err) if access == Access::Lambda => {
+            let kind = match err.message.starts_with("missing") {
+                true => "MissingAuthenticationTokenException",
+                false => "UnrecognizedClientException",
+            };
+            lambda_refusal(
+                StatusCode::FORBIDDEN,
+                kind,
+                &format!(
+                    "{} (or sign the request with a key in auth.lambda_access_keys)",
+                    err.message
+                ),
+            )
+        }
         Err(err) => err.into_response(),
     }
 }
@@ -163,33 +172,63 @@ fn lambda_refusal(status: StatusCode, kind: &'static str, message: &str) -> Resp
 /// synchronous payload limit; the route refuses more).
 const MAX_SIGNED_BODY: usize = 6 * 1024 * 1024;
 
+/// How long a signed request's body may take to arrive once its head has.
+const SIGNED_BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl AuthPolicy {
-    /// Reads a SigV4-signed request's body and checks its signature; the
-    /// request again, with its body, if it holds.
+    /// Checks a SigV4-signed request: its claims first, then (only then)
+    /// its body, read within [`SIGNED_BODY_DEADLINE`]; the request again,
+    /// with its body, if the signature holds.
     async fn verify_signed(&self, request: Request) -> Result<Request, Response> {
-        let (parts, body) = request.into_parts();
-        let body = axum::body::to_bytes(body, MAX_SIGNED_BODY).await.map_err(|_| {
+        let refused = |r: sigv4::Refusal| lambda_refusal(StatusCode::FORBIDDEN, r.kind, &r.message);
+        let checked = self
+            .lambda_keys
+            .check(request.headers(), std::time::SystemTime::now())
+            .map_err(refused)?;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let too_large = || {
             lambda_refusal(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestTooLargeException",
                 &format!("Request must be smaller than {MAX_SIGNED_BODY} bytes for the InvokeFunction operation"),
             )
-        })?;
+        };
+        if declared.is_some_and(|n| n > MAX_SIGNED_BODY as u64) {
+            return Err(too_large());
+        }
+        let (parts, body) = request.into_parts();
+        let read = tokio::time::timeout(
+            SIGNED_BODY_DEADLINE,
+            axum::body::to_bytes(body, MAX_SIGNED_BODY),
+        )
+        .await;
+        let body = match read {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => {
+                return Err(lambda_refusal(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequestContentException",
+                    &format!("the body could not be read whole (at most {MAX_SIGNED_BODY} bytes)"),
+                ))
+            }
+            Err(_) => {
+                return Err(lambda_refusal(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "RequestTimeoutException",
+                    "the body did not arrive in time",
+                ))
+            }
+        };
         let uri = parts
             .uri
             .path_and_query()
             .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-        self.lambda_keys
-            .verify(
-                parts.method.as_str(),
-                &uri,
-                &parts.headers,
-                &body,
-                std::time::SystemTime::now(),
-            )
-            .map_err(|refusal| {
-                lambda_refusal(StatusCode::FORBIDDEN, refusal.kind, &refusal.message)
-            })?;
+        checked
+            .verify(parts.method.as_str(), &uri, &body)
+            .map_err(refused)?;
         Ok(Request::from_parts(parts, axum::body::Body::from(body)))
     }
 }

@@ -46,15 +46,15 @@ impl AccessKeys {
         )
     }
 
-    /// Checks the signature of a request (`uri`: its path and query).
-    pub fn verify(
-        &self,
-        method: &str,
-        uri: &str,
-        headers: &HeaderMap,
-        body: &[u8],
-        now: SystemTime,
-    ) -> Result<(), Refusal> {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// What can be checked before the body is read: the header's form, a
+    /// key we know, the service, the time, and that `host`, `x-amz-date`
+    /// and every `x-amz-*` header the request carries are signed (an
+    /// unsigned one could be changed by whoever replays the request).
+    pub fn check(&self, headers: &HeaderMap, now: SystemTime) -> Result<Checked, Refusal> {
         let authorization = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -84,6 +84,23 @@ impl AccessKeys {
                 ),
             ));
         }
+        let signed: Vec<&str> = claimed.signed_headers.split(';').collect();
+        for required in ["host", "x-amz-date"] {
+            if !signed.contains(&required) {
+                return Err(refuse(
+                    "IncompleteSignatureException",
+                    format!("SignedHeaders must include '{required}'"),
+                ));
+            }
+        }
+        for name in headers.keys() {
+            if name.as_str().starts_with("x-amz-") && !signed.contains(&name.as_str()) {
+                return Err(refuse(
+                    "IncompleteSignatureException",
+                    format!("header '{name}' is not signed"),
+                ));
+            }
+        }
         let date = headers
             .get("x-amz-date")
             .and_then(|v| v.to_str().ok())
@@ -96,7 +113,7 @@ impl AccessKeys {
                 )
             })?
             .and_utc();
-        if !date.starts_with(claimed.date) {
+        if date.get(..8) != Some(claimed.date) {
             return Err(refuse(
                 "InvalidSignatureException",
                 "the credential's date is not the request's",
@@ -113,14 +130,11 @@ impl AccessKeys {
                 "Signature expired: the request's X-Amz-Date is more than 15 minutes from the server's time",
             ));
         }
-        // Exactly the headers the client signed (the signer adds the date itself).
-        let mut signed: Vec<(&str, &str)> = Vec::new();
-        for name in claimed.signed_headers.split(';') {
-            if name == "x-amz-date" {
-                continue;
-            }
+        let mut values = Vec::new();
+        let mut token = None;
+        for name in &signed {
             let value = headers
-                .get(name)
+                .get(*name)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| {
                     refuse(
@@ -128,41 +142,80 @@ impl AccessKeys {
                         format!("signed header '{name}' is missing"),
                     )
                 })?;
-            signed.push((name, value));
+            match *name {
+                // The signer adds the date and the token itself.
+                "x-amz-date" => {}
+                "x-amz-security-token" => token = Some(value.to_owned()),
+                _ => values.push(((*name).to_owned(), value.to_owned())),
+            }
         }
-        let token = headers
-            .get("x-amz-security-token")
-            .and_then(|v| v.to_str().ok())
-            .filter(|_| {
-                claimed
-                    .signed_headers
-                    .split(';')
-                    .any(|h| h == "x-amz-security-token")
-            })
-            .map(str::to_owned);
-        // The signer adds the token itself when the credentials carry one.
-        signed.retain(|(name, _)| *name != "x-amz-security-token");
-        let identity =
-            Credentials::new(claimed.key_id, secret, token, None, "lambda_access_keys").into();
+        Ok(Checked {
+            key_id: claimed.key_id.to_owned(),
+            secret: secret.clone(),
+            token,
+            region: claimed.region.to_owned(),
+            time,
+            headers: values,
+            signature: claimed.signature.to_owned(),
+        })
+    }
+
+    /// Checks the signature of a request (`uri`: its path and query).
+    #[cfg(test)]
+    pub fn verify(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<(), Refusal> {
+        self.check(headers, now)?.verify(method, uri, body)
+    }
+}
+
+/// A request whose signature's claims hold, waiting for its body.
+pub struct Checked {
+    key_id: String,
+    secret: String,
+    token: Option<String>,
+    region: String,
+    time: SystemTime,
+    headers: Vec<(String, String)>,
+    signature: String,
+}
+
+impl Checked {
+    /// Signs the request again with the key it names, over what the client
+    /// signed, and compares the signatures.
+    pub fn verify(&self, method: &str, uri: &str, body: &[u8]) -> Result<(), Refusal> {
+        let identity = Credentials::new(
+            &self.key_id,
+            &self.secret,
+            self.token.clone(),
+            None,
+            "lambda_access_keys",
+        )
+        .into();
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
-            .region(claimed.region)
-            .name(claimed.service)
-            .time(time)
+            .region(&self.region)
+            .name("lambda")
+            .time(self.time)
             .settings(SigningSettings::default())
             .build()
             .map_err(|e| refuse("IncompleteSignatureException", e.to_string()))?
             .into();
-        let request =
-            SignableRequest::new(method, uri, signed.into_iter(), SignableBody::Bytes(body))
-                .map_err(|e| refuse("IncompleteSignatureException", e.to_string()))?;
+        let headers = self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+        let request = SignableRequest::new(method, uri, headers, SignableBody::Bytes(body))
+            .map_err(|e| refuse("IncompleteSignatureException", e.to_string()))?;
         let expected = sign(request, &params)
             .map_err(|e| refuse("IncompleteSignatureException", e.to_string()))?;
         if bool::from(
             expected
                 .signature()
                 .as_bytes()
-                .ct_eq(claimed.signature.as_bytes()),
+                .ct_eq(self.signature.as_bytes()),
         ) {
             Ok(())
         } else {
@@ -309,6 +362,27 @@ mod tests {
         assert_eq!(
             kind(AccessKeys::default().verify("POST", URI, &headers, b"{}", now)),
             Some("UnrecognizedClientException")
+        );
+        // `host` not signed (the signer would take it from a URI that has none).
+        let mut unsigned_host = headers.clone();
+        let auth = unsigned_host["authorization"]
+            .to_str()
+            .expect("text")
+            .replace(
+                "SignedHeaders=content-type;host;x-amz-date",
+                "SignedHeaders=content-type;x-amz-date",
+            );
+        unsigned_host.insert("authorization", auth.parse().expect("value"));
+        assert_eq!(
+            kind(keys().verify("POST", URI, &unsigned_host, b"{}", now)),
+            Some("IncompleteSignatureException")
+        );
+        // An x-amz-* header added after signing.
+        let mut added = headers.clone();
+        added.insert("x-amz-invocation-type", "Event".parse().expect("value"));
+        assert_eq!(
+            kind(keys().verify("POST", URI, &added, b"{}", now)),
+            Some("IncompleteSignatureException")
         );
         let mut broken = headers.clone();
         broken.insert(

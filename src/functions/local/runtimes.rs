@@ -277,7 +277,15 @@ impl Runtimes {
         let parts: Vec<String> = self
             .available()
             .map(|runtime| match self.interpreter(runtime) {
-                Ok(Some(i)) => format!("{runtime}={} ({})", i.path.display(), i.version),
+                Ok(Some(i)) => match &i.prefix {
+                    Some(shown) => format!(
+                        "{runtime}={} ({}; sandbox shows {})",
+                        i.path.display(),
+                        i.version,
+                        shown.display()
+                    ),
+                    None => format!("{runtime}={} ({})", i.path.display(), i.version),
+                },
                 _ => runtime.to_owned(),
             })
             .collect();
@@ -334,7 +342,7 @@ fn probe(language: &'static str, path: &Path) -> Result<Interpreter, String> {
     .to_owned();
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     let real = canonical(&path);
-    let prefix = (!SHOWN.iter().any(|dir| real.starts_with(dir))).then(|| install_prefix(&real));
+    let prefix = (!SHOWN.iter().any(|dir| real.starts_with(dir))).then(|| shown_for(&real));
     Ok(Interpreter {
         language,
         version,
@@ -343,12 +351,37 @@ fn probe(language: &'static str, path: &Path) -> Result<Interpreter, String> {
     })
 }
 
-/// `/x/python-3.12/bin/python3.12` → `/x/python-3.12`; otherwise the file's directory.
-fn install_prefix(real: &Path) -> PathBuf {
+/// Directories never shown whole to a sandboxed worker, whatever an
+/// interpreter's path suggests.
+const NEVER_SHOWN: &[&str] = &[
+    "/", "/home", "/root", "/var", "/tmp", "/etc", "/srv", "/mnt", "/media", "/run", "/proc",
+    "/sys", "/dev", "/boot",
+];
+
+/// What a sandboxed worker must see of an interpreter outside the standard
+/// directories: its installation (`/x/python-3.12` for
+/// `/x/python-3.12/bin/python3.12`) when it looks like one (a `lib` with
+/// `node_modules` or `python3.*`, at least two levels deep, not a directory
+/// such as a home), else the file alone.
+fn shown_for(real: &Path) -> PathBuf {
     let dir = real.parent().unwrap_or(real);
-    match dir.file_name() {
-        Some(name) if name == "bin" => dir.parent().unwrap_or(dir).to_owned(),
-        _ => dir.to_owned(),
+    let prefix = match dir.file_name() {
+        Some(name) if name == "bin" => dir.parent().unwrap_or(dir),
+        _ => dir,
+    };
+    let lib = prefix.join("lib");
+    let installed = lib.join("node_modules").is_dir()
+        || std::fs::read_dir(&lib).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with("python3") && e.path().is_dir()
+            })
+        });
+    let deep = prefix.components().count() >= 3;
+    let home = prefix.parent() == Some(Path::new("/home"));
+    let forbidden = NEVER_SHOWN.iter().any(|d| prefix == Path::new(d));
+    match installed && deep && !home && !forbidden {
+        true => prefix.to_owned(),
+        false => real.to_owned(),
     }
 }
 
@@ -436,12 +469,25 @@ mod tests {
             .expect("runs")
             .expect("an interpreter");
         assert_eq!(chosen.path, node24);
-        // Outside the directories a sandbox shows: its installation is shown.
+        // Outside the directories a sandbox shows, not an installation (no
+        // lib/node_modules): the file alone is shown; an installation whole.
+        assert_eq!(chosen.prefix.as_deref(), Some(canonical(&node24).as_path()));
+        std::fs::create_dir_all(dir.path().join("opt-node/lib/node_modules")).expect("mkdir");
+        let again = Runtimes::discover("", &configured).expect("discovered");
+        let chosen = again
+            .interpreter("nodejs24.x")
+            .expect("runs")
+            .expect("an interpreter");
         assert_eq!(
             chosen.prefix.as_deref(),
             Some(canonical(&dir.path().join("opt-node")).as_path())
         );
-
+        // Never a directory such as /root or a home, whatever the path.
+        assert_eq!(
+            shown_for(Path::new("/root/bin/node")),
+            PathBuf::from("/root/bin/node")
+        );
+        assert_eq!(shown_for(Path::new("/node")), PathBuf::from("/node"));
         let wrong = BTreeMap::from([("nodejs22.x".to_owned(), node24.clone())]);
         let err = Runtimes::discover("", &wrong).expect_err("a lie");
         assert!(err.contains("is node 24.1.0, not 22"), "{err}");

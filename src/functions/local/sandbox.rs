@@ -22,6 +22,13 @@ use std::time::Duration;
 /// Where the code and our runtime clients appear inside the sandbox.
 pub const TASK_ROOT: &str = "/var/task";
 pub const RUNTIME_DIR: &str = "/var/runtime";
+/// The directories the sandbox makes itself (left as they are when an
+/// interpreter's installation below one is shown).
+const SANDBOX_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/opt", "/etc", "/proc", "/dev", "/tmp",
+    "/var",
+];
+
 /// `PATH` inside the sandbox.
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -247,8 +254,24 @@ impl Cell {
             runtimes.as_os_str(),
             RUNTIME_DIR.as_ref(),
         ]);
-        // After `/tmp` and `/var` are made: an installation under them stays visible.
+        // After `/tmp` and `/var` are made: an installation under them stays
+        // visible. Its parents are made traversable (bwrap would make them
+        // 0700, closed to the worker's user), all but those the sandbox has.
         if let Some(shown) = shown {
+            let mut parents: Vec<&Path> = shown.ancestors().skip(1).collect();
+            parents.reverse();
+            for parent in parents {
+                let has =
+                    parent == Path::new("/") || SANDBOX_DIRS.iter().any(|d| parent == Path::new(d));
+                if !has {
+                    push(&[
+                        "--perms".as_ref(),
+                        "0755".as_ref(),
+                        "--dir".as_ref(),
+                        parent.as_os_str(),
+                    ]);
+                }
+            }
             push(&["--ro-bind".as_ref(), shown.as_os_str(), shown.as_os_str()]);
         }
         push(&["--chdir".as_ref(), TASK_ROOT.as_ref(), "--".as_ref()]);
