@@ -64,6 +64,23 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 }
 
 impl Settings {
+    /// The environment for the upload's header (base64 of its JSON), if any is given.
+    fn environment_header(&self) -> Option<String> {
+        use base64::Engine;
+        if self.env.is_empty() {
+            return None;
+        }
+        let environment: serde_json::Map<String, Value> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .encode(Value::Object(environment).to_string()),
+        )
+    }
+
     /// The query of a raw upload.
     fn query(&self, promote: bool, wait: bool) -> Vec<(&'static str, String)> {
         let mut query = Vec::new();
@@ -77,14 +94,7 @@ impl Settings {
         put("memorySize", self.memory.map(|m| m.to_string()));
         put("timeout", self.timeout.map(|t| t.to_string()));
         put("payloadFormat", self.payload_format.clone());
-        if !self.env.is_empty() {
-            let environment: serde_json::Map<String, Value> = self
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect();
-            put("environment", Some(Value::Object(environment).to_string()));
-        }
+
         put("promote", (!promote).then(|| "false".to_owned()));
         put("wait", (!wait).then(|| "false".to_owned()));
         query
@@ -168,6 +178,10 @@ pub async fn upload(
         .header(CONTENT_TYPE, "application/zip")
         .header(CONTENT_LENGTH, total)
         .body(reqwest::Body::wrap_stream(body));
+    let request = match settings.environment_header() {
+        Some(environment) => request.header("x-orchestrator-environment", environment),
+        None => request,
+    };
     bar.set_message("deploying");
     let answer = client.json(request).await;
     bar.finish_and_clear();

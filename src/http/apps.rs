@@ -335,6 +335,8 @@ pub struct CodeParams {
     pub payload_format: Option<String>,
     /// The environment as a JSON object of strings (`{"KEY":"value"}`,
     /// URL-encoded); replaces the app's. Omitted: the app's newest version's.
+    /// Better sent as the header `x-orchestrator-environment` (base64 of the
+    /// JSON), which no access log records.
     pub environment: Option<String>,
     /// Default `true`: the new version takes the app's traffic.
     pub promote: Option<bool>,
@@ -379,6 +381,10 @@ pub async fn put_code(
     .await
 }
 
+/// A raw upload's environment, base64 of its JSON object: what
+/// `orchestrator deploy --env` sends (secrets stay out of URLs).
+pub const ENVIRONMENT_HEADER: &str = "x-orchestrator-environment";
+
 /// The deploy request a raw upload makes: checked before the body is read.
 fn code_request(
     name: String,
@@ -399,12 +405,31 @@ fn code_request(
     }
     crate::apps::AppName::parse(&name)
         .map_err(|reason| ApiError::bad_request("invalid_app", format!("name: {reason}")))?;
-    let environment = params
-        .environment
+    // In a header (kept out of URLs and the logs that record them), base64
+    // of the JSON object, or in the query.
+    let from_header = headers
+        .get(ENVIRONMENT_HEADER)
+        .map(|value| {
+            use base64::Engine;
+            let text = value.to_str().unwrap_or_default();
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_environment",
+                        format!("{ENVIRONMENT_HEADER} must be the base64 of a JSON object"),
+                    )
+                })
+        })
+        .transpose()?;
+    let environment = from_header
+        .or(params.environment)
         .map(|text| {
             serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
                 ApiError::bad_request(
-                    "invalid_query",
+                    "invalid_environment",
                     format!("environment must be a JSON object of strings: {e}"),
                 )
             })

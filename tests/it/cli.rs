@@ -334,6 +334,23 @@ async fn failures_print_the_services_message_and_exit_non_zero() {
         );
         assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
     }
+    // The environment header a raw upload takes must be base64 of JSON.
+    let refused = app
+        .client
+        .put(format!("{}/apps/envy/code", app.url))
+        .bearer_auth("cli-token")
+        .header("content-type", "application/zip")
+        .header("x-orchestrator-environment", "not base64!")
+        .body(crate::uploads::zip_bytes(&[(
+            "index.js",
+            "exports.handler = async () => ({})",
+        )]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_environment");
     // A name the service refuses, from a real directory.
     let project = tempfile::tempdir().unwrap();
     write_app(project.path(), "x");
