@@ -45,6 +45,28 @@ async fn started() -> TestApp {
     app
 }
 
+/// The kinds of a tenant's jobs, oldest first.
+fn job_kinds(tenant: &Value) -> Vec<String> {
+    tenant["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["kind"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The states a tenant went through, from its timeline.
+async fn walk(app: &TestApp, tenant: &str) -> Vec<String> {
+    let (_, timeline) = app.get(&format!("/tenants/{tenant}/timeline")).await;
+    timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "transition")
+        .filter_map(|i| i["to"].as_str().map(str::to_owned))
+        .collect()
+}
+
 async fn send(app: &TestApp, id: &str, event: &str, detail: Value) {
     let (status, body) = app
         .post(&format!("/events/{event}"), &envelope(id, event, detail))
@@ -184,23 +206,11 @@ async fn suspend_and_resume_go_through_suspended() {
         })
         .await;
     assert_eq!(resumed["tier"], "basic");
-    let kinds: Vec<&str> = resumed["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|j| j["kind"].as_str())
-        .collect();
+    let kinds = job_kinds(&resumed);
     assert_eq!(kinds, ["provisioning", "suspend", "resume"]);
 
     // The timeline holds the whole walk.
-    let (_, timeline) = app.get("/tenants/sus-co/timeline").await;
-    let walk: Vec<&str> = timeline["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["kind"] == "transition")
-        .filter_map(|i| i["to"].as_str())
-        .collect();
+    let walk = walk(&app, "sus-co").await;
     assert_eq!(
         walk,
         [
@@ -326,21 +336,9 @@ async fn deprovisioning_archives_first_and_a_failed_backup_stops_it() {
     assert_eq!(gone["jobOutput"]["ARCHIVE"], "s3://archive/arch-co.tar.gz");
     assert_eq!(gone["jobOutput"]["WAS"], "ACTIVE");
     assert_eq!(gone["jobOutput"]["BYE_SAW"], "gated/archive");
-    let kinds: Vec<&str> = gone["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|j| j["kind"].as_str())
-        .collect();
+    let kinds = job_kinds(&gone);
     assert_eq!(kinds, ["provisioning", "backup", "deprovisioning"]);
-    let (_, timeline) = app.get("/tenants/arch-co/timeline").await;
-    let walk: Vec<&str> = timeline["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["kind"] == "transition")
-        .filter_map(|i| i["to"].as_str())
-        .collect();
+    let walk = walk(&app, "arch-co").await;
     assert_eq!(
         walk,
         [
@@ -392,12 +390,7 @@ async fn deprovisioning_archives_first_and_a_failed_backup_stops_it() {
             .contains("not deprovisioned"),
         "{kept}"
     );
-    let kinds: Vec<&str> = kept["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|j| j["kind"].as_str())
-        .collect();
+    let kinds = job_kinds(&kept);
     assert_eq!(kinds, ["provisioning", "backup"]);
 
     // "archive": true on a tier without a backup job is refused; the tenant stays.

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use super::common::{environment_override, job_params, tier_details, tier_of};
 use super::jobs::{begin, launch, sbt_report, Begin};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
-use crate::store::{Commit, JobKind, TenantState};
+use crate::store::{JobKind, TenantState};
 use crate::telemetry::trace::{self, Span};
 use crate::tenants::sbt::Phase;
 use crate::tenants::Lifecycle;
@@ -91,17 +91,8 @@ impl EventHandler for ChangeHandler {
                 JobKind::Resume => Some(Phase::Activate),
                 _ => None,
             };
-            let events = phase
-                .and_then(|phase| sbt_report(event, &record, phase, true))
-                .into_iter()
-                .collect();
-            services
-                .commit(Commit {
-                    tenant: Some(step.write(record)),
-                    events,
-                    ..Commit::default()
-                })
-                .await?;
+            let events = phase.and_then(|phase| sbt_report(event, &record, phase, true));
+            step.settle(services, record, events).await?;
             return Ok(Handled::note(format!(
                 "tier '{}' has no job for a {}: tenant is {now}",
                 tier.tier, self.kind

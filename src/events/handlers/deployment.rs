@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::common::{job_params, tier_details};
 use super::jobs::{begin, callback_event, launch, Begin};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
-use crate::store::{Commit, JobKind, TenantState};
+use crate::store::{JobKind, TenantState};
 use crate::tenants::Lifecycle;
 
 /// The default deployment handler.
@@ -34,16 +34,8 @@ impl EventHandler for DeploymentHandler {
             }
             record.state = TenantState::Active;
             record.current_job_id = None;
-            let events = callback_event(services, event, &mut record, true)
-                .into_iter()
-                .collect();
-            services
-                .commit(Commit {
-                    tenant: Some(step.write(record)),
-                    events,
-                    ..Commit::default()
-                })
-                .await?;
+            let events = callback_event(services, event, &mut record, true);
+            step.settle(services, record, events).await?;
             return Ok(Handled::note("no deployment job: tenant is ACTIVE"));
         };
         // The deployment sees what provisioning saw, plus what provisioning produced.

@@ -39,6 +39,21 @@ impl Step {
     pub fn write(&self, record: TenantRecord) -> TenantWrite {
         write(record, self.current.as_ref(), &self.cause)
     }
+
+    /// Records the tenant as `record` with no job to run, raising `events`.
+    pub async fn settle(
+        &self,
+        services: &Services,
+        record: TenantRecord,
+        events: impl IntoIterator<Item = NewEvent>,
+    ) -> Result<(), HandlerError> {
+        let commit = Commit {
+            tenant: Some(self.write(record)),
+            events: events.into_iter().collect(),
+            ..Commit::default()
+        };
+        Ok(services.commit(commit).await?)
+    }
 }
 
 /// Whether a handler goes on.

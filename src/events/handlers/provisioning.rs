@@ -7,7 +7,7 @@ use super::common::{
 };
 use super::jobs::{begin, launch, sbt_report, Begin};
 use super::{EventHandler, Handled, HandlerError, InboxEvent, Services};
-use crate::store::{Commit, JobKind, JsonObject, TenantState};
+use crate::store::{JobKind, JsonObject, TenantState};
 use crate::tenants::sbt::Phase;
 use crate::tenants::Lifecycle;
 use serde_json::{Map, Value};
@@ -148,16 +148,8 @@ pub(super) async fn deprovision(
     let Some(job) = tier.deprovisioning_job_identifier().map(str::to_owned) else {
         record.state = TenantState::Inactive;
         record.current_job_id = None;
-        let events = sbt_report(event, &record, Phase::Deprovision, true)
-            .into_iter()
-            .collect();
-        services
-            .commit(Commit {
-                tenant: Some(step.write(record)),
-                events,
-                ..Commit::default()
-            })
-            .await?;
+        let events = sbt_report(event, &record, Phase::Deprovision, true);
+        step.settle(services, record, events).await?;
         return Ok(Handled::note(format!(
             "tier '{}' has no deprovisioningJobIdentifier: tenant is INACTIVE",
             tier.tier
