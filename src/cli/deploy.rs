@@ -163,7 +163,7 @@ pub async fn upload(
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     const CHUNK: usize = 64 * 1024;
-    let all = bytes::Bytes::from(packed.bytes.clone());
+    let all = packed.bytes.clone();
     let progress = bar.clone();
     let chunks = (0..all.len())
         .step_by(CHUNK)

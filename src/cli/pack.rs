@@ -16,7 +16,8 @@ pub const IGNORE_FILE: &str = ".orchestratorignore";
 
 /// An archive ready to upload.
 pub struct Packed {
-    pub bytes: Vec<u8>,
+    /// Shared, so an upload streams it without copying it.
+    pub bytes: bytes::Bytes,
     pub files: usize,
     /// Symbolic links left out (the service unpacks regular files only).
     pub links_skipped: usize,
@@ -42,7 +43,7 @@ pub fn pack(path: &Path) -> Result<Packed, CliError> {
 fn finish(bytes: Vec<u8>, files: usize, links_skipped: usize) -> Packed {
     let sha256 = hex::encode(Sha256::digest(&bytes));
     Packed {
-        bytes,
+        bytes: bytes.into(),
         files,
         links_skipped,
         sha256,

@@ -252,14 +252,9 @@ pub async fn events(
             });
         }
         EventsCommand::List { status, limit } => {
-            let mut query = Vec::new();
-            if let Some(status) = status {
-                query.push(("status", status));
-            }
-            if let Some(limit) = limit {
-                query.push(("limit", limit.to_string()));
-            }
-            let answer = client.json(client.get(&["events"]).query(&query)).await?;
+            let answer = client
+                .json(client.get(&["events"]).query(&filters(status, limit)))
+                .await?;
             show(&answer, output, |v| output::rows(v, EVENT_ROWS));
         }
         EventsCommand::Get { id } => {
@@ -303,16 +298,11 @@ pub async fn tenants(
     command: TenantsCommand,
     output: Output,
 ) -> Result<(), CliError> {
-    let limit = |limit: Option<u32>| {
-        limit
-            .map(|l| vec![("limit", l.to_string())])
-            .unwrap_or_default()
-    };
     match command {
-        TenantsCommand::List { status, limit: n } => {
-            let mut query = limit(n);
-            query.extend(status.map(|s| ("status", s)));
-            let answer = client.json(client.get(&["tenants"]).query(&query)).await?;
+        TenantsCommand::List { status, limit } => {
+            let answer = client
+                .json(client.get(&["tenants"]).query(&filters(status, limit)))
+                .await?;
             show(&answer, output, |v| output::rows(v, TENANT_ROWS));
         }
         TenantsCommand::Get { id } => {
@@ -344,14 +334,28 @@ pub async fn tenants(
                 );
             });
         }
-        TenantsCommand::Timeline { id, limit: n } => {
+        TenantsCommand::Timeline { id, limit } => {
             let answer = client
-                .json(client.get(&["tenants", &id, "timeline"]).query(&limit(n)))
+                .json(
+                    client
+                        .get(&["tenants", &id, "timeline"])
+                        .query(&filters(None, limit)),
+                )
                 .await?;
             show(&answer, output, print_timeline);
         }
     }
     Ok(())
+}
+
+/// A list's query: `status` and `limit` when given.
+fn filters(status: Option<String>, limit: Option<u32>) -> Vec<(&'static str, String)> {
+    let limit = limit.map(|l| ("limit", l.to_string()));
+    status
+        .map(|s| ("status", s))
+        .into_iter()
+        .chain(limit)
+        .collect()
 }
 
 /// A timeline, a line per step: time, kind, and what the step says.

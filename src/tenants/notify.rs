@@ -128,6 +128,11 @@ impl Notifier {
         })
     }
 
+    /// Whether no sink is configured (then nothing is published).
+    pub fn is_empty(&self) -> bool {
+        self.bus.is_none() && self.webhooks.is_empty()
+    }
+
     /// The sinks' names, as the messages name them.
     pub fn sinks(&self) -> Vec<String> {
         let bus = self.bus.iter().map(|_| "eventbridge".to_owned());

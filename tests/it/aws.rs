@@ -155,6 +155,28 @@ pub async fn project(moto: &Moto) -> String {
     name
 }
 
+/// The `environmentVariablesOverride` of the recorded StartBuild of
+/// `project`, by name: (value, type).
+pub fn start_build_overrides(
+    recorded: &[(String, Value)],
+    project: &str,
+) -> HashMap<String, (String, String)> {
+    let start = recorded
+        .iter()
+        .find(|(target, body)| target.ends_with(".StartBuild") && body["projectName"] == project)
+        .map(|(_, body)| body)
+        .expect("a StartBuild for the project");
+    start["environmentVariablesOverride"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+            (text("name"), (text("value"), text("type")))
+        })
+        .collect()
+}
+
 async fn codebuild_app(moto: &Moto, project: &str, poll: Duration) -> TestApp {
     let sdk = moto.sdk().await;
     let project = project.to_owned();
@@ -192,22 +214,7 @@ async fn provisioning_starts_a_codebuild_build_that_polling_completes() {
         })
         .await;
     // StartBuild named the tier's project, with every parameter a PLAINTEXT override.
-    let start = recorded
-        .iter()
-        .find(|(target, body)| {
-            target.ends_with(".StartBuild") && body["projectName"] == project.as_str()
-        })
-        .map(|(_, body)| body.clone())
-        .expect("a StartBuild for the project");
-    let overrides: HashMap<String, (String, String)> = start["environmentVariablesOverride"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-            (text("name"), (text("value"), text("type")))
-        })
-        .collect();
+    let overrides = start_build_overrides(&recorded, &project);
     let plain = |v: &str| (v.to_owned(), "PLAINTEXT".to_owned());
     assert_eq!(overrides["TENANT_ID"], plain(&tenant));
     assert_eq!(overrides["REGION"], plain("eu-west-1"));

@@ -7,22 +7,20 @@ use serde_json::{json, Value};
 use crate::apps::zip_of;
 use crate::common::TestApp;
 
-/// The Python of the moto environment `.ci/run` installs (it has boto3).
-fn python_with_boto3() -> Option<std::path::PathBuf> {
-    let moto = std::env::var("ORCHESTRATOR_TEST_MOTO").ok()?;
-    let python = std::path::Path::new(&moto).parent()?.join("python3");
-    python.exists().then_some(python)
-}
-
-/// Runs `script` with boto3's Lambda client on the service as `lam`; its
-/// stdout, parsed as JSON.
-fn boto3(url: &str, script: &str) -> Value {
-    let Some(python) = python_with_boto3() else {
+/// Whether boto3 is missing (said as [`crate::require`] says it): the test then stops.
+fn without_boto3() -> bool {
+    let missing = crate::moto::python_with_boto3().is_none();
+    if missing {
         crate::require::missing(
             "no Python with boto3 (the moto environment: set ORCHESTRATOR_TEST_MOTO)",
         );
-        return Value::Null;
-    };
+    }
+    missing
+}
+
+/// Runs `script` with boto3's Lambda client on the service as `lam`; its
+/// stdout, parsed as JSON (`null` where boto3 is missing).
+fn boto3(url: &str, script: &str) -> Value {
     let program = format!(
         "import base64, json, boto3, botocore\n\
          lam = boto3.client('lambda', endpoint_url='{url}', region_name='us-east-1',\n\
@@ -30,18 +28,7 @@ fn boto3(url: &str, script: &str) -> Value {
              config=botocore.config.Config(retries={{'max_attempts': 1}}))\n\
          {script}\n"
     );
-    let output = std::process::Command::new(python)
-        .arg("-c")
-        .arg(program)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+    crate::moto::python_json(&program).unwrap_or(Value::Null)
 }
 
 /// [`boto3`] off the runtime's threads; `None` where it was skipped.
@@ -61,10 +48,7 @@ const ECHO: &str = r#"exports.handler = async (event, context) => {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boto3_invokes_functions_through_the_invoke_api() {
-    if python_with_boto3().is_none() {
-        crate::require::missing(
-            "no Python with boto3 (the moto environment: set ORCHESTRATOR_TEST_MOTO)",
-        );
+    if without_boto3() {
         return;
     }
     let app = TestApp::start(|_, _| {}).await;
@@ -328,10 +312,7 @@ exports.handler = async (event) => {
 /// and a failed run is retried (twice, as Lambda does).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_invocation_is_queued_and_retried_until_it_succeeds() {
-    if python_with_boto3().is_none() {
-        crate::require::missing(
-            "no Python with boto3 (the moto environment: set ORCHESTRATOR_TEST_MOTO)",
-        );
+    if without_boto3() {
         return;
     }
     let app = TestApp::start(|c, _| c.functions.async_retry_delay_ms = 100).await;

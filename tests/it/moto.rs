@@ -179,3 +179,35 @@ impl Moto {
         assert!(response.status().is_success());
     }
 }
+
+/// The Python of the moto environment `.ci/run` installs (it has boto3 and the AWS CLI).
+pub fn python_with_boto3() -> Option<std::path::PathBuf> {
+    let moto = std::env::var("ORCHESTRATOR_TEST_MOTO").ok()?;
+    let python = std::path::Path::new(&moto).parent()?.join("python3");
+    python.exists().then_some(python)
+}
+
+/// Runs `program` with that Python; its stdout, parsed as JSON (`None`,
+/// said as [`crate::require`] says it, where there is no such Python).
+pub fn python_json(program: &str) -> Option<serde_json::Value> {
+    let Some(python) = python_with_boto3() else {
+        crate::require::missing(
+            "no Python with boto3 (the moto environment: set ORCHESTRATOR_TEST_MOTO)",
+        );
+        return None;
+    };
+    let output = std::process::Command::new(python)
+        .arg("-c")
+        .arg(program)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout))),
+    )
+}

@@ -13,26 +13,15 @@ use serde_json::{json, Map, Value};
 
 use crate::common::{write_job, TestApp};
 
-/// Runs `script` with boto3 on moto (`MOTO` is its URL); its stdout as JSON.
+/// Runs `script` with boto3 on moto (`moto` is its URL, `kw` the client
+/// settings); its stdout as JSON.
 fn boto3(moto: &str, script: &str) -> Value {
-    let moto_server = std::env::var("ORCHESTRATOR_TEST_MOTO").expect("moto is running");
-    let python = std::path::Path::new(&moto_server).with_file_name("python3");
     let program = format!(
         "import json, boto3\n\
          kw = dict(endpoint_url='{moto}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n\
          {script}\n"
     );
-    let output = std::process::Command::new(python)
-        .arg("-c")
-        .arg(program)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    crate::moto::python_json(&program).expect("moto runs, so its Python does")
 }
 
 /// A bus like sbt-aws's `SbtEventBus`, with a rule sending what the
@@ -386,25 +375,15 @@ async fn an_sbt_aws_onboarding_runs_a_codebuild_build() {
             app.wait_tenant(&registration, "ACTIVE").await;
         })
         .await;
-    let start = recorded
-        .iter()
-        .find(|(target, body)| {
-            target.ends_with(".StartBuild") && body["projectName"] == project.as_str()
-        })
-        .map(|(_, body)| body.clone())
-        .expect("a StartBuild for the tier's project");
-    let overrides: std::collections::HashMap<String, String> = start
-        ["environmentVariablesOverride"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| {
-            (
-                v["name"].as_str().unwrap().to_owned(),
-                v["value"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    // Named as in the detail, each a PLAINTEXT override.
+    let overrides: std::collections::HashMap<String, String> =
+        crate::aws::start_build_overrides(&recorded, &project)
+            .into_iter()
+            .map(|(name, (value, kind))| {
+                assert_eq!(kind, "PLAINTEXT", "{name}");
+                (name, value)
+            })
+            .collect();
     assert_eq!(overrides["tenantName"], format!("{registration}-co"));
     assert_eq!(overrides["email"], format!("admin@{registration}.example"));
     assert_eq!(overrides["tenantId"], format!("tenant-of-{registration}"));
